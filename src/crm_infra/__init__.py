@@ -1,0 +1,89 @@
+"""crm-infra: typed infrastructure ports for a CRM backend.
+
+Domain code imports from here: the ports, the errors and the user context. Real adapters live
+in :mod:`crm_infra.adapters`, in-memory fakes in :mod:`crm_infra.fakes`; only the composition
+root chooses between them.
+"""
+
+from crm_infra.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    InfraError,
+    IntegrityError,
+    InvalidSecretError,
+    InvalidSecretPathError,
+    InvalidUserIdError,
+    KeyValueStoreDataError,
+    KeyValueStoreError,
+    KeyValueStoreInputError,
+    KeyValueStoreUnavailableError,
+    MigrationError,
+    MissingUserContextError,
+    NoRowsError,
+    QueryTimeoutError,
+    RowSecurityError,
+    SecretAccessDeniedError,
+    SecretNotFoundError,
+    SecretStoreAuthError,
+    SecretStoreError,
+    SecretStoreUnavailableError,
+    TransactionUsageError,
+    UnsafeRoleError,
+    UnsupportedQueryError,
+)
+from crm_infra.ports import (
+    AdminDB,
+    JSONValue,
+    KeyValueStore,
+    Params,
+    Row,
+    SecretStore,
+    Transaction,
+    UserScopedDB,
+)
+from crm_infra.user_context import UserId, get_current_user_id, user_context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdminDB",
+    "BackendUnavailableError",
+    "ConfigError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "InfraError",
+    "IntegrityError",
+    "InvalidSecretError",
+    "InvalidSecretPathError",
+    "InvalidUserIdError",
+    "JSONValue",
+    "KeyValueStore",
+    "KeyValueStoreDataError",
+    "KeyValueStoreError",
+    "KeyValueStoreInputError",
+    "KeyValueStoreUnavailableError",
+    "MigrationError",
+    "MissingUserContextError",
+    "NoRowsError",
+    "Params",
+    "QueryTimeoutError",
+    "Row",
+    "RowSecurityError",
+    "SecretAccessDeniedError",
+    "SecretNotFoundError",
+    "SecretStore",
+    "SecretStoreAuthError",
+    "SecretStoreError",
+    "SecretStoreUnavailableError",
+    "Transaction",
+    "TransactionUsageError",
+    "UnsafeRoleError",
+    "UnsupportedQueryError",
+    "UserId",
+    "UserScopedDB",
+    "__version__",
+    "get_current_user_id",
+    "user_context",
+]

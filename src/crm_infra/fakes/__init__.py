@@ -1,0 +1,6 @@
+"""In-memory fakes of every port, for fast unit tests here and in downstream projects.
+
+Each fake is proven faithful by the same contract suite that runs against the real adapter.
+"""
+
+__all__: list[str] = []
