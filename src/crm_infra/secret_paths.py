@@ -92,7 +92,8 @@ def validate_secret_path(
     A path is one or more ``/``-separated segments of ASCII letters, digits and ``_ . @ + = , -``;
     ``.`` and ``..`` segments, empty segments (a leading, trailing or doubled ``/``) and paths
     longer than :data:`MAX_PATH_LENGTH` are refused. A path that starts with
-    ``<mount_point>/data/`` or ``<mount_point>/metadata/`` is refused with a hint: paths are
+    ``<mount_point>/data/`` or ``<mount_point>/metadata/`` (or ``secret/data/``, the default
+    mount's, whatever the mount) is refused with a hint: paths are
     relative to the mount (``crm/database``, not ``secret/data/crm/database``), and taking the
     API form as-is would silently read a different secret.
 
@@ -120,9 +121,11 @@ def validate_secret_path(
             f"secret path must be relative to the mount, without a leading '/': {_shown(path)}"
         )
     segments = path.split("/")
-    if segments[0] == mount_point and len(segments) > 2 and segments[1] in {"data", "metadata"}:
+    api_prefixed = segments[0] in {mount_point, DEFAULT_MOUNT_POINT} and len(segments) > 2
+    if api_prefixed and segments[1] in {"data", "metadata"}:
         raise error(
-            f"secret path {_shown(path)} includes the API prefix '{mount_point}/{segments[1]}/';"
+            f"secret path {_shown(path)} includes the API prefix"
+            f" '{segments[0]}/{segments[1]}/';"
             f" give it relative to the mount, e.g. {'/'.join(segments[2:])!r}"
         )
     for segment in segments:
