@@ -24,6 +24,7 @@ from crm_infra.adapters import VaultClient
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.fakes import InMemorySecretStore
 from tests.fixtures.openbao import TEST_SECRETS, VaultMount
+from tests.fixtures.secret_paths import BAD_PATHS
 
 Store = InMemorySecretStore | VaultClient
 
@@ -189,32 +190,6 @@ def test_not_found_messages_never_show_a_value(backend: Backend) -> None:
 
 
 # --- invalid paths -----------------------------------------------------------------------------
-
-BAD_PATHS = {
-    "empty": "",
-    "leading slash": "/crm/database",
-    "trailing slash": "crm/database/",
-    "doubled slash": "crm//database",
-    "dot-dot at start": "../../sys/seal-status",
-    "dot-dot inside": "crm/../../sys/seal-status",
-    "lone dot-dot": "..",
-    "dot segment": "crm/./database",
-    "lone dot": ".",
-    "NUL": "crm/data\x00base",
-    "newline": "crm/database\n",
-    "tab": "crm/\tdatabase",
-    "DEL": "crm/database\x7f",
-    "zero-width space": "crm/data\u200bbase",
-    "percent-encoded dot-dot": "crm/%2e%2e/sys",
-    "backslash": "crm\\..\\sys",
-    "query string": "crm/database?version=1",
-    "fragment": "crm/database#x",
-    "space": "crm/data base",
-    "non-ASCII": "crm/datábase",
-    "API prefix": "secret/data/crm/database",
-    "metadata prefix": "secret/metadata/crm/database",
-    "too long": "a/" * 300 + "b",
-}
 
 
 @pytest.mark.parametrize("path", list(BAD_PATHS.values()), ids=list(BAD_PATHS))
