@@ -153,3 +153,15 @@ def test_a_revoked_secret_id_leaves_an_auth_error_once_the_token_is_gone(
         openbao_root.sys.revoke_prefix(prefix=f"auth/{approle.mount}/login")
         with pytest.raises(VaultAuthError, match="AppRole"):
             client.get_database_url()
+
+
+def test_approle_arguments_win_over_a_token_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    openbao_server: OpenBaoServer,
+    vault_mount: VaultMount,
+    approle: AppRole,
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", f"stale-{uuid.uuid4().hex}")
+    with _client(openbao_server, vault_mount, approle) as client:
+        assert client.auth_method == "approle"
+        assert client.get_valkey_url() == TEST_SECRETS["crm/valkey"]["url"]

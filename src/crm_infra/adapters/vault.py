@@ -176,8 +176,10 @@ class VaultClient:
         except ConfigError as exc:
             raise VaultConfigError(str(exc)) from None
         with self._errors("connecting"):
+            # token="" (not None): hvac would otherwise pick up VAULT_TOKEN or ~/.vault-token
+            # on its own, behind an AppRole login's back.
             self._client = hvac.Client(
-                url=self._addr, token=self._token, timeout=self._timeout, verify=verify
+                url=self._addr, token=self._token or "", timeout=self._timeout, verify=verify
             )
         try:
             if self._role_id is not None:
