@@ -68,7 +68,10 @@ class CachedSecretStore:
         """
         # Keyed by the exact string: only paths the wrapped store accepted are ever stored,
         # so an invalid path always reaches its validation.
-        entry = self._entries.get(path)
+        try:
+            entry = self._entries.get(path)
+        except TypeError:  # an unhashable non-str path: let the store's validation name it
+            entry = None
         if entry is not None and entry[0] > self._clock():
             return copy_secret_data(entry[1], flat=entry[2])
         data = dict(self._store.get_secret(path))

@@ -117,3 +117,9 @@ def test_the_cache_is_a_secret_store(cache: CachedSecretStore) -> None:
     store: SecretStore = cache
     assert store.health_check() is True
     assert "ttl=10" in repr(cache)
+
+
+@pytest.mark.parametrize("path", [["app", "a"], {"p": 1}, None, 7])
+def test_a_non_string_path_is_an_invalid_path(cache: CachedSecretStore, path: object) -> None:
+    with pytest.raises(InvalidSecretPathError, match="must be a str"):
+        cache.get_secret(path)  # type: ignore[arg-type]  # the wrong type on purpose
