@@ -3,4 +3,6 @@
 Each fake is proven faithful by the same contract suite that runs against the real adapter.
 """
 
-__all__: list[str] = []
+from crm_infra.fakes.secrets import InMemorySecretStore
+
+__all__: list[str] = ["InMemorySecretStore"]
