@@ -27,7 +27,7 @@ import random
 import time
 from types import TracebackType
 from typing import Any, Final, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -125,7 +125,8 @@ def redact_url(url: str) -> str:
             ],
             safe="*",
         )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # Built by hand: urlunsplit drops the "//" of an empty netloc (unix:///path).
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     except ValueError:
         return "<unparseable URL>"
 
@@ -404,8 +405,11 @@ class ValkeyClient:
         Raises:
             ValkeyUnavailableError: Valkey is unreachable or did not answer in time.
         """
-        name = self._name("get", key)
-        return cast(str | None, self._idempotent("get", key, self._client.get, name))
+        return self._get("get", key)
+
+    def _get(self, op: str, key: str) -> str | None:
+        name = self._name(op, key)
+        return cast(str | None, self._idempotent(op, key, self._client.get, name))
 
     def set(self, key: str, value: str, expire_seconds: int | None = None) -> None:
         """Store ``value`` at ``key``, expiring after ``expire_seconds`` (None: never).
@@ -415,15 +419,18 @@ class ValkeyClient:
                 int (0, negative and bool included); nothing is stored.
             ValkeyUnavailableError: Valkey is unreachable or did not answer in time.
         """
-        name = self._name("set", key)
         if type(value) is not str:
             raise ValkeyInputError(
                 f"Valkey set of key {key!r}: value must be a str, got {type(value).__name__} "
                 "(use set_json for structured values); nothing was stored"
             )
+        self._set("set", key, value, expire_seconds)
+
+    def _set(self, op: str, key: str, value: str, expire_seconds: int | None) -> None:
+        name = self._name(op, key)
         if expire_seconds is not None and (type(expire_seconds) is not int or expire_seconds <= 0):
-            raise _bad_seconds("set", key, "expire_seconds", expire_seconds)
-        self._idempotent("set", key, self._client.set, name, value, expire_seconds)
+            raise _bad_seconds(op, key, "expire_seconds", expire_seconds)
+        self._idempotent(op, key, self._client.set, name, value, expire_seconds)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True when it existed.
@@ -474,7 +481,7 @@ class ValkeyClient:
             ValkeyDataError: the stored value is not JSON; the message names the key and the
                 position of the problem, never the value.
         """
-        raw = self.get(key)
+        raw = self._get("get_json", key)
         if raw is None:
             return None
         try:
@@ -503,7 +510,7 @@ class ValkeyClient:
                 f"Valkey set_json of key {key!r}: JSON cannot hold the value "
                 f"({type(exc).__name__}: {exc}); nothing was stored"
             ) from None
-        self.set(key, text, expire_seconds)
+        self._set("set_json", key, text, expire_seconds)
 
     def hit(self, key: str, window_seconds: int) -> int:
         """Count one hit in the fixed window at ``key``; return the count in this window.
