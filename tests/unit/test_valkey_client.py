@@ -87,10 +87,15 @@ def test_the_fake_has_the_adapters_repr() -> None:
 
 
 def test_url_and_client_are_exclusive() -> None:
-    with pytest.raises(ConfigError, match="either connection_url or client"):
+    with pytest.raises(ConfigError, match="exactly one of connection_url and client"):
         ValkeyClient()
-    with pytest.raises(ConfigError, match="either connection_url or client"):
+    with pytest.raises(ConfigError, match="exactly one of connection_url and client"):
         ValkeyClient("redis://localhost", client=fakeredis.FakeRedis(decode_responses=True))
+
+
+def test_a_client_that_returns_bytes_is_refused() -> None:
+    with pytest.raises(ConfigError, match="decode_responses=True"):
+        ValkeyClient(client=fakeredis.FakeRedis())
 
 
 def test_a_bad_url_is_a_config_error_without_the_password() -> None:

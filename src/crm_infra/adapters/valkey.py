@@ -276,7 +276,7 @@ class ValkeyClient:
                 ``ValkeyUnavailableError`` when the server is unreachable).
         """
         if (connection_url is None) == (client is None):
-            raise ConfigError("ValkeyClient: give either connection_url or client, not both")
+            raise ConfigError("ValkeyClient: give exactly one of connection_url and client")
         if not isinstance(key_prefix, str):
             raise ConfigError(f"ValkeyClient: key_prefix must be a str, got {key_prefix!r}")
         self._timeout = _positive_seconds("timeout", timeout)
@@ -299,6 +299,13 @@ class ValkeyClient:
             self._target = f"client={type(client).__name__}"
             client.set_retry(Retry(NoBackoff(), 0))
         kwargs = client.connection_pool.connection_kwargs
+        if kwargs.get("decode_responses") is not True:
+            if self._owns_client:
+                client.close()
+            raise ConfigError(
+                "ValkeyClient: the redis client must be built with decode_responses=True, "
+                "so that values come back as str"
+            )
         self._endpoint = (
             kwargs["path"] if "path" in kwargs
             else f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
