@@ -194,6 +194,8 @@ class ValkeyDevServer:
         if self.is_running:
             return
         binary = self._binary if self._binary is not None else find_valkey_server()
+        if not binary.is_file():
+            raise ValkeyServerError(f"valkey-server not found at {binary}; {_INSTALL_HINT}")
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="crm-valkey-"))
         attempts = 1 if self._port_fixed else 3
