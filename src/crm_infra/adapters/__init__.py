@@ -4,6 +4,7 @@ Only the composition root and code that wires a process together should import f
 domain code depends on :mod:`crm_infra.ports`.
 """
 
+from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
 from crm_infra.adapters.vault import VaultClient, VaultError
 
-__all__: list[str] = ["VaultClient", "VaultError"]
+__all__ = ["ValkeyClient", "ValkeyError", "VaultClient", "VaultError"]
