@@ -90,9 +90,19 @@ class _UserTxState:
         if self.begun:
             return statements.run(self.conn, query, params, before=pending)
         self.begun = True
-        return statements.run(
-            self.conn, query, params, user=str(self.user_id), before="BEGIN; ", after=pending
-        )
+        user = str(self.user_id)
+        try:
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
+        except psycopg.errors.InvalidSqlStatementName:
+            # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
+            # happened in this transaction yet, so it can start again.
+            self.conn.rollback()
+            statements.reset(self.conn)
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
 
 
 class _UserTransaction:
@@ -282,10 +292,15 @@ class PostgresClient:
     def _make_pool(
         self, conninfo: str, name: str, min_size: int, max_size: int, *, app: bool = True
     ) -> ConnectionPool[PgConnection]:
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        if app:
+            # psycopg's own automatic prepared statements stay off here: on a rollback it
+            # answers with DEALLOCATE ALL, which would drop ours (we prepare our own).
+            kwargs["prepare_threshold"] = None
         pool: ConnectionPool[PgConnection] = ConnectionPool(
             conninfo,
             connection_class=psycopg.Connection[DictRow],
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs=kwargs,
             min_size=min_size,
             max_size=max_size,
             open=False,
