@@ -3,8 +3,10 @@ server can show (round trips, timeouts, pooled connections, raw access)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from uuid import UUID, uuid4
 
 import psycopg
@@ -296,3 +298,39 @@ def test_a_broken_connection_is_replaced(pg_database: BootstrappedDatabase) -> N
             su.execute("SELECT pg_terminate_backend(%s)", (pid,))
         # The idle check finds the dead connection and the pool opens a new one.
         assert client.execute_scalar("SELECT pg_backend_pid()", user_id=uuid4()) != pid
+
+
+def test_several_statements_run_in_order_and_the_last_result_is_returned(
+    pg_db: PostgresClient,
+) -> None:
+    user = make_user(pg_db)
+    rows = pg_db.execute(
+        "INSERT INTO contacts (name) VALUES ('a;b'); SELECT name FROM contacts", user_id=user
+    )
+    assert rows == [{"name": "a;b"}]
+    for value in ("x", "y"):  # a ';' inside a literal keeps it one (prepared) statement
+        assert pg_db.execute_scalar("SELECT %s || ';' AS v", (value,), user_id=user) == f"{value};"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        -(2**70),
+        2**40,
+        1.5,
+        "text with 'quotes' and \\ backslash",
+        "",
+        b"\x00\xff",
+        UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("-12.345"),
+        dt.date(2024, 2, 29),
+        dt.datetime(2024, 2, 29, 12, 30, tzinfo=dt.UTC),
+        dt.timedelta(days=1, seconds=5),
+    ],
+)
+def test_values_round_trip_through_literals(pg_db: PostgresClient, value: object) -> None:
+    user = uuid4()
+    for _ in range(2):  # first call prepares, second reuses the plan
+        assert pg_db.execute_scalar("SELECT %s AS v", (value,), user_id=user) == value

@@ -46,9 +46,7 @@ def test_an_unreachable_server_never_shows_the_password() -> None:
 
 def test_a_refused_role_never_shows_the_password(pg_database: BootstrappedDatabase) -> None:
     # Trust authentication ignores the password, so the superuser gets in and is refused.
-    url = make_conninfo(
-        pg_database.superuser_url, dbname=pg_database.database, password=MARKER
-    )
+    url = make_conninfo(pg_database.superuser_url, dbname=pg_database.database, password=MARKER)
     with pytest.raises(PostgresError) as caught:
         PostgresClient(url, 1)
     assert MARKER not in everything_printed(caught.value)

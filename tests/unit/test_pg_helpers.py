@@ -7,7 +7,7 @@ from uuid import uuid4
 import pytest
 
 from crm_infra.adapters._pg_errors import password_of, scrub
-from crm_infra.adapters._pg_statements import to_dollar_placeholders
+from crm_infra.adapters._pg_statements import _has_statement_break, to_dollar_placeholders
 
 
 def test_positional_placeholders_become_dollar_numbers() -> None:
@@ -16,9 +16,7 @@ def test_positional_placeholders_become_dollar_numbers() -> None:
 
 
 def test_named_placeholders_reuse_their_number() -> None:
-    converted = to_dollar_placeholders(
-        "SELECT %(a)s, %(b)s, %(a)s", {"b": 2, "a": 1, "unused": 3}
-    )
+    converted = to_dollar_placeholders("SELECT %(a)s, %(b)s, %(a)s", {"b": 2, "a": 1, "unused": 3})
     assert converted == ("SELECT $1, $2, $1", [1, 2])
 
 
@@ -59,10 +57,27 @@ def test_password_of_finds_the_password(conninfo: str, password: str | None) -> 
 
 
 def test_scrub_removes_known_and_password_shaped_secrets() -> None:
-    text = (
-        'bad URI "postgresql://app:hunter2@db/crm", also password=other and known-secret here'
-    )
+    text = 'bad URI "postgresql://app:hunter2@db/crm", also password=other and known-secret here'
     cleaned = scrub(text, ["known-secret", None])
     for secret in ("hunter2", "other", "known-secret"):
         assert secret not in cleaned
     assert "postgresql://app:***@db/crm" in cleaned
+
+
+@pytest.mark.parametrize(
+    ("query", "several"),
+    [
+        ("SELECT 1", False),
+        ("SELECT ';'", False),
+        ("SELECT 'it''s; fine'", False),
+        ('SELECT 1 AS "a;b"', False),
+        ("SELECT $$;$$, $x$ ; $x$", False),
+        ("SELECT 1 -- trailing; comment", False),
+        ("SELECT /* ; */ 1", False),
+        (r"SELECT E'\'; still a string'", False),
+        ("SELECT 1; SELECT 2", True),
+        ("SELECT 'a'; DELETE FROM contacts", True),
+    ],
+)
+def test_statement_breaks_are_found_outside_literals(query: str, several: bool) -> None:
+    assert _has_statement_break(query) is several

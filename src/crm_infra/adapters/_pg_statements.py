@@ -110,14 +110,31 @@ def _pg_type(value: Any) -> str | None:
         return "int8" if _INT8_MIN <= value <= _INT8_MAX else "numeric"
     if kind is dt.datetime:
         return "timestamp" if value.tzinfo is None else "timestamptz"
+    if kind is dt.time and value.tzinfo is not None:
+        return "timetz"
     return _PG_TYPE.get(kind)
 
 
 @functools.lru_cache(maxsize=1024)
 def _preparable(query: str) -> bool:
+    """Return True for one statement of a kind PREPARE accepts (several run unprepared)."""
     head = _LEADING_NOISE.sub("", query, count=1)
     word = re.match(r"[A-Za-z]+", head)
-    return word is not None and word.group(0).lower() in _PREPARABLE
+    if word is None or word.group(0).lower() not in _PREPARABLE:
+        return False
+    return not _has_statement_break(query)
+
+
+# Things a ';' may hide in: quoted strings and identifiers, dollar quotes, comments.
+_SKIPPABLE = re.compile(
+    r"""\b[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
+    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?\1",
+    re.DOTALL,
+)
+
+
+def _has_statement_break(query: str) -> bool:
+    return ";" in _SKIPPABLE.sub(" ", query)
 
 
 class ConnState:
