@@ -334,3 +334,20 @@ def test_values_round_trip_through_literals(pg_db: PostgresClient, value: object
     user = uuid4()
     for _ in range(2):  # first call prepares, second reuses the plan
         assert pg_db.execute_scalar("SELECT %s AS v", (value,), user_id=user) == value
+
+
+def test_nested_admin_transactions_are_savepoints(pg_db: PostgresClient) -> None:
+    with pg_db.admin_transaction() as outer:
+        outer.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        with pytest.raises(RuntimeError), pg_db.admin_transaction() as inner:  # noqa: PT012 - the block body is what is tested
+            inner.execute("INSERT INTO users (email) VALUES ('b@example.com')")
+            raise RuntimeError("inner fails")
+    assert pg_db.execute_admin("SELECT email FROM users") == [{"email": "a@example.com"}]
+
+
+def test_an_admin_block_that_swallows_an_error_is_rolled_back(pg_db: PostgresClient) -> None:
+    with pytest.raises(DatabaseError, match="aborted"), pg_db.admin_transaction() as tx:  # noqa: PT012 - the block body is what is tested
+        tx.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        with pytest.raises(DatabaseError):
+            tx.execute("INSERT INTO users (email) VALUES (NULL)")
+    assert pg_db.execute_admin("SELECT email FROM users") == []
