@@ -468,3 +468,38 @@ def test_admin_execute_returns_empty_list_without_result(db: ContractDB) -> None
 
 def test_health_check_returns_true(db: ContractDB) -> None:
     assert db.health_check() is True
+
+
+# --- statement text -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        " -- a trailing line comment",
+        "\n-- a comment on its own line",
+        " /* a block comment */",
+        " /* a block comment */ -- and a line comment",
+        "",  # no trailing newline, no comment
+        ";  -- after a semicolon",
+    ],
+)
+def test_a_trailing_comment_does_not_drop_the_statement(
+    db: ContractDB, alice: UUID, suffix: str
+) -> None:
+    # The same text twice: the first call may prepare it, the second reuses the plan.
+    for name in ("Ann", "Ben"):
+        rows = db.execute(
+            "INSERT INTO contacts (name) VALUES (%s) RETURNING name" + suffix,
+            (name,),
+            user_id=alice,
+        )
+        assert rows == [{"name": name}]
+    assert db.execute("SELECT name FROM contacts ORDER BY name" + suffix, user_id=alice) == [
+        {"name": "Ann"},
+        {"name": "Ben"},
+    ]
+    with db.transaction(alice) as tx:
+        assert tx.execute("SELECT count(*) AS n FROM contacts" + suffix) == [{"n": 2}]
+        tx.execute("INSERT INTO contacts (name) VALUES (%s)" + suffix, ("Cid",))
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=alice) == 3

@@ -246,7 +246,8 @@ class StatementCache:
         if name is None:  # cache full: run unprepared rather than evict a live plan
             return _run_unprepared(cur, head, head_params, query, params)
         declared = f"({', '.join(t for t in types if t)})" if types else ""
-        prepare = f"PREPARE {name}{declared} AS {sql.replace('%', '%%')}; "
+        # The newline ends a trailing ``--`` comment, which would otherwise swallow the EXECUTE.
+        prepare = f"PREPARE {name}{declared} AS {sql.replace('%', '%%')}\n; "
         cur.execute(head + prepare + _call(name, len(values)), [*head_params, *values])
         state.names[key] = name  # only once the server has it
         return fetch_last(cur)
