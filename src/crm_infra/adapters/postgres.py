@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -75,18 +75,62 @@ def _describe(operation: str, query: str) -> str:
 
 
 class _UserTxState:
-    """One open user transaction: its connection, user, and statements not yet sent."""
+    """One open user transaction: its connection, user, and statements not yet sent.
+
+    What the server's transaction looks like is known from libpq's transaction status after
+    every message, never assumed: a message the server rejected as a whole (a syntax error is
+    found before anything in it runs) or that psycopg refused to send leaves the server where
+    it was, and a statement that ended the transaction leaves it idle.
+    """
 
     def __init__(self, conn: PgConnection, user_id: UUID) -> None:
         self.conn = conn
         self.user_id = user_id
         self.pending: list[str] = []  # savepoint statements not sent yet
         self.begun = False
-        self.savepoints = 0
+        self.savepoints = 0  # names issued
+        self.depth = 0  # savepoints open
+        # The savepoint depth at which a statement failed that the server never saw; as on the
+        # server, the transaction (or that savepoint) is aborted until the savepoint is left.
+        self.failed_at: int | None = None
+        # Why the server's transaction is not the one this handle stands for (unusable).
+        self.broken: str | None = None
+
+    def check_usable(self, operation: str) -> None:
+        """Raise unless a statement may run now (the transaction is known and not aborted)."""
+        if self.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: {self.broken}", operation=operation
+            )
+        if self.failed_at is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: an earlier statement of this transaction failed, so it "
+                "is aborted; only leaving the nested transaction() block it failed in recovers",
+                operation=operation,
+            )
 
     def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
+        begun_before, pending_before = self.begun, self.pending
         pending = "".join(self.pending)
         self.pending = []
+        try:
+            rows = self._send(statements, query, params, pending)
+        except psycopg.Error:
+            self._after_error(statements, query, params, begun_before, pending_before)
+            raise
+        if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
+            self.broken = (
+                "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
+                "transaction()); what followed would run outside it, so nothing more runs"
+            )
+            raise PostgresTransactionUsageError(
+                f"transaction.execute failed: {self.broken}", operation="transaction.execute"
+            )
+        return rows
+
+    def _send(
+        self, statements: StatementCache, query: str, params: Params, pending: str
+    ) -> list[Row]:
         if self.begun:
             return statements.run(self.conn, query, params, before=pending)
         self.begun = True
@@ -103,6 +147,48 @@ class _UserTxState:
             return statements.run(
                 self.conn, query, params, user=user, before="BEGIN; ", after=pending
             )
+
+    def _after_error(
+        self,
+        statements: StatementCache,
+        query: str,
+        params: Params,
+        begun_before: bool,
+        pending_before: list[str],
+    ) -> None:
+        status = self.conn.pgconn.transaction_status
+        if status == TransactionStatus.INERROR:
+            return  # the server aborted it; a savepoint's ROLLBACK TO recovers, as usual
+        unsent = (status == TransactionStatus.IDLE and not begun_before) or (
+            status == TransactionStatus.INTRANS
+            and begun_before
+            and _refused_by_client(statements, self.conn, query, params)
+        )
+        if unsent:
+            # Nothing of the message ran: keep what it was to carry for the next one.
+            self.begun, self.pending = begun_before, pending_before
+            self.failed_at = self.depth
+        elif status == TransactionStatus.INTRANS:
+            self.begun = True  # it ran; reading its result failed
+            self.failed_at = self.depth
+        else:
+            self.broken = (
+                "the connection is no longer in this transaction "
+                f"({TransactionStatus(status).name}); nothing more runs in it"
+            )
+
+
+def _refused_by_client(
+    statements: StatementCache, conn: PgConnection, query: str, params: Params
+) -> bool:
+    """Return True when psycopg cannot render ``query`` with ``params`` (so sent nothing)."""
+    if not params:
+        return False
+    try:
+        statements.state(conn).cursor.mogrify(query, params)
+    except psycopg.Error:
+        return True
+    return False
 
 
 class _UserTransaction:
@@ -124,6 +210,7 @@ class _UserTransaction:
                 f"{op} failed: the transaction block has ended", operation=op
             )
         state = self._state
+        state.check_usable(op)
         with translate_errors(op, self._client._secrets):
             return state.run(self._client._statements, query, params)
 
@@ -473,22 +560,41 @@ class PostgresClient:
                 raise  # _give_back rolls back
             handle._close()
             self._user_tx.reset(token)
-            if not state.begun:
-                return
-            with translate_errors("transaction commit", self._secrets):
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    conn.rollback()
-                    raise PostgresTransactionUsageError(
-                        "transaction commit failed: an error inside the block aborted the "
-                        "transaction and was caught; everything in it was rolled back",
-                        operation="transaction commit",
-                    )
-                pending, state.pending = "".join(state.pending), []
-                conn.execute(pending + "COMMIT")
+            self._commit(state)
+
+    def _commit(self, state: _UserTxState) -> None:
+        op = "transaction commit"
+        conn = state.conn
+        aborted = PostgresTransactionUsageError(
+            f"{op} failed: an error inside the block aborted the transaction and was caught; "
+            "everything in it was rolled back",
+            operation=op,
+        )
+        if state.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: {state.broken}", operation=op
+            )  # _give_back rolls back whatever is open
+        if state.failed_at is not None:
+            raise aborted
+        if not state.begun:
+            return
+        with translate_errors(op, self._secrets):
+            pending, state.pending = "".join(state.pending), []
+            if pending and conn.info.transaction_status == TransactionStatus.INERROR:
+                # A savepoint rolled back last: its ROLLBACK TO is what recovers the
+                # transaction, so it goes before the check.
+                with suppress(psycopg.Error):  # still aborted: the check below says so
+                    conn.execute(pending)
+                pending = ""
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise aborted  # _give_back rolls back
+            conn.execute(pending + "COMMIT")
 
     @contextmanager
     def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
         state.savepoints += 1
+        state.depth += 1
+        depth = state.depth
         name = f"_crm_sp{state.savepoints}"
         opening = f"SAVEPOINT {name}; "
         # Deferred like BEGIN: sent with the next statement, dropped if none comes.
@@ -498,12 +604,18 @@ class PostgresClient:
             yield handle
         except BaseException:
             handle._close()
+            state.depth -= 1
+            if state.failed_at is not None and state.failed_at >= depth:
+                state.failed_at = None  # rolled back to the savepoint, as the server does
             if opening in state.pending:
                 state.pending.remove(opening)
             else:
                 state.pending.append(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}; ")
             raise
         handle._close()
+        state.depth -= 1
+        if state.failed_at is not None and state.failed_at >= depth:
+            state.failed_at = depth - 1  # released while aborted: the enclosing level is too
         if opening in state.pending:
             state.pending.remove(opening)
         else:
