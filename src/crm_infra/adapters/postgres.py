@@ -68,6 +68,16 @@ PgConnection = psycopg.Connection[DictRow]
 
 _BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
 
+# What a raw block may leave in its session (a session-level user setting, SET ROLE, timeouts,
+# cursors, LISTEN, advisory locks, temporary tables), undone before the connection goes back
+# to the pool. DISCARD ALL would also drop the client's prepared statements (and cannot run in
+# a message of several statements); each of its other parts can, including for a role that is
+# not superuser (SET SESSION AUTHORIZATION DEFAULT returns to the login role).
+_RESET_SESSION = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+)
+
 
 def _describe(operation: str, query: str) -> str:
     first = " ".join(query.split())
@@ -446,14 +456,18 @@ class PostgresClient:
         return conn
 
     @contextmanager
-    def _borrow(self, pool: ConnectionPool[PgConnection], operation: str) -> Iterator[PgConnection]:
+    def _borrow(
+        self, pool: ConnectionPool[PgConnection], operation: str, *, raw: bool = False
+    ) -> Iterator[PgConnection]:
         conn = self._getconn(pool, operation)
         try:
             yield conn
         finally:
-            self._give_back(pool, conn)
+            self._give_back(pool, conn, reset=raw)
 
-    def _give_back(self, pool: ConnectionPool[PgConnection], conn: PgConnection) -> None:
+    def _give_back(
+        self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, reset: bool = False
+    ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
         status = conn.pgconn.transaction_status
@@ -465,11 +479,21 @@ class PostgresClient:
                 conn.close()
         elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
+        if not conn.closed:
+            if not conn.autocommit:
+                conn.autocommit = True  # raw connection() users may have switched it off
+            if reset:
+                try:
+                    conn.execute(_RESET_SESSION)
+                except psycopg.Error as exc:
+                    logger.warning(
+                        "resetting a connection after raw access failed, closing it: %s",
+                        scrub(str(exc), self._secrets),
+                    )
+                    conn.close()
         if conn.closed:
             self._statements.forget(conn)
         else:
-            if not conn.autocommit:
-                conn.autocommit = True  # raw connection() users may have switched it off
             self._statements.state(conn).last_used = time.monotonic()
         pool.putconn(conn)
 
@@ -697,14 +721,17 @@ class PostgresClient:
         """Yield a raw psycopg connection inside a transaction set up for one user.
 
         The user setting is transaction-local; the transaction commits on normal exit and
-        rolls back on an exception, so nothing outlives the block.
+        rolls back on an exception. Afterwards the session is reset (``RESET ALL``, the login
+        role back, cursors, LISTEN, advisory locks and temporary tables dropped) before the
+        connection returns to the pool, so nothing the block set at session level (a
+        ``set_config(..., false)``, ``SET ROLE``, a timeout) reaches the next borrower.
 
         Raises:
             InvalidUserIdError, MissingUserContextError: before any I/O.
         """
         uid = resolve_user_id(user_id)
         op = "connection"
-        with self._borrow(self._pool, op) as conn:
+        with self._borrow(self._pool, op, raw=True) as conn:
             with translate_errors(op, self._secrets):
                 ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
             try:
@@ -719,13 +746,14 @@ class PostgresClient:
     def admin_connection(self) -> Iterator[PgConnection]:
         """Yield a raw psycopg connection of the admin role (BYPASSRLS), in autocommit.
 
-        Use only for migrations and cross-user batch work, never for one user's request.
+        Use only for migrations and cross-user batch work, never for one user's request. The
+        session is reset afterwards, as after :meth:`connection`.
 
         Raises:
             PostgresConfigError: no ``admin_connection_url`` was given.
         """
         pool = self._ensure_admin_pool("admin_connection")
-        with self._borrow(pool, "admin_connection") as conn:
+        with self._borrow(pool, "admin_connection", raw=True) as conn:
             yield conn
 
     @property
