@@ -14,9 +14,10 @@ What the audit demands of every table with a ``user_id`` column (outside the sys
 
 - ENABLE and FORCE ROW LEVEL SECURITY;
 - at least one policy, and every policy fail-closed: each USING and WITH CHECK that applies to
-  its command is present (an ALL or UPDATE policy needs both, written out) and compares
-  ``user_id`` with ``NULLIF(current_setting('app.current_user_id', true), '')::uuid``, with no
-  ``OR`` that could widen it;
+  its command is present (an ALL or UPDATE policy needs both, written out) and is exactly
+  ``user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid`` as PostgreSQL
+  prints it back (only whitespace and enclosing parentheses may differ; anything added, an
+  ``OR``, ``IS NOT FALSE``, ``NOT``, another column, could widen it);
 - an index whose first column is ``user_id``.
 
 And of every view or materialized view that reads such a table (directly or through other
@@ -50,10 +51,15 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 )
 """
 
-# The policy expression as PostgreSQL prints it back (pg_get_expr), whitespace-normalised.
-_FAIL_CLOSED = re.compile(
-    r"user_id = \(?NULLIF\(current_setting\('app\.current_user_id'::text, true\), ''::text\)\)?"
-    r"::uuid"
+# The policy expression as PostgreSQL prints it back (pg_get_expr), whitespace-normalised and
+# without enclosing parentheses. Nothing else passes: a substring search would also accept
+# ``(... = ...) IS NOT FALSE`` (every row when no user is set), ``NOT (...)`` or a column that
+# merely ends in ``user_id``.
+_FAIL_CLOSED = frozenset(
+    {
+        "user_id = (NULLIF(current_setting('app.current_user_id'::text, true), ''::text))::uuid",
+        "user_id = NULLIF(current_setting('app.current_user_id'::text, true), ''::text)::uuid",
+    }
 )
 
 
@@ -196,18 +202,27 @@ _NEEDS = {  # polcmd -> (needs USING, needs WITH CHECK)
 }
 
 
+def _strip_enclosing_parens(text: str) -> str:
+    """Return ``text`` without parentheses that enclose all of it (``((a))`` -> ``a``)."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, char in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(text) - 1:
+                return text  # ``(a) AND (b)``: the first one closes early
+        text = text[1:-1].strip()
+    return text
+
+
 def _expr_problem(expr: str | None) -> str | None:
     if expr is None:
         return "missing"
-    text = " ".join(expr.split())
-    if not _FAIL_CLOSED.search(text):
-        return (
-            "does not compare user_id with "
-            "NULLIF(current_setting('app.current_user_id', true), '')::uuid"
-        )
+    text = _strip_enclosing_parens(" ".join(expr.split()))
+    if text in _FAIL_CLOSED:
+        return None
     if re.search(r"\bOR\b", text, re.IGNORECASE):
         return "contains OR, which can widen it beyond the current user"
-    return None
+    return "is not exactly user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid"
 
 
 def audit_rls(admin_db: AdminDB) -> list[RlsFinding]:
