@@ -1,10 +1,11 @@
 """Apply the numbered ``sql/`` files through the admin path, and audit row-level security.
 
 ``apply_migrations`` records every applied file with its SHA-256 in ``crm_schema_migrations``
-(created by the runner, not by a file), applies only new files, each in its own transaction,
-refuses to go on when an applied file was edited, and then runs :func:`audit_rls` and fails on
-any finding, so a new user-scoped table cannot ship unprotected: the run (and so the deploy)
-fails, on every later run too, until a new file closes the gap. The audit runs after all
+(created by the runner, not by a file, and owned by ``crm_owner`` like every table), applies
+only new files, each in its own transaction, refuses to go on when an applied file was
+edited, and then runs :func:`audit_rls` and fails on any finding, so a new user-scoped table
+cannot ship unprotected: the run (and so the deploy) fails, on every later run too, until a
+new file closes the gap. The audit runs after all
 files rather than per file because a table and its policies may come in separate files (as
 ``001`` and ``002`` do); files already applied stay applied (fix forward, never edit).
 Concurrent runners serialise on a transaction-level advisory lock and re-check under it, so no
@@ -42,6 +43,7 @@ __all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
 
 MIGRATIONS_TABLE = "crm_schema_migrations"
 _LOCK = 0x63726D2D6D696772  # "crm-migr"
+_OWNER = "crm_owner"  # the group role that owns the schema (sql/bootstrap/roles.sql)
 
 _CREATE_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -97,7 +99,9 @@ def apply_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str
     try:
         with admin_db.admin_transaction() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            tx.execute(_CREATE_TABLE)
+            # Owned by the owner group like every table, never by a login role.
+            tx.execute(f"SET LOCAL ROLE {_OWNER}; {_CREATE_TABLE}; RESET ROLE")
+            tx.execute(f"ALTER TABLE {MIGRATIONS_TABLE} OWNER TO {_OWNER}")  # made by older runs
             rows = tx.execute(f"SELECT filename, checksum FROM {MIGRATIONS_TABLE}")
     except DatabaseError as exc:
         raise MigrationError(f"migrations: cannot read {MIGRATIONS_TABLE}: {exc}") from exc

@@ -289,3 +289,35 @@ def test_audit_accepts_the_canonical_policy_however_written(
         """
     )
     assert audit_rls(admin) == []
+
+
+_OWNED_BY_LOGIN_ROLES = """
+SELECT c.relname::text AS name, r.rolname::text AS owner
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_roles r ON r.oid = c.relowner
+WHERE n.nspname = 'public' AND r.rolcanlogin
+ORDER BY 1
+"""
+
+
+def test_no_login_role_owns_anything_after_migrating(admin: PostgresClient) -> None:
+    apply_migrations(admin)
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) == []
+    owner = admin.execute_admin(
+        "SELECT pg_get_userbyid(relowner)::text AS owner FROM pg_class WHERE relname = %s",
+        (MIGRATIONS_TABLE,),
+    )
+    assert owner == [{"owner": "crm_owner"}]
+
+
+def test_a_migrations_table_made_by_the_login_role_is_handed_to_the_owner(
+    admin: PostgresClient,
+) -> None:
+    admin.execute_admin(
+        f"CREATE TABLE {MIGRATIONS_TABLE} (filename text PRIMARY KEY, checksum text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) != []
+    assert apply_migrations(admin) == SHIPPED
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) == []
