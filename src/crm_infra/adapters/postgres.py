@@ -475,7 +475,10 @@ class PostgresClient:
             try:
                 conn.rollback()
             except psycopg.Error as exc:
-                logger.warning("rollback before returning a connection failed: %s", exc)
+                logger.warning(
+                    "rollback before returning a connection failed, closing it: %s",
+                    scrub(str(exc), self._secrets),
+                )
                 conn.close()
         elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
