@@ -298,7 +298,9 @@ class PostgresClient:
         connect_timeout: seconds to give up connecting (libpq counts whole seconds, at least 2).
         statement_timeout: seconds a user-scoped statement may run (None: no limit).
         admin_statement_timeout: the same for admin work (default None: migrations may be long).
-        pool_timeout: seconds to wait for a free pooled connection.
+        pool_timeout: seconds to wait for a free pooled connection, including the pool's
+            attempts to open a new one (default 5: DESIGN's "connecting gives up within 5 s"
+            also holds when the server goes away after start-up).
         health_check_interval: a pooled connection idle for longer is pinged before use, and
             replaced when dead.
         admin_pool_size: the most connections the admin pool opens.
@@ -321,7 +323,7 @@ class PostgresClient:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = 30.0,
         admin_statement_timeout: float | None = None,
-        pool_timeout: float = 10.0,
+        pool_timeout: float = 5.0,
         health_check_interval: float = 30.0,
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
