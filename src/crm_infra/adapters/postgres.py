@@ -27,7 +27,7 @@ from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_infra.adapters._pg_errors import (
     PostgresConfigError,
@@ -443,6 +443,8 @@ class PostgresClient:
         try:
             conn = pool.getconn()
         except psycopg.Error as exc:
+            if isinstance(exc, PoolTimeout):
+                operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
         if not conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
             # The one-message protocol relies on it: without autocommit and idle, the
@@ -456,6 +458,20 @@ class PostgresClient:
                 operation=operation,
             )
         return conn
+
+    def _held_by_open_block(self, pool: ConnectionPool[PgConnection]) -> str:
+        """Say so when a block open in this context holds one of ``pool``'s connections."""
+        if pool is self._pool and self._user_tx.get() is not None:
+            return (
+                " (a transaction() block is open here and holds a pooled connection; a "
+                "statement meant for that transaction goes through its handle, tx.execute)"
+            )
+        if pool is self._admin_pool and self._admin_tx.get() is not None:
+            return (
+                " (an admin_transaction() block is open here and holds a pooled connection; "
+                "a statement meant for it goes through its handle, tx.execute)"
+            )
+        return ""
 
     @contextmanager
     def _borrow(
@@ -514,6 +530,11 @@ class PostgresClient:
 
         Returns:
             All rows as dicts with psycopg's types; ``[]`` for a statement without a result.
+
+        Inside an open ``transaction()`` block this is NOT part of that transaction: it runs
+        in a transaction of its own on another pooled connection (so it waits for a free one,
+        up to ``pool_timeout``, when the block holds the last). Use the block's handle
+        (``tx.execute``) for work that belongs to the transaction.
 
         Raises:
             InvalidUserIdError: ``user_id`` is not a UUID (before any I/O).
