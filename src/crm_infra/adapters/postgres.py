@@ -582,9 +582,14 @@ class PostgresClient:
         BEGIN and the user setting travel with the first statement; a block that runs none
         does no I/O. Nested for the same user it is a savepoint.
 
+        A failed statement aborts the transaction (or the savepoint it is in), also one the
+        server rejected unread or psycopg refused to send; leaving a nested block with the
+        exception recovers. A statement that ends the transaction (``COMMIT``...) stops it.
+
         Raises:
-            PostgresTransactionUsageError: nested inside a transaction of another user, or the
-                block swallowed an error that aborted the transaction (it was rolled back).
+            PostgresTransactionUsageError: nested inside a transaction of another user; the
+                block swallowed an error that aborted the transaction (it was rolled back); a
+                statement ended the transaction; a statement after any of these.
         """
         uid = resolve_user_id(user_id)
         outer = self._user_tx.get()
