@@ -601,3 +601,16 @@ def test_a_savepoint_recovers_from_a_statement_refused_by_the_client(
         outer.execute("INSERT INTO contacts (name) VALUES ('Cid')")
     rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
     assert rows == [{"name": "Ann"}, {"name": "Cid"}]
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_FIRST)
+def test_a_savepoint_recovers_from_a_refused_statement_after_the_outer_work(
+    db: ContractDB, alice: UUID, query: str, params: tuple[str, ...]
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError), db.transaction(alice) as inner:
+            inner.execute(query, params)
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]

@@ -120,6 +120,16 @@ class _UserTxState:
             )
 
     def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
+        if (
+            self.begun
+            and any(p.startswith("SAVEPOINT ") for p in self.pending)
+            and not statements.is_prepared(self.conn, query, params)
+        ):
+            # The server parses a whole message before running any of it: a syntax error in
+            # this SQL would keep the SAVEPOINT from existing while still aborting the
+            # transaction, which no rollback to it could then recover. So it goes first, on
+            # its own (once per savepoint, and only when the SQL is not prepared already).
+            self._flush(statements)
         begun_before, pending_before = self.begun, self.pending
         pending = "".join(self.pending)
         self.pending = []
@@ -137,6 +147,15 @@ class _UserTxState:
                 f"transaction.execute failed: {self.broken}", operation="transaction.execute"
             )
         return rows
+
+    def _flush(self, statements: StatementCache) -> None:
+        pending = "".join(self.pending)
+        self.pending = []
+        try:
+            statements.state(self.conn).cursor.execute(pending)
+        except psycopg.Error:
+            self._after_error(statements, "", (), True, [])
+            raise
 
     def _send(
         self, statements: StatementCache, query: str, params: Params, pending: str
