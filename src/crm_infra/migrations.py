@@ -5,9 +5,9 @@
 only new files, each in its own transaction, refuses to go on when an applied file was
 edited, and then runs :func:`audit_rls` and fails on any finding, so a new user-scoped table
 cannot ship unprotected: the run (and so the deploy) fails, on every later run too, until a
-new file closes the gap. The audit runs after all
-files rather than per file because a table and its policies may come in separate files (as
-``001`` and ``002`` do); files already applied stay applied (fix forward, never edit).
+new file closes the gap. The audit runs after all files rather than per file because a table
+and its policies may come in separate files (as ``001`` and ``002`` do); files already applied
+stay applied (fix forward, never edit).
 Concurrent runners serialise on a transaction-level advisory lock and re-check under it, so no
 file is applied twice.
 
