@@ -3,4 +3,6 @@
 Each fake is proven faithful by the same contract suite that runs against the real adapter.
 """
 
-__all__: list[str] = []
+from crm_infra.fakes.database import InMemoryUserScopedDB
+
+__all__: list[str] = ["InMemoryUserScopedDB"]

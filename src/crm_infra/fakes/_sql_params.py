@@ -1,0 +1,100 @@
+"""Placeholders as psycopg reads them: ``%s``, ``%(name)s`` and ``%%``, anywhere in the text.
+
+psycopg does not look inside string literals either, so ``'100%'`` needs ``%%`` on both backends.
+The query is rewritten to PostgreSQL's own ``$1``, ``$2``... before parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from crm_infra.errors import DatabaseError
+
+__all__ = ["SplitQuery", "bind_order", "split_placeholders"]
+
+_PLACEHOLDER = re.compile(r"%(?:\((?P<name>[^)]*)\))?(?P<fmt>.?)", re.DOTALL)
+
+
+@attrs.frozen
+class SplitQuery:
+    """A query with psycopg placeholders replaced by ``$n``, and what each ``$n`` takes."""
+
+    text: str
+    keys: tuple[int | str, ...]  # for $1, $2...: a position in the sequence, or a mapping key
+    named: bool
+    count: int  # placeholders in the original text (a name used twice counts once per use)
+
+
+def split_placeholders(query: str) -> SplitQuery:
+    """Rewrite psycopg placeholders to ``$n``, as psycopg itself validates them.
+
+    Raises:
+        DatabaseError: a malformed or mixed placeholder (psycopg's ProgrammingError).
+    """
+    out: list[str] = []
+    keys: list[int | str] = []
+    name_slot: dict[str, int] = {}
+    kinds: set[str] = set()
+    count = 0
+    last = 0
+    for match in _PLACEHOLDER.finditer(query):
+        out.append(query[last : match.start()])
+        last = match.end()
+        name, fmt = match.group("name"), match.group("fmt")
+        if fmt == "%" and name is None:
+            out.append("%")
+            continue
+        if fmt == "":
+            raise DatabaseError(f"incomplete placeholder: {match.group(0)!r}")
+        if fmt not in "sbt":
+            raise DatabaseError(
+                f"only '%s', '%b', '%t' are allowed as placeholders, got {match.group(0)!r}"
+            )
+        count += 1
+        if name is None:
+            kinds.add("positional")
+            keys.append(len(keys))
+            out.append(f"${len(keys)}")
+        else:
+            kinds.add("named")
+            if name not in name_slot:
+                keys.append(name)
+                name_slot[name] = len(keys)
+            out.append(f"${name_slot[name]}")
+    out.append(query[last:])
+    if len(kinds) > 1:
+        raise DatabaseError("positional and named placeholders cannot be mixed")
+    return SplitQuery("".join(out), tuple(keys), "named" in kinds, count)
+
+
+def bind_order(split: SplitQuery, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
+    """Return the values for ``$1``, ``$2``... from the caller's params, checked as psycopg does.
+
+    Raises:
+        DatabaseError: the params do not fit the placeholders.
+    """
+    if isinstance(params, str | bytes):
+        raise DatabaseError(
+            f"query parameters should be a sequence or a mapping, got {type(params).__name__}"
+        )
+    if isinstance(params, Mapping):
+        if split.count and not split.named:
+            raise DatabaseError("positional placeholders (%s) require a sequence of parameters")
+        values = []
+        for key in split.keys:
+            if not isinstance(key, str) or key not in params:
+                raise DatabaseError(f"query parameter missing: {key}")
+            values.append(params[key])
+        return values
+    if split.named:
+        raise DatabaseError("named placeholders (%(name)s) require a mapping of parameters")
+    if len(params) != len(split.keys):
+        raise DatabaseError(
+            f"the query has {len(split.keys)} placeholders but {len(params)} parameters "
+            "were passed"
+        )
+    return list(params)

@@ -1,0 +1,847 @@
+"""PostgreSQL statements to SQLite ones, for the supported subset; everything else is refused.
+
+One :class:`Translator` per path (user-scoped or admin). For each statement it works out what
+PostgreSQL would return (column names as PostgreSQL names them, and their types, for decoding)
+and what each ``$n`` parameter is compared with or written to (so a parameter is checked and
+stored as that column holds it), then rewrites the tree for SQLite:
+
+* user path: reads go through the same-named filtering views; the target of INSERT, UPDATE and
+  DELETE is the base table, with the policy's USING added to UPDATE and DELETE (WITH CHECK is
+  enforced by triggers); table privileges are checked as PostgreSQL checks the app role's grants;
+* admin path: every name points at the base tables, so nothing is filtered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+
+from crm_infra.errors import DatabaseError, RowSecurityError, UnsupportedQueryError
+from crm_infra.fakes._sql_params import split_placeholders
+from crm_infra.fakes._sql_schema import Schema, Table
+from crm_infra.fakes._sql_types import (
+    UNKNOWN,
+    PgType,
+    canonical_uuid,
+    decoder_for,
+    pg_type_from_datatype,
+)
+
+__all__ = ["Translation", "Translator", "refuse", "rewrite_expression"]
+
+_TEST_AGAINST_PG = "test that query against PostgreSQL"
+
+INT = PgType("int")
+TEXT = PgType("text")
+BOOL = PgType("bool")
+NUMERIC = PgType("numeric")
+TIMESTAMPTZ = PgType("timestamptz")
+UUID_T = PgType("uuid")
+NULL = PgType("null")
+PARAM = PgType("param")
+
+_REFUSED_NODES: dict[type[exp.Expr], str] = {
+    exp.Window: "window functions (OVER ...)",
+    exp.Lock: "FOR UPDATE / FOR SHARE row locks (SKIP LOCKED, NOWAIT)",
+    exp.Interval: "intervals",
+    exp.Array: "array literals outside = ANY(...)",
+    exp.Lateral: "LATERAL",
+    exp.RegexpLike: "regular expression matching",
+    exp.Collate: "COLLATE",
+    exp.TableSample: "TABLESAMPLE",
+    exp.Into: "SELECT INTO",
+    exp.JSONExtract: "JSON operators",
+    exp.JSONExtractScalar: "JSON operators",
+    exp.Pivot: "PIVOT",
+    exp.Bracket: "array subscripts",
+    exp.SimilarTo: "SIMILAR TO",
+}
+
+_ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
+    exp.Count,
+    exp.Sum,
+    exp.Min,
+    exp.Max,
+    exp.Coalesce,
+    exp.Nullif,
+    exp.Lower,
+    exp.Upper,
+    exp.Length,
+    exp.CurrentTimestamp,
+    exp.Uuid,
+    exp.Cast,
+    exp.Case,
+    exp.If,
+    exp.Exists,
+    exp.Abs,
+    exp.Any,
+    exp.All,
+    exp.Anonymous,
+)
+_ALLOWED_ANONYMOUS = {"current_setting"}
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+_PREDICATES = (
+    *_COMPARISONS,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.Is,
+    exp.Like,
+    exp.ILike,
+    exp.In,
+    exp.Between,
+    exp.Exists,
+    exp.Escape,
+)
+_CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
+_PG_TYPE_NAMES = {
+    "uuid": "uuid",
+    "text": "text",
+    "int": "int4",
+    "numeric": "numeric",
+    "bool": "bool",
+    "timestamptz": "timestamptz",
+}
+
+
+def _inside_any(node: exp.Expr) -> bool:
+    parent = node.parent
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    return isinstance(parent, exp.Any | exp.All)
+
+
+def refuse(construct: str) -> UnsupportedQueryError:
+    """Return the error for SQL the fake cannot run faithfully, naming the construct."""
+    return UnsupportedQueryError(
+        f"the in-memory database fake does not support {construct}; {_TEST_AGAINST_PG} "
+        "(an integration or contract test with the real database)"
+    )
+
+
+@attrs.frozen
+class OutputColumn:
+    """One result column: PostgreSQL's name for it and how to decode its stored value."""
+
+    name: str
+    type: PgType
+    decode: Callable[[Any], Any]
+    param_index: int | None = None  # a bare `SELECT %s`: psycopg hands back the value itself
+
+
+@attrs.frozen
+class Translation:
+    """A statement ready for SQLite, with how to bind its parameters and decode its rows."""
+
+    sql: str
+    keys: tuple[int | str, ...]
+    named: bool
+    placeholder_count: int
+    param_types: tuple[PgType | None, ...]
+    array_params: frozenset[int]
+    columns: tuple[OutputColumn, ...]
+    returns_rows: bool
+
+
+# --- expression rewriting (shared with the DDL) ------------------------------------------------
+
+
+def _fn(name: str, *args: exp.Expr) -> exp.Anonymous:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def rewrite_expression(node: exp.Expr) -> exp.Expr:
+    """Rewrite PostgreSQL functions and operators in ``node`` to the fake's SQLite versions."""
+    return node.transform(_rewrite_node, copy=True)
+
+
+def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
+    if isinstance(node, exp.Parameter):
+        return exp.Var(this=f"?{node.this.name}")
+    if isinstance(node, exp.CurrentTimestamp):
+        return _fn("pg_now")
+    if isinstance(node, exp.Uuid):
+        return _fn("gen_random_uuid")
+    if isinstance(node, exp.Cast):
+        target = pg_type_from_datatype(node.to)
+        kind = target.kind if target else "?"
+        return _fn(f"pg_cast_{kind}", node.this)
+    if isinstance(node, exp.Escape) and isinstance(node.this, exp.Like | exp.ILike):
+        return _like(node.this, node.expression)
+    if isinstance(node, exp.Like | exp.ILike):
+        return _like(node, None)
+    if isinstance(node, exp.Lower):
+        return _fn("pg_lower", node.this)
+    if isinstance(node, exp.Upper):
+        return _fn("pg_upper", node.this)
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
+        return _fn("current_setting", *node.expressions)
+    if isinstance(node, exp.EQ) and isinstance(node.expression, exp.Any):
+        return _rewrite_any(node.this, node.expression, negate=False)
+    if isinstance(node, exp.NEQ) and isinstance(node.expression, exp.All):
+        return _rewrite_any(node.this, node.expression, negate=True)
+    return node
+
+
+def _like(like: exp.Like | exp.ILike, escape: exp.Expr | None) -> exp.Expr:
+    name = "pg_ilike" if isinstance(like, exp.ILike) else "pg_like"
+    args = [like.this, like.expression] + ([escape] if escape is not None else [])
+    call = _fn(name, *args)
+    return exp.Not(this=call) if like.args.get("negate") else call
+
+
+def _rewrite_any(
+    left: exp.Expr, any_node: exp.Any | exp.All, *, negate: bool
+) -> exp.Expr:
+    inner = any_node.this.unnest() if isinstance(any_node.this, exp.Paren) else any_node.this
+    if isinstance(inner, exp.Parameter):
+        select = exp.select("value").from_(
+            exp.Table(this=_fn("json_each", exp.Var(this=f"?{inner.this.name}")))
+        )
+        rewritten: exp.Expr = exp.In(this=left, query=exp.Subquery(this=select))
+    elif isinstance(inner, exp.Array):
+        rewritten = exp.In(this=left, expressions=list(inner.expressions))
+    else:
+        raise refuse("= ANY(...) / <> ALL(...) over anything but a list parameter or ARRAY[...]")
+    return exp.Not(this=rewritten) if negate else rewritten
+
+
+# --- scopes: which table or subquery a column comes from -------------------------------------
+
+
+@attrs.define
+class _Source:
+    alias: str
+    table: Table | None  # a schema table
+    columns: list[tuple[str, PgType]]  # for a subquery or CTE: its output
+    qualified_only: bool = False  # EXCLUDED in ON CONFLICT: only as `excluded.col`
+
+
+class _Scopes:
+    """Resolve columns to types, per SELECT/DML node, as PostgreSQL's name resolution does."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.ctes: dict[str, list[tuple[str, PgType]]] = {}
+        self._cache: dict[int, list[_Source]] = {}
+        self.extra: dict[int, list[_Source]] = {}
+
+    def sources(self, node: exp.Expr) -> list[_Source]:
+        key = id(node)
+        if key not in self._cache:
+            found = list(self.extra.get(key, []))
+            from_ = node.args.get("from_")
+            items: list[exp.Expr] = [from_.this] if from_ is not None else []
+            items += [j.this for j in node.args.get("joins") or []]
+            for item in items:
+                found.append(self._source(item))
+            self._cache[key] = found
+        return self._cache[key]
+
+    def _source(self, item: exp.Expr) -> _Source:
+        if isinstance(item, exp.Table):
+            name = item.name.lower()
+            if item.args.get("db") or item.args.get("catalog"):
+                raise DatabaseError(f'relation "{item.sql("postgres")}" does not exist')
+            alias = item.alias_or_name.lower()
+            if name in self.ctes and not item.args.get("db"):
+                return _Source(alias, None, self.ctes[name])
+            table = self.schema.tables.get(name)
+            if table is None:
+                if isinstance(item.this, exp.Anonymous):
+                    raise refuse(f"set-returning function {item.this.name}() in FROM")
+                raise DatabaseError(f'relation "{name}" does not exist')
+            return _Source(alias, table, [(c.name, c.type) for c in table.columns.values()])
+        if isinstance(item, exp.Subquery):
+            inner = item.this
+            if not isinstance(inner, exp.Query):
+                raise refuse(f"{item.this.key} in FROM")
+            return _Source(item.alias.lower(), None, self.output(inner))
+        raise refuse(f"{item.key} in FROM")
+
+    def output(self, query: exp.Expr) -> list[tuple[str, PgType]]:
+        if isinstance(query, exp.Subquery):
+            return self.output(query.this)
+        if isinstance(query, exp.SetOperation):
+            return self.output(query.this)
+        if isinstance(query, exp.Select):
+            return [(_pg_name(p), self.type_of(p)) for p in query.selects]
+        raise refuse(f"{query.key} as a subquery")
+
+    def column_type(self, column: exp.Column) -> PgType:
+        name = column.name.lower()
+        qualifier = column.table.lower()
+        scope: exp.Expr | None = column
+        while scope is not None:
+            scope = scope.parent
+            if scope is None:
+                break
+            if not isinstance(scope, exp.Select | exp.Update | exp.Delete | exp.Insert):
+                continue
+            matches = []
+            for source in self.sources(scope):
+                if (qualifier or source.qualified_only) and source.alias != qualifier:
+                    continue
+                matches += [t for n, t in source.columns if n == name]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise DatabaseError(f'column reference "{name}" is ambiguous')
+            if qualifier and any(s.alias == qualifier for s in self.sources(scope)):
+                break
+        if qualifier in {"excluded"}:
+            return UNKNOWN
+        if isinstance(column.this, exp.Star):
+            return UNKNOWN
+        raise DatabaseError(f'column "{column.sql("postgres")}" does not exist')
+
+    def type_of(self, node: exp.Expr) -> PgType:  # noqa: PLR0911, PLR0912
+        if isinstance(node, exp.Alias | exp.Paren):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Column):
+            return self.column_type(node)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return TEXT
+            return INT if node.is_int else NUMERIC
+        if isinstance(node, exp.Boolean):
+            return BOOL
+        if isinstance(node, exp.Null):
+            return NULL
+        if isinstance(node, exp.Parameter):
+            return PARAM
+        if isinstance(node, exp.Cast):
+            return pg_type_from_datatype(node.to) or UNKNOWN
+        if isinstance(node, exp.Count | exp.Length):
+            return INT
+        if isinstance(node, exp.Sum):
+            inner = self.type_of(node.this)
+            return INT if inner.kind == "int" else NUMERIC
+        if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Coalesce):
+            for arg in [node.this, *node.expressions]:
+                kind = self.type_of(arg)
+                if kind.kind not in {"null", "param"}:
+                    return kind
+            return UNKNOWN
+        if isinstance(node, exp.Nullif):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Lower | exp.Upper | exp.DPipe):
+            return TEXT
+        if isinstance(node, exp.CurrentTimestamp):
+            return TIMESTAMPTZ
+        if isinstance(node, exp.Uuid):
+            return UUID_T
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
+            return TEXT
+        if isinstance(node, _PREDICATES):
+            return BOOL
+        if isinstance(node, exp.Case):
+            branches = [i.args.get("true") for i in node.args.get("ifs") or []]
+            for branch in [*branches, node.args.get("default")]:
+                if branch is not None:
+                    kind = self.type_of(branch)
+                    if kind.kind not in {"null", "param"}:
+                        return kind
+            return UNKNOWN
+        if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+            kinds = {self.type_of(node.this).kind, self.type_of(node.expression).kind}
+            kinds -= {"null", "param"}
+            if kinds <= {"int"}:
+                return INT
+            if isinstance(node, exp.Div | exp.Mod):
+                raise refuse("division or modulo of non-integers (PostgreSQL's scale rules)")
+            if kinds <= {"int", "numeric"}:
+                return NUMERIC
+            if kinds <= {"int", "float", "numeric"}:
+                return PgType("float")
+            raise refuse(f"arithmetic on {'/'.join(sorted(kinds))} values")
+        if isinstance(node, exp.Subquery):
+            out = self.output(node.this)
+            return out[0][1] if out else UNKNOWN
+        return UNKNOWN
+
+
+def _pg_name(node: exp.Expr) -> str:  # noqa: PLR0911
+    """Return the column name PostgreSQL gives a select-list item (FigureColname)."""
+    if isinstance(node, exp.Alias):
+        return node.alias
+    if isinstance(node, exp.Paren):
+        return _pg_name(node.this)
+    if isinstance(node, exp.Column):
+        return node.name
+    if isinstance(node, exp.Cast):
+        inner = _pg_name(node.this)
+        if inner != "?column?":
+            return inner
+        target = pg_type_from_datatype(node.to)
+        return _PG_TYPE_NAMES.get(target.kind, "?column?") if target else "?column?"
+    if isinstance(node, exp.Case):
+        return "case"
+    if isinstance(node, exp.Exists):
+        return "exists"
+    if isinstance(node, exp.CurrentTimestamp):
+        return "now"
+    if isinstance(node, exp.Uuid):
+        return "gen_random_uuid"
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select) and node.this.selects:
+        return _pg_name(node.this.selects[0])
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Predicate):
+        return node.sql_name().lower()
+    return "?column?"
+
+
+# --- the translator --------------------------------------------------------------------------
+
+
+class Translator:
+    """Translate statements for one path: ``user`` (RLS, app-role grants) or ``admin``."""
+
+    def __init__(self, schema: Schema, *, admin: bool, app_role: str = "crm_app") -> None:
+        self.schema = schema
+        self.admin = admin
+        self.app_role = app_role
+
+    def translate(self, query: str) -> Translation:
+        """Return the SQLite form of ``query`` and how to bind and decode it.
+
+        Raises:
+            UnsupportedQueryError: a construct the fake cannot run faithfully.
+            DatabaseError: a statement PostgreSQL would refuse too (unknown table, bad SQL).
+            RowSecurityError: a write the app role has no privilege for.
+        """
+        split = split_placeholders(query)
+        tree = self._parse(split.text)
+        scopes = _Scopes(self.schema)
+        self._check_constructs(tree)
+        self._collect_ctes(tree, scopes)
+        self._check_tables(tree, scopes)
+        self._register_dml_scope(tree, scopes)
+        found = {int(p.this.name) for p in tree.find_all(exp.Parameter)}
+        if found != set(range(1, len(split.keys) + 1)):
+            raise DatabaseError(
+                f"the query has {split.count} placeholders but they do not all appear in the "
+                "statement (a placeholder inside a string literal?)"
+            )
+        param_types, arrays = self._param_types(tree, scopes, len(split.keys))
+        self._canonical_uuid_literals(tree, scopes)
+        columns = self._outputs(tree, scopes)
+        self._check_privileges(tree)
+        self._check_types(tree, scopes)
+        self._rewrite_sums(tree, scopes)
+        sqlite_tree = self._route_tables(tree, scopes)
+        sqlite_tree = sqlite_tree.transform(_rewrite_node, copy=False)
+        try:
+            sql = sqlite_tree.sql(dialect="sqlite", unsupported_level=sqlglot.ErrorLevel.RAISE)
+        except SqlglotError as exc:
+            raise refuse(f"this statement ({exc})") from None
+        returns_rows = isinstance(tree, exp.Query) or bool(tree.args.get("returning"))
+        return Translation(
+            sql=sql,
+            keys=split.keys,
+            named=split.named,
+            placeholder_count=split.count,
+            param_types=tuple(param_types),
+            array_params=frozenset(arrays),
+            columns=tuple(columns),
+            returns_rows=returns_rows,
+        )
+
+    # parsing and refusals
+
+    def _parse(self, text: str) -> exp.Expr:
+        try:
+            statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+        except ParseError as exc:
+            first = exc.errors[0]["description"] if exc.errors else str(exc)
+            raise UnsupportedQueryError(
+                f"the in-memory database fake could not parse this statement ({first}); "
+                f"if PostgreSQL accepts it, {_TEST_AGAINST_PG}"
+            ) from None
+        if len(statements) != 1:
+            raise DatabaseError("cannot insert multiple commands into a prepared statement")
+        tree = statements[0]
+        for node in list(tree.find_all(exp.Anonymous)):
+            if node.name.upper() == "ALL" and len(node.expressions) == 1:
+                node.replace(exp.All(this=node.expressions[0]))
+        if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete):
+            return tree
+        if isinstance(tree, exp.Transaction | exp.Commit | exp.Rollback):
+            raise refuse(
+                "transaction control statements through execute(); use transaction() or "
+                "admin_transaction()"
+            )
+        if isinstance(tree, exp.Create | exp.Drop | exp.Alter | exp.TruncateTable | exp.Grant):
+            raise refuse(
+                f"DDL ({tree.key.upper()}): the fake builds its tables from the sql/ files only"
+            )
+        if isinstance(tree, exp.Command):
+            raise refuse(f"{tree.name.upper()} statements")
+        raise refuse(f"{tree.key.upper()} statements")
+
+    def _check_constructs(self, tree: exp.Expr) -> None:  # noqa: PLR0912 (one check per construct)
+        for node in tree.walk():
+            for cls, what in _REFUSED_NODES.items():
+                if isinstance(node, cls):
+                    if isinstance(node, exp.Array) and _inside_any(node):
+                        break
+                    raise refuse(what)
+            if isinstance(node, exp.Func) and not isinstance(node, _ALLOWED_FUNCS):
+                if isinstance(node, exp.Binary | exp.Predicate | exp.Connector):
+                    continue
+                raise refuse(f"the function {node.sql_name().lower()}()")
+            if isinstance(node, exp.Anonymous) and node.name.lower() not in _ALLOWED_ANONYMOUS:
+                raise refuse(f"the function {node.name.lower()}()")
+            if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
+                self._check_current_setting(node)
+            if isinstance(node, exp.Distinct) and node.args.get("on") is not None:
+                raise refuse("DISTINCT ON")
+            if isinstance(node, exp.With) and node.args.get("recursive"):
+                raise refuse("WITH RECURSIVE")
+            if isinstance(node, exp.Any) and not isinstance(node.parent, exp.EQ):
+                raise refuse("ANY(...) with an operator other than =")
+            if isinstance(node, exp.All) and not isinstance(node.parent, exp.NEQ):
+                raise refuse("ALL(...) with an operator other than <>")
+            if isinstance(node, exp.Cast):
+                target = pg_type_from_datatype(node.to)
+                if target is None or target.kind not in _CAST_TARGETS:
+                    raise refuse(f"casts to {node.to.sql('postgres')}")
+            if isinstance(node, exp.OnConflict) and node.args.get("constraint") is not None:
+                raise refuse("ON CONFLICT ON CONSTRAINT")
+            if isinstance(node, exp.Delete) and node.args.get("using"):
+                raise refuse("DELETE ... USING")
+            if isinstance(node, exp.Values) and not isinstance(node.parent, exp.Insert):
+                raise refuse("VALUES lists outside INSERT")
+
+    @staticmethod
+    def _check_current_setting(node: exp.Anonymous) -> None:
+        args = node.expressions
+        name = args[0].name if args and isinstance(args[0], exp.Literal) else None
+        if name != "app.current_user_id":
+            raise refuse("current_setting() of anything but 'app.current_user_id'")
+
+    def _collect_ctes(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        with_ = tree.args.get("with_")
+        if with_ is None:
+            return
+        for cte in with_.expressions:
+            scopes.ctes[cte.alias.lower()] = scopes.output(cte.this)
+
+    # parameters
+
+    def _param_types(
+        self, tree: exp.Expr, scopes: _Scopes, count: int
+    ) -> tuple[list[PgType | None], set[int]]:
+        types: list[PgType | None] = [None] * count
+        arrays: set[int] = set()
+        if isinstance(tree, exp.Insert):
+            self._insert_targets(tree, types)
+        for param in tree.find_all(exp.Parameter):
+            index = int(param.this.name) - 1
+            parent = param.parent
+            while isinstance(parent, exp.Paren):
+                parent = parent.parent
+            if isinstance(parent, exp.Any | exp.All):
+                arrays.add(index)
+                comparison = parent.parent
+                if isinstance(comparison, exp.EQ | exp.NEQ):
+                    types[index] = self._type_if_column(comparison.this, scopes)
+                continue
+            target = self._param_target(param, parent, scopes)
+            if target is not None and types[index] is None:
+                types[index] = target
+        return types, arrays
+
+    def _param_target(
+        self, param: exp.Expr, parent: exp.Expr | None, scopes: _Scopes
+    ) -> PgType | None:
+        if isinstance(parent, _COMPARISONS):
+            other = parent.expression if parent.this is param else parent.this
+            return self._type_if_column(other, scopes)
+        if isinstance(parent, exp.In | exp.Between):
+            return self._type_if_column(parent.this, scopes)
+        if isinstance(parent, exp.Cast):
+            return pg_type_from_datatype(parent.to)
+        if isinstance(parent, exp.Like | exp.ILike | exp.Escape | exp.DPipe):
+            return TEXT
+        return None
+
+    def _type_if_column(self, node: exp.Expr, scopes: _Scopes) -> PgType | None:
+        if isinstance(node, exp.Column):
+            kind = scopes.column_type(node)
+            return None if kind.kind == "unknown" else kind
+        return None
+
+    def _insert_targets(self, tree: exp.Insert, types: list[PgType | None]) -> None:
+        table = self._target_table(tree)
+        target = tree.this
+        names = (
+            [i.name.lower() for i in target.expressions]
+            if isinstance(target, exp.Schema) and target.expressions
+            else list(table.columns)
+        )
+        for name in names:
+            if name not in table.columns:
+                raise DatabaseError(f'column "{name}" of relation "{table.name}" does not exist')
+        values = tree.expression
+        if not isinstance(values, exp.Values):
+            return
+        for row in values.expressions:
+            items = row.expressions if isinstance(row, exp.Tuple) else [row]
+            if len(items) > len(names):
+                raise DatabaseError("INSERT has more expressions than target columns")
+            for name, item in zip(names, items, strict=False):
+                if isinstance(item, exp.Parameter):
+                    types[int(item.this.name) - 1] = table.columns[name].type
+
+    def _canonical_uuid_literals(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        # PostgreSQL reads a quoted literal compared with a uuid column as a uuid.
+        for literal in list(tree.find_all(exp.Literal)):
+            if not literal.is_string:
+                continue
+            parent = literal.parent
+            target = self._param_target(literal, parent, scopes) if parent is not None else None
+            if target is not None and target.kind == "uuid":
+                literal.replace(exp.Literal.string(canonical_uuid(literal.name)))
+
+    # outputs and checks
+
+    def _outputs(self, tree: exp.Expr, scopes: _Scopes) -> list[OutputColumn]:
+        if isinstance(tree, exp.Query):
+            select = tree
+            while isinstance(select, exp.SetOperation):
+                select = select.this
+            if not isinstance(select, exp.Select):
+                raise refuse(f"{select.key} as a statement")
+            self._expand_stars(select, scopes)
+            if isinstance(tree, exp.SetOperation):
+                for branch in self._set_branches(tree):
+                    self._expand_stars(branch, scopes)
+            return self._columns(select.selects, scopes)
+        returning = tree.args.get("returning")
+        if not returning:
+            return []
+        table = self._target_table(tree)
+        alias = self._target_alias(tree)
+        items: list[exp.Expr] = []
+        for item in returning.expressions:
+            if isinstance(item, exp.Star) or (
+                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
+            ):
+                items += [exp.column(c) for c in table.columns]
+            else:
+                items.append(item)
+        # SQLite's RETURNING may only name the target table's columns, unqualified.
+        for item in items:
+            for column in item.find_all(exp.Column):
+                if column.table.lower() in {alias.lower(), table.name}:
+                    column.set("table", None)
+        returning.set("expressions", items)
+        return self._columns(items, scopes)
+
+    def _target_alias(self, tree: exp.Expr) -> str:
+        node = self._target_node(tree)
+        assert node is not None
+        return node.alias_or_name
+
+    def _check_tables(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        for table in tree.find_all(exp.Table):
+            if isinstance(table.this, exp.Anonymous | exp.Func):
+                raise refuse(f"set-returning function {table.this.sql('postgres')} in FROM")
+            name = table.name.lower()
+            if table.args.get("db") or (
+                name not in self.schema.tables and name not in scopes.ctes
+            ):
+                raise DatabaseError(f'relation "{table.sql("postgres")}" does not exist')
+
+    def _register_dml_scope(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        if not isinstance(tree, exp.Insert | exp.Update | exp.Delete):
+            return
+        table = self._target_table(tree)
+        columns = [(c.name, c.type) for c in table.columns.values()]
+        sources = [_Source(self._target_alias(tree).lower(), table, columns)]
+        if isinstance(tree, exp.Insert):
+            sources.append(_Source("excluded", table, columns, qualified_only=True))
+        scopes.extra[id(tree)] = sources
+
+    def _set_branches(self, tree: exp.Expr) -> Iterator[exp.Select]:
+        if isinstance(tree, exp.SetOperation):
+            yield from self._set_branches(tree.this)
+            yield from self._set_branches(tree.expression)
+        elif isinstance(tree, exp.Select):
+            yield tree
+        elif isinstance(tree, exp.Subquery):
+            yield from self._set_branches(tree.this)
+
+    def _expand_stars(self, select: exp.Select, scopes: _Scopes) -> None:
+        if not any(
+            isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+            for p in select.selects
+        ):
+            return
+        expanded: list[exp.Expr] = []
+        for item in select.selects:
+            qualifier = item.table.lower() if isinstance(item, exp.Column) else None
+            if isinstance(item, exp.Star) or (
+                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
+            ):
+                sources = [
+                    s for s in scopes.sources(select) if not qualifier or s.alias == qualifier
+                ]
+                if not sources:
+                    raise DatabaseError(f'missing FROM-clause entry for table "{qualifier}"')
+                for source in sources:
+                    expanded += [exp.column(name, table=source.alias) for name, _ in source.columns]
+            else:
+                expanded.append(item)
+        select.set("expressions", expanded)
+
+    def _columns(self, items: list[exp.Expr], scopes: _Scopes) -> list[OutputColumn]:
+        columns = []
+        for item in items:
+            pg_type = scopes.type_of(item)
+            inner = item.this if isinstance(item, exp.Alias) else item
+            while isinstance(inner, exp.Paren):
+                inner = inner.this
+            param_index = int(inner.this.name) - 1 if isinstance(inner, exp.Parameter) else None
+            if pg_type.kind == "unknown" or (pg_type.kind == "param" and param_index is None):
+                raise refuse(
+                    f"the result column {item.sql('postgres')!r} whose PostgreSQL type the fake "
+                    "cannot tell (add a cast such as ::text)"
+                )
+            columns.append(OutputColumn(_pg_name(item), pg_type, decoder_for(pg_type), param_index))
+        return columns
+
+    def _check_types(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        for node in tree.walk():
+            if isinstance(node, exp.Cast):
+                target = pg_type_from_datatype(node.to)
+                source = scopes.type_of(node.this)
+                if target is not None and target.kind == "text" and source.kind not in {
+                    "text", "uuid", "int", "null", "param"
+                }:
+                    raise refuse(f"casting a {source.kind} value to text (PostgreSQL's formatting)")
+                if target is not None and target.kind == "bool" and source.kind not in {
+                    "bool", "null", "param", "text"
+                }:
+                    raise refuse(f"casting a {source.kind} value to boolean")
+            elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+                scopes.type_of(node)
+            elif isinstance(node, exp.Avg):
+                raise refuse("avg() (PostgreSQL's numeric scale)")
+
+    def _rewrite_sums(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        for node in list(tree.find_all(exp.Sum)):
+            kind = scopes.type_of(node.this).kind
+            if kind == "numeric":
+                node.replace(_fn("pg_numeric_sum", node.this))
+            elif kind not in {"int", "null"}:
+                raise refuse(f"sum() over {kind} values")
+
+    def _target_table(self, tree: exp.Expr) -> Table:
+        target = tree.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+        if not isinstance(target, exp.Table):
+            raise refuse(f"{tree.key.upper()} into {target.key}")
+        name = target.name.lower()
+        table = self.schema.tables.get(name)
+        if table is None or target.args.get("db"):
+            raise DatabaseError(f'relation "{name}" does not exist')
+        return table
+
+    def _check_privileges(self, tree: exp.Expr) -> None:
+        if self.admin:
+            return
+        cte_names = set()
+        with_ = tree.args.get("with_")
+        if with_ is not None:
+            cte_names = {c.alias.lower() for c in with_.expressions}
+        target: Table | None = None
+        if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
+            target = self._target_table(tree)
+            needed = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
+            self._require(target.name, needed)
+            reads_target = isinstance(tree, exp.Update | exp.Delete) and (
+                tree.args.get("where") is not None or tree.args.get("returning") is not None
+            )
+            if reads_target or (isinstance(tree, exp.Insert) and tree.args.get("returning")):
+                self._require(target.name, "SELECT")
+            conflict = tree.args.get("conflict")
+            if conflict is not None and str(conflict.args.get("action", "")).upper().endswith(
+                "UPDATE"
+            ):
+                self._require(target.name, "UPDATE")
+        target_node = self._target_node(tree)
+        for table in tree.find_all(exp.Table):
+            if table is target_node:
+                continue
+            name = table.name.lower()
+            if name in cte_names or name not in self.schema.tables:
+                continue
+            self._require(name, "SELECT")
+
+    def _require(self, table: str, privilege: str) -> None:
+        if privilege not in self.schema.privileges(self.app_role, table):
+            raise RowSecurityError(f"permission denied for table {table} ({privilege})")
+
+    @staticmethod
+    def _target_node(tree: exp.Expr) -> exp.Expr | None:
+        node: exp.Expr | None = None
+        if isinstance(tree, exp.Insert):
+            target = tree.this
+            node = target.this if isinstance(target, exp.Schema) else target
+        elif isinstance(tree, exp.Update | exp.Delete):
+            node = tree.this
+        return node
+
+    # routing names to base tables and views
+
+    def _route_tables(self, tree: exp.Expr, scopes: _Scopes) -> exp.Expr:
+        target_node = self._target_node(tree)
+        target = self._target_table(tree) if target_node is not None else None
+        cte_names: set[str] = set(scopes.ctes)
+        for table_node in list(tree.find_all(exp.Table)):
+            name = table_node.name.lower()
+            if name in cte_names or name not in self.schema.tables:
+                continue
+            table = self.schema.tables[name]
+            if (table_node is target_node or self.admin) and table.base_name != name:
+                alias = table_node.alias_or_name
+                table_node.set("this", exp.to_identifier(table.base_name))
+                table_node.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        if not self.admin and isinstance(tree, exp.Update | exp.Delete):
+            assert target is not None
+            table = target
+            if table.rls_enabled:
+                alias = tree.this.alias_or_name
+                tree.set("where", exp.Where(this=self._using_filter(table, alias, tree)))
+        if isinstance(tree, exp.Insert):
+            conflict = tree.args.get("conflict")
+            if conflict is not None:
+                keys = conflict.args.get("conflict_keys") or []
+                conflict.set(
+                    "conflict_keys", [k.this if isinstance(k, exp.Ordered) else k for k in keys]
+                )
+        return tree
+
+    def _using_filter(self, table: Table, alias: str, tree: exp.Expr) -> exp.Expr:
+        usings = [p.using for p in table.policies.values() if p.using is not None]
+        policy: exp.Expr = (
+            exp.or_(*[exp.paren(u.copy()) for u in usings]) if usings else exp.false()
+        )
+        for column in policy.find_all(exp.Column):
+            if not column.table:
+                column.set("table", exp.to_identifier(alias))
+        where = tree.args.get("where")
+        if where is None:
+            return policy
+        return exp.and_(exp.paren(where.this), exp.paren(policy))

@@ -1,0 +1,330 @@
+"""PostgreSQL column types as the in-memory fake stores them in SQLite, and conversions both ways.
+
+Values are stored so that SQLite's own comparisons and ordering agree with PostgreSQL's:
+
+============  =====================================  ==========================================
+PostgreSQL    stored in SQLite as                    returned as (like psycopg)
+============  =====================================  ==========================================
+uuid          canonical lowercase text               :class:`uuid.UUID`
+text/varchar  text                                   :class:`str`
+integer...    integer                                :class:`int`
+boolean       0 / 1                                  :class:`bool`
+numeric(p,s)  real (at most 15 significant digits)   :class:`decimal.Decimal`
+float         real                                   :class:`float`
+timestamptz   fixed-width UTC text (orders as time)  aware :class:`datetime.datetime` in UTC
+date          ``YYYY-MM-DD`` text                    :class:`datetime.date`
+============  =====================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+import attrs
+from sqlglot import exp
+
+from crm_infra.errors import DatabaseError, UnsupportedQueryError
+
+__all__ = [
+    "PgType",
+    "decoder_for",
+    "encode_param",
+    "format_timestamptz",
+    "pg_type_from_datatype",
+]
+
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+_MAX_EXACT_DIGITS = 15  # what a double holds exactly; beyond it the fake would round silently
+_INT64 = 2**63
+_UUID_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@attrs.frozen
+class PgType:
+    """A PostgreSQL type as far as the fake needs it: a kind, plus numeric/varchar modifiers."""
+
+    kind: str  # uuid, text, int, bool, numeric, float, timestamptz, date, null, param, unknown
+    precision: int | None = None
+    scale: int | None = None
+    length: int | None = None
+
+    @property
+    def sqlite_decl(self) -> str:
+        """Return the SQLite column declaration whose affinity stores this type faithfully."""
+        return {
+            "int": "INTEGER",
+            "bool": "INTEGER",
+            "numeric": "REAL",
+            "float": "REAL",
+        }.get(self.kind, "TEXT")
+
+
+UNKNOWN = PgType("unknown")
+
+_INT_TYPES = {
+    exp.DataType.Type.INT,
+    exp.DataType.Type.BIGINT,
+    exp.DataType.Type.SMALLINT,
+    exp.DataType.Type.TINYINT,
+}
+_TEXT_TYPES = {
+    exp.DataType.Type.TEXT,
+    exp.DataType.Type.VARCHAR,
+    exp.DataType.Type.CHAR,
+    exp.DataType.Type.NVARCHAR,
+    exp.DataType.Type.NCHAR,
+}
+
+
+def pg_type_from_datatype(dt: exp.DataType) -> PgType | None:  # noqa: PLR0911 (one per type)
+    """Return the fake's view of a parsed PostgreSQL type, or None when the fake cannot hold it."""
+    t = dt.this
+    params = [p.this for p in dt.expressions if isinstance(p, exp.DataTypeParam)]
+    if t == exp.DataType.Type.UUID:
+        return PgType("uuid")
+    if t in _TEXT_TYPES:
+        if t == exp.DataType.Type.CHAR:
+            return None  # char(n) pads with blanks; comparisons would differ
+        length = int(params[0].name) if params else None
+        return PgType("text", length=length)
+    if t in _INT_TYPES:
+        return PgType("int")
+    if t == exp.DataType.Type.BOOLEAN:
+        return PgType("bool")
+    if t == exp.DataType.Type.DECIMAL:
+        precision = int(params[0].name) if params else None
+        scale = int(params[1].name) if len(params) > 1 else (0 if params else None)
+        if precision is not None and precision > _MAX_EXACT_DIGITS:
+            return None
+        return PgType("numeric", precision=precision, scale=scale)
+    if t in {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}:
+        return PgType("float")
+    if t == exp.DataType.Type.TIMESTAMPTZ:
+        return PgType("timestamptz")
+    if t == exp.DataType.Type.DATE:
+        return PgType("date")
+    return None
+
+
+def format_timestamptz(value: datetime) -> str:
+    """Return ``value`` as the fixed-width UTC text the fake stores (orders like the instant)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise UnsupportedQueryError(
+            "a naive datetime parameter: PostgreSQL would read it in the server's time zone; "
+            "pass an aware datetime (e.g. datetime.now(UTC)), or test that query against "
+            "PostgreSQL"
+        )
+    utc = value.astimezone(UTC)
+    if utc.year < 1000:
+        raise UnsupportedQueryError("a timestamp before year 1000: test it against PostgreSQL")
+    return utc.strftime(_TIMESTAMP_FORMAT)
+
+
+def _encode_scalar(value: Any) -> Any:  # noqa: PLR0911 (one return per Python type)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise UnsupportedQueryError(
+                "an integer parameter beyond 64 bits: test that query against PostgreSQL"
+            )
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnsupportedQueryError(
+                "a NaN or infinite float parameter: test that query against PostgreSQL"
+            )
+        return value
+    if isinstance(value, Decimal):
+        return _decimal_to_real(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise DatabaseError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_timestamptz(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise UnsupportedQueryError(
+        f"a parameter of type {type(value).__name__}: the fake supports None, bool, int, float, "
+        "Decimal, str, UUID, aware datetime, date and lists of those (for = ANY(%s)); test that "
+        "query against PostgreSQL"
+    )
+
+
+def _decimal_to_real(value: Decimal) -> float:
+    if not value.is_finite():
+        raise UnsupportedQueryError(
+            "a NaN or infinite Decimal parameter: test that query against PostgreSQL"
+        )
+    as_float = float(value)
+    if Decimal(repr(as_float)) != value:
+        raise UnsupportedQueryError(
+            f"a Decimal parameter with more than {_MAX_EXACT_DIGITS} significant digits: the "
+            "fake cannot hold it exactly; test that query against PostgreSQL"
+        )
+    return as_float
+
+
+def encode_param(value: Any, target: PgType | None = None, *, array: bool = False) -> Any:
+    """Return ``value`` as SQLite stores it, checked against the column type it goes into.
+
+    Args:
+        value: the Python parameter, as a caller would pass it to psycopg.
+        target: the type of the column the parameter is compared with or written to, if known.
+        array: the placeholder is the array of ``= ANY(%s)``; ``value`` must be a list.
+
+    Raises:
+        DatabaseError: PostgreSQL would refuse the value (e.g. a malformed uuid).
+        UnsupportedQueryError: the fake cannot represent the value faithfully.
+    """
+    if array:
+        if not isinstance(value, list | tuple):
+            raise DatabaseError(
+                f"= ANY(%s) needs a list parameter; got {type(value).__name__}"
+            )
+        return json.dumps([encode_param(v, target) for v in value])
+    if isinstance(value, list | tuple | dict | set):
+        raise UnsupportedQueryError(
+            f"a {type(value).__name__} parameter outside `= ANY(%s)`: the fake supports array "
+            "parameters only there; test that query against PostgreSQL"
+        )
+    if value is None or target is None:
+        return _encode_scalar(value)
+    return _encode_for(value, target)
+
+
+def _encode_for(value: Any, target: PgType) -> Any:
+    kind = target.kind
+    if kind == "uuid":
+        if isinstance(value, UUID):
+            return str(value)
+        if isinstance(value, str):
+            return canonical_uuid(value)
+        raise DatabaseError(f"a {type(value).__name__} parameter where PostgreSQL expects uuid")
+    if kind == "numeric" and isinstance(value, int | float | Decimal) and not isinstance(
+        value, bool
+    ):
+        return _decimal_to_real(round_numeric(_to_decimal(value), target))
+    if kind == "timestamptz" and isinstance(value, str):
+        raise UnsupportedQueryError(
+            "a str parameter for a timestamptz column: PostgreSQL parses many formats the fake "
+            "does not; pass an aware datetime, or test that query against PostgreSQL"
+        )
+    if kind == "bool" and not isinstance(value, bool):
+        raise DatabaseError(f"a {type(value).__name__} parameter where PostgreSQL expects boolean")
+    if kind == "int" and isinstance(value, float | Decimal):
+        raise UnsupportedQueryError(
+            "a non-integer parameter for an integer column: PostgreSQL rounds it; test that "
+            "query against PostgreSQL"
+        )
+    encoded = _encode_scalar(value)
+    if kind == "text" and isinstance(encoded, str):
+        check_length(encoded, target)
+    return encoded
+
+
+def canonical_uuid(text: str) -> str:
+    """Return ``text`` as canonical uuid text, or raise DatabaseError as PostgreSQL does."""
+    if _UUID_CANONICAL.match(text):
+        return text
+    try:
+        return str(UUID(text))
+    except ValueError:
+        raise DatabaseError("invalid input syntax for type uuid") from None
+
+
+def check_length(text: str, target: PgType) -> None:
+    """Raise DatabaseError when ``text`` is longer than a varchar(n) column allows."""
+    if target.length is not None and len(text) > target.length:
+        raise DatabaseError(f"value too long for type character varying({target.length})")
+
+
+def round_numeric(value: Decimal, target: PgType) -> Decimal:
+    """Round ``value`` to the column's scale as PostgreSQL does; refuse what overflows it."""
+    if target.scale is not None:
+        try:
+            value = value.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            raise DatabaseError("numeric field overflow") from None
+    if target.precision is not None:
+        integer_digits = target.precision - (target.scale or 0)
+        if abs(value) >= Decimal(10) ** integer_digits:
+            raise DatabaseError(
+                f"numeric field overflow: a field with precision {target.precision}, scale "
+                f"{target.scale or 0} must round to an absolute value less than "
+                f"10^{integer_digits}"
+            )
+    return value
+
+
+def _to_decimal(value: Any) -> Decimal:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+def decoder_for(pg_type: PgType) -> Callable[[Any], Any]:  # noqa: PLR0911 (one per kind)
+    """Return the function turning a stored SQLite value into psycopg's Python value."""
+    kind = pg_type.kind
+    if kind == "uuid":
+        return _decode_uuid
+    if kind == "bool":
+        return _decode_bool
+    if kind == "timestamptz":
+        return _decode_timestamptz
+    if kind == "date":
+        return _decode_date
+    if kind == "numeric":
+        if pg_type.scale is not None:
+            quantum = Decimal(1).scaleb(-pg_type.scale)
+
+            def decode_scaled(value: Any) -> Any:
+                if value is None:
+                    return None
+                return _to_decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)
+
+            return decode_scaled
+        return _decode_numeric
+    if kind == "float":
+        return _decode_float
+    return _identity
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _decode_uuid(value: Any) -> UUID | None:
+    return None if value is None else UUID(value)
+
+
+def _decode_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _decode_timestamptz(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _decode_date(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+def _decode_numeric(value: Any) -> Decimal | None:
+    return None if value is None else _to_decimal(value)
+
+
+def _decode_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,443 @@
+"""An in-memory :class:`UserScopedDB` and :class:`AdminDB` with PostgreSQL's row-level security.
+
+:class:`InMemoryUserScopedDB` builds its tables from the same ``sql/`` files as PostgreSQL and runs
+PostgreSQL SQL (translated by sqlglot) on an in-memory SQLite database. Tables that the schema
+puts under row-level security behave as they do for the application role: other users' rows
+are invisible, writes that would give a row to another user raise :class:`RowSecurityError`, no
+user means no rows, and the admin path sees and writes everything. SQL the fake cannot run
+faithfully raises :class:`UnsupportedQueryError` naming the construct; it never answers
+differently from PostgreSQL. The contract suite (``tests/contract``) runs the same tests on
+both backends to prove it.
+
+Example::
+
+    db = InMemoryUserScopedDB()
+    db.execute_admin("INSERT INTO users (id, email) VALUES (%s, %s)", (alice, "a@example.com"))
+    db.execute("INSERT INTO contacts (name) VALUES (%s)", ("Bob",), user_id=alice)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from crm_infra.errors import (
+    DatabaseError,
+    IntegrityError,
+    NoRowsError,
+    RowSecurityError,
+    TransactionUsageError,
+)
+from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
+from crm_infra.fakes._sql_functions import SessionState, register_functions
+from crm_infra.fakes._sql_params import SplitQuery, bind_order
+from crm_infra.fakes._sql_schema import Schema, load_schema
+from crm_infra.fakes._sql_translate import Translation, Translator
+from crm_infra.fakes._sql_types import encode_param
+from crm_infra.ports import Params, Row, Transaction
+from crm_infra.schema_files import migration_files
+from crm_infra.user_context import UserId, resolve_user_id
+
+__all__ = ["InMemoryUserScopedDB"]
+
+_ABORTED = (
+    "current transaction is aborted, commands ignored until end of transaction block "
+    "(an earlier statement in this transaction failed)"
+)
+
+
+@attrs.frozen
+class _Compiled:
+    """A schema parsed once, shared by every fake built from the same files and role."""
+
+    schema: Schema
+    ddl: tuple[str, ...]
+    translators: dict[bool, Translator]
+    translations: dict[tuple[bool, str], Translation]  # by (admin, SQL text); never evicted
+
+
+_compiled: dict[tuple[tuple[tuple[str, int, int], ...], str], _Compiled] = {}
+_compiled_lock = threading.Lock()
+
+
+def _compile(sql_dir: Path | None, app_role: str) -> _Compiled:
+    files = migration_files(sql_dir)
+    # Keyed by content stamps, so an edited schema file is parsed again.
+    stamps = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    key = (stamps, app_role)
+    with _compiled_lock:
+        found = _compiled.get(key)
+        if found is None:
+            schema = load_schema(files)
+            found = _Compiled(
+                schema=schema,
+                ddl=tuple(schema_ddl(schema)),
+                translators={
+                    False: Translator(schema, admin=False, app_role=app_role),
+                    True: Translator(schema, admin=True),
+                },
+                translations={},
+            )
+            _compiled[key] = found
+        return found
+
+
+class _TxnState:
+    """The one open transaction: whose it is, how deep, and whether a statement failed."""
+
+    def __init__(self, thread: int, user: str | None) -> None:
+        self.thread = thread
+        self.user = user  # None: the admin path
+        self.depth = 0
+        self.aborted = False
+
+
+class _Handle:
+    """The :class:`~crm_infra.ports.Transaction` handle yielded by ``transaction()``."""
+
+    def __init__(self, db: InMemoryUserScopedDB, state: _TxnState) -> None:
+        self._db = db
+        self._state = state
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` inside the transaction and return all rows."""
+        return self._db._run_in(self._state, query, params)
+
+    def execute_one(self, query: str, params: Params = ()) -> Row | None:
+        """Run ``query`` inside the transaction and return its first row, or None."""
+        rows = self.execute(query, params)
+        return rows[0] if rows else None
+
+    def execute_scalar(self, query: str, params: Params = ()) -> Any:
+        """Run ``query`` inside the transaction; return the first column of the first row.
+
+        Raises:
+            NoRowsError: the query returned no row.
+        """
+        return _scalar(self.execute(query, params), query)
+
+
+def _scalar(rows: list[Row], query: str) -> Any:
+    if not rows:
+        raise NoRowsError(f"execute_scalar: the query returned no row: {_short(query)}")
+    return next(iter(rows[0].values()))
+
+
+def _short(query: str) -> str:
+    text = " ".join(query.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class InMemoryUserScopedDB:
+    """A faithful in-memory stand-in for ``PostgresClient``: both UserScopedDB and AdminDB.
+
+    Thread-safe: one lock serialises statements, and an open transaction holds it until it
+    ends, so concurrent transactions run one after the other (a valid serial order).
+
+    Args:
+        sql_dir: the schema directory (``NNN_name.sql`` files); default: the package's own.
+        app_role: the role whose grants the user-scoped path gets (as the app login role).
+        clock: returns the current aware time; ``now()`` is frozen per transaction from it.
+
+    Raises:
+        UnsupportedQueryError: the schema holds a statement the fake cannot reproduce.
+    """
+
+    def __init__(
+        self,
+        sql_dir: Path | str | None = None,
+        *,
+        app_role: str = "crm_app",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        compiled = _compile(Path(sql_dir) if sql_dir is not None else None, app_role)
+        self._schema = compiled.schema
+        self._state = SessionState(clock or (lambda: datetime.now(UTC)))
+        self._conn = sqlite3.connect(
+            ":memory:", isolation_level=None, check_same_thread=False, cached_statements=512
+        )
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA case_sensitive_like = ON")
+        register_functions(self._conn, self._state)
+        for statement in compiled.ddl:
+            self._conn.execute(statement)
+        self._translators = compiled.translators
+        self._cache = compiled.translations
+        self._lock = threading.RLock()
+        self._txn: _TxnState | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"InMemoryUserScopedDB(tables={sorted(self._schema.tables)})"
+
+    # --- UserScopedDB ---------------------------------------------------------------------
+
+    def execute(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> list[Row]:
+        """Run ``query`` (``%s`` placeholders) for one user in its own transaction.
+
+        Raises:
+            MissingUserContextError: no ``user_id`` and no current user (before any work).
+            InvalidUserIdError: ``user_id`` is not a UUID.
+            IntegrityError: a NOT NULL, UNIQUE, FOREIGN KEY or CHECK constraint refused a write.
+            RowSecurityError: row-level security or the app role's grants refused a write.
+            UnsupportedQueryError: SQL the fake cannot run faithfully.
+            DatabaseError: any other failure PostgreSQL would report.
+        """
+        uid = str(resolve_user_id(user_id))
+        with self._lock:
+            self._refuse_inside_transaction("execute")
+            return self._autocommit(uid, query, params)
+
+    def execute_one(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> Row | None:
+        """Run ``query`` for one user in its own transaction; return the first row or None."""
+        rows = self.execute(query, params, user_id)
+        return rows[0] if rows else None
+
+    def execute_scalar(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> Any:
+        """Run ``query`` for one user; return the first column of the first row.
+
+        Raises:
+            NoRowsError: the query returned no row (also a ``ValueError``).
+        """
+        return _scalar(self.execute(query, params, user_id), query)
+
+    def transaction(self, user_id: UserId | None = None) -> AbstractContextManager[Transaction]:
+        """Open one transaction for one user; commit on normal exit, roll back on an exception.
+
+        Nested for the same user it is a savepoint; for another user (or inside an admin
+        transaction) it raises :class:`TransactionUsageError`. After a statement fails inside
+        the transaction, further statements raise :class:`DatabaseError` until it ends, and a
+        normal exit rolls back, as with PostgreSQL and psycopg.
+        """
+        uid = str(resolve_user_id(user_id))
+        return self._transaction(uid)
+
+    def health_check(self) -> bool:
+        """Return True when the fake answers; raise :class:`DatabaseError` once it is closed."""
+        with self._lock:
+            if self._closed:
+                raise DatabaseError("health check failed: the in-memory database is closed")
+            self._conn.execute("SELECT 1").fetchone()
+            return True
+
+    # --- AdminDB ------------------------------------------------------------------------
+
+    def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` on the admin path, bypassing row-level security; return all rows."""
+        with self._lock:
+            self._refuse_inside_transaction("execute_admin")
+            return self._autocommit(None, query, params)
+
+    def admin_transaction(self) -> AbstractContextManager[Transaction]:
+        """Open one admin transaction; commit on normal exit, roll back on an exception."""
+        return self._transaction(None)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop every row and release the database; later calls raise :class:`DatabaseError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> InMemoryUserScopedDB:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _refuse_inside_transaction(self, method: str) -> None:
+        txn = self._txn
+        if txn is not None and txn.thread == threading.get_ident():
+            raise TransactionUsageError(
+                f"{method}() called while a transaction is open in this thread: on PostgreSQL "
+                "it would run on another connection, outside that transaction; use the "
+                "transaction handle instead"
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseError("the in-memory database is closed")
+
+    def _autocommit(self, user: str | None, query: str, params: Params) -> list[Row]:
+        self._check_open()
+        self._state.freeze_now()
+        try:
+            # One statement outside BEGIN is its own transaction in SQLite too.
+            return self._run(user, query, params)
+        finally:
+            self._state.now_text = None
+
+    @contextmanager
+    def _transaction(self, user: str | None) -> Iterator[Transaction]:
+        with self._lock:
+            self._check_open()
+            txn = self._txn
+            if txn is not None and txn.thread == threading.get_ident():
+                yield from self._savepoint(txn, user)
+                return
+            txn = _TxnState(threading.get_ident(), user)
+            self._conn.execute("BEGIN")
+            self._txn = txn
+            self._state.freeze_now()
+            try:
+                yield _Handle(self, txn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("ROLLBACK" if txn.aborted else "COMMIT")
+            finally:
+                self._txn = None
+                self._state.now_text = None
+
+    def _savepoint(self, txn: _TxnState, user: str | None) -> Iterator[Transaction]:
+        if txn.user != user:
+            what = "an admin transaction" if txn.user is None else "another user's transaction"
+            raise TransactionUsageError(
+                "a transaction cannot be nested inside "
+                f"{what if user is not None or txn.user is None else 'a user transaction'}: "
+                "each transaction acts for one user only"
+            )
+        if txn.aborted:
+            raise DatabaseError(_ABORTED)
+        txn.depth += 1
+        name = f"crm_sp_{txn.depth}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield _Handle(self, txn)
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+            txn.aborted = False
+            raise
+        else:
+            if txn.aborted:
+                raise DatabaseError(_ABORTED)
+            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            txn.depth -= 1
+
+    def _run_in(self, txn: _TxnState, query: str, params: Params) -> list[Row]:
+        with self._lock:
+            if self._txn is not txn:
+                raise TransactionUsageError("this transaction handle is used after its block ended")
+            if txn.aborted:
+                raise DatabaseError(_ABORTED)
+            try:
+                return self._run(txn.user, query, params)
+            except DatabaseError:
+                txn.aborted = True
+                raise
+
+    def _translation(self, admin: bool, query: str) -> Translation:
+        key = (admin, query)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._translators[admin].translate(query)
+            self._cache[key] = found
+        return found
+
+    def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
+        if not isinstance(query, str):
+            raise DatabaseError(f"query must be a str; got {type(query).__name__}")
+        translation = self._translation(user is None, query)
+        values = self._bind(translation, params)
+        state = self._state
+        state.current_user_id = user
+        state.rls_active = user is not None
+        state.error = None
+        try:
+            cursor = self._conn.execute(translation.sql, values)
+            raw = cursor.fetchall() if translation.returns_rows else None
+        except sqlite3.Error as exc:
+            raise self._translate_error(exc, query) from None
+        finally:
+            state.current_user_id = None
+            state.rls_active = False
+        if raw is None:
+            return []
+        return self._decode(translation, raw, params)
+
+    def _bind(self, translation: Translation, params: Params) -> list[Any]:
+        split = SplitQuery("", translation.keys, translation.named, translation.placeholder_count)
+        ordered = bind_order(split, params)
+        return [
+            encode_param(
+                value,
+                translation.param_types[i],
+                array=i in translation.array_params,
+            )
+            for i, value in enumerate(ordered)
+        ]
+
+    @staticmethod
+    def _decode(translation: Translation, raw: list[Any], params: Params) -> list[Row]:
+        columns = translation.columns
+        rows: list[Row] = []
+        originals: list[Any] | None = None
+        if any(c.param_index is not None for c in columns):
+            split = SplitQuery(
+                "", translation.keys, translation.named, translation.placeholder_count
+            )
+            originals = bind_order(split, params)
+        for record in raw:
+            row: Row = {}
+            for column, value in zip(columns, record, strict=True):
+                if column.param_index is not None and originals is not None:
+                    row[column.name] = originals[column.param_index]
+                else:
+                    row[column.name] = column.decode(value)
+            rows.append(row)
+        return rows
+
+    def _translate_error(self, exc: sqlite3.Error, query: str) -> DatabaseError:
+        raised = self._state.error
+        self._state.error = None
+        if isinstance(raised, DatabaseError):
+            return raised
+        message = str(exc)
+        name = getattr(exc, "sqlite_errorname", "")
+        if name == "SQLITE_CONSTRAINT_TRIGGER" and message.startswith(RLS_ERROR_PREFIX):
+            table = message[len(RLS_ERROR_PREFIX) :].split(":", maxsplit=1)[0]
+            return RowSecurityError(
+                f'new row violates row-level security policy for table "{table}"'
+            )
+        if name == "SQLITE_CONSTRAINT_CHECK" and TYPE_CHECK_PREFIX in message:
+            return DatabaseError(f"value out of range for its column type ({message})")
+        if name in {
+            "SQLITE_CONSTRAINT_NOTNULL",
+            "SQLITE_CONSTRAINT_UNIQUE",
+            "SQLITE_CONSTRAINT_PRIMARYKEY",
+            "SQLITE_CONSTRAINT_FOREIGNKEY",
+            "SQLITE_CONSTRAINT_CHECK",
+        }:
+            return IntegrityError(f"{_constraint_kind(name)} violated: {message}")
+        return DatabaseError(f"query failed: {message}: {_short(query)}")
+
+
+def _constraint_kind(name: str) -> str:
+    return {
+        "SQLITE_CONSTRAINT_NOTNULL": "NOT NULL constraint",
+        "SQLITE_CONSTRAINT_UNIQUE": "UNIQUE constraint",
+        "SQLITE_CONSTRAINT_PRIMARYKEY": "UNIQUE constraint (primary key)",
+        "SQLITE_CONSTRAINT_FOREIGNKEY": "FOREIGN KEY constraint",
+        "SQLITE_CONSTRAINT_CHECK": "CHECK constraint",
+    }[name]
+
