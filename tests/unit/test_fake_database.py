@@ -126,8 +126,10 @@ def test_the_app_role_may_read_but_not_write_users(db: InMemoryUserScopedDB) -> 
         "UPDATE users SET display_name = 'x'",
         "DELETE FROM users",
     ):
-        with pytest.raises(RowSecurityError, match="permission denied for table users"):
+        with pytest.raises(DatabaseError, match="permission denied for table users") as caught:
             db.execute(statement, user_id=ALICE)
+        # PostgreSQL reports a missing grant as SQLSTATE 42501 without "row-level security".
+        assert not isinstance(caught.value, RowSecurityError)
 
 
 def test_no_user_means_an_error_before_any_work(db: InMemoryUserScopedDB) -> None:
@@ -260,14 +262,39 @@ def test_a_transaction_rolls_back_on_an_exception(db: InMemoryUserScopedDB) -> N
 
 
 def test_a_failed_statement_aborts_the_transaction(db: InMemoryUserScopedDB) -> None:
+    def swallow_an_error() -> None:
+        with db.transaction(ALICE) as tx:
+            tx.execute("INSERT INTO contacts (name) VALUES ('a')")
+            with pytest.raises(IntegrityError):
+                tx.execute("INSERT INTO tickets (subject, priority) VALUES ('s', 99)")
+            with pytest.raises(DatabaseError, match="current transaction is aborted"):
+                tx.execute("SELECT 1")
+
+    with pytest.raises(TransactionUsageError, match="rolled back"):
+        swallow_an_error()
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 0
+
+
+def test_bad_params_do_not_abort_the_transaction(db: InMemoryUserScopedDB) -> None:
     with db.transaction(ALICE) as tx:
         tx.execute("INSERT INTO contacts (name) VALUES ('a')")
-        with pytest.raises(IntegrityError):
-            tx.execute("INSERT INTO tickets (subject, priority) VALUES ('s', 99)")
-        with pytest.raises(DatabaseError, match="current transaction is aborted"):
-            tx.execute("SELECT 1")
-    # psycopg's transaction block ends an aborted transaction with a rollback.
-    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 0
+        with pytest.raises(DatabaseError, match="placeholders"):
+            tx.execute("SELECT %s", (1, 2))
+        tx.execute("INSERT INTO contacts (name) VALUES ('b')")
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 2
+
+
+def test_an_admin_savepoint_left_aborted_fails_on_exit(db: InMemoryUserScopedDB) -> None:
+    with db.admin_transaction() as outer:
+        outer.execute("INSERT INTO users (email) VALUES ('c@example.com')")
+        with (
+            pytest.raises(TransactionUsageError),
+            db.admin_transaction() as inner,
+            pytest.raises(IntegrityError),
+        ):
+            inner.execute("INSERT INTO users (email) VALUES ('c@example.com')")
+        outer.execute("INSERT INTO users (email) VALUES ('d@example.com')")
+    assert db.execute_admin("SELECT count(*) AS n FROM users") == [{"n": 4}]
 
 
 def test_nesting_for_the_same_user_is_a_savepoint(db: InMemoryUserScopedDB) -> None:
@@ -353,7 +380,7 @@ def test_a_schema_without_grants_refuses_the_app_role(tmp_path: Path) -> None:
     for source in sorted(default_sql_dir().glob("00[12]_*.sql")):
         (tmp_path / source.name).write_text(source.read_text())
     fake = InMemoryUserScopedDB(tmp_path)
-    with pytest.raises(RowSecurityError, match="permission denied for table contacts"):
+    with pytest.raises(DatabaseError, match="permission denied for table contacts"):
         fake.execute("SELECT * FROM contacts", user_id=ALICE)
 
 

@@ -62,8 +62,8 @@ def test_malformed_placeholders_are_refused(sql: str, message: str) -> None:
 
 
 def test_params_must_fit_the_placeholders(db: InMemoryUserScopedDB) -> None:
-    with pytest.raises(DatabaseError, match="1 placeholders but 0"):
-        q(db, "SELECT name FROM contacts WHERE name = %s")
+    with pytest.raises(DatabaseError, match="1 placeholders but 2"):
+        q(db, "SELECT name FROM contacts WHERE name = %s", ("a", "b"))
     with pytest.raises(DatabaseError, match="missing: n"):
         q(db, "SELECT name FROM contacts WHERE name = %(n)s", {"m": 1})
     with pytest.raises(DatabaseError, match="sequence or a mapping"):
@@ -73,6 +73,10 @@ def test_params_must_fit_the_placeholders(db: InMemoryUserScopedDB) -> None:
 def test_named_params_and_percent_escapes_work(db: InMemoryUserScopedDB) -> None:
     rows = q(db, "SELECT name, '100%%' AS pct FROM contacts WHERE name = %(n)s", {"n": "Ann"})
     assert rows == [{"name": "Ann", "pct": "100%"}]
+
+
+def test_without_params_the_text_is_sent_as_written(db: InMemoryUserScopedDB) -> None:
+    assert q(db, "SELECT '100%' AS a, '5%%' AS b") == [{"a": "100%", "b": "5%%"}]
 
 
 # --- the supported subset --------------------------------------------------------------------
@@ -167,9 +171,9 @@ def test_upper_and_lower_map_each_character_like_postgresql(db: InMemoryUserScop
 def test_translations_are_cached_by_sql_text(db: InMemoryUserScopedDB) -> None:
     sql = "SELECT name FROM contacts WHERE name = %s"
     q(db, sql, ("Ann",))
-    cached = db._cache[(False, sql)]
+    cached = db._cache[(False, True, sql)]
     q(db, sql, ("Cy",))
-    assert db._cache[(False, sql)] is cached
+    assert db._cache[(False, True, sql)] is cached
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ def test_unknown_tables_and_columns_fail_as_on_postgresql(db: InMemoryUserScoped
         q(db, "SELECT 1 FROM nothere")
     with pytest.raises(DatabaseError, match='column "nope" does not exist'):
         q(db, "SELECT nope FROM contacts")
-    with pytest.raises(DatabaseError, match="multiple commands"):
+    with pytest.raises(UnsupportedQueryError, match="several statements"):
         q(db, "SELECT 1; SELECT 2")
 
 

@@ -14,9 +14,13 @@ import attrs
 
 from crm_infra.errors import DatabaseError
 
-__all__ = ["SplitQuery", "bind_order", "split_placeholders"]
+__all__ = ["ClientSideError", "SplitQuery", "bind_order", "split_placeholders", "verbatim"]
 
 _PLACEHOLDER = re.compile(r"%(?:\((?P<name>[^)]*)\))?(?P<fmt>.?)", re.DOTALL)
+
+
+class ClientSideError(DatabaseError):
+    """Parameters psycopg refuses before sending anything: the transaction is not aborted."""
 
 
 @attrs.frozen
@@ -29,11 +33,16 @@ class SplitQuery:
     count: int  # placeholders in the original text (a name used twice counts once per use)
 
 
+def verbatim(query: str) -> SplitQuery:
+    """Return ``query`` as sent without parameters: no placeholder processing, ``%%`` stays."""
+    return SplitQuery(query, (), named=False, count=0)
+
+
 def split_placeholders(query: str) -> SplitQuery:
     """Rewrite psycopg placeholders to ``$n``, as psycopg itself validates them.
 
     Raises:
-        DatabaseError: a malformed or mixed placeholder (psycopg's ProgrammingError).
+        ClientSideError: a malformed or mixed placeholder (psycopg's ProgrammingError).
     """
     out: list[str] = []
     keys: list[int | str] = []
@@ -49,9 +58,9 @@ def split_placeholders(query: str) -> SplitQuery:
             out.append("%")
             continue
         if fmt == "":
-            raise DatabaseError(f"incomplete placeholder: {match.group(0)!r}")
+            raise ClientSideError(f"incomplete placeholder: {match.group(0)!r}")
         if fmt not in "sbt":
-            raise DatabaseError(
+            raise ClientSideError(
                 f"only '%s', '%b', '%t' are allowed as placeholders, got {match.group(0)!r}"
             )
         count += 1
@@ -67,7 +76,7 @@ def split_placeholders(query: str) -> SplitQuery:
             out.append(f"${name_slot[name]}")
     out.append(query[last:])
     if len(kinds) > 1:
-        raise DatabaseError("positional and named placeholders cannot be mixed")
+        raise ClientSideError("positional and named placeholders cannot be mixed")
     return SplitQuery("".join(out), tuple(keys), "named" in kinds, count)
 
 
@@ -75,25 +84,25 @@ def bind_order(split: SplitQuery, params: Sequence[Any] | Mapping[str, Any]) -> 
     """Return the values for ``$1``, ``$2``... from the caller's params, checked as psycopg does.
 
     Raises:
-        DatabaseError: the params do not fit the placeholders.
+        ClientSideError: the params do not fit the placeholders.
     """
     if isinstance(params, str | bytes):
-        raise DatabaseError(
+        raise ClientSideError(
             f"query parameters should be a sequence or a mapping, got {type(params).__name__}"
         )
     if isinstance(params, Mapping):
         if split.count and not split.named:
-            raise DatabaseError("positional placeholders (%s) require a sequence of parameters")
+            raise ClientSideError("positional placeholders (%s) require a sequence of parameters")
         values = []
         for key in split.keys:
             if not isinstance(key, str) or key not in params:
-                raise DatabaseError(f"query parameter missing: {key}")
+                raise ClientSideError(f"query parameter missing: {key}")
             values.append(params[key])
         return values
     if split.named:
-        raise DatabaseError("named placeholders (%(name)s) require a mapping of parameters")
+        raise ClientSideError("named placeholders (%(name)s) require a mapping of parameters")
     if len(params) != len(split.keys):
-        raise DatabaseError(
+        raise ClientSideError(
             f"the query has {len(split.keys)} placeholders but {len(params)} parameters "
             "were passed"
         )

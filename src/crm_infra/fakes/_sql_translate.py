@@ -21,8 +21,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from crm_infra.errors import DatabaseError, RowSecurityError, UnsupportedQueryError
-from crm_infra.fakes._sql_params import split_placeholders
+from crm_infra.errors import DatabaseError, UnsupportedQueryError
+from crm_infra.fakes._sql_params import split_placeholders, verbatim
 from crm_infra.fakes._sql_schema import Schema, Table
 from crm_infra.fakes._sql_types import (
     UNKNOWN,
@@ -410,15 +410,16 @@ class Translator:
         self.admin = admin
         self.app_role = app_role
 
-    def translate(self, query: str) -> Translation:
+    def translate(self, query: str, *, with_params: bool = True) -> Translation:
         """Return the SQLite form of ``query`` and how to bind and decode it.
 
         Raises:
             UnsupportedQueryError: a construct the fake cannot run faithfully.
-            DatabaseError: a statement PostgreSQL would refuse too (unknown table, bad SQL).
-            RowSecurityError: a write the app role has no privilege for.
+            DatabaseError: a statement PostgreSQL would refuse too (unknown table, a write the
+                app role has no privilege for...).
         """
-        split = split_placeholders(query)
+        # Without parameters the text is sent as written: no placeholders, `%%` stays `%%`.
+        split = split_placeholders(query) if with_params else verbatim(query)
         tree = self._parse(split.text)
         scopes = _Scopes(self.schema)
         self._check_constructs(tree)
@@ -467,7 +468,7 @@ class Translator:
                 f"if PostgreSQL accepts it, {_TEST_AGAINST_PG}"
             ) from None
         if len(statements) != 1:
-            raise DatabaseError("cannot insert multiple commands into a prepared statement")
+            raise refuse("several statements in one call")
         tree = statements[0]
         for node in list(tree.find_all(exp.Anonymous)):
             if node.name.upper() == "ALL" and len(node.expressions) == 1:
@@ -791,7 +792,7 @@ class Translator:
 
     def _require(self, table: str, privilege: str) -> None:
         if privilege not in self.schema.privileges(self.app_role, table):
-            raise RowSecurityError(f"permission denied for table {table} ({privilege})")
+            raise DatabaseError(f"permission denied for table {table} ({privilege})")
 
     @staticmethod
     def _target_node(tree: exp.Expr) -> exp.Expr | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from crm_infra.errors import (
 )
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
 from crm_infra.fakes._sql_functions import SessionState, register_functions
-from crm_infra.fakes._sql_params import SplitQuery, bind_order
+from crm_infra.fakes._sql_params import ClientSideError, SplitQuery, bind_order
 from crm_infra.fakes._sql_schema import Schema, load_schema
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param
@@ -60,7 +60,7 @@ class _Compiled:
     schema: Schema
     ddl: tuple[str, ...]
     translators: dict[bool, Translator]
-    translations: dict[tuple[bool, str], Translation]  # by (admin, SQL text); never evicted
+    translations: dict[tuple[bool, bool, str], Translation]  # (admin, with params, SQL text)
 
 
 _compiled: dict[tuple[tuple[tuple[str, int, int], ...], str], _Compiled] = {}
@@ -97,6 +97,7 @@ class _TxnState:
         self.user = user  # None: the admin path
         self.depth = 0
         self.aborted = False
+        self.started = False  # PostgreSQL's BEGIN (and now()) come with the first statement
 
 
 class _Handle:
@@ -295,17 +296,21 @@ class InMemoryUserScopedDB:
             txn = _TxnState(threading.get_ident(), user)
             self._conn.execute("BEGIN")
             self._txn = txn
-            self._state.freeze_now()
             try:
                 yield _Handle(self, txn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            else:
-                self._conn.execute("ROLLBACK" if txn.aborted else "COMMIT")
             finally:
                 self._txn = None
                 self._state.now_text = None
+            if txn.aborted:
+                self._conn.execute("ROLLBACK")
+                raise TransactionUsageError(
+                    "transaction commit failed: an error inside the block aborted the "
+                    "transaction and was caught; everything in it was rolled back"
+                )
+            self._conn.execute("COMMIT")
 
     def _savepoint(self, txn: _TxnState, user: str | None) -> Iterator[Transaction]:
         if txn.user != user:
@@ -323,16 +328,26 @@ class InMemoryUserScopedDB:
         try:
             yield _Handle(self, txn)
         except BaseException:
-            self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._conn.execute(f"RELEASE SAVEPOINT {name}")
-            txn.aborted = False
+            self._rollback_to(name, txn)
             raise
-        else:
-            if txn.aborted:
-                raise DatabaseError(_ABORTED)
-            self._conn.execute(f"RELEASE SAVEPOINT {name}")
         finally:
             txn.depth -= 1
+        if not txn.aborted:
+            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+        elif user is None:
+            # The admin path checks its block on exit (psycopg's savepoint then recovers).
+            self._rollback_to(name, txn)
+            raise TransactionUsageError(
+                "admin_transaction failed: an error inside the block aborted the transaction "
+                "and was caught; everything in it was rolled back"
+            )
+        # A user savepoint left aborted stays so: the enclosing block fails on its next
+        # statement and on exit, as the PostgreSQL client's deferred RELEASE does.
+
+    def _rollback_to(self, name: str, txn: _TxnState) -> None:
+        self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self._conn.execute(f"RELEASE SAVEPOINT {name}")
+        txn.aborted = False
 
     def _run_in(self, txn: _TxnState, query: str, params: Params) -> list[Row]:
         with self._lock:
@@ -340,24 +355,30 @@ class InMemoryUserScopedDB:
                 raise TransactionUsageError("this transaction handle is used after its block ended")
             if txn.aborted:
                 raise DatabaseError(_ABORTED)
+            if not txn.started:
+                txn.started = True
+                self._state.freeze_now()
             try:
                 return self._run(txn.user, query, params)
+            except ClientSideError:
+                raise  # refused before anything was sent: the transaction goes on
             except DatabaseError:
                 txn.aborted = True
                 raise
 
-    def _translation(self, admin: bool, query: str) -> Translation:
-        key = (admin, query)
+    def _translation(self, admin: bool, query: str, with_params: bool) -> Translation:
+        key = (admin, with_params, query)
         found = self._cache.get(key)
         if found is None:
-            found = self._translators[admin].translate(query)
+            found = self._translators[admin].translate(query, with_params=with_params)
             self._cache[key] = found
         return found
 
     def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
         if not isinstance(query, str):
             raise DatabaseError(f"query must be a str; got {type(query).__name__}")
-        translation = self._translation(user is None, query)
+        with_params = bool(params) if isinstance(params, Mapping | list | tuple) else True
+        translation = self._translation(user is None, query, with_params)
         values = self._bind(translation, params)
         state = self._state
         state.current_user_id = user
