@@ -4,4 +4,6 @@ Only the composition root and code that wires a process together should import f
 domain code depends on :mod:`crm_infra.ports`.
 """
 
-__all__: list[str] = []
+from crm_infra.adapters.postgres import PostgresClient, PostgresError
+
+__all__: list[str] = ["PostgresClient", "PostgresError"]
