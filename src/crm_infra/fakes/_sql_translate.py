@@ -155,9 +155,19 @@ def _fn(name: str, *args: exp.Expr) -> exp.Anonymous:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
-def rewrite_expression(node: exp.Expr) -> exp.Expr:
+def rewrite_expression(node: exp.Expr, *, copy: bool = True) -> exp.Expr:
     """Rewrite PostgreSQL functions and operators in ``node`` to the fake's SQLite versions."""
-    return node.transform(_rewrite_node, copy=True)
+    root = node.copy() if copy else node
+    # Bottom-up, so a rewritten node already holds rewritten children (sqlglot's own
+    # transform does not descend into a node it has just replaced).
+    for current in reversed(list(root.walk(bfs=False))):
+        new = _rewrite_node(current)
+        if new is not current:
+            if current is root:
+                root = new
+            else:
+                current.replace(new)
+    return root
 
 
 def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
@@ -200,9 +210,10 @@ def _rewrite_any(
 ) -> exp.Expr:
     inner = any_node.this.unnest() if isinstance(any_node.this, exp.Paren) else any_node.this
     if isinstance(inner, exp.Parameter):
-        select = exp.select("value").from_(
-            exp.Table(this=_fn("json_each", exp.Var(this=f"?{inner.this.name}")))
-        )
+        inner = exp.Var(this=f"?{inner.this.name}")
+    if isinstance(inner, exp.Var) and inner.name.startswith("?"):
+        # The list parameter is bound as a JSON array (see encode_param(array=True)).
+        select = exp.select("value").from_(exp.Table(this=_fn("json_each", inner)))
         rewritten: exp.Expr = exp.In(this=left, query=exp.Subquery(this=select))
     elif isinstance(inner, exp.Array):
         rewritten = exp.In(this=left, expressions=list(inner.expressions))
@@ -439,7 +450,7 @@ class Translator:
         self._check_types(tree, scopes)
         self._rewrite_sums(tree, scopes)
         sqlite_tree = self._route_tables(tree, scopes)
-        sqlite_tree = sqlite_tree.transform(_rewrite_node, copy=False)
+        sqlite_tree = rewrite_expression(sqlite_tree, copy=False)
         try:
             sql = sqlite_tree.sql(dialect="sqlite", unsupported_level=sqlglot.ErrorLevel.RAISE)
         except SqlglotError as exc:
