@@ -86,6 +86,13 @@ def bind_order(split: SplitQuery, params: Sequence[Any] | Mapping[str, Any]) -> 
     Raises:
         ClientSideError: the params do not fit the placeholders.
     """
+    if type(params) in (tuple, list) and not split.named:  # the common case, checked fast
+        if len(params) != len(split.keys):
+            raise ClientSideError(
+                f"the query has {len(split.keys)} placeholders but {len(params)} parameters "
+                "were passed"
+            )
+        return list(params)
     if isinstance(params, str | bytes):
         raise ClientSideError(
             f"query parameters should be a sequence or a mapping, got {type(params).__name__}"

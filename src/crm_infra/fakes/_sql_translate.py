@@ -22,7 +22,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
-from crm_infra.fakes._sql_params import split_placeholders, verbatim
+from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.fakes._sql_schema import Schema, Table
 from crm_infra.fakes._sql_types import (
     UNKNOWN,
@@ -139,13 +139,26 @@ class Translation:
     """A statement ready for SQLite, with how to bind its parameters and decode its rows."""
 
     sql: str
-    keys: tuple[int | str, ...]
-    named: bool
-    placeholder_count: int
+    split: SplitQuery
     param_types: tuple[PgType | None, ...]
     array_params: frozenset[int]
     columns: tuple[OutputColumn, ...]
     returns_rows: bool
+    names: tuple[str, ...] = attrs.field(init=False)
+    decoders: tuple[Callable[[Any], Any], ...] = attrs.field(init=False)
+    echoes_params: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Precomputed: decoding runs once per row of every query.
+        object.__setattr__(self, "names", tuple(c.name for c in self.columns))
+        object.__setattr__(self, "decoders", tuple(c.decode for c in self.columns))
+        echoes = any(c.param_index is not None for c in self.columns)
+        object.__setattr__(self, "echoes_params", echoes)
+
+    @property
+    def keys(self) -> tuple[int | str, ...]:
+        """Return what each ``$n`` takes: a position in the params, or a mapping key."""
+        return self.split.keys
 
 
 # --- expression rewriting (shared with the DDL) ------------------------------------------------
@@ -458,9 +471,7 @@ class Translator:
         returns_rows = isinstance(tree, exp.Query) or bool(tree.args.get("returning"))
         return Translation(
             sql=sql,
-            keys=split.keys,
-            named=split.named,
-            placeholder_count=split.count,
+            split=split,
             param_types=tuple(param_types),
             array_params=frozenset(arrays),
             columns=tuple(columns),

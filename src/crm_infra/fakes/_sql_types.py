@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,7 @@ __all__ = [
     "encode_param",
     "format_timestamptz",
     "pg_type_from_datatype",
+    "uuid_text",
 ]
 
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
@@ -151,7 +153,7 @@ def _encode_scalar(value: Any) -> Any:  # noqa: PLR0911 (one return per Python t
             raise DatabaseError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
         return value
     if isinstance(value, UUID):
-        return str(value)
+        return uuid_text(value)
     if isinstance(value, datetime):
         return format_timestamptz(value)
     if isinstance(value, date):
@@ -209,7 +211,7 @@ def _encode_for(value: Any, target: PgType) -> Any:
     kind = target.kind
     if kind == "uuid":
         if isinstance(value, UUID):
-            return str(value)
+            return uuid_text(value)
         if isinstance(value, str):
             return canonical_uuid(value)
         raise DatabaseError(f"a {type(value).__name__} parameter where PostgreSQL expects uuid")
@@ -306,8 +308,19 @@ def _identity(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=8192)
+def uuid_text(value: UUID) -> str:
+    """Return the canonical text of ``value`` (cached: ``str(UUID)`` is slow and ids repeat)."""
+    return str(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_uuid(text: str) -> UUID:
+    return UUID(text)
+
+
 def _decode_uuid(value: Any) -> UUID | None:
-    return None if value is None else UUID(value)
+    return None if value is None else _parse_uuid(value)
 
 
 def _decode_bool(value: Any) -> bool | None:

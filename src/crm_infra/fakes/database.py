@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +37,10 @@ from crm_infra.errors import (
 )
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
 from crm_infra.fakes._sql_functions import SessionState, register_functions
-from crm_infra.fakes._sql_params import ClientSideError, SplitQuery, bind_order
+from crm_infra.fakes._sql_params import ClientSideError, bind_order
 from crm_infra.fakes._sql_schema import Schema, load_schema
 from crm_infra.fakes._sql_translate import Translation, Translator
-from crm_infra.fakes._sql_types import encode_param
+from crm_infra.fakes._sql_types import encode_param, uuid_text
 from crm_infra.ports import Params, Row, Transaction
 from crm_infra.schema_files import migration_files
 from crm_infra.user_context import UserId, resolve_user_id
@@ -193,7 +193,7 @@ class InMemoryUserScopedDB:
             UnsupportedQueryError: SQL the fake cannot run faithfully.
             DatabaseError: any other failure PostgreSQL would report.
         """
-        uid = str(resolve_user_id(user_id))
+        uid = uuid_text(resolve_user_id(user_id))
         with self._lock:
             self._refuse_inside_transaction("execute")
             return self._autocommit(uid, query, params)
@@ -223,7 +223,7 @@ class InMemoryUserScopedDB:
         the transaction, further statements raise :class:`DatabaseError` until it ends, and a
         normal exit rolls back, as with PostgreSQL and psycopg.
         """
-        uid = str(resolve_user_id(user_id))
+        uid = uuid_text(resolve_user_id(user_id))
         return self._transaction(uid)
 
     def health_check(self) -> bool:
@@ -278,12 +278,9 @@ class InMemoryUserScopedDB:
 
     def _autocommit(self, user: str | None, query: str, params: Params) -> list[Row]:
         self._check_open()
-        self._state.freeze_now()
-        try:
-            # One statement outside BEGIN is its own transaction in SQLite too.
-            return self._run(user, query, params)
-        finally:
-            self._state.now_text = None
+        self._state.now_text = None  # now() is frozen lazily, on its first use in the statement
+        # One statement outside BEGIN is its own transaction in SQLite too.
+        return self._run(user, query, params)
 
     @contextmanager
     def _transaction(self, user: str | None) -> Iterator[Transaction]:
@@ -377,8 +374,7 @@ class InMemoryUserScopedDB:
     def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
         if not isinstance(query, str):
             raise DatabaseError(f"query must be a str; got {type(query).__name__}")
-        with_params = bool(params) if isinstance(params, Mapping | list | tuple) else True
-        translation = self._translation(user is None, query, with_params)
+        translation = self._translation(user is None, query, bool(params))
         values = self._bind(translation, params)
         state = self._state
         state.current_user_id = user
@@ -397,36 +393,36 @@ class InMemoryUserScopedDB:
         return self._decode(translation, raw, params)
 
     def _bind(self, translation: Translation, params: Params) -> list[Any]:
-        split = SplitQuery("", translation.keys, translation.named, translation.placeholder_count)
-        ordered = bind_order(split, params)
+        if not translation.keys and not params:
+            return []
+        ordered = bind_order(translation.split, params)
+        types, arrays = translation.param_types, translation.array_params
         return [
-            encode_param(
-                value,
-                translation.param_types[i],
-                array=i in translation.array_params,
-            )
-            for i, value in enumerate(ordered)
+            encode_param(value, types[i], array=i in arrays) for i, value in enumerate(ordered)
         ]
 
     @staticmethod
     def _decode(translation: Translation, raw: list[Any], params: Params) -> list[Row]:
-        columns = translation.columns
-        rows: list[Row] = []
-        originals: list[Any] | None = None
-        if any(c.param_index is not None for c in columns):
-            split = SplitQuery(
-                "", translation.keys, translation.named, translation.placeholder_count
-            )
-            originals = bind_order(split, params)
-        for record in raw:
-            row: Row = {}
-            for column, value in zip(columns, record, strict=True):
-                if column.param_index is not None and originals is not None:
-                    row[column.name] = originals[column.param_index]
-                else:
-                    row[column.name] = column.decode(value)
-            rows.append(row)
-        return rows
+        names, decoders = translation.names, translation.decoders
+        if translation.echoes_params:
+            # `SELECT %s`: psycopg hands back the value as passed, whatever its type.
+            originals = bind_order(translation.split, params)
+            echoed = [
+                (i, c.param_index)
+                for i, c in enumerate(translation.columns)
+                if c.param_index is not None
+            ]
+            rows = []
+            for record in raw:
+                values = [decode(value) for decode, value in zip(decoders, record, strict=True)]
+                for i, index in echoed:
+                    values[i] = originals[index]
+                rows.append(dict(zip(names, values, strict=True)))
+            return rows
+        return [
+            dict(zip(names, [d(v) for d, v in zip(decoders, record, strict=True)], strict=True))
+            for record in raw
+        ]
 
     def _translate_error(self, exc: sqlite3.Error, query: str) -> DatabaseError:
         raised = self._state.error
