@@ -417,6 +417,52 @@ def test_a_malformed_uuid_is_a_database_error_not_a_silent_miss(
         db.execute("SELECT * FROM contacts WHERE id = %s", ("not-a-uuid",), user_id=alice)
 
 
+@pytest.mark.parametrize(
+    ("query", "value"),
+    [
+        ("SELECT name FROM contacts WHERE name = %s", 5),
+        ("SELECT name FROM contacts WHERE name = %s", True),
+        ("SELECT id FROM tickets WHERE urgent = %s", 1),
+        ("SELECT id FROM tickets WHERE priority = %s", True),
+        ("SELECT name FROM contacts WHERE id = %s", 7),
+    ],
+)
+def test_a_parameter_of_an_unrelated_type_is_refused_not_coerced(
+    db: ContractDB, alice: UUID, query: str, value: object
+) -> None:
+    add_contact(db, alice, "5")
+    add_ticket(db, alice, "t", urgent=True, priority=1)
+    with pytest.raises(DatabaseError):
+        db.execute(query, (value,), user_id=alice)
+
+
+def test_values_written_to_text_columns_become_their_text(db: ContractDB, alice: UUID) -> None:
+    rows = db.execute(
+        "INSERT INTO contacts (name, phone, company) VALUES (%s, %s, %s) "
+        "RETURNING name, phone, company",
+        (True, 12345, alice),
+        user_id=alice,
+    )
+    assert rows == [{"name": "true", "phone": "12345", "company": str(alice)}]
+
+
+def test_strings_are_parsed_as_the_columns_type(db: ContractDB, alice: UUID) -> None:
+    row = db.execute_one(
+        "INSERT INTO tickets (subject, priority, urgent, estimated_value) "
+        "VALUES ('s', %s, %s, %s) RETURNING priority, urgent, estimated_value",
+        ("2", "yes", "12.345"),
+        user_id=alice,
+    )
+    assert row == {"priority": 2, "urgent": True, "estimated_value": Decimal("12.35")}
+    with pytest.raises(DatabaseError):
+        add_ticket(db, alice, "s", urgent="maybe")
+
+
+def test_an_integer_beyond_the_column_is_a_database_error(db: ContractDB, alice: UUID) -> None:
+    with pytest.raises(DatabaseError):
+        add_ticket(db, alice, "s", priority=2**31)
+
+
 def test_an_unknown_table_or_column_is_a_database_error(db: ContractDB, alice: UUID) -> None:
     with pytest.raises(DatabaseError):
         db.execute("SELECT * FROM no_such_table", user_id=alice)

@@ -576,31 +576,40 @@ class Translator:
                 arrays.add(index)
                 comparison = parent.parent
                 if isinstance(comparison, exp.EQ | exp.NEQ):
-                    types[index] = self._type_if_column(comparison.this, scopes)
+                    types[index] = self._type_if_column(comparison.this, scopes, "compare")
                 continue
             target = self._param_target(param, parent, scopes)
             if target is not None and types[index] is None:
                 types[index] = target
         return types, arrays
 
-    def _param_target(
+    def _param_target(  # noqa: PLR0911 (one return per context)
         self, param: exp.Expr, parent: exp.Expr | None, scopes: _Scopes
     ) -> PgType | None:
+        if (
+            isinstance(parent, exp.EQ)
+            and isinstance(parent.parent, exp.Update)
+            and parent.arg_key == "expressions"  # SET column = %s
+        ):
+            return self._type_if_column(parent.this, scopes, "assign")
         if isinstance(parent, _COMPARISONS):
             other = parent.expression if parent.this is param else parent.this
-            return self._type_if_column(other, scopes)
+            return self._type_if_column(other, scopes, "compare")
         if isinstance(parent, exp.In | exp.Between):
-            return self._type_if_column(parent.this, scopes)
+            return self._type_if_column(parent.this, scopes, "compare")
         if isinstance(parent, exp.Cast):
-            return pg_type_from_datatype(parent.to)
-        if isinstance(parent, exp.Like | exp.ILike | exp.Escape | exp.DPipe):
-            return TEXT
+            target = pg_type_from_datatype(parent.to)
+            return attrs.evolve(target, role="cast") if target is not None else None
+        if isinstance(parent, exp.Like | exp.ILike | exp.Escape):
+            return attrs.evolve(TEXT, role="compare")
+        if isinstance(parent, exp.DPipe):
+            return attrs.evolve(TEXT, role="concat")
         return None
 
-    def _type_if_column(self, node: exp.Expr, scopes: _Scopes) -> PgType | None:
+    def _type_if_column(self, node: exp.Expr, scopes: _Scopes, role: str) -> PgType | None:
         if isinstance(node, exp.Column):
             kind = scopes.column_type(node)
-            return None if kind.kind == "unknown" else kind
+            return None if kind.kind == "unknown" else attrs.evolve(kind, role=role)
         return None
 
     def _insert_targets(self, tree: exp.Insert, types: list[PgType | None]) -> None:
@@ -615,15 +624,19 @@ class Translator:
             if name not in table.columns:
                 raise DatabaseError(f'column "{name}" of relation "{table.name}" does not exist')
         values = tree.expression
-        if not isinstance(values, exp.Values):
+        if isinstance(values, exp.Values):
+            rows = [r.expressions if isinstance(r, exp.Tuple) else [r] for r in values.expressions]
+        elif isinstance(values, exp.Select):
+            rows = [[p.unalias() for p in values.selects]]
+        else:
             return
-        for row in values.expressions:
-            items = row.expressions if isinstance(row, exp.Tuple) else [row]
+        for items in rows:
             if len(items) > len(names):
                 raise DatabaseError("INSERT has more expressions than target columns")
             for name, item in zip(names, items, strict=False):
                 if isinstance(item, exp.Parameter):
-                    types[int(item.this.name) - 1] = table.columns[name].type
+                    column_type = attrs.evolve(table.columns[name].type, role="assign")
+                    types[int(item.this.name) - 1] = column_type
 
     def _canonical_uuid_literals(self, tree: exp.Expr, scopes: _Scopes) -> None:
         # PostgreSQL reads a quoted literal compared with a uuid column as a uuid.
@@ -758,6 +771,11 @@ class Translator:
                     raise refuse(f"casting a {source.kind} value to boolean")
             elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
                 scopes.type_of(node)
+            elif isinstance(node, exp.DPipe):
+                for side in (node.this, node.expression):
+                    kind = scopes.type_of(side).kind
+                    if kind not in {"text", "uuid", "int", "null", "param"}:
+                        raise refuse(f"|| with a {kind} value (PostgreSQL's text form of it)")
             elif isinstance(node, exp.Avg):
                 raise refuse("avg() (PostgreSQL's numeric scale)")
 

@@ -53,9 +53,10 @@ class PgType:
     """A PostgreSQL type as far as the fake needs it: a kind, plus numeric/varchar modifiers."""
 
     kind: str  # uuid, text, int, bool, numeric, float, timestamptz, date, null, param, unknown
-    precision: int | None = None
+    precision: int | None = None  # numeric digits; for int, the bits (16, 32, 64)
     scale: int | None = None
     length: int | None = None
+    role: str = ""  # for a parameter: "assign" (INSERT/SET), "compare", "cast" or "concat"
 
     @property
     def sqlite_decl(self) -> str:
@@ -69,6 +70,7 @@ class PgType:
 
 
 UNKNOWN = PgType("unknown")
+_SCALARS = (bool, int, float, Decimal, str, UUID, datetime, date)
 
 _INT_TYPES = {
     exp.DataType.Type.INT,
@@ -97,7 +99,8 @@ def pg_type_from_datatype(dt: exp.DataType) -> PgType | None:  # noqa: PLR0911 (
         length = int(params[0].name) if params else None
         return PgType("text", length=length)
     if t in _INT_TYPES:
-        return PgType("int")
+        bits = {exp.DataType.Type.SMALLINT: 16, exp.DataType.Type.INT: 32}.get(t, 64)
+        return PgType("int", precision=bits)
     if t == exp.DataType.Type.BOOLEAN:
         return PgType("bool")
     if t == exp.DataType.Type.DECIMAL:
@@ -202,39 +205,121 @@ def encode_param(value: Any, target: PgType | None = None, *, array: bool = Fals
             f"a {type(value).__name__} parameter outside `= ANY(%s)`: the fake supports array "
             "parameters only there; test that query against PostgreSQL"
         )
-    if value is None or target is None:
-        return _encode_scalar(value)
+    if value is None or target is None or not isinstance(value, _SCALARS):
+        return _encode_scalar(value)  # refuses what the fake cannot hold
     return _encode_for(value, target)
 
 
-def _encode_for(value: Any, target: PgType) -> Any:
-    kind = target.kind
+def _encode_for(value: Any, target: PgType) -> Any:  # noqa: PLR0911, PLR0912 (one per kind)
+    """Encode ``value`` for a column of ``target``'s type, as PostgreSQL would take it.
+
+    psycopg sends str (and None) untyped, so PostgreSQL parses them as the column's type; any
+    other Python type is sent typed, and PostgreSQL refuses a comparison between unrelated
+    types. An assignment to a text column converts any value to its text.
+    """
+    kind, role = target.kind, target.role
     if kind == "uuid":
         if isinstance(value, UUID):
             return uuid_text(value)
         if isinstance(value, str):
             return canonical_uuid(value)
-        raise DatabaseError(f"a {type(value).__name__} parameter where PostgreSQL expects uuid")
-    if kind == "numeric" and isinstance(value, int | float | Decimal) and not isinstance(
-        value, bool
-    ):
+        raise _mismatch(value, "uuid")
+    if isinstance(value, bool):
+        if kind == "bool":
+            return 1 if value else 0
+        if kind == "text" and role in {"assign", "cast", "concat"}:
+            return _text_for(target, "true" if value else "false")
+        raise _mismatch(value, kind)
+    if kind == "text":
+        if isinstance(value, str):
+            return _text_for(target, value)
+        if role not in {"assign", "cast", "concat"}:
+            raise _mismatch(value, "text")
+        if isinstance(value, int):
+            return _text_for(target, str(value))
+        if isinstance(value, Decimal) and value.is_finite():
+            return _text_for(target, format(value, "f"))
+        if isinstance(value, UUID):
+            return _text_for(target, uuid_text(value))
+        raise UnsupportedQueryError(
+            f"a {type(value).__name__} parameter converted to text: PostgreSQL's text form of "
+            "it may differ from Python's; test that query against PostgreSQL"
+        )
+    if kind == "bool":
+        if isinstance(value, str):
+            return _parse_bool(value)
+        raise _mismatch(value, "boolean")
+    if kind in {"int", "numeric", "float"}:
+        return _encode_number(value, target)
+    if kind == "timestamptz":
+        if isinstance(value, datetime):
+            return format_timestamptz(value)
+        if isinstance(value, str | date):
+            raise UnsupportedQueryError(
+                f"a {type(value).__name__} parameter for a timestamptz column: PostgreSQL reads "
+                "it in the session time zone; pass an aware datetime, or test that query "
+                "against PostgreSQL"
+            )
+        raise _mismatch(value, "timestamp with time zone")
+    if kind == "date":
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value.isoformat()
+        raise UnsupportedQueryError(
+            f"a {type(value).__name__} parameter for a date column: test that query against "
+            "PostgreSQL"
+        )
+    return _encode_scalar(value)
+
+
+def _encode_number(value: Any, target: PgType) -> Any:
+    kind, role = target.kind, target.role
+    if isinstance(value, str):
+        try:
+            parsed: int | Decimal = int(value.strip()) if kind == "int" else Decimal(value.strip())
+        except (ValueError, ArithmeticError):
+            name = {"int": "integer", "numeric": "numeric"}.get(kind, "double precision")
+            raise DatabaseError(f"invalid input syntax for type {name}") from None
+        value = parsed
+    if not isinstance(value, int | float | Decimal):
+        raise _mismatch(value, kind)
+    if kind == "int":
+        if isinstance(value, int):
+            bits = target.precision or 64
+            if role == "assign" and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                raise DatabaseError(f"integer out of range (a {bits}-bit integer column)")
+            return _encode_scalar(value)
+        if role == "assign":
+            raise UnsupportedQueryError(
+                "a non-integer parameter for an integer column: PostgreSQL rounds it; test "
+                "that query against PostgreSQL"
+            )
+        return _encode_scalar(value)
+    if kind == "numeric" and role == "assign":
         return _decimal_to_real(round_numeric(_to_decimal(value), target))
-    if kind == "timestamptz" and isinstance(value, str):
-        raise UnsupportedQueryError(
-            "a str parameter for a timestamptz column: PostgreSQL parses many formats the fake "
-            "does not; pass an aware datetime, or test that query against PostgreSQL"
-        )
-    if kind == "bool" and not isinstance(value, bool):
-        raise DatabaseError(f"a {type(value).__name__} parameter where PostgreSQL expects boolean")
-    if kind == "int" and isinstance(value, float | Decimal):
-        raise UnsupportedQueryError(
-            "a non-integer parameter for an integer column: PostgreSQL rounds it; test that "
-            "query against PostgreSQL"
-        )
-    encoded = _encode_scalar(value)
-    if kind == "text" and isinstance(encoded, str):
-        check_length(encoded, target)
-    return encoded
+    return _encode_scalar(value)
+
+
+def _mismatch(value: Any, expected: str) -> DatabaseError:
+    return DatabaseError(
+        f"a {type(value).__name__} parameter where PostgreSQL expects {expected} "
+        "(operator or column type does not match)"
+    )
+
+
+def _text_for(target: PgType, text: str) -> str:
+    if "\x00" in text:
+        raise DatabaseError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    check_length(text, target)
+    return text
+
+
+def _parse_bool(text: str) -> int:
+    word = text.strip().lower()
+    if word in {"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"}:
+        return 1
+    if word in {"f", "fa", "fal", "fals", "false", "n", "no", "off", "0"}:
+        return 0
+    raise DatabaseError("invalid input syntax for type boolean")
 
 
 def canonical_uuid(text: str) -> str:
