@@ -345,6 +345,72 @@ def test_insert_many_rows_returning(db: ContractDB, alice: UUID) -> None:
     assert sorted(names(rows)) == ["A", "B"]
 
 
+def test_insert_from_a_select_of_the_users_rows(db: ContractDB, alice: UUID, bob: UUID) -> None:
+    add_contact(db, bob, "Bea")
+    add_contact(db, alice, "Ann")
+    rows = db.execute(
+        "INSERT INTO tickets (subject, contact_id) SELECT 'for ' || name, id FROM contacts "
+        "RETURNING subject",
+        user_id=alice,
+    )
+    assert rows == [{"subject": "for Ann"}]
+
+
+def test_update_from_a_join(db: ContractDB, alice: UUID, bob: UUID) -> None:
+    ann = add_contact(db, alice, "Ann")
+    add_ticket(db, alice, "x", contact_id=ann)
+    bea = add_contact(db, bob, "Bea")
+    add_ticket(db, bob, "y", contact_id=bea)
+    query = (
+        "UPDATE tickets t SET body = c.name FROM contacts c WHERE c.id = t.contact_id "
+        "RETURNING t.subject, t.body"
+    )
+    assert db.execute(query, user_id=alice) == [{"subject": "x", "body": "Ann"}]
+    assert db.execute_admin("SELECT body FROM tickets ORDER BY subject") == [
+        {"body": "Ann"},
+        {"body": None},
+    ]
+
+
+def test_correlated_subqueries(db: ContractDB, alice: UUID) -> None:
+    ann = add_contact(db, alice, "Ann")
+    add_contact(db, alice, "Ben")
+    add_ticket(db, alice, "x", contact_id=ann)
+    rows = db.execute(
+        "SELECT name, (SELECT count(*) FROM tickets t WHERE t.contact_id = c.id) AS n, "
+        "EXISTS (SELECT 1 FROM tickets t WHERE t.contact_id = c.id) AS busy "
+        "FROM contacts c ORDER BY name",
+        user_id=alice,
+    )
+    assert rows == [{"name": "Ann", "n": 1, "busy": True}, {"name": "Ben", "n": 0, "busy": False}]
+
+
+def test_numeric_arithmetic_is_decimal(db: ContractDB, alice: UUID) -> None:
+    add_ticket(db, alice, "x", estimated_value=Decimal("1.10"))
+    row = db.execute_one(
+        "SELECT estimated_value + 2.2 AS plus, estimated_value * 3 AS times, "
+        "1.1 + 2.2 AS literal, 7 / 2 AS int_div, -7 % 3 AS int_mod FROM tickets",
+        user_id=alice,
+    )
+    assert row == {
+        "plus": Decimal("3.3"),
+        "times": Decimal("3.3"),
+        "literal": Decimal("3.3"),
+        "int_div": 3,
+        "int_mod": -1,
+    }
+
+
+def test_like_with_an_escape_clause(db: ContractDB, alice: UUID) -> None:
+    add_contact(db, alice, "A%")
+    add_contact(db, alice, "Ab")
+    # Without params the text is sent as written: `A!%%` is A, a literal %, then anything.
+    rows = db.execute("SELECT name FROM contacts WHERE name LIKE 'A!%%' ESCAPE '!'", (), alice)
+    assert rows == [{"name": "A%"}]
+    rows = db.execute("SELECT name FROM contacts WHERE name LIKE %s ESCAPE '!'", ("A!%",), alice)
+    assert rows == [{"name": "A%"}]
+
+
 def test_upsert_updates_the_users_own_row(db: ContractDB, alice: UUID) -> None:
     ann = add_contact(db, alice, "Ann")
     upsert = (

@@ -123,6 +123,20 @@ def _per_char(value: Any, convert: Callable[[str], str]) -> Any:
     return "".join(c if len(convert(c)) != 1 else convert(c) for c in value)
 
 
+def _numeric(op: Callable[[Decimal, Decimal], Decimal]) -> Callable[[Any, Any], Any]:
+    def apply(left: Any, right: Any) -> Any:
+        if left is None or right is None:
+            return None
+        # Exact in decimal, stored as the double nearest to the exact result.
+        return float(op(_exact(left), _exact(right)))
+
+    return apply
+
+
+def _exact(value: Any) -> Decimal:
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
 class _NumericSum:
     """sum() of numeric values, exactly, as PostgreSQL adds numerics."""
 
@@ -181,6 +195,9 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_cast_timestamptz": (1, _cast_timestamptz, True),
         "pg_like": (-1, lambda v, p, e=None: _like(v, p, e, 0), True),
         "pg_ilike": (-1, lambda v, p, e=None: _like(v, p, e, re.IGNORECASE), True),
+        "pg_numeric_add": (2, _numeric(lambda a, b: a + b), True),
+        "pg_numeric_sub": (2, _numeric(lambda a, b: a - b), True),
+        "pg_numeric_mul": (2, _numeric(lambda a, b: a * b), True),
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),
         "pg_upper": (1, lambda v: _per_char(v, str.upper), True),
     }

@@ -196,7 +196,7 @@ def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
         return _fn(f"pg_cast_{kind}", node.this)
     if isinstance(node, exp.Escape) and isinstance(node.this, exp.Like | exp.ILike):
         return _like(node.this, node.expression)
-    if isinstance(node, exp.Like | exp.ILike):
+    if isinstance(node, exp.Like | exp.ILike) and not isinstance(node.parent, exp.Escape):
         return _like(node, None)
     if isinstance(node, exp.Lower):
         return _fn("pg_lower", node.this)
@@ -462,6 +462,7 @@ class Translator:
         self._check_privileges(tree)
         self._check_types(tree, scopes)
         self._rewrite_sums(tree, scopes)
+        self._rewrite_numeric_arithmetic(tree, scopes)
         sqlite_tree = self._route_tables(tree, scopes)
         sqlite_tree = rewrite_expression(sqlite_tree, copy=False)
         try:
@@ -786,6 +787,17 @@ class Translator:
                 node.replace(_fn("pg_numeric_sum", node.this))
             elif kind not in {"int", "null"}:
                 raise refuse(f"sum() over {kind} values")
+
+    def _rewrite_numeric_arithmetic(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        # SQLite would add doubles (1.1 + 2.2 = 3.3000000000000003); PostgreSQL adds decimals.
+        names = {exp.Add: "pg_numeric_add", exp.Sub: "pg_numeric_sub", exp.Mul: "pg_numeric_mul"}
+        found = [
+            node
+            for node in tree.find_all(exp.Add, exp.Sub, exp.Mul)
+            if scopes.type_of(node).kind == "numeric"
+        ]
+        for node in found:
+            node.replace(_fn(names[type(node)], node.this, node.expression))
 
     def _target_table(self, tree: exp.Expr) -> Table:
         target = tree.this
