@@ -3,8 +3,12 @@
 ``apply_migrations`` records every applied file with its SHA-256 in ``crm_schema_migrations``
 (created by the runner, not by a file), applies only new files, each in its own transaction,
 refuses to go on when an applied file was edited, and then runs :func:`audit_rls` and fails on
-any finding, so a new user-scoped table cannot ship unprotected. Concurrent runners serialise
-on a transaction-level advisory lock and re-check under it, so no file is applied twice.
+any finding, so a new user-scoped table cannot ship unprotected: the run (and so the deploy)
+fails, on every later run too, until a new file closes the gap. The audit runs after all
+files rather than per file because a table and its policies may come in separate files (as
+``001`` and ``002`` do); files already applied stay applied (fix forward, never edit).
+Concurrent runners serialise on a transaction-level advisory lock and re-check under it, so no
+file is applied twice.
 
 What the audit demands of every table with a ``user_id`` column (outside the system schemas):
 
@@ -24,12 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
 from crm_infra.errors import DatabaseError, MigrationError
-from crm_infra.ports import AdminDB
+from crm_infra.ports import AdminDB, Params, Row
 from crm_infra.schema_files import default_sql_dir, migration_files
 
 __all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
@@ -211,16 +216,20 @@ def audit_rls(admin_db: AdminDB) -> list[RlsFinding]:
     Raises:
         DatabaseError: the catalog could not be read.
     """
-    tables = admin_db.execute_admin(_USER_TABLES, ())
+    return _audit(admin_db.execute_admin)
+
+
+def _audit(execute: Callable[[str, Params], list[Row]]) -> list[RlsFinding]:
+    tables = execute(_USER_TABLES, ())
     by_table: dict[int, list[dict[str, object]]] = {}
-    for policy in admin_db.execute_admin(_POLICIES, ()):
+    for policy in execute(_POLICIES, ()):
         by_table.setdefault(int(policy["table_oid"]), []).append(policy)
     findings: list[RlsFinding] = []
     for table in tables:
         findings.extend(_table_findings(table, by_table.get(int(table["oid"]), [])))
     user_tables = {int(t["oid"]) for t in tables}
     flagged: set[str] = set()
-    for view in admin_db.execute_admin(_VIEWS, ()):
+    for view in execute(_VIEWS, ()):
         name = str(view["name"])
         if int(view["rel_oid"]) not in user_tables or name in flagged:
             continue

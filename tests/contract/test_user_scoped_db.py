@@ -166,6 +166,40 @@ def test_a_user_cannot_insert_a_row_for_another_user(
     assert db.execute_admin("SELECT * FROM contacts") == []
 
 
+def test_an_explicit_null_user_id_is_refused_by_row_security(
+    db: ContractDB, alice: UUID
+) -> None:
+    """The policy is checked before NOT NULL: the error is RowSecurityError, not Integrity."""
+    with pytest.raises(RowSecurityError):
+        db.execute("INSERT INTO contacts (user_id, name) VALUES (NULL, 'x')", user_id=alice)
+    ann = add_contact(db, alice, "Ann")
+    with pytest.raises(RowSecurityError):
+        db.execute("UPDATE contacts SET user_id = NULL WHERE id = %s", (ann,), user_id=alice)
+
+
+def test_another_users_row_id_cannot_be_reused(db: ContractDB, alice: UUID, bob: UUID) -> None:
+    """Primary keys are unique across users (the row stays invisible and untouched)."""
+    bobs = add_contact(db, bob, "Bea")
+    with pytest.raises(IntegrityError):
+        db.execute("INSERT INTO contacts (id, name) VALUES (%s, 'x')", (bobs,), user_id=alice)
+    assert db.execute_admin("SELECT user_id, name FROM contacts") == [
+        {"user_id": bob, "name": "Bea"}
+    ]
+
+
+def test_the_users_directory_is_read_only_for_users(db: ContractDB, alice: UUID) -> None:
+    """Writing to ``users`` is refused by privileges: a plain DatabaseError."""
+    for statement in (
+        "INSERT INTO users (email) VALUES ('mallory@example.com')",
+        "UPDATE users SET email = 'mallory@example.com'",
+        "DELETE FROM users",
+    ):
+        with pytest.raises(DatabaseError) as caught:
+            db.execute(statement, user_id=alice)
+        assert not isinstance(caught.value, (RowSecurityError, IntegrityError))
+    assert db.execute_admin("SELECT email FROM users") == [{"email": "alice@example.com"}]
+
+
 def test_a_user_cannot_move_a_row_to_another_user(db: ContractDB, alice: UUID, bob: UUID) -> None:
     ann = add_contact(db, alice, "Ann")
     with pytest.raises(RowSecurityError):

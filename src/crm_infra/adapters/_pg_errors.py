@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -51,6 +52,7 @@ __all__ = [
     "PostgresUnavailableError",
     "PostgresUnsafeRoleError",
     "password_of",
+    "raise_translated",
     "scrub",
     "translate_errors",
 ]
@@ -152,6 +154,24 @@ def _message(exc: psycopg.Error) -> str:
     return primary or str(exc).strip() or type(exc).__name__
 
 
+def raise_translated(exc: psycopg.Error, operation: str, secrets: Iterable[str | None]) -> NoReturn:
+    """Raise the :class:`PostgresError` class for ``exc``, its message scrubbed.
+
+    Raises:
+        PostgresError: or a subclass, ``from exc`` unless the original text held a password
+            (then the scrubbed text is all that is kept).
+    """
+    cls = _classify(exc)
+    raw = _message(exc)
+    text = scrub(raw, secrets)
+    state = exc.sqlstate
+    suffix = f" (SQLSTATE {state})" if state else ""
+    error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
+    if text != raw or scrub(str(exc), secrets) != str(exc):
+        raise error from None  # the original would print the password in a traceback
+    raise error from exc
+
+
 @contextmanager
 def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
     """Turn psycopg and pool errors raised in the block into :class:`PostgresError` classes.
@@ -161,20 +181,11 @@ def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iter
         secrets: passwords to scrub from every message.
 
     Raises:
-        PostgresError: or one of its subclasses, ``from`` the original unless the original
-            text held a password (then the scrubbed text is all that is kept).
+        PostgresError: see :func:`raise_translated`.
     """
     try:
         yield
     except InfraError:
         raise
     except psycopg.Error as exc:
-        cls = _classify(exc)
-        raw = _message(exc)
-        text = scrub(raw, secrets)
-        state = exc.sqlstate
-        suffix = f" (SQLSTATE {state})" if state else ""
-        error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
-        if text != raw or scrub(str(exc), secrets) != str(exc):
-            raise error from None  # the original would print the password in a traceback
-        raise error from exc
+        raise_translated(exc, operation, secrets)

@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -41,6 +40,7 @@ from crm_infra.adapters._pg_errors import (
     PostgresUnavailableError,
     PostgresUnsafeRoleError,
     password_of,
+    raise_translated,
     scrub,
     translate_errors,
 )
@@ -66,8 +66,7 @@ logger = logging.getLogger(__name__)
 
 PgConnection = psycopg.Connection[DictRow]
 
-_SET_USER = "SELECT set_config('app.current_user_id', %s, true); "
-_BEGIN_AS_USER = "BEGIN; " + _SET_USER
+_BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
 
 
 def _describe(operation: str, query: str) -> str:
@@ -81,17 +80,29 @@ class _UserTxState:
     def __init__(self, conn: PgConnection, user_id: UUID) -> None:
         self.conn = conn
         self.user_id = user_id
-        self.pending: list[str] = [_BEGIN_AS_USER]
-        self.pending_params: list[Any] = [str(user_id)]
+        self.pending: list[str] = []  # savepoint statements not sent yet
         self.begun = False
         self.savepoints = 0
 
-    def take_prefix(self) -> tuple[str, list[Any]]:
-        prefix, params = "".join(self.pending), self.pending_params
-        self.pending, self.pending_params = [], []
-        if prefix:
-            self.begun = True
-        return prefix, params
+    def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
+        pending = "".join(self.pending)
+        self.pending = []
+        if self.begun:
+            return statements.run(self.conn, query, params, before=pending)
+        self.begun = True
+        user = str(self.user_id)
+        try:
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
+        except psycopg.errors.InvalidSqlStatementName:
+            # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
+            # happened in this transaction yet, so it can start again.
+            self.conn.rollback()
+            statements.reset(self.conn)
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
 
 
 class _UserTransaction:
@@ -114,8 +125,7 @@ class _UserTransaction:
             )
         state = self._state
         with translate_errors(op, self._client._secrets):
-            prefix, prefix_params = state.take_prefix()
-            return self._client._statements.run(state.conn, prefix, prefix_params, query, params)
+            return state.run(self._client._statements, query, params)
 
     def execute_one(self, query: str, params: Params = ()) -> Row | None:
         """Run ``query`` inside the transaction; return the first row or None."""
@@ -244,9 +254,6 @@ class PostgresClient:
         self._application_name = application_name
         self._admin_statement_timeout = admin_statement_timeout
         self._statements = StatementCache()
-        self._last_used: weakref.WeakKeyDictionary[PgConnection, float] = (
-            weakref.WeakKeyDictionary()
-        )
         self._user_tx: ContextVar[_UserTxState | None] = ContextVar(
             f"crm_pg_user_tx_{id(self)}", default=None
         )
@@ -283,18 +290,22 @@ class PostgresClient:
         return make_conninfo(url, **extra)
 
     def _make_pool(
-        self, conninfo: str, name: str, min_size: int, max_size: int
+        self, conninfo: str, name: str, min_size: int, max_size: int, *, app: bool = True
     ) -> ConnectionPool[PgConnection]:
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        if app:
+            # psycopg's own automatic prepared statements stay off here: on a rollback it
+            # answers with DEALLOCATE ALL, which would drop ours (we prepare our own).
+            kwargs["prepare_threshold"] = None
         pool: ConnectionPool[PgConnection] = ConnectionPool(
             conninfo,
             connection_class=psycopg.Connection[DictRow],
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs=kwargs,
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=self._configure,
+            configure=self._configure if app else None,
             check=self._check,
-            reset=self._reset,
             timeout=self._pool_timeout,
             name=name,
         )
@@ -302,19 +313,13 @@ class PostgresClient:
         return pool
 
     def _configure(self, conn: PgConnection) -> None:
-        self._last_used[conn] = time.monotonic()
+        self._statements.prepare_connection(conn)
 
     def _check(self, conn: PgConnection) -> None:
         # Ping only connections that sat idle a while: a ping per borrow would double the
         # round trips of every execute.
-        last = self._last_used.get(conn, 0.0)
-        if time.monotonic() - last > self._health_check_interval:
+        if time.monotonic() - self._statements.state(conn).last_used > self._health_check_interval:
             ConnectionPool.check_connection(conn)
-
-    def _reset(self, conn: PgConnection) -> None:
-        if not conn.autocommit:
-            conn.autocommit = True  # raw connection() users may have switched it off
-        self._last_used[conn] = time.monotonic()
 
     def _ensure_admin_pool(self, operation: str) -> ConnectionPool[PgConnection]:
         pool = self._admin_pool
@@ -329,20 +334,21 @@ class PostgresClient:
         with self._admin_lock:
             if self._admin_pool is None:
                 self._admin_pool = self._make_pool(
-                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size
+                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size, app=False
                 )
             return self._admin_pool
 
     # --- borrowing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _borrow(self, pool: ConnectionPool[PgConnection], operation: str) -> Iterator[PgConnection]:
-        with translate_errors(operation, self._secrets):
+    def _getconn(self, pool: ConnectionPool[PgConnection], operation: str) -> PgConnection:
+        try:
             conn = pool.getconn()
-        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        except psycopg.Error as exc:
+            raise_translated(exc, operation, self._secrets)
+        if not conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
             # The one-message protocol relies on it: without autocommit and idle, the
             # set_config would join someone's open transaction.
-            status = conn.info.transaction_status.name
+            status = TransactionStatus(conn.pgconn.transaction_status).name
             conn.close()
             pool.putconn(conn)
             raise PostgresTransactionUsageError(
@@ -350,22 +356,34 @@ class PostgresClient:
                 f"({status}); it has been discarded",
                 operation=operation,
             )
+        return conn
+
+    @contextmanager
+    def _borrow(self, pool: ConnectionPool[PgConnection], operation: str) -> Iterator[PgConnection]:
+        conn = self._getconn(pool, operation)
         try:
             yield conn
         finally:
             self._give_back(pool, conn)
 
     def _give_back(self, pool: ConnectionPool[PgConnection], conn: PgConnection) -> None:
-        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
+        # every return to a worker thread, which costs more than the query.
+        status = conn.pgconn.transaction_status
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             try:
                 conn.rollback()
             except psycopg.Error as exc:
                 logger.warning("rollback before returning a connection failed: %s", exc)
                 conn.close()
-        elif conn.info.transaction_status == TransactionStatus.ACTIVE:
+        elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
         if conn.closed:
             self._statements.forget(conn)
+        else:
+            if not conn.autocommit:
+                conn.autocommit = True  # raw connection() users may have switched it off
+            self._statements.state(conn).last_used = time.monotonic()
         pool.putconn(conn)
 
     # --- UserScopedDB ------------------------------------------------------------------------
@@ -389,15 +407,21 @@ class PostgresClient:
             PostgresError: any other failure (see the subclasses).
         """
         uid = resolve_user_id(user_id)
-        op = _describe("execute", query)
-        with translate_errors(op, self._secrets), self._borrow(self._pool, op) as conn:
+        # The hot path, written out: no context managers, the operation named only on error.
+        pool = self._pool
+        conn = self._getconn(pool, "execute")
+        try:
             try:
-                return self._statements.run(conn, _SET_USER, [str(uid)], query, params)
+                return self._statements.run(conn, query, params, user=str(uid))
             except psycopg.errors.InvalidSqlStatementName:
                 # Someone deallocated our statements on this connection (DISCARD ALL through
-                # a raw connection). The failed message committed nothing: retry unprepared.
-                self._statements.forget(conn)
-                return self._statements.run(conn, _SET_USER, [str(uid)], query, params)
+                # a raw connection). The failed message committed nothing: run it again.
+                self._statements.reset(conn)
+                return self._statements.run(conn, query, params, user=str(uid))
+        except psycopg.Error as exc:
+            raise_translated(exc, _describe("execute", query), self._secrets)
+        finally:
+            self._give_back(pool, conn)
 
     def execute_one(
         self, query: str, params: Params = (), user_id: UserId | None = None
@@ -459,8 +483,8 @@ class PostgresClient:
                         "transaction and was caught; everything in it was rolled back",
                         operation="transaction commit",
                     )
-                prefix, params = state.take_prefix()
-                ClientCursor(conn).execute(prefix + "COMMIT", params)
+                pending, state.pending = "".join(state.pending), []
+                conn.execute(pending + "COMMIT")
 
     @contextmanager
     def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
@@ -570,7 +594,7 @@ class PostgresClient:
         op = "connection"
         with self._borrow(self._pool, op) as conn:
             with translate_errors(op, self._secrets):
-                ClientCursor(conn).execute(_BEGIN_AS_USER.rstrip("; "), [str(uid)])
+                ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
             try:
                 yield conn
             except BaseException:
@@ -607,6 +631,7 @@ class PostgresClient:
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()
+        self._statements.clear()
 
     def __enter__(self) -> PostgresClient:
         return self
