@@ -145,7 +145,8 @@ class Program:
         if kind == "stats":
             return db.execute(
                 "SELECT c.name, count(t.id) AS n, sum(t.estimated_value) AS total, "
-                "max(t.priority) AS top FROM contacts c LEFT JOIN tickets t "
+                "max(t.priority) AS top, avg(t.estimated_value) AS mean, "
+                "avg(t.priority) AS p FROM contacts c LEFT JOIN tickets t "
                 "ON t.contact_id = c.id GROUP BY c.id, c.name ORDER BY c.id",
                 user_id=user,
             )

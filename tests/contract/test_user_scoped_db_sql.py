@@ -401,6 +401,38 @@ def test_numeric_arithmetic_is_decimal(db: ContractDB, alice: UUID) -> None:
     }
 
 
+def test_avg_and_numeric_division_have_postgresqls_digits(db: ContractDB, alice: UUID) -> None:
+    for priority, value in ((1, "10.50"), (2, "2.25"), (2, None), (0, "0.01")):
+        add_ticket(
+            db, alice, "x", priority=priority, estimated_value=value and Decimal(value)
+        )
+    rows = db.execute(
+        "SELECT priority, avg(estimated_value) AS mean, avg(priority) AS p, "
+        "sum(estimated_value) / count(*) AS per_ticket, max(estimated_value / 3) AS third "
+        "FROM tickets GROUP BY priority HAVING avg(priority) >= %s ORDER BY mean DESC",
+        (1,),
+        user_id=alice,
+    )
+    assert [{k: str(v) for k, v in row.items()} for row in rows] == [
+        {
+            "priority": "1",
+            "mean": "10.5000000000000000",
+            "p": "1.00000000000000000000",
+            "per_ticket": "10.5000000000000000",
+            "third": "3.5000000000000000",
+        },
+        {
+            "priority": "2",
+            "mean": "2.2500000000000000",
+            "p": "2.0000000000000000",
+            "per_ticket": "1.12500000000000000000",
+            "third": "0.75000000000000000000",
+        },
+    ]
+    with pytest.raises(DatabaseError):
+        db.execute("SELECT priority / 0 FROM tickets", user_id=alice)
+
+
 def test_like_with_an_escape_clause(db: ContractDB, alice: UUID) -> None:
     add_contact(db, alice, "A%")
     add_contact(db, alice, "Ab")

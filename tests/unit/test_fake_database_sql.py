@@ -152,6 +152,21 @@ def test_with_union_and_subqueries(db: InMemoryUserScopedDB) -> None:
     assert q(db, "SELECT n FROM (SELECT count(*) AS n FROM contacts) s") == [{"n": 3}]
 
 
+def test_avg_and_numeric_division_keep_postgresqls_digits(db: InMemoryUserScopedDB) -> None:
+    row = q(db, "SELECT avg(length(name)) AS a, 1 / 3.0 AS b, 10.50 / 4 AS c FROM contacts")[0]
+    # PostgreSQL's numeric_div scale: at least 16 significant digits.
+    assert str(row["a"]) == "2.6666666666666667"
+    assert str(row["b"]) == "0.33333333333333333333"
+    assert str(row["c"]) == "2.6250000000000000"
+    assert q(db, "SELECT count(*) FROM contacts HAVING avg(length(name)) > 2.6") == [{"count": 3}]
+
+
+def test_integer_division_by_zero_fails_like_postgresql(db: InMemoryUserScopedDB) -> None:
+    assert q(db, "SELECT -7 / 2 AS a, -7 % 2 AS b") == [{"a": -3, "b": -1}]
+    with pytest.raises(DatabaseError, match="division by zero"):
+        q(db, "SELECT 1 / 0")
+
+
 def test_select_of_a_parameter_returns_it_unchanged(db: InMemoryUserScopedDB) -> None:
     row = q(db, "SELECT %s AS u, %s AS d", (ALICE, Decimal("1.20")))[0]
     assert row == {"u": ALICE, "d": Decimal("1.20")}
@@ -187,7 +202,8 @@ def test_translations_are_cached_by_sql_text(db: InMemoryUserScopedDB) -> None:
         ("SELECT id FROM contacts FOR SHARE", "FOR UPDATE / FOR SHARE"),
         ("SELECT row_number() OVER (ORDER BY name) FROM contacts", "window functions"),
         ("SELECT DISTINCT ON (email) email FROM contacts", "DISTINCT ON"),
-        ("SELECT avg(length(name)) FROM contacts", "avg"),
+        ("SELECT avg(length(name)) * 2 FROM contacts", "arithmetic on avg()"),
+        ("SELECT avg(DISTINCT length(name)) FROM contacts", "avg(DISTINCT"),
         ("SELECT now() - interval '1 day'", "intervals"),
         ("SELECT foo(name) FROM contacts", "foo()"),
         ("SELECT concat(name, email) FROM contacts", "concat()"),
@@ -200,7 +216,8 @@ def test_translations_are_cached_by_sql_text(db: InMemoryUserScopedDB) -> None:
         ("BEGIN", "transaction control"),
         ("WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r", "WITH RECURSIVE"),
         ("SELECT created_at::text FROM contacts", "casting a timestamptz value to text"),
-        ("SELECT 1.5 / 2", "division"),
+        ("SELECT 1.5 % 2", "modulo of non-integers"),
+        ("SELECT sum(1.5 / 2)", "arithmetic on a numeric quotient"),
         ("SELECT CASE WHEN true THEN NULL END", "cannot tell"),
         ("SELECT * FROM generate_series(1, 3)", "generate_series"),
     ],

@@ -11,12 +11,12 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
-from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz
+from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz, remember_exact
 
 __all__ = ["SessionState", "register_functions"]
 
@@ -133,6 +133,34 @@ def _numeric(op: Callable[[Decimal, Decimal], Decimal]) -> Callable[[Any, Any], 
     return apply
 
 
+def _numeric_div(left: Any, right: Any) -> Any:
+    if left is None or right is None:
+        return None
+    divisor = _exact(right)
+    if divisor == 0:
+        raise DatabaseError("division by zero")
+    dividend = _exact(left)
+    scale = -min(0, int(dividend.as_tuple().exponent))
+    return remember_exact(pg_numeric_div(dividend, scale, divisor))
+
+
+def _int_div(left: Any, right: Any) -> Any:
+    if left is None or right is None:
+        return None
+    if right == 0:
+        raise DatabaseError("division by zero")
+    quotient = abs(left) // abs(right)  # PostgreSQL truncates toward zero
+    return quotient if (left >= 0) == (right > 0) else -quotient
+
+
+def _int_mod(left: Any, right: Any) -> Any:
+    if left is None or right is None:
+        return None
+    if right == 0:
+        raise DatabaseError("division by zero")
+    return left - right * _int_div(left, right)
+
+
 def _exact(value: Any) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
@@ -149,8 +177,60 @@ class _NumericSum:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         self.total = amount if self.total is None else self.total + amount
 
-    def finalize(self) -> str | None:
-        return None if self.total is None else str(self.total)
+    def finalize(self) -> float | None:
+        # A sum of values of at most 15 digits is exact as a double: comparisons, ordering
+        # and the decoder (through repr) all see the exact value.
+        return None if self.total is None else float(self.total)
+
+
+class _NumericAvg:
+    """avg() of integer or numeric values: their exact sum over the count, at PostgreSQL's scale."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+        self.scale = 0
+        self.count = 0
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        amount = _exact(value)
+        self.total += amount
+        self.scale = max(self.scale, -min(0, int(amount.as_tuple().exponent)))
+        self.count += 1
+
+    def finalize(self) -> float | None:
+        if self.count == 0:
+            return None
+        return remember_exact(pg_numeric_div(self.total, self.scale, Decimal(self.count)))
+
+
+_NBASE_DIGITS = 4  # PostgreSQL stores numerics in base 10000
+_MIN_SIG_DIGITS = 16
+
+
+def _nbase_weight(value: Decimal) -> tuple[int, int]:
+    """Return the weight and first digit of ``value`` in base 10000 (0, 0 for zero)."""
+    if value == 0:
+        return 0, 0
+    magnitude = abs(value)
+    weight = magnitude.adjusted() // _NBASE_DIGITS
+    first = int(magnitude.scaleb(-weight * _NBASE_DIGITS))
+    return weight, first
+
+
+def pg_numeric_div(dividend: Decimal, dividend_scale: int, divisor: Decimal) -> Decimal:
+    """Divide as PostgreSQL's numeric_div does (select_div_scale, then round half away)."""
+    weight1, first1 = _nbase_weight(dividend)
+    weight2, first2 = _nbase_weight(divisor)
+    quotient_weight = weight1 - weight2
+    if first1 <= first2:
+        quotient_weight -= 1
+    scale = _MIN_SIG_DIGITS - quotient_weight * _NBASE_DIGITS
+    scale = min(max(scale, dividend_scale, 0), 1000)
+    with localcontext() as ctx:
+        ctx.prec = 2000
+        return (dividend / divisor).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
 
 
 def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
@@ -198,9 +278,13 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_numeric_add": (2, _numeric(lambda a, b: a + b), True),
         "pg_numeric_sub": (2, _numeric(lambda a, b: a - b), True),
         "pg_numeric_mul": (2, _numeric(lambda a, b: a * b), True),
+        "pg_numeric_div": (2, _numeric_div, True),
+        "pg_int_div": (2, _int_div, True),
+        "pg_int_mod": (2, _int_mod, True),
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),
         "pg_upper": (1, lambda v: _per_char(v, str.upper), True),
     }
     for name, (nargs, fn, deterministic) in fns.items():
         conn.create_function(name, nargs, guarded(fn), deterministic=deterministic)
+    conn.create_aggregate("pg_numeric_avg", 1, _NumericAvg)  # type: ignore[arg-type]  # as below
     conn.create_aggregate("pg_numeric_sum", 1, _NumericSum)  # type: ignore[arg-type]  # typeshed wants a protocol with `step(*args)`

@@ -65,6 +65,7 @@ _REFUSED_NODES: dict[type[exp.Expr], str] = {
 _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.Count,
     exp.Sum,
+    exp.Avg,
     exp.Min,
     exp.Max,
     exp.Coalesce,
@@ -346,6 +347,8 @@ class _Scopes:
         if isinstance(node, exp.Sum):
             inner = self.type_of(node.this)
             return INT if inner.kind == "int" else NUMERIC
+        if isinstance(node, exp.Avg):
+            return NUMERIC
         if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
             return self.type_of(node.this)
         if isinstance(node, exp.Coalesce):
@@ -379,8 +382,8 @@ class _Scopes:
             kinds -= {"null", "param"}
             if kinds <= {"int"}:
                 return INT
-            if isinstance(node, exp.Div | exp.Mod):
-                raise refuse("division or modulo of non-integers (PostgreSQL's scale rules)")
+            if isinstance(node, exp.Mod):
+                raise refuse("modulo of non-integers")
             if kinds <= {"int", "numeric"}:
                 return NUMERIC
             if kinds <= {"int", "float", "numeric"}:
@@ -461,8 +464,8 @@ class Translator:
         columns = self._outputs(tree, scopes)
         self._check_privileges(tree)
         self._check_types(tree, scopes)
+        self._rewrite_numeric_arithmetic(tree, scopes)  # first: it needs the aggregates' types
         self._rewrite_sums(tree, scopes)
-        self._rewrite_numeric_arithmetic(tree, scopes)
         sqlite_tree = self._route_tables(tree, scopes)
         sqlite_tree = rewrite_expression(sqlite_tree, copy=False)
         try:
@@ -777,10 +780,16 @@ class Translator:
                     kind = scopes.type_of(side).kind
                     if kind not in {"text", "uuid", "int", "null", "param"}:
                         raise refuse(f"|| with a {kind} value (PostgreSQL's text form of it)")
-            elif isinstance(node, exp.Avg):
-                raise refuse("avg() (PostgreSQL's numeric scale)")
 
     def _rewrite_sums(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        for avg in list(tree.find_all(exp.Avg)):
+            if isinstance(avg.this, exp.Distinct):
+                raise refuse("avg(DISTINCT ...)")
+            kind = scopes.type_of(avg.this).kind
+            if kind not in {"int", "numeric", "null"}:
+                raise refuse(f"avg() over {kind} values")
+            self._refuse_in_arithmetic(avg, "avg()")
+            avg.replace(_fn("pg_numeric_avg", avg.this))
         for node in list(tree.find_all(exp.Sum)):
             kind = scopes.type_of(node.this).kind
             if kind == "numeric":
@@ -790,14 +799,40 @@ class Translator:
 
     def _rewrite_numeric_arithmetic(self, tree: exp.Expr, scopes: _Scopes) -> None:
         # SQLite would add doubles (1.1 + 2.2 = 3.3000000000000003); PostgreSQL adds decimals.
-        names = {exp.Add: "pg_numeric_add", exp.Sub: "pg_numeric_sub", exp.Mul: "pg_numeric_mul"}
-        found = [
-            node
-            for node in tree.find_all(exp.Add, exp.Sub, exp.Mul)
-            if scopes.type_of(node).kind == "numeric"
-        ]
-        for node in found:
-            node.replace(_fn(names[type(node)], node.this, node.expression))
+        # Integer division and modulo go through functions too: SQLite answers NULL for a
+        # division by zero where PostgreSQL raises an error.
+        numeric = {
+            exp.Add: "pg_numeric_add",
+            exp.Sub: "pg_numeric_sub",
+            exp.Mul: "pg_numeric_mul",
+            exp.Div: "pg_numeric_div",
+        }
+        integer = {exp.Div: "pg_int_div", exp.Mod: "pg_int_mod"}
+        found: list[tuple[exp.Expr, str]] = []
+        for node in tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod):
+            kind = scopes.type_of(node).kind
+            if kind == "numeric" and type(node) in numeric:
+                found.append((node, numeric[type(node)]))
+            elif kind == "int" and type(node) in integer:
+                found.append((node, integer[type(node)]))
+        for operation, name in found:
+            if name == "pg_numeric_div":
+                self._refuse_in_arithmetic(operation, "a numeric quotient")
+            operation.replace(_fn(name, operation.this, operation.expression))
+
+    @staticmethod
+    def _refuse_in_arithmetic(node: exp.Expr, what: str) -> None:
+        # Such results travel through SQLite as doubles; more arithmetic would lose digits.
+        parent = node.parent
+        while isinstance(parent, exp.Paren):
+            parent = parent.parent
+        rewritten = isinstance(parent, exp.Anonymous) and parent.name.startswith(
+            ("pg_numeric_", "pg_int_")
+        )
+        if rewritten or isinstance(
+            parent, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod | exp.Neg | exp.Sum | exp.Avg
+        ):
+            raise refuse(f"arithmetic on {what} (its digits beyond a double's)")
 
     def _target_table(self, tree: exp.Expr) -> Table:
         target = tree.this

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -37,8 +38,10 @@ __all__ = [
     "PgType",
     "decoder_for",
     "encode_param",
+    "exact_results",
     "format_timestamptz",
     "pg_type_from_datatype",
+    "remember_exact",
     "uuid_text",
 ]
 
@@ -420,8 +423,35 @@ def _decode_date(value: Any) -> date | None:
     return None if value is None else date.fromisoformat(value)
 
 
+class _ExactResults(threading.local):
+    """Quotients computed in the current statement, by the double SQLite holds for each.
+
+    A quotient such as avg() has more digits than a double holds; SQLite gets the double (so
+    comparisons and ordering work) and the decoder gets the exact value back from here.
+    """
+
+    def __init__(self) -> None:
+        self.by_double: dict[float, Decimal] = {}
+
+
+exact_results = _ExactResults()
+
+
+def remember_exact(value: Decimal) -> float:
+    """Return ``value`` as a double, remembering the exact value for the decoder."""
+    as_double = float(value)
+    exact_results.by_double[as_double] = value
+    return as_double
+
+
 def _decode_numeric(value: Any) -> Decimal | None:
-    return None if value is None else _to_decimal(value)
+    if value is None:
+        return None
+    if isinstance(value, float):
+        exact = exact_results.by_double.get(value)
+        if exact is not None:
+            return exact
+    return _to_decimal(value)
 
 
 def _decode_float(value: Any) -> float | None:

@@ -40,7 +40,7 @@ from crm_infra.fakes._sql_functions import SessionState, register_functions
 from crm_infra.fakes._sql_params import ClientSideError, bind_order
 from crm_infra.fakes._sql_schema import Schema, load_schema
 from crm_infra.fakes._sql_translate import Translation, Translator
-from crm_infra.fakes._sql_types import encode_param, uuid_text
+from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
 from crm_infra.ports import Params, Row, Transaction
 from crm_infra.schema_files import migration_files
 from crm_infra.user_context import UserId, resolve_user_id
@@ -380,6 +380,7 @@ class InMemoryUserScopedDB:
         state.current_user_id = user
         state.rls_active = user is not None
         state.error = None
+        exact_results.by_double = {}
         try:
             cursor = self._conn.execute(translation.sql, values)
             raw = cursor.fetchall() if translation.returns_rows else None
