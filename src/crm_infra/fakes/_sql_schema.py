@@ -7,7 +7,7 @@ text, so a schema change never silently diverges from PostgreSQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -150,9 +150,14 @@ def _refuse(where: str, statement: str, why: str) -> UnsupportedQueryError:
 
 _IGNORED = re.compile(
     r"^(SET\s+ROLE\b|RESET\s+ROLE$|BEGIN$|COMMIT$|START\s+TRANSACTION$|COMMENT\s+ON\b|"
-    r"CREATE\s+EXTENSION\s+IF\s+NOT\s+EXISTS\s+\"?(pgcrypto|uuid-ossp)\"?$)",
+    r"CREATE\s+EXTENSION\s+IF\s+NOT\s+EXISTS\s+\"?(pgcrypto|uuid-ossp)\"?$|"
+    # Ownership and schema usage: the fake has one schema and no owners to check.
+    r"ALTER\s+TABLE\s+(IF\s+EXISTS\s+)?[\w.]+\s+OWNER\s+TO\s+\w+$|"
+    r"(GRANT|REVOKE)\s+[\w\s,]+\s+ON\s+SCHEMA\s+\w+\s+(TO|FROM)\s+[\w\s,]+$)",
     re.IGNORECASE,
 )
+_CREATE = re.compile(r"^CREATE\s+(TABLE|INDEX|UNIQUE\s+INDEX)\b", re.IGNORECASE)
+_ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+.*\s+ADD\s+", re.IGNORECASE)
 _ALTER_RLS = re.compile(
     r"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?:public\.)?(\w+)\s+"
     r"(ENABLE|FORCE|DISABLE|NO\s+FORCE)\s+ROW\s+LEVEL\s+SECURITY$",
@@ -211,37 +216,36 @@ class _Loader:
 
     def load(self, where: str, statement: str) -> None:
         text = _norm(statement)
-        if _IGNORED.match(text):
-            return
-        if m := _ALTER_RLS.match(text):
-            self._alter_rls(where, statement, m.group(1).lower(), m.group(2).upper())
-            return
-        if m := _CREATE_POLICY.match(text):
-            self._create_policy(where, statement, m)
-            return
-        if m := _DROP_POLICY.match(text):
-            table = self._table(where, statement, m.group(3).lower())
-            name = m.group(2).lower()
-            if name not in table.policies and not m.group(1):
-                raise _refuse(where, statement, f"policy {name} does not exist")
-            table.policies.pop(name, None)
-            return
-        if m := _GRANT.match(text):
-            self._grant(where, statement, m)
-            return
-        upper = text.upper()
-        if upper.startswith(("CREATE TABLE", "CREATE INDEX", "CREATE UNIQUE INDEX")):
-            self._create(where, statement)
-            return
+        handlers: list[tuple[re.Pattern[str], Callable[[str, str, re.Match[str]], None]]] = [
+            (_IGNORED, lambda *_: None),
+            (_ALTER_RLS, self._alter_rls),
+            (_CREATE_POLICY, self._create_policy),
+            (_DROP_POLICY, self._drop_policy),
+            (_GRANT, self._grant),
+            (_CREATE, lambda w, s, _: self._create(w, s)),
+            (_ADD_COLUMN, lambda w, s, _: self._add_columns(w, s)),
+        ]
+        for pattern, handle in handlers:
+            if m := pattern.match(text):
+                handle(where, statement, m)
+                return
         raise _refuse(where, statement, "statement not understood")
+
+    def _drop_policy(self, where: str, statement: str, m: re.Match[str]) -> None:
+        table = self._table(where, statement, m.group(3).lower())
+        name = m.group(2).lower()
+        if name not in table.policies and not m.group(1):
+            raise _refuse(where, statement, f"policy {name} does not exist")
+        table.policies.pop(name, None)
 
     def _table(self, where: str, statement: str, name: str) -> Table:
         if name not in self.schema.tables:
             raise _refuse(where, statement, f"table {name} does not exist")
         return self.schema.tables[name]
 
-    def _alter_rls(self, where: str, statement: str, name: str, action: str) -> None:
-        table = self._table(where, statement, name)
+    def _alter_rls(self, where: str, statement: str, m: re.Match[str]) -> None:
+        table = self._table(where, statement, m.group(1).lower())
+        action = m.group(2).upper()
         if action == "ENABLE":
             table.rls_enabled = True
         elif action == "DISABLE":
@@ -312,6 +316,50 @@ class _Loader:
         else:
             raise _refuse(where, statement, f"CREATE {kind} not understood")
 
+    def _add_columns(self, where: str, statement: str) -> None:
+        try:
+            parsed = sqlglot.parse_one(statement, read="postgres")
+        except ParseError as exc:
+            raise _refuse(where, statement, f"cannot parse: {exc}") from None
+        actions = parsed.args.get("actions") or [] if isinstance(parsed, exp.Alter) else []
+        if not actions or not all(isinstance(a, exp.ColumnDef) for a in actions):
+            raise _refuse(where, statement, "only ALTER TABLE ... ADD COLUMN is understood")
+        table = self._table(where, statement, parsed.this.name.lower())
+        for column_def in actions:
+            name = column_def.name.lower()
+            if name in table.columns:
+                if column_def.args.get("exists"):
+                    continue
+                raise _refuse(where, statement, f"column {table.name}.{name} already exists")
+            column_def.set("exists", False)
+            table.columns[name] = self._column(where, statement, table.name, column_def)
+            # Columns go before the table constraints, as in a CREATE TABLE.
+            items = table.create.this.expressions
+            last = max((i for i, e in enumerate(items) if isinstance(e, exp.ColumnDef)), default=-1)
+            items = [*items[: last + 1], column_def, *items[last + 1 :]]
+            table.create.this.set("expressions", items)
+
+    def _column(
+        self, where: str, statement: str, table: str, item: exp.ColumnDef
+    ) -> Column:
+        kind = item.args.get("kind")
+        pg_type = pg_type_from_datatype(kind) if isinstance(kind, exp.DataType) else None
+        if pg_type is None:
+            raise _refuse(where, statement, f"column {table}.{item.name} has type {kind}")
+        for constraint in item.args.get("constraints") or []:
+            if not isinstance(
+                constraint.kind,
+                exp.NotNullColumnConstraint
+                | exp.PrimaryKeyColumnConstraint
+                | exp.UniqueColumnConstraint
+                | exp.DefaultColumnConstraint
+                | exp.CheckColumnConstraint
+                | exp.Reference,
+            ):
+                what = f"column constraint {constraint.kind.key} on {table}.{item.name}"
+                raise _refuse(where, statement, what)
+        return Column(item.name.lower(), pg_type)
+
     def _create_table(self, where: str, statement: str, parsed: exp.Create) -> None:
         schema_node = parsed.this
         if not isinstance(schema_node, exp.Schema):
@@ -323,30 +371,17 @@ class _Loader:
             raise _refuse(where, statement, f"table {name} already exists")
         columns: dict[str, Column] = {}
         for item in schema_node.expressions:
-            if not isinstance(item, exp.ColumnDef):
-                continue
-            kind = item.args.get("kind")
-            pg_type = pg_type_from_datatype(kind) if isinstance(kind, exp.DataType) else None
-            if pg_type is None:
-                raise _refuse(
-                    where, statement, f"column {name}.{item.name} has type {kind} the fake lacks"
-                )
-            for constraint in item.args.get("constraints") or []:
-                if not isinstance(
-                    constraint.kind,
-                    exp.NotNullColumnConstraint
-                    | exp.PrimaryKeyColumnConstraint
-                    | exp.UniqueColumnConstraint
-                    | exp.DefaultColumnConstraint
-                    | exp.CheckColumnConstraint
-                    | exp.Reference,
-                ):
-                    raise _refuse(
-                        where,
-                        statement,
-                        f"column constraint {constraint.kind.key} on {name}.{item.name}",
-                    )
-            columns[item.name.lower()] = Column(item.name.lower(), pg_type)
+            if isinstance(item, exp.ColumnDef):
+                columns[item.name.lower()] = self._column(where, statement, name, item)
+            elif not isinstance(
+                item,
+                exp.UniqueColumnConstraint
+                | exp.PrimaryKey
+                | exp.ForeignKey
+                | exp.CheckColumnConstraint
+                | exp.Constraint,
+            ):
+                raise _refuse(where, statement, f"table element {item.key} in {name}")
         self.schema.tables[name] = Table(name, columns, parsed)
 
 
