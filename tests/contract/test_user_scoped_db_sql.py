@@ -681,6 +681,60 @@ def test_column_names_follow_postgresql(db: ContractDB, alice: UUID) -> None:
     assert list(row) == ["count", "max", "lower", "name", "?column?", "missing"]
 
 
+def test_unquoted_names_fold_to_lower_case(db: ContractDB, alice: UUID) -> None:
+    add_contact(db, alice, "Ann")
+    row = db.execute_one(
+        'SELECT count(*) AS Total, Name, 1 AS "Exact" FROM contacts GROUP BY Name', (), alice
+    )
+    assert row == {"total": 1, "name": "Ann", "Exact": 1}
+
+
+def test_aggregate_filters(db: ContractDB, people: UUID) -> None:
+    row = db.execute_one(
+        "SELECT count(*) FILTER (WHERE email IS NULL) AS no_email, count(*) AS n FROM contacts",
+        user_id=people,
+    )
+    assert row == {"no_email": 1, "n": 4}
+
+
+def test_literals_are_read_as_the_columns_type(db: ContractDB, alice: UUID) -> None:
+    ticket = add_ticket(db, alice, "t", urgent=True, priority=2)
+    rows = db.execute(
+        "SELECT id FROM tickets WHERE urgent = 't' AND priority > '1' "
+        "AND created_at < '2999-01-01 00:00:00+00' AND id = %s",
+        (str(ticket).upper(),),
+        user_id=alice,
+    )
+    assert rows == [{"id": ticket}]
+
+
+def test_limit_null_means_no_limit_and_negative_is_an_error(db: ContractDB, people: UUID) -> None:
+    query = "SELECT name FROM contacts ORDER BY name LIMIT %s OFFSET %s"
+    assert len(db.execute(query, (None, None), user_id=people)) == 4
+    with pytest.raises(DatabaseError):
+        db.execute(query, (-1, 0), user_id=people)
+    with pytest.raises(DatabaseError):
+        db.execute(query, (1, -1), user_id=people)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT name FROM contacts WHERE id LIKE '0%'",
+        "SELECT lower(id) FROM contacts",
+        "SELECT name FROM contacts WHERE id = name",
+        "SELECT name FROM contacts WHERE created_at = 5",
+        "SELECT 1 / 0",
+    ],
+)
+def test_operations_postgresql_does_not_define_are_errors(
+    db: ContractDB, people: UUID, query: str
+) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        db.execute(query, user_id=people)
+    assert not isinstance(caught.value, UnsupportedQueryError)
+
+
 def test_select_star_over_a_join_lists_both_tables_in_order(db: ContractDB, alice: UUID) -> None:
     ann = add_contact(db, alice, "Ann")
     db.execute("INSERT INTO addresses (contact_id, city) VALUES (%s, 'Oslo')", (ann,), alice)

@@ -161,6 +161,22 @@ def _int_mod(left: Any, right: Any) -> Any:
     return left - right * _int_div(left, right)
 
 
+def _limit(value: Any) -> Any:
+    if value is None:
+        return -1  # SQLite's "no limit"
+    if isinstance(value, int) and value < 0:
+        raise DatabaseError("LIMIT must not be negative")
+    return value
+
+
+def _offset(value: Any) -> Any:
+    if value is None:
+        return 0
+    if isinstance(value, int) and value < 0:
+        raise DatabaseError("OFFSET must not be negative")
+    return value
+
+
 def _exact(value: Any) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
@@ -280,6 +296,8 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_numeric_mul": (2, _numeric(lambda a, b: a * b), True),
         "pg_numeric_div": (2, _numeric_div, True),
         "pg_int_div": (2, _int_div, True),
+        "pg_limit": (1, _limit, True),
+        "pg_offset": (1, _offset, True),
         "pg_int_mod": (2, _int_mod, True),
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),
         "pg_upper": (1, lambda v: _per_char(v, str.upper), True),

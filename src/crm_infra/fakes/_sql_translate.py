@@ -27,8 +27,8 @@ from crm_infra.fakes._sql_schema import Schema, Table
 from crm_infra.fakes._sql_types import (
     UNKNOWN,
     PgType,
-    canonical_uuid,
     decoder_for,
+    encode_param,
     pg_type_from_datatype,
 )
 
@@ -99,6 +99,13 @@ _PREDICATES = (
     exp.Exists,
     exp.Escape,
 )
+_FAMILIES = {
+    "int": "number",
+    "numeric": "number",
+    "float": "number",
+    "date": "time",
+    "timestamptz": "time",
+}
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
 _PG_TYPE_NAMES = {
     "uuid": "uuid",
@@ -205,6 +212,11 @@ def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
         return _fn("pg_upper", node.this)
     if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
         return _fn("current_setting", *node.expressions)
+    if isinstance(node, exp.Limit | exp.Offset) and node.expression is not None:
+        # PostgreSQL: NULL means no limit (or offset 0), a negative count is an error.
+        name = "pg_limit" if isinstance(node, exp.Limit) else "pg_offset"
+        node.set("expression", _fn(name, node.expression))
+        return node
     if isinstance(node, exp.EQ) and isinstance(node.expression, exp.Any):
         return _rewrite_any(node.this, node.expression, negate=False)
     if isinstance(node, exp.NEQ) and isinstance(node.expression, exp.All):
@@ -326,7 +338,7 @@ class _Scopes:
         raise DatabaseError(f'column "{column.sql("postgres")}" does not exist')
 
     def type_of(self, node: exp.Expr) -> PgType:  # noqa: PLR0911, PLR0912
-        if isinstance(node, exp.Alias | exp.Paren):
+        if isinstance(node, exp.Alias | exp.Paren | exp.Filter):
             return self.type_of(node.this)
         if isinstance(node, exp.Column):
             return self.column_type(node)
@@ -395,14 +407,20 @@ class _Scopes:
         return UNKNOWN
 
 
+def _folded(identifier: exp.Expr) -> str:
+    """Return an identifier's name as PostgreSQL keeps it: unquoted names fold to lower case."""
+    name = identifier.name
+    return name if identifier.args.get("quoted") else name.lower()
+
+
 def _pg_name(node: exp.Expr) -> str:  # noqa: PLR0911
     """Return the column name PostgreSQL gives a select-list item (FigureColname)."""
     if isinstance(node, exp.Alias):
-        return node.alias
+        return _folded(node.args["alias"])
     if isinstance(node, exp.Paren):
         return _pg_name(node.this)
     if isinstance(node, exp.Column):
-        return node.name
+        return _folded(node.this) if isinstance(node.this, exp.Identifier) else node.name
     if isinstance(node, exp.Cast):
         inner = _pg_name(node.this)
         if inner != "?column?":
@@ -460,7 +478,7 @@ class Translator:
                 "statement (a placeholder inside a string literal?)"
             )
         param_types, arrays = self._param_types(tree, scopes, len(split.keys))
-        self._canonical_uuid_literals(tree, scopes)
+        self._typed_literals(tree, scopes)
         columns = self._outputs(tree, scopes)
         self._check_privileges(tree)
         self._check_types(tree, scopes)
@@ -556,11 +574,13 @@ class Translator:
             raise refuse("current_setting() of anything but 'app.current_user_id'")
 
     def _collect_ctes(self, tree: exp.Expr, scopes: _Scopes) -> None:
-        with_ = tree.args.get("with_")
-        if with_ is None:
-            return
-        for cte in with_.expressions:
-            scopes.ctes[cte.alias.lower()] = scopes.output(cte.this)
+        # Innermost first, so a CTE's body may use those it is nested in... or refers to.
+        for with_ in reversed(list(tree.find_all(exp.With))):
+            for cte in with_.expressions:
+                name = cte.alias.lower()
+                if name in self.schema.tables:
+                    raise refuse(f"a WITH query named like the table {name}")
+                scopes.ctes[name] = scopes.output(cte.this)
 
     # parameters
 
@@ -642,15 +662,23 @@ class Translator:
                     column_type = attrs.evolve(table.columns[name].type, role="assign")
                     types[int(item.this.name) - 1] = column_type
 
-    def _canonical_uuid_literals(self, tree: exp.Expr, scopes: _Scopes) -> None:
-        # PostgreSQL reads a quoted literal compared with a uuid column as a uuid.
+    def _typed_literals(self, tree: exp.Expr, scopes: _Scopes) -> None:
+        # PostgreSQL reads a quoted literal met by a column as a value of the column's type,
+        # as it does an untyped (str) parameter: store it the way the column holds values.
         for literal in list(tree.find_all(exp.Literal)):
             if not literal.is_string:
                 continue
             parent = literal.parent
             target = self._param_target(literal, parent, scopes) if parent is not None else None
-            if target is not None and target.kind == "uuid":
-                literal.replace(exp.Literal.string(canonical_uuid(literal.name)))
+            if target is None or target.kind == "text":
+                continue
+            value = encode_param(literal.name, target)
+            if target.kind == "bool":
+                literal.replace(exp.Boolean(this=bool(value)))
+            elif isinstance(value, str):
+                literal.replace(exp.Literal.string(value))
+            elif value is not None:
+                literal.replace(exp.Literal.number(value))
 
     # outputs and checks
 
@@ -666,6 +694,9 @@ class Translator:
                 for branch in self._set_branches(tree):
                     self._expand_stars(branch, scopes)
             return self._columns(select.selects, scopes)
+        return self._returning_outputs(tree, scopes)
+
+    def _returning_outputs(self, tree: exp.Expr, scopes: _Scopes) -> list[OutputColumn]:
         returning = tree.args.get("returning")
         if not returning:
             return []
@@ -684,6 +715,8 @@ class Translator:
             for column in item.find_all(exp.Column):
                 if column.table.lower() in {alias.lower(), table.name}:
                     column.set("table", None)
+                elif column.table:
+                    raise refuse("RETURNING columns of another table than the one written")
         returning.set("expressions", items)
         return self._columns(items, scopes)
 
@@ -775,11 +808,41 @@ class Translator:
                     raise refuse(f"casting a {source.kind} value to boolean")
             elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
                 scopes.type_of(node)
+            elif isinstance(node, exp.Like | exp.ILike):
+                self._expect_text(scopes, node, node.this, node.expression)
+            elif isinstance(node, exp.Lower | exp.Upper | exp.Length):
+                self._expect_text(scopes, node, node.this)
+            elif isinstance(node, (*_COMPARISONS, exp.In)):
+                self._check_comparable(scopes, node)
             elif isinstance(node, exp.DPipe):
                 for side in (node.this, node.expression):
                     kind = scopes.type_of(side).kind
                     if kind not in {"text", "uuid", "int", "null", "param"}:
                         raise refuse(f"|| with a {kind} value (PostgreSQL's text form of it)")
+
+    @staticmethod
+    def _expect_text(scopes: _Scopes, node: exp.Expr, *operands: exp.Expr) -> None:
+        for operand in operands:
+            kind = scopes.type_of(operand).kind
+            if kind not in {"text", "null", "param", "unknown"}:
+                what = node.sql_name().lower() if isinstance(node, exp.Func) else node.key
+                raise DatabaseError(f"{what} of a {kind} value does not exist in PostgreSQL")
+
+    @staticmethod
+    def _check_comparable(scopes: _Scopes, node: exp.Expr) -> None:
+        sides = [node.this, *(node.expressions if isinstance(node, exp.In) else [node.expression])]
+        families = set()
+        for side in sides:
+            if side is None or (isinstance(side, exp.Literal) and side.is_string):
+                continue  # an untyped literal takes the other side's type
+            kind = scopes.type_of(side).kind
+            if kind not in {"null", "param", "unknown"}:
+                families.add(_FAMILIES.get(kind, kind))
+        if len(families) > 1:
+            raise DatabaseError(
+                f"operator does not exist: {' vs '.join(sorted(families))} "
+                f"({node.sql('postgres')})"
+            )
 
     def _rewrite_sums(self, tree: exp.Expr, scopes: _Scopes) -> None:
         for avg in list(tree.find_all(exp.Avg)):

@@ -257,11 +257,15 @@ def _encode_for(value: Any, target: PgType) -> Any:  # noqa: PLR0911, PLR0912 (o
     if kind == "timestamptz":
         if isinstance(value, datetime):
             return format_timestamptz(value)
+        if isinstance(value, str):
+            parsed = _aware_timestamp(value)
+            if parsed is not None:
+                return format_timestamptz(parsed)
         if isinstance(value, str | date):
             raise UnsupportedQueryError(
-                f"a {type(value).__name__} parameter for a timestamptz column: PostgreSQL reads "
-                "it in the session time zone; pass an aware datetime, or test that query "
-                "against PostgreSQL"
+                f"a {type(value).__name__} value for a timestamptz column without a UTC offset "
+                "(or not in ISO 8601): PostgreSQL reads it in the session time zone; pass an "
+                "aware datetime, or test that query against PostgreSQL"
             )
         raise _mismatch(value, "timestamp with time zone")
     if kind == "date":
@@ -300,6 +304,15 @@ def _encode_number(value: Any, target: PgType) -> Any:
     if kind == "numeric" and role == "assign":
         return _decimal_to_real(round_numeric(_to_decimal(value), target))
     return _encode_scalar(value)
+
+
+def _aware_timestamp(text: str) -> datetime | None:
+    """Return ``text`` as a datetime when it is ISO 8601 with an offset; None otherwise."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _mismatch(value: Any, expected: str) -> DatabaseError:
