@@ -397,3 +397,23 @@ def test_each_instance_is_a_separate_database(db: InMemoryUserScopedDB) -> None:
     other = InMemoryUserScopedDB()
     assert other.execute_admin("SELECT count(*) AS n FROM contacts") == [{"n": 0}]
     assert uuid4() != ALICE
+
+
+def test_a_savepoints_handle_is_dead_after_its_block(db: InMemoryUserScopedDB) -> None:
+    with db.transaction(ALICE) as outer:
+        with db.transaction(ALICE) as inner:
+            inner.execute("INSERT INTO contacts (name) VALUES ('a')")
+        with pytest.raises(TransactionUsageError):
+            inner.execute("SELECT 1")
+        assert outer.execute_scalar("SELECT count(*) FROM contacts") == 1
+
+
+def test_an_unsupported_statement_does_not_abort_the_transaction(
+    db: InMemoryUserScopedDB,
+) -> None:
+    with db.transaction(ALICE) as tx:
+        tx.execute("INSERT INTO contacts (name) VALUES ('a')")
+        with pytest.raises(UnsupportedQueryError):
+            tx.execute("SELECT id FROM contacts FOR UPDATE")
+        tx.execute("INSERT INTO contacts (name) VALUES ('b')")
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 2

@@ -34,6 +34,7 @@ from crm_infra.errors import (
     NoRowsError,
     RowSecurityError,
     TransactionUsageError,
+    UnsupportedQueryError,
 )
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
 from crm_infra.fakes._sql_functions import SessionState, register_functions
@@ -47,6 +48,7 @@ from crm_infra.user_context import UserId, resolve_user_id
 
 __all__ = ["InMemoryUserScopedDB"]
 
+_MAX_CACHED_TRANSLATIONS = 10_000
 _ABORTED = (
     "current transaction is aborted, commands ignored until end of transaction block "
     "(an earlier statement in this transaction failed)"
@@ -106,9 +108,18 @@ class _Handle:
     def __init__(self, db: InMemoryUserScopedDB, state: _TxnState) -> None:
         self._db = db
         self._state = state
+        self.open = True  # False once its block (transaction or savepoint) has ended
 
     def execute(self, query: str, params: Params = ()) -> list[Row]:
-        """Run ``query`` inside the transaction and return all rows."""
+        """Run ``query`` inside the transaction and return all rows.
+
+        Raises:
+            TransactionUsageError: the handle's block has ended.
+        """
+        if not self.open:
+            raise TransactionUsageError(
+                "transaction.execute failed: this handle's transaction block has ended"
+            )
         return self._db._run_in(self._state, query, params)
 
     def execute_one(self, query: str, params: Params = ()) -> Row | None:
@@ -189,9 +200,11 @@ class InMemoryUserScopedDB:
             MissingUserContextError: no ``user_id`` and no current user (before any work).
             InvalidUserIdError: ``user_id`` is not a UUID.
             IntegrityError: a NOT NULL, UNIQUE, FOREIGN KEY or CHECK constraint refused a write.
-            RowSecurityError: row-level security or the app role's grants refused a write.
+            RowSecurityError: a row-level security policy refused a write.
             UnsupportedQueryError: SQL the fake cannot run faithfully.
-            DatabaseError: any other failure PostgreSQL would report.
+            TransactionUsageError: called while this thread has a transaction open.
+            DatabaseError: any other failure PostgreSQL would report (a missing grant, an
+                unknown table or column, a malformed value...).
         """
         uid = uuid_text(resolve_user_id(user_id))
         with self._lock:
@@ -221,7 +234,12 @@ class InMemoryUserScopedDB:
         Nested for the same user it is a savepoint; for another user (or inside an admin
         transaction) it raises :class:`TransactionUsageError`. After a statement fails inside
         the transaction, further statements raise :class:`DatabaseError` until it ends, and a
-        normal exit rolls back, as with PostgreSQL and psycopg.
+        normal exit rolls everything back and raises :class:`TransactionUsageError`, as
+        ``PostgresClient`` does.
+
+        Raises:
+            MissingUserContextError: no ``user_id`` and no current user (before any work).
+            InvalidUserIdError: ``user_id`` is not a UUID.
         """
         uid = uuid_text(resolve_user_id(user_id))
         return self._transaction(uid)
@@ -237,13 +255,19 @@ class InMemoryUserScopedDB:
     # --- AdminDB ------------------------------------------------------------------------
 
     def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
-        """Run ``query`` on the admin path, bypassing row-level security; return all rows."""
+        """Run ``query`` on the admin path, bypassing row-level security; return all rows.
+
+        Raises the same errors as :meth:`execute`, except the user-related ones.
+        """
         with self._lock:
             self._refuse_inside_transaction("execute_admin")
             return self._autocommit(None, query, params)
 
     def admin_transaction(self) -> AbstractContextManager[Transaction]:
-        """Open one admin transaction; commit on normal exit, roll back on an exception."""
+        """Open one admin transaction; commit on normal exit, roll back on an exception.
+
+        Nested, it is a savepoint of the enclosing admin transaction.
+        """
         return self._transaction(None)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -293,12 +317,14 @@ class InMemoryUserScopedDB:
             txn = _TxnState(threading.get_ident(), user)
             self._conn.execute("BEGIN")
             self._txn = txn
+            handle = _Handle(self, txn)
             try:
-                yield _Handle(self, txn)
+                yield handle
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             finally:
+                handle.open = False
                 self._txn = None
                 self._state.now_text = None
             if txn.aborted:
@@ -311,23 +337,29 @@ class InMemoryUserScopedDB:
 
     def _savepoint(self, txn: _TxnState, user: str | None) -> Iterator[Transaction]:
         if txn.user != user:
-            what = "an admin transaction" if txn.user is None else "another user's transaction"
+            if txn.user is None:
+                where = "an admin transaction"
+            elif user is None:
+                where = "a user's transaction (an admin transaction)"
+            else:
+                where = "another user's transaction"
             raise TransactionUsageError(
-                "a transaction cannot be nested inside "
-                f"{what if user is not None or txn.user is None else 'a user transaction'}: "
-                "each transaction acts for one user only"
+                f"a transaction cannot be nested inside {where}: each transaction acts for "
+                "one user only; on PostgreSQL it would run on another connection"
             )
         if txn.aborted:
             raise DatabaseError(_ABORTED)
         txn.depth += 1
         name = f"crm_sp_{txn.depth}"
         self._conn.execute(f"SAVEPOINT {name}")
+        handle = _Handle(self, txn)
         try:
-            yield _Handle(self, txn)
+            yield handle
         except BaseException:
             self._rollback_to(name, txn)
             raise
         finally:
+            handle.open = False
             txn.depth -= 1
         if not txn.aborted:
             self._conn.execute(f"RELEASE SAVEPOINT {name}")
@@ -357,8 +389,8 @@ class InMemoryUserScopedDB:
                 self._state.freeze_now()
             try:
                 return self._run(txn.user, query, params)
-            except ClientSideError:
-                raise  # refused before anything was sent: the transaction goes on
+            except (ClientSideError, UnsupportedQueryError):
+                raise  # refused before anything ran: the transaction goes on
             except DatabaseError:
                 txn.aborted = True
                 raise
@@ -368,6 +400,8 @@ class InMemoryUserScopedDB:
         found = self._cache.get(key)
         if found is None:
             found = self._translators[admin].translate(query, with_params=with_params)
+            if len(self._cache) >= _MAX_CACHED_TRANSLATIONS:
+                self._cache.clear()  # generated SQL texts could otherwise grow it forever
             self._cache[key] = found
         return found
 
