@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from crm_infra.fakes._sql_rewrite import rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_translate import rewrite_expression
 
 __all__ = ["RLS_ERROR_PREFIX", "TYPE_CHECK_PREFIX", "schema_ddl"]
 

@@ -22,28 +22,14 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
+from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, refuse
 from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
+from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_types import (
-    UNKNOWN,
-    PgType,
-    decoder_for,
-    encode_param,
-    pg_type_from_datatype,
-)
+from crm_infra.fakes._sql_scopes import COMPARISONS, TEXT, Scopes, Source, pg_name
+from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_type_from_datatype
 
-__all__ = ["Translation", "Translator", "refuse", "rewrite_expression"]
-
-_TEST_AGAINST_PG = "test that query against PostgreSQL"
-
-INT = PgType("int")
-TEXT = PgType("text")
-BOOL = PgType("bool")
-NUMERIC = PgType("numeric")
-TIMESTAMPTZ = PgType("timestamptz")
-UUID_T = PgType("uuid")
-NULL = PgType("null")
-PARAM = PgType("param")
+__all__ = ["OutputColumn", "Translation", "Translator"]
 
 _REFUSED_NODES: dict[type[exp.Expr], str] = {
     exp.Window: "window functions (OVER ...)",
@@ -85,20 +71,6 @@ _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.Anonymous,
 )
 _ALLOWED_ANONYMOUS = {"current_setting"}
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
-_PREDICATES = (
-    *_COMPARISONS,
-    exp.And,
-    exp.Or,
-    exp.Not,
-    exp.Is,
-    exp.Like,
-    exp.ILike,
-    exp.In,
-    exp.Between,
-    exp.Exists,
-    exp.Escape,
-)
 _FAMILIES = {
     "int": "number",
     "numeric": "number",
@@ -107,29 +79,11 @@ _FAMILIES = {
     "timestamptz": "time",
 }
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
-_PG_TYPE_NAMES = {
-    "uuid": "uuid",
-    "text": "text",
-    "int": "int4",
-    "numeric": "numeric",
-    "bool": "bool",
-    "timestamptz": "timestamptz",
-}
-
-
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
         parent = parent.parent
     return isinstance(parent, exp.Any | exp.All)
-
-
-def refuse(construct: str) -> UnsupportedQueryError:
-    """Return the error for SQL the fake cannot run faithfully, naming the construct."""
-    return UnsupportedQueryError(
-        f"the in-memory database fake does not support {construct}; {_TEST_AGAINST_PG} "
-        "(an integration or contract test with the real database)"
-    )
 
 
 @attrs.frozen
@@ -169,281 +123,6 @@ class Translation:
         return self.split.keys
 
 
-# --- expression rewriting (shared with the DDL) ------------------------------------------------
-
-
-def _fn(name: str, *args: exp.Expr) -> exp.Anonymous:
-    return exp.Anonymous(this=name, expressions=list(args))
-
-
-def rewrite_expression(node: exp.Expr, *, copy: bool = True) -> exp.Expr:
-    """Rewrite PostgreSQL functions and operators in ``node`` to the fake's SQLite versions."""
-    root = node.copy() if copy else node
-    # Bottom-up, so a rewritten node already holds rewritten children (sqlglot's own
-    # transform does not descend into a node it has just replaced).
-    for current in reversed(list(root.walk(bfs=False))):
-        new = _rewrite_node(current)
-        if new is not current:
-            if current is root:
-                root = new
-            else:
-                current.replace(new)
-    return root
-
-
-def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
-    if isinstance(node, exp.Parameter):
-        return exp.Var(this=f"?{node.this.name}")
-    if isinstance(node, exp.CurrentTimestamp):
-        return _fn("pg_now")
-    if isinstance(node, exp.Uuid):
-        return _fn("gen_random_uuid")
-    if isinstance(node, exp.Cast):
-        target = pg_type_from_datatype(node.to)
-        kind = target.kind if target else "?"
-        return _fn(f"pg_cast_{kind}", node.this)
-    if isinstance(node, exp.Escape) and isinstance(node.this, exp.Like | exp.ILike):
-        return _like(node.this, node.expression)
-    if isinstance(node, exp.Like | exp.ILike) and not isinstance(node.parent, exp.Escape):
-        return _like(node, None)
-    if isinstance(node, exp.Lower):
-        return _fn("pg_lower", node.this)
-    if isinstance(node, exp.Upper):
-        return _fn("pg_upper", node.this)
-    if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
-        return _fn("current_setting", *node.expressions)
-    if isinstance(node, exp.Limit | exp.Offset) and node.expression is not None:
-        # PostgreSQL: NULL means no limit (or offset 0), a negative count is an error.
-        name = "pg_limit" if isinstance(node, exp.Limit) else "pg_offset"
-        node.set("expression", _fn(name, node.expression))
-        return node
-    if isinstance(node, exp.EQ) and isinstance(node.expression, exp.Any):
-        return _rewrite_any(node.this, node.expression, negate=False)
-    if isinstance(node, exp.NEQ) and isinstance(node.expression, exp.All):
-        return _rewrite_any(node.this, node.expression, negate=True)
-    return node
-
-
-def _like(like: exp.Like | exp.ILike, escape: exp.Expr | None) -> exp.Expr:
-    name = "pg_ilike" if isinstance(like, exp.ILike) else "pg_like"
-    args = [like.this, like.expression] + ([escape] if escape is not None else [])
-    call = _fn(name, *args)
-    return exp.Not(this=call) if like.args.get("negate") else call
-
-
-def _rewrite_any(
-    left: exp.Expr, any_node: exp.Any | exp.All, *, negate: bool
-) -> exp.Expr:
-    inner = any_node.this.unnest() if isinstance(any_node.this, exp.Paren) else any_node.this
-    if isinstance(inner, exp.Parameter):
-        inner = exp.Var(this=f"?{inner.this.name}")
-    if isinstance(inner, exp.Var) and inner.name.startswith("?"):
-        # The list parameter is bound as a JSON array (see encode_param(array=True)).
-        select = exp.select("value").from_(exp.Table(this=_fn("json_each", inner)))
-        rewritten: exp.Expr = exp.In(this=left, query=exp.Subquery(this=select))
-    elif isinstance(inner, exp.Array):
-        rewritten = exp.In(this=left, expressions=list(inner.expressions))
-    else:
-        raise refuse("= ANY(...) / <> ALL(...) over anything but a list parameter or ARRAY[...]")
-    return exp.Not(this=rewritten) if negate else rewritten
-
-
-# --- scopes: which table or subquery a column comes from -------------------------------------
-
-
-@attrs.define
-class _Source:
-    alias: str
-    table: Table | None  # a schema table
-    columns: list[tuple[str, PgType]]  # for a subquery or CTE: its output
-    qualified_only: bool = False  # EXCLUDED in ON CONFLICT: only as `excluded.col`
-
-
-class _Scopes:
-    """Resolve columns to types, per SELECT/DML node, as PostgreSQL's name resolution does."""
-
-    def __init__(self, schema: Schema) -> None:
-        self.schema = schema
-        self.ctes: dict[str, list[tuple[str, PgType]]] = {}
-        self._cache: dict[int, list[_Source]] = {}
-        self.extra: dict[int, list[_Source]] = {}
-
-    def sources(self, node: exp.Expr) -> list[_Source]:
-        key = id(node)
-        if key not in self._cache:
-            found = list(self.extra.get(key, []))
-            from_ = node.args.get("from_")
-            items: list[exp.Expr] = [from_.this] if from_ is not None else []
-            items += [j.this for j in node.args.get("joins") or []]
-            for item in items:
-                found.append(self._source(item))
-            self._cache[key] = found
-        return self._cache[key]
-
-    def _source(self, item: exp.Expr) -> _Source:
-        if isinstance(item, exp.Table):
-            name = item.name.lower()
-            if item.args.get("db") or item.args.get("catalog"):
-                raise DatabaseError(f'relation "{item.sql("postgres")}" does not exist')
-            alias = item.alias_or_name.lower()
-            if name in self.ctes and not item.args.get("db"):
-                return _Source(alias, None, self.ctes[name])
-            table = self.schema.tables.get(name)
-            if table is None:
-                if isinstance(item.this, exp.Anonymous):
-                    raise refuse(f"set-returning function {item.this.name}() in FROM")
-                raise DatabaseError(f'relation "{name}" does not exist')
-            return _Source(alias, table, [(c.name, c.type) for c in table.columns.values()])
-        if isinstance(item, exp.Subquery):
-            inner = item.this
-            if not isinstance(inner, exp.Query):
-                raise refuse(f"{item.this.key} in FROM")
-            return _Source(item.alias.lower(), None, self.output(inner))
-        raise refuse(f"{item.key} in FROM")
-
-    def output(self, query: exp.Expr) -> list[tuple[str, PgType]]:
-        if isinstance(query, exp.Subquery):
-            return self.output(query.this)
-        if isinstance(query, exp.SetOperation):
-            return self.output(query.this)
-        if isinstance(query, exp.Select):
-            return [(_pg_name(p), self.type_of(p)) for p in query.selects]
-        raise refuse(f"{query.key} as a subquery")
-
-    def column_type(self, column: exp.Column) -> PgType:
-        name = column.name.lower()
-        qualifier = column.table.lower()
-        scope: exp.Expr | None = column
-        while scope is not None:
-            scope = scope.parent
-            if scope is None:
-                break
-            if not isinstance(scope, exp.Select | exp.Update | exp.Delete | exp.Insert):
-                continue
-            matches = []
-            for source in self.sources(scope):
-                if (qualifier or source.qualified_only) and source.alias != qualifier:
-                    continue
-                matches += [t for n, t in source.columns if n == name]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise DatabaseError(f'column reference "{name}" is ambiguous')
-            if qualifier and any(s.alias == qualifier for s in self.sources(scope)):
-                break
-        if qualifier in {"excluded"}:
-            return UNKNOWN
-        if isinstance(column.this, exp.Star):
-            return UNKNOWN
-        raise DatabaseError(f'column "{column.sql("postgres")}" does not exist')
-
-    def type_of(self, node: exp.Expr) -> PgType:  # noqa: PLR0911, PLR0912
-        if isinstance(node, exp.Alias | exp.Paren | exp.Filter):
-            return self.type_of(node.this)
-        if isinstance(node, exp.Column):
-            return self.column_type(node)
-        if isinstance(node, exp.Literal):
-            if node.is_string:
-                return TEXT
-            return INT if node.is_int else NUMERIC
-        if isinstance(node, exp.Boolean):
-            return BOOL
-        if isinstance(node, exp.Null):
-            return NULL
-        if isinstance(node, exp.Parameter):
-            return PARAM
-        if isinstance(node, exp.Cast):
-            return pg_type_from_datatype(node.to) or UNKNOWN
-        if isinstance(node, exp.Count | exp.Length):
-            return INT
-        if isinstance(node, exp.Sum):
-            inner = self.type_of(node.this)
-            return INT if inner.kind == "int" else NUMERIC
-        if isinstance(node, exp.Avg):
-            return NUMERIC
-        if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
-            return self.type_of(node.this)
-        if isinstance(node, exp.Coalesce):
-            for arg in [node.this, *node.expressions]:
-                kind = self.type_of(arg)
-                if kind.kind not in {"null", "param"}:
-                    return kind
-            return UNKNOWN
-        if isinstance(node, exp.Nullif):
-            return self.type_of(node.this)
-        if isinstance(node, exp.Lower | exp.Upper | exp.DPipe):
-            return TEXT
-        if isinstance(node, exp.CurrentTimestamp):
-            return TIMESTAMPTZ
-        if isinstance(node, exp.Uuid):
-            return UUID_T
-        if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
-            return TEXT
-        if isinstance(node, _PREDICATES):
-            return BOOL
-        if isinstance(node, exp.Case):
-            branches = [i.args.get("true") for i in node.args.get("ifs") or []]
-            for branch in [*branches, node.args.get("default")]:
-                if branch is not None:
-                    kind = self.type_of(branch)
-                    if kind.kind not in {"null", "param"}:
-                        return kind
-            return UNKNOWN
-        if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
-            kinds = {self.type_of(node.this).kind, self.type_of(node.expression).kind}
-            kinds -= {"null", "param"}
-            if kinds <= {"int"}:
-                return INT
-            if isinstance(node, exp.Mod):
-                raise refuse("modulo of non-integers")
-            if kinds <= {"int", "numeric"}:
-                return NUMERIC
-            if kinds <= {"int", "float", "numeric"}:
-                return PgType("float")
-            raise refuse(f"arithmetic on {'/'.join(sorted(kinds))} values")
-        if isinstance(node, exp.Subquery):
-            out = self.output(node.this)
-            return out[0][1] if out else UNKNOWN
-        return UNKNOWN
-
-
-def _folded(identifier: exp.Expr) -> str:
-    """Return an identifier's name as PostgreSQL keeps it: unquoted names fold to lower case."""
-    name = identifier.name
-    return name if identifier.args.get("quoted") else name.lower()
-
-
-def _pg_name(node: exp.Expr) -> str:  # noqa: PLR0911
-    """Return the column name PostgreSQL gives a select-list item (FigureColname)."""
-    if isinstance(node, exp.Alias):
-        return _folded(node.args["alias"])
-    if isinstance(node, exp.Paren):
-        return _pg_name(node.this)
-    if isinstance(node, exp.Column):
-        return _folded(node.this) if isinstance(node.this, exp.Identifier) else node.name
-    if isinstance(node, exp.Cast):
-        inner = _pg_name(node.this)
-        if inner != "?column?":
-            return inner
-        target = pg_type_from_datatype(node.to)
-        return _PG_TYPE_NAMES.get(target.kind, "?column?") if target else "?column?"
-    if isinstance(node, exp.Case):
-        return "case"
-    if isinstance(node, exp.Exists):
-        return "exists"
-    if isinstance(node, exp.CurrentTimestamp):
-        return "now"
-    if isinstance(node, exp.Uuid):
-        return "gen_random_uuid"
-    if isinstance(node, exp.Anonymous):
-        return node.name.lower()
-    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select) and node.this.selects:
-        return _pg_name(node.this.selects[0])
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Predicate):
-        return node.sql_name().lower()
-    return "?column?"
-
-
 # --- the translator --------------------------------------------------------------------------
 
 
@@ -466,7 +145,7 @@ class Translator:
         # Without parameters the text is sent as written: no placeholders, `%%` stays `%%`.
         split = split_placeholders(query) if with_params else verbatim(query)
         tree = self._parse(split.text)
-        scopes = _Scopes(self.schema)
+        scopes = Scopes(self.schema)
         self._check_constructs(tree)
         self._collect_ctes(tree, scopes)
         self._check_tables(tree, scopes)
@@ -509,7 +188,7 @@ class Translator:
             first = exc.errors[0]["description"] if exc.errors else str(exc)
             raise UnsupportedQueryError(
                 f"the in-memory database fake could not parse this statement ({first}); "
-                f"if PostgreSQL accepts it, {_TEST_AGAINST_PG}"
+                f"if PostgreSQL accepts it, {TEST_AGAINST_PG}"
             ) from None
         if len(statements) != 1:
             raise refuse("several statements in one call")
@@ -573,7 +252,7 @@ class Translator:
         if name != "app.current_user_id":
             raise refuse("current_setting() of anything but 'app.current_user_id'")
 
-    def _collect_ctes(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _collect_ctes(self, tree: exp.Expr, scopes: Scopes) -> None:
         # Innermost first, so a CTE's body may use those it is nested in... or refers to.
         for with_ in reversed(list(tree.find_all(exp.With))):
             for cte in with_.expressions:
@@ -585,7 +264,7 @@ class Translator:
     # parameters
 
     def _param_types(
-        self, tree: exp.Expr, scopes: _Scopes, count: int
+        self, tree: exp.Expr, scopes: Scopes, count: int
     ) -> tuple[list[PgType | None], set[int]]:
         types: list[PgType | None] = [None] * count
         arrays: set[int] = set()
@@ -608,7 +287,7 @@ class Translator:
         return types, arrays
 
     def _param_target(  # noqa: PLR0911 (one return per context)
-        self, param: exp.Expr, parent: exp.Expr | None, scopes: _Scopes
+        self, param: exp.Expr, parent: exp.Expr | None, scopes: Scopes
     ) -> PgType | None:
         if (
             isinstance(parent, exp.EQ)
@@ -616,7 +295,7 @@ class Translator:
             and parent.arg_key == "expressions"  # SET column = %s
         ):
             return self._type_if_column(parent.this, scopes, "assign")
-        if isinstance(parent, _COMPARISONS):
+        if isinstance(parent, COMPARISONS):
             other = parent.expression if parent.this is param else parent.this
             return self._type_if_column(other, scopes, "compare")
         if isinstance(parent, exp.In | exp.Between):
@@ -630,7 +309,7 @@ class Translator:
             return attrs.evolve(TEXT, role="concat")
         return None
 
-    def _type_if_column(self, node: exp.Expr, scopes: _Scopes, role: str) -> PgType | None:
+    def _type_if_column(self, node: exp.Expr, scopes: Scopes, role: str) -> PgType | None:
         if isinstance(node, exp.Column):
             kind = scopes.column_type(node)
             return None if kind.kind == "unknown" else attrs.evolve(kind, role=role)
@@ -662,7 +341,7 @@ class Translator:
                     column_type = attrs.evolve(table.columns[name].type, role="assign")
                     types[int(item.this.name) - 1] = column_type
 
-    def _typed_literals(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _typed_literals(self, tree: exp.Expr, scopes: Scopes) -> None:
         # PostgreSQL reads a quoted literal met by a column as a value of the column's type,
         # as it does an untyped (str) parameter: store it the way the column holds values.
         for literal in list(tree.find_all(exp.Literal)):
@@ -682,7 +361,7 @@ class Translator:
 
     # outputs and checks
 
-    def _outputs(self, tree: exp.Expr, scopes: _Scopes) -> list[OutputColumn]:
+    def _outputs(self, tree: exp.Expr, scopes: Scopes) -> list[OutputColumn]:
         if isinstance(tree, exp.Query):
             select = tree
             while isinstance(select, exp.SetOperation):
@@ -696,7 +375,7 @@ class Translator:
             return self._columns(select.selects, scopes)
         return self._returning_outputs(tree, scopes)
 
-    def _returning_outputs(self, tree: exp.Expr, scopes: _Scopes) -> list[OutputColumn]:
+    def _returning_outputs(self, tree: exp.Expr, scopes: Scopes) -> list[OutputColumn]:
         returning = tree.args.get("returning")
         if not returning:
             return []
@@ -725,7 +404,7 @@ class Translator:
         assert node is not None
         return node.alias_or_name
 
-    def _check_tables(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _check_tables(self, tree: exp.Expr, scopes: Scopes) -> None:
         for table in tree.find_all(exp.Table):
             if isinstance(table.this, exp.Anonymous | exp.Func):
                 raise refuse(f"set-returning function {table.this.sql('postgres')} in FROM")
@@ -735,14 +414,14 @@ class Translator:
             ):
                 raise DatabaseError(f'relation "{table.sql("postgres")}" does not exist')
 
-    def _register_dml_scope(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _register_dml_scope(self, tree: exp.Expr, scopes: Scopes) -> None:
         if not isinstance(tree, exp.Insert | exp.Update | exp.Delete):
             return
         table = self._target_table(tree)
         columns = [(c.name, c.type) for c in table.columns.values()]
-        sources = [_Source(self._target_alias(tree).lower(), table, columns)]
+        sources = [Source(self._target_alias(tree).lower(), table, columns)]
         if isinstance(tree, exp.Insert):
-            sources.append(_Source("excluded", table, columns, qualified_only=True))
+            sources.append(Source("excluded", table, columns, qualified_only=True))
         scopes.extra[id(tree)] = sources
 
     def _set_branches(self, tree: exp.Expr) -> Iterator[exp.Select]:
@@ -754,7 +433,7 @@ class Translator:
         elif isinstance(tree, exp.Subquery):
             yield from self._set_branches(tree.this)
 
-    def _expand_stars(self, select: exp.Select, scopes: _Scopes) -> None:
+    def _expand_stars(self, select: exp.Select, scopes: Scopes) -> None:
         if not any(
             isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
             for p in select.selects
@@ -777,7 +456,7 @@ class Translator:
                 expanded.append(item)
         select.set("expressions", expanded)
 
-    def _columns(self, items: list[exp.Expr], scopes: _Scopes) -> list[OutputColumn]:
+    def _columns(self, items: list[exp.Expr], scopes: Scopes) -> list[OutputColumn]:
         columns = []
         for item in items:
             pg_type = scopes.type_of(item)
@@ -790,10 +469,10 @@ class Translator:
                     f"the result column {item.sql('postgres')!r} whose PostgreSQL type the fake "
                     "cannot tell (add a cast such as ::text)"
                 )
-            columns.append(OutputColumn(_pg_name(item), pg_type, decoder_for(pg_type), param_index))
+            columns.append(OutputColumn(pg_name(item), pg_type, decoder_for(pg_type), param_index))
         return columns
 
-    def _check_types(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _check_types(self, tree: exp.Expr, scopes: Scopes) -> None:
         for node in tree.walk():
             if isinstance(node, exp.Cast):
                 target = pg_type_from_datatype(node.to)
@@ -812,7 +491,7 @@ class Translator:
                 self._expect_text(scopes, node, node.this, node.expression)
             elif isinstance(node, exp.Lower | exp.Upper | exp.Length):
                 self._expect_text(scopes, node, node.this)
-            elif isinstance(node, (*_COMPARISONS, exp.In)):
+            elif isinstance(node, (*COMPARISONS, exp.In)):
                 self._check_comparable(scopes, node)
             elif isinstance(node, exp.DPipe):
                 for side in (node.this, node.expression):
@@ -821,7 +500,7 @@ class Translator:
                         raise refuse(f"|| with a {kind} value (PostgreSQL's text form of it)")
 
     @staticmethod
-    def _expect_text(scopes: _Scopes, node: exp.Expr, *operands: exp.Expr) -> None:
+    def _expect_text(scopes: Scopes, node: exp.Expr, *operands: exp.Expr) -> None:
         for operand in operands:
             kind = scopes.type_of(operand).kind
             if kind not in {"text", "null", "param", "unknown"}:
@@ -829,7 +508,7 @@ class Translator:
                 raise DatabaseError(f"{what} of a {kind} value does not exist in PostgreSQL")
 
     @staticmethod
-    def _check_comparable(scopes: _Scopes, node: exp.Expr) -> None:
+    def _check_comparable(scopes: Scopes, node: exp.Expr) -> None:
         sides = [node.this, *(node.expressions if isinstance(node, exp.In) else [node.expression])]
         families = set()
         for side in sides:
@@ -844,7 +523,7 @@ class Translator:
                 f"({node.sql('postgres')})"
             )
 
-    def _rewrite_sums(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _rewrite_sums(self, tree: exp.Expr, scopes: Scopes) -> None:
         for avg in list(tree.find_all(exp.Avg)):
             if isinstance(avg.this, exp.Distinct):
                 raise refuse("avg(DISTINCT ...)")
@@ -852,15 +531,15 @@ class Translator:
             if kind not in {"int", "numeric", "null"}:
                 raise refuse(f"avg() over {kind} values")
             self._refuse_in_arithmetic(avg, "avg()")
-            avg.replace(_fn("pg_numeric_avg", avg.this))
+            avg.replace(fn("pg_numeric_avg", avg.this))
         for node in list(tree.find_all(exp.Sum)):
             kind = scopes.type_of(node.this).kind
             if kind == "numeric":
-                node.replace(_fn("pg_numeric_sum", node.this))
+                node.replace(fn("pg_numeric_sum", node.this))
             elif kind not in {"int", "null"}:
                 raise refuse(f"sum() over {kind} values")
 
-    def _rewrite_numeric_arithmetic(self, tree: exp.Expr, scopes: _Scopes) -> None:
+    def _rewrite_numeric_arithmetic(self, tree: exp.Expr, scopes: Scopes) -> None:
         # SQLite would add doubles (1.1 + 2.2 = 3.3000000000000003); PostgreSQL adds decimals.
         # Integer division and modulo go through functions too: SQLite answers NULL for a
         # division by zero where PostgreSQL raises an error.
@@ -881,7 +560,7 @@ class Translator:
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")
-            operation.replace(_fn(name, operation.this, operation.expression))
+            operation.replace(fn(name, operation.this, operation.expression))
 
     @staticmethod
     def _refuse_in_arithmetic(node: exp.Expr, what: str) -> None:
@@ -956,7 +635,7 @@ class Translator:
 
     # routing names to base tables and views
 
-    def _route_tables(self, tree: exp.Expr, scopes: _Scopes) -> exp.Expr:
+    def _route_tables(self, tree: exp.Expr, scopes: Scopes) -> exp.Expr:
         target_node = self._target_node(tree)
         target = self._target_table(tree) if target_node is not None else None
         cte_names: set[str] = set(scopes.ctes)
