@@ -63,6 +63,13 @@ STEPS: st.SearchStrategy[Step] = st.one_of(
     st.tuples(st.just("stats"), USER),
     st.tuples(st.just("by_ids"), USER, st.lists(PICK, max_size=4)),
     st.tuples(st.just("failing_transaction"), USER, NAMES),
+    st.tuples(st.just("savepoint"), USER, NAMES, st.booleans()),
+    st.tuples(
+        st.just("page"),
+        USER,
+        st.integers(min_value=0, max_value=4),
+        st.integers(min_value=0, max_value=3),
+    ),
 )
 
 
@@ -74,17 +81,33 @@ class Program:
         self.contacts: list[UUID] = []
         self.tickets = 0
 
+    def _savepoint(self, user: UUID, name: str | None, *, fail: bool) -> Any:
+        """A transaction whose nested block may fail; the outer block goes on and reports."""
+        first, second = self.new_contact(), self.new_contact()
+        with self.db.transaction(user) as outer:
+            outer.execute("INSERT INTO contacts (id, name) VALUES (%s, 'outer')", (first,))
+            try:
+                with self.db.transaction(user) as inner:
+                    _savepoint_body(inner, second, name, fail)
+            except IntegrityError:
+                pass  # the savepoint rolled back; the transaction goes on
+            return outer.execute("SELECT name FROM contacts ORDER BY name, id")
+
+    def new_contact(self) -> UUID:
+        new = UUID(int=0x1000 + len(self.contacts))
+        self.contacts.append(new)
+        return new
+
     def pick(self, index: int) -> UUID:
         if not self.contacts:
             return UUID(int=1)  # no such contact
         return self.contacts[index % len(self.contacts)]
 
-    def run(self, step: Step) -> Any:  # noqa: PLR0911 - one branch per kind of step
+    def run(self, step: Step) -> Any:  # noqa: PLR0911, PLR0912 - one branch per kind of step
         kind, user = step[0], USERS[step[1]]
         db = self.db
         if kind == "add_contact":
-            new = UUID(int=0x1000 + len(self.contacts))
-            self.contacts.append(new)
+            new = self.new_contact()
             return db.execute(
                 "INSERT INTO contacts (id, name, email) VALUES (%s, %s, %s) "
                 "RETURNING id, user_id, name, email",
@@ -155,11 +178,26 @@ class Program:
             return db.execute(
                 "SELECT id FROM contacts WHERE id = ANY(%s) ORDER BY id", (ids,), user_id=user
             )
+        if kind == "savepoint":
+            return self._savepoint(user, step[2], fail=step[3])
+        if kind == "page":
+            return db.execute(
+                "SELECT name, count(*) FILTER (WHERE email IS NOT NULL) AS with_email "
+                "FROM contacts GROUP BY name ORDER BY name NULLS FIRST LIMIT %s OFFSET %s",
+                (step[2], step[3]),
+                user_id=user,
+            )
         assert kind == "failing_transaction"
         with db.transaction(user) as tx:
             tx.execute("INSERT INTO contacts (name) VALUES (%s)", (step[2],))
             tx.execute("INSERT INTO tickets (subject, priority) VALUES ('x', 99)")
         raise AssertionError("the CHECK violation did not fail the transaction")  # pragma: no cover
+
+
+def _savepoint_body(tx: Any, contact: UUID, name: str | None, fail: bool) -> None:
+    tx.execute("INSERT INTO contacts (id, name) VALUES (%s, %s)", (contact, name))
+    if fail:
+        tx.execute("INSERT INTO tickets (subject, status) VALUES ('x', 'lost')")
 
 
 _ERROR_CLASSES: tuple[type[DatabaseError], ...] = (
