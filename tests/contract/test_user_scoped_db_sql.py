@@ -457,6 +457,32 @@ def test_upsert_updates_the_users_own_row(db: ContractDB, alice: UUID) -> None:
     assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=alice) == 2
 
 
+def test_schema_qualified_and_quoted_names(db: ContractDB, alice: UUID) -> None:
+    ann = add_contact(db, alice, "Ann")
+    rows = db.execute('SELECT "name" FROM public.contacts WHERE "id" = %s', (ann,), alice)
+    assert rows == [{"name": "Ann"}]
+    updated = db.execute(
+        "UPDATE public.contacts SET phone = '1' WHERE contacts.id = %s RETURNING contacts.phone",
+        (ann,),
+        user_id=alice,
+    )
+    assert updated == [{"phone": "1"}]
+
+
+def test_insert_default_values_and_a_targetless_do_nothing(db: ContractDB, alice: UUID) -> None:
+    row = db.execute_one(
+        "INSERT INTO contacts DEFAULT VALUES RETURNING id, name, user_id", (), alice
+    )
+    assert row is not None
+    assert (row["name"], row["user_id"]) == (None, alice)
+    again = db.execute(
+        "INSERT INTO contacts (id, name) VALUES (%s, 'x') ON CONFLICT DO NOTHING RETURNING id",
+        (row["id"],),
+        user_id=alice,
+    )
+    assert again == []
+
+
 def test_upsert_on_a_unique_column_through_the_admin_path(db: ContractDB) -> None:
     upsert = (
         "INSERT INTO users (email, display_name) VALUES (%s, %s) "

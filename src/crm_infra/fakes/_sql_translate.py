@@ -196,6 +196,10 @@ class Translator:
         for node in list(tree.find_all(exp.Anonymous)):
             if node.name.upper() == "ALL" and len(node.expressions) == 1:
                 node.replace(exp.All(this=node.expressions[0]))
+        for table in tree.find_all(exp.Table):
+            # The schema's tables live in `public`, the only schema the fake knows.
+            if table.text("db").lower() == "public" and not table.args.get("catalog"):
+                table.set("db", None)
         if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete):
             return tree
         if isinstance(tree, exp.Transaction | exp.Commit | exp.Rollback):
