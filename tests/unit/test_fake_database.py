@@ -417,3 +417,31 @@ def test_an_unsupported_statement_does_not_abort_the_transaction(
             tx.execute("SELECT id FROM contacts FOR UPDATE")
         tx.execute("INSERT INTO contacts (name) VALUES ('b')")
     assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 2
+
+
+def test_waiting_on_another_threads_transaction_times_out(db: InMemoryUserScopedDB) -> None:
+    fake = InMemoryUserScopedDB(lock_timeout=0.2)
+    fake.execute_admin("INSERT INTO users (id, email) VALUES (%s, 'a@example.com')", (ALICE,))
+    outcome: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            fake.execute("SELECT 1", user_id=ALICE)
+        except BaseException as exc:  # collected and asserted below
+            outcome.append(exc)
+
+    with fake.transaction(ALICE) as tx:
+        tx.execute("SELECT 1")
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], TransactionUsageError)
+    assert "one at a time" in str(outcome[0])
+
+
+def test_the_fakes_package_exports_the_database() -> None:
+    import crm_infra.fakes
+
+    assert crm_infra.fakes.__all__ == sorted(crm_infra.fakes.__all__)
+    assert "InMemoryUserScopedDB" in crm_infra.fakes.__all__

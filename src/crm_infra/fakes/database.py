@@ -157,6 +157,8 @@ class InMemoryUserScopedDB:
         sql_dir: the schema directory (``NNN_name.sql`` files); default: the package's own.
         app_role: the role whose grants the user-scoped path gets (as the app login role).
         clock: returns the current aware time; ``now()`` is frozen per transaction from it.
+        lock_timeout: seconds a call waits while another thread's transaction holds the
+            database, before raising :class:`TransactionUsageError`.
 
     Raises:
         UnsupportedQueryError: the schema holds a statement the fake cannot reproduce.
@@ -168,6 +170,7 @@ class InMemoryUserScopedDB:
         *,
         app_role: str = "crm_app",
         clock: Callable[[], datetime] | None = None,
+        lock_timeout: float = 10.0,
     ) -> None:
         compiled = _compile(Path(sql_dir) if sql_dir is not None else None, app_role)
         self._schema = compiled.schema
@@ -183,6 +186,7 @@ class InMemoryUserScopedDB:
         self._translators = compiled.translators
         self._cache = compiled.translations
         self._lock = threading.RLock()
+        self._lock_timeout = lock_timeout
         self._txn: _TxnState | None = None
         self._closed = False
 
@@ -207,9 +211,14 @@ class InMemoryUserScopedDB:
                 unknown table or column, a malformed value...).
         """
         uid = uuid_text(resolve_user_id(user_id))
-        with self._lock:
+        # The hot path: the lock by hand, without a context manager's generator.
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise self._lock_timed_out()
+        try:
             self._refuse_inside_transaction("execute")
             return self._autocommit(uid, query, params)
+        finally:
+            self._lock.release()
 
     def execute_one(
         self, query: str, params: Params = (), user_id: UserId | None = None
@@ -246,7 +255,7 @@ class InMemoryUserScopedDB:
 
     def health_check(self) -> bool:
         """Return True when the fake answers; raise :class:`DatabaseError` once it is closed."""
-        with self._lock:
+        with self._locked():
             if self._closed:
                 raise DatabaseError("health check failed: the in-memory database is closed")
             self._conn.execute("SELECT 1").fetchone()
@@ -259,7 +268,7 @@ class InMemoryUserScopedDB:
 
         Raises the same errors as :meth:`execute`, except the user-related ones.
         """
-        with self._lock:
+        with self._locked():
             self._refuse_inside_transaction("execute_admin")
             return self._autocommit(None, query, params)
 
@@ -274,7 +283,7 @@ class InMemoryUserScopedDB:
 
     def close(self) -> None:
         """Drop every row and release the database; later calls raise :class:`DatabaseError`."""
-        with self._lock:
+        with self._locked():
             if not self._closed:
                 self._closed = True
                 self._conn.close()
@@ -286,6 +295,24 @@ class InMemoryUserScopedDB:
         self.close()
 
     # --- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Waiting forever would hang a test whose threads wait on each other: PostgreSQL would
+        # run their transactions side by side, the fake runs them one at a time.
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise self._lock_timed_out()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _lock_timed_out(self) -> TransactionUsageError:
+        return TransactionUsageError(
+            f"waited {self._lock_timeout:g} s for the in-memory database: another thread's "
+            "transaction holds it (the fake runs transactions one at a time; a thread "
+            "waiting for another one's database work inside a transaction deadlocks)"
+        )
 
     def _refuse_inside_transaction(self, method: str) -> None:
         txn = self._txn
@@ -308,7 +335,7 @@ class InMemoryUserScopedDB:
 
     @contextmanager
     def _transaction(self, user: str | None) -> Iterator[Transaction]:
-        with self._lock:
+        with self._locked():
             self._check_open()
             txn = self._txn
             if txn is not None and txn.thread == threading.get_ident():
@@ -379,7 +406,7 @@ class InMemoryUserScopedDB:
         txn.aborted = False
 
     def _run_in(self, txn: _TxnState, query: str, params: Params) -> list[Row]:
-        with self._lock:
+        with self._locked():
             if self._txn is not txn:
                 raise TransactionUsageError("this transaction handle is used after its block ended")
             if txn.aborted:
