@@ -62,7 +62,9 @@ def _like(value: Any, pattern: Any, escape: Any, flags: int) -> int | None:
     if value is None or pattern is None:
         return None
     if not isinstance(value, str) or not isinstance(pattern, str):
-        raise UnsupportedQueryError("LIKE on a value that is not text: test it against PostgreSQL")
+        raise UnsupportedQueryError(
+            "LIKE on a value that is not text: test that query against PostgreSQL"
+        )
     esc = "\\" if escape is None else escape
     if len(esc) > 1:
         raise DatabaseError("invalid escape string")
@@ -264,7 +266,10 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
 
     def current_setting(name: str, missing_ok: Any = 0) -> str | None:
         if name != "app.current_user_id":
-            raise UnsupportedQueryError(f"current_setting({name!r}) in the fake")
+            raise UnsupportedQueryError(
+                f"current_setting({name!r}) in the in-memory fake: test that query against "
+                "PostgreSQL"
+            )
         if state.current_user_id is None and not missing_ok:
             raise DatabaseError('unrecognized configuration parameter "app.current_user_id"')
         return state.current_user_id
