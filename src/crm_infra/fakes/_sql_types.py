@@ -131,7 +131,9 @@ def format_timestamptz(value: datetime) -> str:
         )
     utc = value.astimezone(UTC)
     if utc.year < 1000:
-        raise UnsupportedQueryError("a timestamp before year 1000: test that query against PostgreSQL")
+        raise UnsupportedQueryError(
+            "a timestamp before year 1000: test that query against PostgreSQL"
+        )
     return utc.strftime(_TIMESTAMP_FORMAT)
 
 
