@@ -499,7 +499,8 @@ class InMemoryUserScopedDB:
                 f'new row violates row-level security policy for table "{table}"'
             )
         if name == "SQLITE_CONSTRAINT_CHECK" and TYPE_CHECK_PREFIX in message:
-            return DatabaseError(f"value out of range for its column type ({message})")
+            column = message.rsplit(f"{TYPE_CHECK_PREFIX}varchar_", 1)[-1]
+            return DatabaseError(f"value too long for type character varying (column {column})")
         if name in {
             "SQLITE_CONSTRAINT_NOTNULL",
             "SQLITE_CONSTRAINT_UNIQUE",
