@@ -663,6 +663,26 @@ def test_timestamps_come_back_aware_and_equal_to_what_was_stored(
     assert later == [{"id": ticket}]
 
 
+def test_fixed_intervals_move_timestamps(db: ContractDB, alice: UUID) -> None:
+    closed = dt.datetime(2024, 3, 31, 0, 30, tzinfo=dt.UTC)
+    add_ticket(db, alice, "t", closed_at=closed)
+    row = db.execute_one(
+        "SELECT closed_at + interval '90 minutes' AS later, closed_at - INTERVAL '2 hours' AS "
+        "earlier, closed_at > %s - interval '1 hour' AS recent FROM tickets",
+        (closed,),
+        user_id=alice,
+    )
+    assert row == {
+        "later": closed + dt.timedelta(minutes=90),
+        "earlier": closed - dt.timedelta(hours=2),
+        "recent": True,
+    }
+    fresh = db.execute_scalar(
+        "SELECT count(*) FROM tickets WHERE created_at > now() - interval '5 minutes'", (), alice
+    )
+    assert fresh == 1
+
+
 def test_booleans_and_nulls(db: ContractDB, alice: UUID) -> None:
     add_ticket(db, alice, "u", urgent=True)
     add_ticket(db, alice, "n")

@@ -10,7 +10,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
@@ -179,6 +179,12 @@ def _offset(value: Any) -> Any:
     return value
 
 
+def _timestamptz_add(value: Any, seconds: float) -> str | None:
+    if value is None:
+        return None
+    return format_timestamptz(datetime.fromisoformat(value) + timedelta(seconds=seconds))
+
+
 def _exact(value: Any) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
@@ -302,6 +308,7 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_numeric_div": (2, _numeric_div, True),
         "pg_int_div": (2, _int_div, True),
         "pg_limit": (1, _limit, True),
+        "pg_timestamptz_add": (2, _timestamptz_add, True),
         "pg_offset": (1, _offset, True),
         "pg_int_mod": (2, _int_mod, True),
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),

@@ -19,8 +19,10 @@ __all__ = [
     "BOOL",
     "COMPARISONS",
     "INT",
+    "INTERVAL_SECONDS",
     "NUMERIC",
     "TEXT",
+    "TIMESTAMPTZ",
     "Scopes",
     "Source",
     "pg_name",
@@ -48,6 +50,15 @@ PREDICATES = (
     exp.Exists,
     exp.Escape,
 )
+INTERVAL_SECONDS = {
+    "HOUR": 3600,
+    "HOURS": 3600,
+    "MINUTE": 60,
+    "MINUTES": 60,
+    "SECOND": 1,
+    "SECONDS": 1,
+}
+"""Interval units of a fixed length; days and months depend on the session's time zone."""
 PG_TYPE_NAMES = {
     "uuid": "uuid",
     "text": "text",
@@ -196,6 +207,10 @@ class Scopes:
                     if kind.kind not in {"null", "param"}:
                         return kind
             return UNKNOWN
+        if isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
+            if self.type_of(node.this).kind not in {"timestamptz", "param", "null"}:
+                raise refuse("intervals added to anything but a timestamptz")
+            return TIMESTAMPTZ
         if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
             kinds = {self.type_of(node.this).kind, self.type_of(node.expression).kind}
             kinds -= {"null", "param"}

@@ -26,7 +26,15 @@ from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, refuse
 from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_scopes import COMPARISONS, TEXT, Scopes, Source, pg_name
+from crm_infra.fakes._sql_scopes import (
+    COMPARISONS,
+    INTERVAL_SECONDS,
+    TEXT,
+    TIMESTAMPTZ,
+    Scopes,
+    Source,
+    pg_name,
+)
 from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_type_from_datatype
 
 __all__ = ["OutputColumn", "Translation", "Translator"]
@@ -34,7 +42,6 @@ __all__ = ["OutputColumn", "Translation", "Translator"]
 _REFUSED_NODES: dict[type[exp.Expr], str] = {
     exp.Window: "window functions (OVER ...)",
     exp.Lock: "FOR UPDATE / FOR SHARE row locks (SKIP LOCKED, NOWAIT)",
-    exp.Interval: "intervals",
     exp.Array: "array literals outside = ANY(...)",
     exp.Lateral: "LATERAL",
     exp.RegexpLike: "regular expression matching",
@@ -230,6 +237,8 @@ class Translator:
                 raise refuse(f"the function {node.name.lower()}()")
             if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
                 self._check_current_setting(node)
+            if isinstance(node, exp.Interval):
+                self._check_interval(node)
             if isinstance(node, exp.Distinct) and node.args.get("on") is not None:
                 raise refuse("DISTINCT ON")
             if isinstance(node, exp.With) and node.args.get("recursive"):
@@ -248,6 +257,23 @@ class Translator:
                 raise refuse("DELETE ... USING")
             if isinstance(node, exp.Values) and not isinstance(node.parent, exp.Insert):
                 raise refuse("VALUES lists outside INSERT")
+
+    @staticmethod
+    def _check_interval(node: exp.Interval) -> None:
+        unit = node.text("unit").upper()
+        value = node.this
+        fixed = (
+            unit in INTERVAL_SECONDS
+            and isinstance(value, exp.Literal)
+            and value.name.replace(".", "", 1).isdigit()
+            and isinstance(node.parent, exp.Add | exp.Sub)
+            and node.arg_key == "expression"
+        )
+        if not fixed:
+            raise refuse(
+                "intervals other than `timestamp ± interval 'N hours|minutes|seconds'` (days, "
+                "months and years depend on the session's time zone)"
+            )
 
     @staticmethod
     def _check_current_setting(node: exp.Anonymous) -> None:
@@ -311,6 +337,8 @@ class Translator:
             return attrs.evolve(TEXT, role="compare")
         if isinstance(parent, exp.DPipe):
             return attrs.evolve(TEXT, role="concat")
+        if isinstance(parent, exp.Add | exp.Sub) and isinstance(parent.expression, exp.Interval):
+            return attrs.evolve(TIMESTAMPTZ, role="compare")
         return None
 
     def _type_if_column(self, node: exp.Expr, scopes: Scopes, role: str) -> PgType | None:
@@ -557,14 +585,21 @@ class Translator:
         found: list[tuple[exp.Expr, str]] = []
         for node in tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod):
             kind = scopes.type_of(node).kind
-            if kind == "numeric" and type(node) in numeric:
+            if isinstance(node.expression, exp.Interval):
+                found.append((node, "pg_timestamptz_add"))
+            elif kind == "numeric" and type(node) in numeric:
                 found.append((node, numeric[type(node)]))
             elif kind == "int" and type(node) in integer:
                 found.append((node, integer[type(node)]))
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")
-            operation.replace(fn(name, operation.this, operation.expression))
+            right = operation.expression
+            if isinstance(right, exp.Interval):
+                seconds = float(right.this.name) * INTERVAL_SECONDS[right.text("unit").upper()]
+                sign = -1 if isinstance(operation, exp.Sub) else 1
+                right = exp.Literal.number(sign * seconds)
+            operation.replace(fn(name, operation.this, right))
 
     @staticmethod
     def _refuse_in_arithmetic(node: exp.Expr, what: str) -> None:
