@@ -17,7 +17,7 @@ from crm_infra.fakes import InMemoryUserScopedDB
 from crm_infra.ports import AdminDB, UserScopedDB
 
 TARGET_SPEEDUP = 10.0
-CALLS = 500
+CALLS = 1000
 QUERY = "SELECT id, name, email, created_at FROM contacts WHERE id = %s"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -80,7 +80,7 @@ def main() -> bool:
                 "InMemoryUserScopedDB",
                 lambda: fake.execute(QUERY, (fake_contact,), user_id=user),
                 calls=CALLS,
-                rounds=5,
+                rounds=7,
                 target=TARGET_SPEEDUP,
             )
             comparison.higher_is_better = True

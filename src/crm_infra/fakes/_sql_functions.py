@@ -314,7 +314,9 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),
         "pg_upper": (1, lambda v: _per_char(v, str.upper), True),
     }
+    cannot_raise = {"crm_rls_active", "gen_random_uuid", "pg_lower", "pg_upper"}
     for name, (nargs, fn, deterministic) in fns.items():
-        conn.create_function(name, nargs, guarded(fn), deterministic=deterministic)
+        wrapped = fn if name in cannot_raise else guarded(fn)
+        conn.create_function(name, nargs, wrapped, deterministic=deterministic)
     conn.create_aggregate("pg_numeric_avg", 1, _NumericAvg)  # type: ignore[arg-type]  # as below
     conn.create_aggregate("pg_numeric_sum", 1, _NumericSum)  # type: ignore[arg-type]  # typeshed wants a protocol with `step(*args)`

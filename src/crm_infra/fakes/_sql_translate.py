@@ -114,6 +114,7 @@ class Translation:
     columns: tuple[OutputColumn, ...]
     returns_rows: bool
     names: tuple[str, ...] = attrs.field(init=False)
+    computes_quotients: bool = attrs.field(init=False)
     decoders: tuple[Callable[[Any], Any], ...] = attrs.field(init=False)
     echoes_params: bool = attrs.field(init=False)
 
@@ -123,6 +124,8 @@ class Translation:
         object.__setattr__(self, "decoders", tuple(c.decode for c in self.columns))
         echoes = any(c.param_index is not None for c in self.columns)
         object.__setattr__(self, "echoes_params", echoes)
+        quotients = any(f in self.sql.upper() for f in ("PG_NUMERIC_AVG(", "PG_NUMERIC_DIV("))
+        object.__setattr__(self, "computes_quotients", quotients)
 
     @property
     def keys(self) -> tuple[int | str, ...]:

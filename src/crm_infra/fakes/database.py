@@ -212,7 +212,8 @@ class InMemoryUserScopedDB:
         """
         uid = uuid_text(resolve_user_id(user_id))
         # The hot path: the lock by hand, without a context manager's generator.
-        if not self._lock.acquire(timeout=self._lock_timeout):
+        lock = self._lock
+        if not lock.acquire(blocking=False) and not lock.acquire(timeout=self._lock_timeout):
             raise self._lock_timed_out()
         try:
             self._refuse_inside_transaction("execute")
@@ -441,7 +442,8 @@ class InMemoryUserScopedDB:
         state.current_user_id = user
         state.rls_active = user is not None
         state.error = None
-        exact_results.by_double = {}
+        if translation.computes_quotients:
+            exact_results.by_double = {}
         try:
             cursor = self._conn.execute(translation.sql, values)
             raw = cursor.fetchall() if translation.returns_rows else None
