@@ -85,6 +85,14 @@ _FAMILIES = {
     "date": "time",
     "timestamptz": "time",
 }
+_CAST_SOURCES = {  # the conversions the fake's pg_cast_* functions make as PostgreSQL does
+    "text": {"text", "uuid", "int"},
+    "bool": {"bool", "text", "int"},
+    "int": {"int", "numeric", "text", "bool"},
+    "numeric": {"int", "numeric", "float", "text"},
+    "uuid": {"uuid", "text"},
+    "timestamptz": {"timestamptz", "text"},
+}
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
@@ -512,14 +520,12 @@ class Translator:
             if isinstance(node, exp.Cast):
                 target = pg_type_from_datatype(node.to)
                 source = scopes.type_of(node.this)
-                if target is not None and target.kind == "text" and source.kind not in {
-                    "text", "uuid", "int", "null", "param"
-                }:
-                    raise refuse(f"casting a {source.kind} value to text (PostgreSQL's formatting)")
-                if target is not None and target.kind == "bool" and source.kind not in {
-                    "bool", "null", "param", "text"
-                }:
-                    raise refuse(f"casting a {source.kind} value to boolean")
+                allowed = _CAST_SOURCES.get(target.kind, set()) if target is not None else set()
+                if source.kind not in allowed | {"null", "param"}:
+                    raise refuse(
+                        f"casting a {source.kind} value to {node.to.sql('postgres')} "
+                        "(PostgreSQL's conversion rules)"
+                    )
             elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
                 scopes.type_of(node)
             elif isinstance(node, exp.Like | exp.ILike):
