@@ -523,7 +523,7 @@ class Translator:
                 allowed = _CAST_SOURCES.get(target.kind, set()) if target is not None else set()
                 if source.kind not in allowed | {"null", "param"}:
                     raise refuse(
-                        f"casting a {source.kind} value to {node.to.sql('postgres')} "
+                        f"casting a {source.kind} value to {node.to.sql('postgres').lower()} "
                         "(PostgreSQL's conversion rules)"
                     )
             elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
