@@ -262,6 +262,30 @@ def test_where_with_in_between_and_is_null(db: ContractDB, alice: UUID) -> None:
     assert rows == [{"subject": "b"}, {"subject": "c"}]
 
 
+def test_ranking_and_counting_windows(db: ContractDB, alice: UUID) -> None:
+    for subject, priority in (("a", 1), ("b", 2), ("c", 2), ("d", 0)):
+        add_ticket(db, alice, subject, priority=priority)
+    rows = db.execute(
+        "SELECT subject, row_number() OVER (ORDER BY subject DESC) AS n, "
+        "rank() OVER (ORDER BY priority DESC) AS r, "
+        "dense_rank() OVER (ORDER BY priority DESC) AS d, "
+        "count(*) OVER (PARTITION BY priority) AS peers FROM tickets ORDER BY subject",
+        user_id=alice,
+    )
+    assert rows == [
+        {"subject": "a", "n": 4, "r": 3, "d": 2, "peers": 1},
+        {"subject": "b", "n": 3, "r": 1, "d": 1, "peers": 2},
+        {"subject": "c", "n": 2, "r": 1, "d": 1, "peers": 2},
+        {"subject": "d", "n": 1, "r": 4, "d": 3, "peers": 1},
+    ]
+    top = db.execute(
+        "SELECT subject FROM (SELECT subject, row_number() OVER (ORDER BY subject) AS r "
+        "FROM tickets) ranked WHERE r <= 2 ORDER BY r",
+        user_id=alice,
+    )
+    assert top == [{"subject": "a"}, {"subject": "b"}]
+
+
 def test_with_queries_and_union(db: ContractDB, people: UUID) -> None:
     rows = db.execute(
         "WITH named AS (SELECT name FROM contacts WHERE name IS NOT NULL) "
@@ -799,9 +823,9 @@ REFUSED_OR_ANSWERED: list[tuple[str, str, list[dict[str, Any]]]] = [
     ("SELECT name FROM contacts ORDER BY name FOR UPDATE SKIP LOCKED", "FOR UPDATE", BOTH),
     ("SELECT name FROM contacts ORDER BY name FOR SHARE", "FOR SHARE", BOTH),
     (
-        "SELECT name, row_number() OVER (ORDER BY name) AS r FROM contacts",
+        "SELECT name, lag(name) OVER (ORDER BY name) AS previous FROM contacts",
         "window functions",
-        [{"name": "Ann", "r": 1}, {"name": "Ben", "r": 2}],
+        [{"name": "Ann", "previous": None}, {"name": "Ben", "previous": "Ann"}],
     ),
     (
         "SELECT DISTINCT ON (user_id) name FROM contacts ORDER BY user_id, name",

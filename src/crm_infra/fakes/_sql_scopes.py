@@ -172,8 +172,10 @@ class Scopes:
             return PARAM
         if isinstance(node, exp.Cast):
             return pg_type_from_datatype(node.to) or UNKNOWN
-        if isinstance(node, exp.Count | exp.Length):
+        if isinstance(node, exp.Count | exp.Length | exp.RowNumber | exp.Rank | exp.DenseRank):
             return INT
+        if isinstance(node, exp.Window):
+            return self.type_of(node.this)
         if isinstance(node, exp.Sum):
             inner = self.type_of(node.this)
             return INT if inner.kind == "int" else NUMERIC
@@ -235,7 +237,7 @@ def _folded(identifier: exp.Expr) -> str:
     return name if identifier.args.get("quoted") else name.lower()
 
 
-def pg_name(node: exp.Expr) -> str:  # noqa: PLR0911 (one per kind of item)
+def pg_name(node: exp.Expr) -> str:  # noqa: PLR0911, PLR0912 (one per kind of item)
     """Return the column name PostgreSQL gives a select-list item (FigureColname)."""
     if isinstance(node, exp.Alias):
         return _folded(node.args["alias"])
@@ -249,6 +251,8 @@ def pg_name(node: exp.Expr) -> str:  # noqa: PLR0911 (one per kind of item)
             return inner
         target = pg_type_from_datatype(node.to)
         return PG_TYPE_NAMES.get(target.kind, "?column?") if target else "?column?"
+    if isinstance(node, exp.Window):
+        return pg_name(node.this)
     if isinstance(node, exp.Case):
         return "case"
     if isinstance(node, exp.Exists):

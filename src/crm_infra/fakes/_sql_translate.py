@@ -40,7 +40,6 @@ from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_typ
 __all__ = ["OutputColumn", "Translation", "Translator"]
 
 _REFUSED_NODES: dict[type[exp.Expr], str] = {
-    exp.Window: "window functions (OVER ...)",
     exp.Lock: "FOR UPDATE / FOR SHARE row locks (SKIP LOCKED, NOWAIT)",
     exp.Array: "array literals outside = ANY(...)",
     exp.Lateral: "LATERAL",
@@ -76,7 +75,12 @@ _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.Any,
     exp.All,
     exp.Anonymous,
+    exp.RowNumber,
+    exp.Rank,
+    exp.DenseRank,
 )
+_WINDOW_FUNCTIONS = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Count)
+_RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank)
 _ALLOWED_ANONYMOUS = {"current_setting"}
 _FAMILIES = {
     "int": "number",
@@ -250,6 +254,15 @@ class Translator:
                 self._check_current_setting(node)
             if isinstance(node, exp.Interval):
                 self._check_interval(node)
+            if isinstance(node, exp.Window) and (
+                not isinstance(node.this, _WINDOW_FUNCTIONS) or node.args.get("spec") is not None
+            ):
+                raise refuse(
+                    "window functions other than row_number(), rank(), dense_rank() and "
+                    "count() OVER (PARTITION BY ... ORDER BY ...) without a frame clause"
+                )
+            if isinstance(node, _RANKING) and not isinstance(node.parent, exp.Window):
+                raise refuse(f"{node.sql_name().lower()}() without OVER")
             if isinstance(node, exp.Distinct) and node.args.get("on") is not None:
                 raise refuse("DISTINCT ON")
             if isinstance(node, exp.With) and node.args.get("recursive"):
