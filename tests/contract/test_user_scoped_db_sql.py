@@ -180,6 +180,24 @@ def test_percent_signs_are_doubled_only_with_params(db: ContractDB, alice: UUID)
     assert db.execute("SELECT '100%' AS pct", user_id=alice) == [{"pct": "100%"}]
 
 
+def test_several_statements_run_as_one_and_return_the_last_result(
+    db: ContractDB, alice: UUID
+) -> None:
+    rows = db.execute(
+        "INSERT INTO contacts (name) VALUES (%s); SELECT name, '5%%' AS p FROM contacts",
+        ("Ann",),
+        user_id=alice,
+    )
+    assert rows == [{"name": "Ann", "p": "5%"}]
+    with pytest.raises(IntegrityError):
+        db.execute(
+            "INSERT INTO contacts (name) VALUES ('Ben'); "
+            "INSERT INTO tickets (subject, priority) VALUES ('x', 9)",
+            user_id=alice,
+        )
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+
+
 def test_a_named_parameter_may_repeat(db: ContractDB, people: UUID) -> None:
     rows = db.execute(
         "SELECT name FROM contacts WHERE name = %(n)s OR lower(name) = lower(%(n)s) "

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import pytest
 
-from crm_infra import DatabaseError, UnsupportedQueryError
+from crm_infra import DatabaseError, IntegrityError, UnsupportedQueryError
 from crm_infra.fakes import InMemoryUserScopedDB
 from crm_infra.fakes._sql_params import split_placeholders
 from crm_infra.fakes._sql_schema import split_statements
@@ -253,8 +253,18 @@ def test_unknown_tables_and_columns_fail_as_on_postgresql(db: InMemoryUserScoped
         q(db, "SELECT 1 FROM nothere")
     with pytest.raises(DatabaseError, match='column "nope" does not exist'):
         q(db, "SELECT nope FROM contacts")
-    with pytest.raises(UnsupportedQueryError, match="several statements"):
-        q(db, "SELECT 1; SELECT 2")
+
+
+def test_several_statements_without_params_run_as_one_transaction(
+    db: InMemoryUserScopedDB,
+) -> None:
+    rows = q(db, "INSERT INTO contacts (name) VALUES ('x'); SELECT count(*) AS n FROM contacts")
+    assert rows == [{"n": 4}]
+    with pytest.raises(IntegrityError):
+        q(db, "INSERT INTO contacts (name) VALUES ('y'); INSERT INTO tickets (priority) VALUES (9)")
+    assert q(db, "SELECT count(*) AS n FROM contacts WHERE name = 'y'") == [{"n": 0}]
+    rows = q(db, "SELECT %s AS a, '5%%' AS p; SELECT %s AS b, '5%%' AS p", (1, 2))
+    assert rows == [{"b": 2, "p": "5%"}]
 
 
 def test_schema_statements_split_on_top_level_semicolons() -> None:

@@ -213,7 +213,7 @@ class Translator:
                 f"if PostgreSQL accepts it, {TEST_AGAINST_PG}"
             ) from None
         if len(statements) != 1:
-            raise refuse("several statements in one call")
+            raise refuse("several statements in one piece of SQL")  # split by the caller
         tree = statements[0]
         for node in list(tree.find_all(exp.Anonymous)):
             if node.name.upper() == "ALL" and len(node.expressions) == 1:

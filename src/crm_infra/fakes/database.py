@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +38,8 @@ from crm_infra.errors import (
 )
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
 from crm_infra.fakes._sql_functions import SessionState, register_functions
-from crm_infra.fakes._sql_params import ClientSideError, bind_order
-from crm_infra.fakes._sql_schema import Schema, load_schema
+from crm_infra.fakes._sql_params import ClientSideError, bind_order, split_placeholders
+from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
 from crm_infra.ports import Params, Row, Transaction
@@ -185,6 +185,7 @@ class InMemoryUserScopedDB:
             self._conn.execute(statement)
         self._translators = compiled.translators
         self._cache = compiled.translations
+        self._split_cache: dict[str, list[str]] = {}
         self._lock = threading.RLock()
         self._lock_timeout = lock_timeout
         self._txn: _TxnState | None = None
@@ -436,7 +437,56 @@ class InMemoryUserScopedDB:
     def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
         if not isinstance(query, str):
             raise DatabaseError(f"query must be a str; got {type(query).__name__}")
-        translation = self._translation(user is None, query, bool(params))
+        with_params = bool(params)
+        if ";" in query:
+            pieces = self._pieces(query)
+            if len(pieces) > 1:
+                return self._run_several(user, pieces, params)
+        return self._run_one(user, query, params, with_params)
+
+    def _pieces(self, query: str) -> list[str]:
+        found = self._split_cache.get(query)
+        if found is None:
+            found = split_statements(query)
+            if len(self._split_cache) >= _MAX_CACHED_TRANSLATIONS:
+                self._split_cache.clear()
+            self._split_cache[query] = found
+        return found
+
+    def _run_several(self, user: str | None, pieces: list[str], params: Params) -> list[Row]:
+        # The client sends several statements as one simple Query, its parameters bound into
+        # the text: they run in one implicit transaction (all or nothing), and the last
+        # result comes back.
+        with_params = bool(params)
+        slices: list[Params] = []
+        if isinstance(params, Mapping) or not with_params:
+            slices = [params] * len(pieces)
+        else:
+            sequence = list(params)
+            for piece in pieces:
+                count = len(split_placeholders(piece).keys)
+                slices.append(sequence[:count])
+                sequence = sequence[count:]
+            if sequence:
+                raise ClientSideError(
+                    f"the query has fewer placeholders than the {len(params)} parameters passed"
+                )
+        self._conn.execute("SAVEPOINT crm_several")
+        try:
+            rows: list[Row] = []
+            for piece, piece_params in zip(pieces, slices, strict=True):
+                rows = self._run_one(user, piece, piece_params, with_params)
+        except BaseException:
+            self._conn.execute("ROLLBACK TO SAVEPOINT crm_several")
+            self._conn.execute("RELEASE SAVEPOINT crm_several")
+            raise
+        self._conn.execute("RELEASE SAVEPOINT crm_several")
+        return rows
+
+    def _run_one(
+        self, user: str | None, query: str, params: Params, with_params: bool
+    ) -> list[Row]:
+        translation = self._translation(user is None, query, with_params)
         values = self._bind(translation, params)
         state = self._state
         state.current_user_id = user
@@ -459,6 +509,8 @@ class InMemoryUserScopedDB:
     def _bind(self, translation: Translation, params: Params) -> list[Any]:
         if not translation.keys and not params:
             return []
+        if not translation.keys and isinstance(params, Mapping):
+            return []  # a piece of several statements that uses none of the names
         ordered = bind_order(translation.split, params)
         types, arrays = translation.param_types, translation.array_params
         return [
