@@ -445,3 +445,15 @@ def test_the_fakes_package_exports_the_database() -> None:
 
     assert crm_infra.fakes.__all__ == sorted(crm_infra.fakes.__all__)
     assert "InMemoryUserScopedDB" in crm_infra.fakes.__all__
+
+
+def test_the_admin_path_may_truncate_tables(db: InMemoryUserScopedDB) -> None:
+    contact = add_contact(db, ALICE, "Ann")
+    db.execute("INSERT INTO tickets (contact_id, subject) VALUES (%s, 's')", (contact,), ALICE)
+    with pytest.raises(DatabaseError, match="referenced in a foreign key"):
+        db.execute_admin("TRUNCATE contacts")
+    with pytest.raises(DatabaseError, match="permission denied"):
+        db.execute("TRUNCATE tickets, addresses, contacts", user_id=ALICE)
+    db.execute_admin("TRUNCATE users CASCADE")
+    counts = "SELECT (SELECT count(*) FROM users) AS u, (SELECT count(*) FROM tickets) AS t"
+    assert db.execute_admin(counts) == [{"u": 0, "t": 0}]

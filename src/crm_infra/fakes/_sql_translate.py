@@ -125,6 +125,7 @@ class Translation:
     array_params: frozenset[int]
     columns: tuple[OutputColumn, ...]
     returns_rows: bool
+    then: tuple[str, ...] = ()  # more SQLite statements to run after ``sql`` (TRUNCATE)
     names: tuple[str, ...] = attrs.field(init=False)
     computes_quotients: bool = attrs.field(init=False)
     decoders: tuple[Callable[[Any], Any], ...] = attrs.field(init=False)
@@ -167,6 +168,8 @@ class Translator:
         # Without parameters the text is sent as written: no placeholders, `%%` stays `%%`.
         split = split_placeholders(query) if with_params else verbatim(query)
         tree = self._parse(split.text)
+        if isinstance(tree, exp.TruncateTable):
+            return self._truncate(tree, split)
         scopes = Scopes(self.schema)
         self._check_constructs(tree)
         self._collect_ctes(tree, scopes)
@@ -201,6 +204,65 @@ class Translator:
             returns_rows=returns_rows,
         )
 
+    def _truncate(self, tree: exp.TruncateTable, split: SplitQuery) -> Translation:
+        """Empty tables as TRUNCATE does: no row triggers, referencing tables checked."""
+        if split.keys or tree.args.get("is_database"):
+            raise refuse("this form of TRUNCATE")
+        names: set[str] = set()
+        for table in tree.expressions:
+            name = table.name.lower()
+            if not isinstance(table, exp.Table) or name not in self.schema.tables:
+                raise DatabaseError(f'relation "{table.sql("postgres")}" does not exist')
+            if not self.admin:
+                self._require(name, "TRUNCATE")
+            names.add(name)
+        referencing = {
+            name: {
+                ref.find(exp.Table).name.lower()  # type: ignore[union-attr]  # always a table
+                for ref in table.create.find_all(exp.Reference)
+            }
+            - {name}
+            for name, table in self.schema.tables.items()
+        }
+        cascade = str(tree.args.get("option") or "").upper() == "CASCADE"
+        grew = True
+        while grew:
+            outside = {t for t, refs in referencing.items() if t not in names and refs & names}
+            if outside and not cascade:
+                raise DatabaseError(
+                    f"cannot truncate a table referenced in a foreign key constraint "
+                    f"(table {sorted(outside)[0]}); truncate it too, or use CASCADE"
+                )
+            grew = bool(outside)
+            names |= outside
+        ordered = self._children_first(sorted(names), referencing)
+        deletes = tuple(f'DELETE FROM "{self.schema.tables[n].base_name}"' for n in ordered)
+        return Translation(
+            sql=deletes[0],
+            split=split,
+            param_types=(),
+            array_params=frozenset(),
+            columns=(),
+            returns_rows=False,
+            then=deletes[1:],
+        )
+
+    @staticmethod
+    def _children_first(names: list[str], referencing: dict[str, set[str]]) -> list[str]:
+        ordered: list[str] = []
+        remaining = list(names)
+        while remaining:
+            for name in remaining:
+                children = [o for o in remaining if o != name and name in referencing[o]]
+                if not children:
+                    ordered.append(name)
+                    remaining.remove(name)
+                    break
+            else:
+                ordered += remaining  # a cycle: leave it to the foreign keys' own actions
+                break
+        return ordered
+
     # parsing and refusals
 
     def _parse(self, text: str) -> exp.Expr:
@@ -222,7 +284,7 @@ class Translator:
             # The schema's tables live in `public`, the only schema the fake knows.
             if table.text("db").lower() == "public" and not table.args.get("catalog"):
                 table.set("db", None)
-        if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete):
+        if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete | exp.TruncateTable):
             return tree
         if isinstance(tree, exp.Transaction | exp.Commit | exp.Rollback):
             raise refuse(

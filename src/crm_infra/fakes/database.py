@@ -495,8 +495,12 @@ class InMemoryUserScopedDB:
         if translation.computes_quotients:
             exact_results.by_double = {}
         try:
-            cursor = self._conn.execute(translation.sql, values)
-            raw = cursor.fetchall() if translation.returns_rows else None
+            if translation.then:
+                self._run_script((translation.sql, *translation.then))
+                raw = None
+            else:
+                cursor = self._conn.execute(translation.sql, values)
+                raw = cursor.fetchall() if translation.returns_rows else None
         except sqlite3.Error as exc:
             raise self._translate_error(exc, query) from None
         finally:
@@ -505,6 +509,18 @@ class InMemoryUserScopedDB:
         if raw is None:
             return []
         return self._decode(translation, raw, params)
+
+    def _run_script(self, statements: tuple[str, ...]) -> None:
+        """Run parameterless statements as one: all of them, or none."""
+        self._conn.execute("SAVEPOINT crm_script")
+        try:
+            for statement in statements:
+                self._conn.execute(statement)
+        except BaseException:
+            self._conn.execute("ROLLBACK TO SAVEPOINT crm_script")
+            self._conn.execute("RELEASE SAVEPOINT crm_script")
+            raise
+        self._conn.execute("RELEASE SAVEPOINT crm_script")
 
     def _bind(self, translation: Translation, params: Params) -> list[Any]:
         if not translation.keys and not params:
