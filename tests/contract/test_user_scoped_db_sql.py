@@ -165,6 +165,20 @@ def test_a_contact_with_tickets_cannot_be_deleted(db: ContractDB, alice: UUID) -
     assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=alice) == 1
 
 
+def test_truncate_is_for_the_admin_path_and_respects_references(
+    db: ContractDB, alice: UUID
+) -> None:
+    ann = add_contact(db, alice, "Ann")
+    add_ticket(db, alice, "t", contact_id=ann)
+    with pytest.raises(DatabaseError):
+        db.execute("TRUNCATE tickets", user_id=alice)
+    with pytest.raises(DatabaseError):
+        db.execute_admin("TRUNCATE contacts")
+    db.execute_admin("TRUNCATE contacts CASCADE")
+    assert db.execute_admin("SELECT count(*) AS n FROM tickets") == [{"n": 0}]
+    assert db.execute_admin("SELECT count(*) AS n FROM users") == [{"n": 1}]
+
+
 def test_the_admin_path_may_write_any_users_rows(db: ContractDB, alice: UUID, bob: UUID) -> None:
     db.execute_admin("INSERT INTO contacts (user_id, name) VALUES (%s, 'Bea')", (bob,))
     db.execute_admin("UPDATE contacts SET user_id = %s", (alice,))
