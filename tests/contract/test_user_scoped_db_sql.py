@@ -489,6 +489,24 @@ def test_avg_and_numeric_division_have_postgresqls_digits(db: ContractDB, alice:
         db.execute("SELECT priority / 0 FROM tickets", user_id=alice)
 
 
+def test_greatest_least_concat_and_round(db: ContractDB, alice: UUID) -> None:
+    for subject, priority, value in (("a", 1, "10.55"), ("b", 3, None), (None, 0, "-2.50")):
+        add_ticket(
+            db, alice, subject or "", priority=priority, estimated_value=value and Decimal(value)
+        )
+    rows = db.execute(
+        "SELECT greatest(priority, 2) AS g, least(priority, 2, NULL) AS l, "
+        "concat(subject, '#', priority, NULL) AS c, round(estimated_value, 1) AS r, "
+        "round(estimated_value) AS r0 FROM tickets ORDER BY priority",
+        user_id=alice,
+    )
+    assert rows == [
+        {"g": 2, "l": 0, "c": "#0", "r": Decimal("-2.5"), "r0": Decimal("-3")},
+        {"g": 2, "l": 1, "c": "a#1", "r": Decimal("10.6"), "r0": Decimal("11")},
+        {"g": 3, "l": 2, "c": "b#3", "r": None, "r0": None},
+    ]
+
+
 def test_like_with_an_escape_clause(db: ContractDB, alice: UUID) -> None:
     add_contact(db, alice, "A%")
     add_contact(db, alice, "Ab")

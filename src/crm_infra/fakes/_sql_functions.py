@@ -185,6 +185,28 @@ def _timestamptz_add(value: Any, seconds: float) -> str | None:
     return format_timestamptz(datetime.fromisoformat(value) + timedelta(seconds=seconds))
 
 
+def _greatest(*values: Any) -> Any:
+    present = [v for v in values if v is not None]  # PostgreSQL ignores NULLs here
+    return max(present) if present else None
+
+
+def _least(*values: Any) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _concat(*values: Any) -> str:
+    return "".join(str(v) for v in values if v is not None)
+
+
+def _round(value: Any, places: int) -> Any:
+    if value is None:
+        return None
+    # numeric rounds half away from zero, to exactly `places` digits (kept for the decoder).
+    quantum = Decimal(1).scaleb(-places)
+    return remember_exact(_exact(value).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
 def _exact(value: Any) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
@@ -308,6 +330,10 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_numeric_div": (2, _numeric_div, True),
         "pg_int_div": (2, _int_div, True),
         "pg_limit": (1, _limit, True),
+        "pg_greatest": (-1, _greatest, True),
+        "pg_least": (-1, _least, True),
+        "pg_concat": (-1, _concat, True),
+        "pg_round": (2, _round, True),
         "pg_timestamptz_add": (2, _timestamptz_add, True),
         "pg_offset": (1, _offset, True),
         "pg_int_mod": (2, _int_mod, True),

@@ -35,7 +35,7 @@ def rewrite_expression(node: exp.Expr, *, copy: bool = True) -> exp.Expr:
     return root
 
 
-def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
+def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911, PLR0912 (one per construct)
     if isinstance(node, exp.Parameter):
         return exp.Var(this=f"?{node.this.name}")
     if isinstance(node, exp.CurrentTimestamp):
@@ -56,6 +56,14 @@ def _rewrite_node(node: exp.Expr) -> exp.Expr:  # noqa: PLR0911
         return fn("pg_upper", node.this)
     if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
         return fn("current_setting", *node.expressions)
+    if isinstance(node, exp.Greatest | exp.Least):
+        name = "pg_greatest" if isinstance(node, exp.Greatest) else "pg_least"
+        return fn(name, node.this, *node.expressions)
+    if isinstance(node, exp.Concat):
+        return fn("pg_concat", *node.expressions)
+    if isinstance(node, exp.Round):
+        places = node.args.get("decimals")
+        return fn("pg_round", node.this, places if places is not None else exp.Literal.number(0))
     if isinstance(node, exp.Limit | exp.Offset) and node.expression is not None:
         # PostgreSQL: NULL means no limit (or offset 0), a negative count is an error.
         name = "pg_limit" if isinstance(node, exp.Limit) else "pg_offset"

@@ -191,6 +191,16 @@ class Scopes:
             return UNKNOWN
         if isinstance(node, exp.Nullif):
             return self.type_of(node.this)
+        if isinstance(node, exp.Greatest | exp.Least):
+            types = [self.type_of(a) for a in [node.this, *node.expressions]]
+            known = [t for t in types if t.kind not in {"null", "param"}]
+            if any(k.kind == "numeric" for k in known):
+                return NUMERIC
+            return known[0] if known else UNKNOWN
+        if isinstance(node, exp.Concat):
+            return TEXT
+        if isinstance(node, exp.Round):
+            return NUMERIC
         if isinstance(node, exp.Lower | exp.Upper | exp.DPipe):
             return TEXT
         if isinstance(node, exp.CurrentTimestamp):

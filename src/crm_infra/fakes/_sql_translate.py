@@ -78,6 +78,10 @@ _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.RowNumber,
     exp.Rank,
     exp.DenseRank,
+    exp.Greatest,
+    exp.Least,
+    exp.Concat,
+    exp.Round,
 )
 _WINDOW_FUNCTIONS = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Count)
 _RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank)
@@ -137,7 +141,9 @@ class Translation:
         object.__setattr__(self, "decoders", tuple(c.decode for c in self.columns))
         echoes = any(c.param_index is not None for c in self.columns)
         object.__setattr__(self, "echoes_params", echoes)
-        quotients = any(f in self.sql.upper() for f in ("PG_NUMERIC_AVG(", "PG_NUMERIC_DIV("))
+        quotients = any(
+            f in self.sql.upper() for f in ("PG_NUMERIC_AVG(", "PG_NUMERIC_DIV(", "PG_ROUND(")
+        )
         object.__setattr__(self, "computes_quotients", quotients)
 
     @property
@@ -591,29 +597,62 @@ class Translator:
         return columns
 
     def _check_types(self, tree: exp.Expr, scopes: Scopes) -> None:
+        checks: list[tuple[tuple[type[exp.Expr], ...], Callable[[exp.Expr, Scopes], None]]] = [
+            ((exp.Cast,), self._check_cast),
+            ((exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod), self._check_arithmetic),
+            ((exp.Like, exp.ILike), lambda n, s: self._expect_text(s, n, n.this, n.expression)),
+            ((exp.Lower, exp.Upper, exp.Length), lambda n, s: self._expect_text(s, n, n.this)),
+            ((*COMPARISONS, exp.In), lambda n, s: self._check_comparable(s, n)),
+            ((exp.Concat,), lambda n, s: self._expect_textual(s, "concat()", n.expressions)),
+            ((exp.DPipe,), lambda n, s: self._expect_textual(s, "||", [n.this, n.expression])),
+            ((exp.Greatest, exp.Least), self._check_greatest),
+            ((exp.Round,), self._check_round),
+        ]
         for node in tree.walk():
-            if isinstance(node, exp.Cast):
-                target = pg_type_from_datatype(node.to)
-                source = scopes.type_of(node.this)
-                allowed = _CAST_SOURCES.get(target.kind, set()) if target is not None else set()
-                if source.kind not in allowed | {"null", "param"}:
-                    raise refuse(
-                        f"casting a {source.kind} value to {node.to.sql('postgres').lower()} "
-                        "(PostgreSQL's conversion rules)"
-                    )
-            elif isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
-                scopes.type_of(node)
-            elif isinstance(node, exp.Like | exp.ILike):
-                self._expect_text(scopes, node, node.this, node.expression)
-            elif isinstance(node, exp.Lower | exp.Upper | exp.Length):
-                self._expect_text(scopes, node, node.this)
-            elif isinstance(node, (*COMPARISONS, exp.In)):
-                self._check_comparable(scopes, node)
-            elif isinstance(node, exp.DPipe):
-                for side in (node.this, node.expression):
-                    kind = scopes.type_of(side).kind
-                    if kind not in {"text", "uuid", "int", "null", "param"}:
-                        raise refuse(f"|| with a {kind} value (PostgreSQL's text form of it)")
+            for classes, check in checks:
+                if isinstance(node, classes):
+                    check(node, scopes)
+                    break
+
+    @staticmethod
+    def _check_arithmetic(node: exp.Expr, scopes: Scopes) -> None:
+        scopes.type_of(node)  # refuses the operand types it cannot compute with
+
+    @staticmethod
+    def _check_cast(node: exp.Expr, scopes: Scopes) -> None:
+        assert isinstance(node, exp.Cast)
+        target = pg_type_from_datatype(node.to)
+        source = scopes.type_of(node.this)
+        allowed = _CAST_SOURCES.get(target.kind, set()) if target is not None else set()
+        if source.kind not in allowed | {"null", "param"}:
+            raise refuse(
+                f"casting a {source.kind} value to {node.to.sql('postgres').lower()} "
+                "(PostgreSQL's conversion rules)"
+            )
+
+    @staticmethod
+    def _expect_textual(scopes: Scopes, what: str, operands: list[exp.Expr]) -> None:
+        for operand in operands:
+            kind = scopes.type_of(operand).kind
+            if kind not in {"text", "uuid", "int", "null", "param"}:
+                raise refuse(f"{what} with a {kind} value (PostgreSQL's text form of it)")
+
+    @staticmethod
+    def _check_greatest(node: exp.Expr, scopes: Scopes) -> None:
+        kinds = {scopes.type_of(a).kind for a in [node.this, *node.expressions]}
+        kinds -= {"null", "param"}
+        if len(kinds) > 1 and not kinds <= {"int", "numeric"}:
+            raise refuse(f"{node.key}() of mixed types")
+
+    @staticmethod
+    def _check_round(node: exp.Expr, scopes: Scopes) -> None:
+        kind = scopes.type_of(node.this).kind
+        places = node.args.get("decimals")
+        if isinstance(places, exp.Neg):
+            places = places.this
+        constant = places is None or (isinstance(places, exp.Literal) and places.is_int)
+        if kind not in {"int", "numeric", "null"} or not constant:
+            raise refuse("round() other than of a numeric to a constant number of places")
 
     @staticmethod
     def _expect_text(scopes: Scopes, node: exp.Expr, *operands: exp.Expr) -> None:
