@@ -11,12 +11,21 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
-from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz, remember_exact
+from crm_infra.fakes._sql_numeric import (
+    NumericAvg,
+    NumericSum,
+    int_div,
+    int_mod,
+    numeric,
+    numeric_div,
+    round_half_away,
+)
+from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz
 
 __all__ = ["SessionState", "register_functions"]
 
@@ -125,44 +134,6 @@ def _per_char(value: Any, convert: Callable[[str], str]) -> Any:
     return "".join(c if len(convert(c)) != 1 else convert(c) for c in value)
 
 
-def _numeric(op: Callable[[Decimal, Decimal], Decimal]) -> Callable[[Any, Any], Any]:
-    def apply(left: Any, right: Any) -> Any:
-        if left is None or right is None:
-            return None
-        # Exact in decimal, stored as the double nearest to the exact result.
-        return float(op(_exact(left), _exact(right)))
-
-    return apply
-
-
-def _numeric_div(left: Any, right: Any) -> Any:
-    if left is None or right is None:
-        return None
-    divisor = _exact(right)
-    if divisor == 0:
-        raise DatabaseError("division by zero")
-    dividend = _exact(left)
-    scale = -min(0, int(dividend.as_tuple().exponent))
-    return remember_exact(pg_numeric_div(dividend, scale, divisor))
-
-
-def _int_div(left: Any, right: Any) -> Any:
-    if left is None or right is None:
-        return None
-    if right == 0:
-        raise DatabaseError("division by zero")
-    quotient = abs(left) // abs(right)  # PostgreSQL truncates toward zero
-    return quotient if (left >= 0) == (right > 0) else -quotient
-
-
-def _int_mod(left: Any, right: Any) -> Any:
-    if left is None or right is None:
-        return None
-    if right == 0:
-        raise DatabaseError("division by zero")
-    return left - right * _int_div(left, right)
-
-
 def _limit(value: Any) -> Any:
     if value is None:
         return -1  # SQLite's "no limit"
@@ -197,86 +168,6 @@ def _least(*values: Any) -> Any:
 
 def _concat(*values: Any) -> str:
     return "".join(str(v) for v in values if v is not None)
-
-
-def _round(value: Any, places: int) -> Any:
-    if value is None:
-        return None
-    # numeric rounds half away from zero, to exactly `places` digits (kept for the decoder).
-    quantum = Decimal(1).scaleb(-places)
-    return remember_exact(_exact(value).quantize(quantum, rounding=ROUND_HALF_UP))
-
-
-def _exact(value: Any) -> Decimal:
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
-class _NumericSum:
-    """sum() of numeric values, exactly, as PostgreSQL adds numerics."""
-
-    def __init__(self) -> None:
-        self.total: Decimal | None = None
-
-    def step(self, value: Any) -> None:
-        if value is None:
-            return
-        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-        self.total = amount if self.total is None else self.total + amount
-
-    def finalize(self) -> float | None:
-        # A sum of values of at most 15 digits is exact as a double: comparisons, ordering
-        # and the decoder (through repr) all see the exact value.
-        return None if self.total is None else float(self.total)
-
-
-class _NumericAvg:
-    """avg() of integer or numeric values: their exact sum over the count, at PostgreSQL's scale."""
-
-    def __init__(self) -> None:
-        self.total = Decimal(0)
-        self.scale = 0
-        self.count = 0
-
-    def step(self, value: Any) -> None:
-        if value is None:
-            return
-        amount = _exact(value)
-        self.total += amount
-        self.scale = max(self.scale, -min(0, int(amount.as_tuple().exponent)))
-        self.count += 1
-
-    def finalize(self) -> float | None:
-        if self.count == 0:
-            return None
-        return remember_exact(pg_numeric_div(self.total, self.scale, Decimal(self.count)))
-
-
-_NBASE_DIGITS = 4  # PostgreSQL stores numerics in base 10000
-_MIN_SIG_DIGITS = 16
-
-
-def _nbase_weight(value: Decimal) -> tuple[int, int]:
-    """Return the weight and first digit of ``value`` in base 10000 (0, 0 for zero)."""
-    if value == 0:
-        return 0, 0
-    magnitude = abs(value)
-    weight = magnitude.adjusted() // _NBASE_DIGITS
-    first = int(magnitude.scaleb(-weight * _NBASE_DIGITS))
-    return weight, first
-
-
-def pg_numeric_div(dividend: Decimal, dividend_scale: int, divisor: Decimal) -> Decimal:
-    """Divide as PostgreSQL's numeric_div does (select_div_scale, then round half away)."""
-    weight1, first1 = _nbase_weight(dividend)
-    weight2, first2 = _nbase_weight(divisor)
-    quotient_weight = weight1 - weight2
-    if first1 <= first2:
-        quotient_weight -= 1
-    scale = _MIN_SIG_DIGITS - quotient_weight * _NBASE_DIGITS
-    scale = min(max(scale, dividend_scale, 0), 1000)
-    with localcontext() as ctx:
-        ctx.prec = 2000
-        return (dividend / divisor).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
 
 
 def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
@@ -324,19 +215,19 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_cast_timestamptz": (1, _cast_timestamptz, True),
         "pg_like": (-1, lambda v, p, e=None: _like(v, p, e, 0), True),
         "pg_ilike": (-1, lambda v, p, e=None: _like(v, p, e, re.IGNORECASE), True),
-        "pg_numeric_add": (2, _numeric(lambda a, b: a + b), True),
-        "pg_numeric_sub": (2, _numeric(lambda a, b: a - b), True),
-        "pg_numeric_mul": (2, _numeric(lambda a, b: a * b), True),
-        "pg_numeric_div": (2, _numeric_div, True),
-        "pg_int_div": (2, _int_div, True),
+        "pg_numeric_add": (2, numeric(lambda a, b: a + b), True),
+        "pg_numeric_sub": (2, numeric(lambda a, b: a - b), True),
+        "pg_numeric_mul": (2, numeric(lambda a, b: a * b), True),
+        "pg_numeric_div": (2, numeric_div, True),
+        "pg_int_div": (2, int_div, True),
         "pg_limit": (1, _limit, True),
         "pg_greatest": (-1, _greatest, True),
         "pg_least": (-1, _least, True),
         "pg_concat": (-1, _concat, True),
-        "pg_round": (2, _round, True),
+        "pg_round": (2, round_half_away, True),
         "pg_timestamptz_add": (2, _timestamptz_add, True),
         "pg_offset": (1, _offset, True),
-        "pg_int_mod": (2, _int_mod, True),
+        "pg_int_mod": (2, int_mod, True),
         "pg_lower": (1, lambda v: _per_char(v, str.lower), True),
         "pg_upper": (1, lambda v: _per_char(v, str.upper), True),
     }
@@ -344,5 +235,5 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
     for name, (nargs, fn, deterministic) in fns.items():
         wrapped = fn if name in cannot_raise else guarded(fn)
         conn.create_function(name, nargs, wrapped, deterministic=deterministic)
-    conn.create_aggregate("pg_numeric_avg", 1, _NumericAvg)  # type: ignore[arg-type]  # as below
-    conn.create_aggregate("pg_numeric_sum", 1, _NumericSum)  # type: ignore[arg-type]  # typeshed wants a protocol with `step(*args)`
+    conn.create_aggregate("pg_numeric_avg", 1, NumericAvg)  # type: ignore[arg-type]  # as below
+    conn.create_aggregate("pg_numeric_sum", 1, NumericSum)  # type: ignore[arg-type]  # typeshed wants a protocol with `step(*args)`
