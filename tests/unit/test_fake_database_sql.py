@@ -272,3 +272,10 @@ def test_several_statements_without_params_run_as_one_transaction(
 def test_schema_statements_split_on_top_level_semicolons() -> None:
     text = "SELECT ';' -- x;\n; /* ; */ DO $$ BEGIN; END $$; SELECT \"a;b\""
     assert split_statements(text) == ["SELECT ';'", "DO $$ BEGIN; END $$", 'SELECT "a;b"']
+
+
+def test_a_trailing_escape_fails_only_when_matching_reaches_it(db: InMemoryUserScopedDB) -> None:
+    # PostgreSQL's matcher reports it lazily: a value that differs earlier simply does not match.
+    assert q(db, "SELECT name FROM contacts WHERE name LIKE %s", ("Z\\",)) == []
+    with pytest.raises(DatabaseError, match="escape character"):
+        q(db, "SELECT name FROM contacts WHERE name LIKE %s", ("A\\",))

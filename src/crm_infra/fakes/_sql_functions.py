@@ -46,14 +46,19 @@ class SessionState:
 
 
 @lru_cache(maxsize=512)
-def _like_regex(pattern: str, escape: str, flags: int) -> re.Pattern[str]:
-    out = []
+def _like_regex(pattern: str, escape: str, flags: int) -> tuple[re.Pattern[str], bool]:
+    """Return the pattern as a regex, and whether it ends with a lone escape character.
+
+    PostgreSQL reports a trailing escape only when matching reaches it, that is when what
+    comes before it matches the start of a value with characters left over.
+    """
+    out: list[str] = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         if escape and ch == escape:
             if i + 1 >= len(pattern):
-                raise DatabaseError("LIKE pattern must not end with escape character")
+                return re.compile("".join(out) + "(?=.)", flags | re.DOTALL), True
             out.append(re.escape(pattern[i + 1]))
             i += 2
             continue
@@ -64,7 +69,7 @@ def _like_regex(pattern: str, escape: str, flags: int) -> re.Pattern[str]:
         else:
             out.append(re.escape(ch))
         i += 1
-    return re.compile("".join(out), flags | re.DOTALL)
+    return re.compile("".join(out), flags | re.DOTALL), False
 
 
 def _like(value: Any, pattern: Any, escape: Any, flags: int) -> int | None:
@@ -77,7 +82,12 @@ def _like(value: Any, pattern: Any, escape: Any, flags: int) -> int | None:
     esc = "\\" if escape is None else escape
     if len(esc) > 1:
         raise DatabaseError("invalid escape string")
-    return 1 if _like_regex(pattern, esc, flags).fullmatch(value) else 0
+    regex, dangling = _like_regex(pattern, esc, flags)
+    if dangling:
+        if regex.match(value):
+            raise DatabaseError("LIKE pattern must not end with escape character")
+        return 0
+    return 1 if regex.fullmatch(value) else 0
 
 
 def _cast_int(value: Any) -> int | None:
