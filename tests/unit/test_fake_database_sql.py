@@ -279,3 +279,16 @@ def test_a_trailing_escape_fails_only_when_matching_reaches_it(db: InMemoryUserS
     assert q(db, "SELECT name FROM contacts WHERE name LIKE %s", ("Z\\",)) == []
     with pytest.raises(DatabaseError, match="escape character"):
         q(db, "SELECT name FROM contacts WHERE name LIKE %s", ("A\\",))
+
+
+def test_parameters_whose_type_postgresql_infers_differently_are_refused(
+    db: InMemoryUserScopedDB,
+) -> None:
+    # An integer expression with a Decimal parameter is numeric on PostgreSQL.
+    with pytest.raises(UnsupportedQueryError, match="integer arithmetic"):
+        q(db, "SELECT length(name) * %s FROM contacts", (Decimal("1.5"),))
+    cast = "SELECT max(length(name) * %s::numeric) AS m FROM contacts"
+    assert q(db, cast, (Decimal("1.5"),)) == [{"m": Decimal("4.5")}]
+    # concat(VARIADIC "any") gives an untyped (str) parameter no type to take.
+    with pytest.raises(DatabaseError, match="could not determine data type"):
+        q(db, "SELECT concat(name, %s) FROM contacts", ("x",))

@@ -429,8 +429,27 @@ class Translator:
             return attrs.evolve(TEXT, role="compare")
         if isinstance(parent, exp.DPipe):
             return attrs.evolve(TEXT, role="concat")
+        if isinstance(parent, exp.Concat) or (isinstance(parent, exp.Is) and parent.this is param):
+            return attrs.evolve(TEXT, role="untyped")  # concat(VARIADIC "any"), `%s IS NULL`
         if isinstance(parent, exp.Add | exp.Sub) and isinstance(parent.expression, exp.Interval):
             return attrs.evolve(TIMESTAMPTZ, role="compare")
+        if isinstance(parent, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+            other = parent.expression if parent.this is param else parent.this
+            return self._arithmetic_target([other], scopes)
+        if isinstance(parent, exp.Greatest | exp.Least | exp.Coalesce):
+            others = [a for a in [parent.this, *parent.expressions] if a is not param]
+            return self._arithmetic_target(others, scopes)
+        return None
+
+    @staticmethod
+    def _arithmetic_target(others: list[exp.Expr], scopes: Scopes) -> PgType | None:
+        # PostgreSQL types the parameter from the other operands; an integer expression
+        # with a Decimal or float parameter becomes numeric, which the fake would miss.
+        kinds = {scopes.type_of(o).kind for o in others} - {"null", "param", "unknown"}
+        if kinds == {"int"}:
+            return PgType("int", role="arith")
+        if kinds and kinds <= {"int", "numeric"}:
+            return PgType("numeric", role="arith")
         return None
 
     def _type_if_column(self, node: exp.Expr, scopes: Scopes, role: str) -> PgType | None:

@@ -59,7 +59,7 @@ class PgType:
     precision: int | None = None  # numeric digits; for int, the bits (16, 32, 64)
     scale: int | None = None
     length: int | None = None
-    role: str = ""  # for a parameter: "assign" (INSERT/SET), "compare", "cast" or "concat"
+    role: str = ""  # for a parameter: "assign", "compare", "cast", "concat", "arith", "untyped"
 
     @property
     def sqlite_decl(self) -> str:
@@ -210,6 +210,12 @@ def encode_param(value: Any, target: PgType | None = None, *, array: bool = Fals
             f"a {type(value).__name__} parameter outside `= ANY(%s)`: the fake supports array "
             "parameters only there; test that query against PostgreSQL"
         )
+    untyped = value is None or isinstance(value, str)
+    if target is not None and target.role == "untyped" and untyped:
+        # psycopg sends str and None untyped; here PostgreSQL has nothing to infer a type from.
+        raise DatabaseError(
+            "could not determine data type of a parameter (add a cast, e.g. %s::text)"
+        )
     if value is None or target is None or not isinstance(value, _SCALARS):
         return _encode_scalar(value)  # refuses what the fake cannot hold
     return _encode_for(value, target)
@@ -292,6 +298,12 @@ def _encode_number(value: Any, target: PgType) -> Any:
     if not isinstance(value, int | float | Decimal):
         raise _mismatch(value, kind)
     if kind == "int":
+        if role == "arith" and not isinstance(value, int):
+            raise UnsupportedQueryError(
+                f"a {type(value).__name__} parameter in integer arithmetic (PostgreSQL makes "
+                "the result numeric): add a cast such as %s::numeric, or test that query "
+                "against PostgreSQL"
+            )
         if isinstance(value, int):
             bits = target.precision or 64
             if role == "assign" and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
