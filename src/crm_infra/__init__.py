@@ -33,6 +33,7 @@ from crm_infra.errors import (
     UnsafeRoleError,
     UnsupportedQueryError,
 )
+from crm_infra.health import ComponentHealth, HealthReport
 from crm_infra.ports import (
     AdminDB,
     JSONValue,
@@ -43,6 +44,7 @@ from crm_infra.ports import (
     Transaction,
     UserScopedDB,
 )
+from crm_infra.settings import Settings
 from crm_infra.user_context import UserId, get_current_user_id, user_context
 
 __version__ = "0.1.0"
@@ -50,9 +52,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AdminDB",
     "BackendUnavailableError",
+    "ComponentHealth",
     "ConfigError",
     "DatabaseError",
     "DatabaseUnavailableError",
+    "HealthReport",
     "InfraError",
     "IntegrityError",
     "InvalidSecretError",
@@ -77,6 +81,7 @@ __all__ = [
     "SecretStoreAuthError",
     "SecretStoreError",
     "SecretStoreUnavailableError",
+    "Settings",
     "Transaction",
     "TransactionUsageError",
     "UnsafeRoleError",
