@@ -4,4 +4,7 @@ Only the composition root and code that wires a process together should import f
 domain code depends on :mod:`crm_infra.ports`.
 """
 
-__all__: list[str] = []
+from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
+from crm_infra.adapters.vault import VaultClient, VaultError
+
+__all__ = ["ValkeyClient", "ValkeyError", "VaultClient", "VaultError"]

@@ -3,4 +3,7 @@
 Each fake is proven faithful by the same contract suite that runs against the real adapter.
 """
 
-__all__: list[str] = []
+from crm_infra.fakes.keyvalue import InMemoryKeyValueStore
+from crm_infra.fakes.secrets import InMemorySecretStore
+
+__all__ = ["InMemoryKeyValueStore", "InMemorySecretStore"]

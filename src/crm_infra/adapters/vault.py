@@ -1,0 +1,561 @@
+"""The Vault (or OpenBao) adapter of :class:`~crm_infra.ports.SecretStore`, on hvac, KV v2.
+
+Errors (each is a :class:`VaultError` and the port-level class, so callers catch either)::
+
+    VaultError (SecretStoreError)
+    ├── VaultConfigError (ConfigError)                    bad or missing settings
+    ├── VaultInvalidPathError (InvalidSecretPathError)    refused before any request; a ValueError
+    ├── VaultSecretNotFoundError (SecretNotFoundError)    missing, deleted or destroyed
+    ├── VaultInvalidSecretError (InvalidSecretError)      a field missing or malformed
+    ├── VaultAccessDeniedError (SecretAccessDeniedError)  valid token, policy says no
+    ├── VaultAuthError (SecretStoreAuthError)             token invalid, expired or revoked
+    └── VaultUnavailableError (SecretStoreUnavailableError)  unreachable, sealed, timed out
+
+No hvac or requests exception leaves this module: :meth:`VaultClient._errors` translates them
+all, in one place. Messages name the address, the operation and the path, never a token, a
+secret id or a secret value.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, NoReturn
+
+import hvac
+import hvac.exceptions as hvac_exc
+import requests
+
+from crm_infra import secret_paths
+from crm_infra.errors import (
+    ConfigError,
+    InvalidSecretError,
+    InvalidSecretPathError,
+    SecretAccessDeniedError,
+    SecretNotFoundError,
+    SecretStoreAuthError,
+    SecretStoreError,
+    SecretStoreUnavailableError,
+)
+from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
+from crm_infra.secret_paths import (
+    DEFAULT_MOUNT_POINT,
+    EmailCredentials,
+    validate_secret_path,
+)
+
+__all__ = [
+    "VaultAccessDeniedError",
+    "VaultAuthError",
+    "VaultClient",
+    "VaultConfigError",
+    "VaultError",
+    "VaultInvalidPathError",
+    "VaultInvalidSecretError",
+    "VaultSecretNotFoundError",
+    "VaultUnavailableError",
+]
+
+DEFAULT_TIMEOUT = 5.0
+_DETAIL_LIMIT = 200
+
+
+class VaultError(SecretStoreError):
+    """Any failure of :class:`VaultClient`."""
+
+
+class VaultConfigError(VaultError, ConfigError):
+    """Settings that cannot work (no address, no credentials, a bad timeout...)."""
+
+
+class VaultInvalidPathError(VaultError, InvalidSecretPathError):
+    """A secret path that is malformed or could leave the mount; nothing was sent."""
+
+
+class VaultSecretNotFoundError(VaultError, SecretNotFoundError):
+    """No secret at the path, or its latest version was deleted or destroyed."""
+
+
+class VaultInvalidSecretError(VaultError, InvalidSecretError):
+    """The secret exists but a field is missing or malformed."""
+
+
+class VaultAccessDeniedError(VaultError, SecretAccessDeniedError):
+    """The token is valid but its policy does not allow the operation on the path."""
+
+
+class VaultAuthError(VaultError, SecretStoreAuthError):
+    """The token is invalid, expired or revoked, or the AppRole login was refused."""
+
+
+class VaultUnavailableError(VaultError, SecretStoreUnavailableError):
+    """Vault is unreachable, sealed, or did not answer within the timeout."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "")
+    return value or None
+
+
+class _Uncached:
+    """The client's own reads, as a SecretStore for :class:`CachedSecretStore` to wrap."""
+
+    __slots__ = ("_vault",)
+
+    def __init__(self, vault: VaultClient) -> None:
+        self._vault = vault
+
+    def get_secret(self, path: str) -> dict[str, Any]:
+        return self._vault._read(path)
+
+    def health_check(self) -> bool:
+        return self._vault._check_token()
+
+
+class VaultClient:
+    """Read secrets from a Vault or OpenBao KV v2 mount; fail fast on anything wrong.
+
+    Construction checks the settings, then authenticates (a token lookup, or an AppRole login),
+    so a process that cannot read its secrets does not start.
+
+    Args:
+        addr: the server URL; defaults to ``VAULT_ADDR``.
+        token: a Vault token; defaults to ``VAULT_TOKEN``. Give either a token or AppRole
+            credentials, not both.
+        mount_point: the KV v2 mount; defaults to ``VAULT_MOUNT_POINT``, then ``"secret"``.
+        timeout: seconds each request may take (connect, and again for the answer).
+        cache_ttl: keep successful reads this many seconds in process (None: no cache).
+        role_id: AppRole role id; defaults to ``VAULT_ROLE_ID`` when no token is set.
+        secret_id: AppRole secret id; defaults to ``VAULT_SECRET_ID``.
+        approle_mount_point: where the AppRole auth method is mounted.
+        verify: TLS verification: True, False, or a CA bundle path.
+        clock: monotonic seconds, for the cache and the AppRole token's expiry; injectable
+            so tests need not sleep.
+
+    Raises:
+        VaultConfigError: the address or credentials are missing, or a setting is invalid.
+        VaultAuthError: the token is invalid, expired or revoked, or the AppRole login failed.
+        VaultUnavailableError: Vault is unreachable, sealed or timed out.
+    """
+
+    def __init__(
+        self,
+        addr: str | None = None,
+        token: str | None = None,
+        *,
+        mount_point: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache_ttl: float | None = None,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        approle_mount_point: str = "approle",
+        verify: bool | str = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._closed = False
+        self._addr = self._resolve_addr(addr)
+        self._mount_point = self._resolve_mount_point(mount_point)
+        self._timeout = self._resolve_timeout(timeout)
+        self._token, self._role_id, self._secret_id = self._resolve_credentials(
+            token, role_id, secret_id
+        )
+        self._approle_mount_point = approle_mount_point
+        self._clock = clock
+        self._login_lock = threading.Lock()
+        self._token_deadline: float | None = None
+        try:
+            self._cache = (
+                None
+                if cache_ttl is None
+                else CachedSecretStore(_Uncached(self), cache_ttl, clock=clock)
+            )
+        except ConfigError as exc:
+            raise VaultConfigError(str(exc)) from None
+        with self._errors("connecting"):
+            # token="" (not None): hvac would otherwise pick up VAULT_TOKEN or ~/.vault-token
+            # on its own, behind an AppRole login's back.
+            self._client = hvac.Client(
+                url=self._addr, token=self._token or "", timeout=self._timeout, verify=verify
+            )
+        try:
+            if self._role_id is not None:
+                self._login()
+            else:
+                self._check_token()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- settings --------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_addr(addr: str | None) -> str:
+        resolved = addr or _env("VAULT_ADDR")
+        if not resolved:
+            raise VaultConfigError("VAULT_ADDR not set: pass addr=... or set VAULT_ADDR")
+        if not resolved.startswith(("http://", "https://")):
+            raise VaultConfigError(
+                "the Vault address must start with http:// or https:// (check VAULT_ADDR)"
+            )
+        return resolved.rstrip("/")
+
+    @staticmethod
+    def _resolve_mount_point(mount_point: str | None) -> str:
+        resolved = mount_point or _env("VAULT_MOUNT_POINT") or DEFAULT_MOUNT_POINT
+        try:
+            # The same rules as a path: the mount is part of every request URL.
+            validate_secret_path(resolved, mount_point="", error=VaultInvalidPathError)
+        except VaultInvalidPathError as exc:
+            raise VaultConfigError(f"invalid KV mount point: {exc}") from None
+        return resolved
+
+    @staticmethod
+    def _resolve_timeout(timeout: float) -> float:
+        if not is_positive_seconds(timeout):
+            raise VaultConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return float(timeout)
+
+    @staticmethod
+    def _resolve_credentials(
+        token: str | None, role_id: str | None, secret_id: str | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """Return (token, role_id, secret_id): arguments first, then the environment."""
+        if token and (role_id or secret_id):
+            raise VaultConfigError("give either token or role_id/secret_id (AppRole), not both")
+        if token:
+            return token, None, None
+        if secret_id and not role_id:
+            role_id = _env("VAULT_ROLE_ID")
+            if role_id is None:
+                raise VaultConfigError("VAULT_ROLE_ID not set: secret_id needs a role_id")
+        if role_id:
+            secret_id = secret_id or _env("VAULT_SECRET_ID")
+            if secret_id is None:
+                raise VaultConfigError("VAULT_SECRET_ID not set: AppRole login needs a secret_id")
+            return None, role_id, secret_id
+        env_token = _env("VAULT_TOKEN")
+        if env_token:
+            return env_token, None, None
+        env_role_id = _env("VAULT_ROLE_ID")
+        if env_role_id:
+            env_secret_id = _env("VAULT_SECRET_ID")
+            if env_secret_id is None:
+                raise VaultConfigError("VAULT_SECRET_ID not set: AppRole login needs a secret_id")
+            return None, env_role_id, env_secret_id
+        raise VaultConfigError(
+            "VAULT_TOKEN not set: pass token=... or set VAULT_TOKEN"
+            " (or VAULT_ROLE_ID and VAULT_SECRET_ID for an AppRole login)"
+        )
+
+    @property
+    def addr(self) -> str:
+        """The server URL."""
+        return self._addr
+
+    @property
+    def mount_point(self) -> str:
+        """The KV v2 mount secrets are read from."""
+        return self._mount_point
+
+    @property
+    def auth_method(self) -> str:
+        """``"token"`` or ``"approle"``."""
+        return "token" if self._role_id is None else "approle"
+
+    # --- the port ----------------------------------------------------------------------------
+
+    def get_secret(self, path: str) -> dict[str, Any]:
+        """Return the latest version of the secret at ``path`` (relative to the mount).
+
+        Served from the cache while fresh when ``cache_ttl`` is set. Each call returns a new
+        dict: mutating it changes nothing here.
+
+        Args:
+            path: e.g. ``"crm/database"`` (not ``"secret/data/crm/database"``).
+
+        Raises:
+            VaultInvalidPathError: the path is malformed; nothing was sent.
+            VaultSecretNotFoundError: nothing at the path, or its latest version was deleted.
+            VaultInvalidSecretError: the secret has no fields.
+            VaultAccessDeniedError: the token's policy does not allow reading the path.
+            VaultAuthError: the token is invalid, expired or revoked.
+            VaultUnavailableError: Vault is unreachable, sealed or timed out.
+        """
+        if self._closed:
+            self._raise_closed()
+        if self._cache is not None:
+            return self._cache.get_secret(path)
+        return self._read(path)
+
+    def health_check(self) -> bool:
+        """Return True when Vault answers, is unsealed and the credentials are valid.
+
+        Never answered from the cache.
+
+        Raises:
+            VaultAuthError: the token is invalid, expired or revoked.
+            VaultUnavailableError: Vault is unreachable, sealed or timed out.
+        """
+        if self._closed:
+            self._raise_closed()
+        return self._check_token()
+
+    def invalidate(self, path: str | None = None) -> None:
+        """Drop the cached read of ``path``, or all cached reads; a no-op without a cache.
+
+        Raises:
+            VaultInvalidPathError: ``path`` is not a valid secret path.
+        """
+        if path is not None:
+            validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
+        if self._cache is not None:
+            self._cache.invalidate(path)
+
+    # --- the seed's convenience methods ------------------------------------------------------
+
+    def get_database_url(self) -> str:
+        """Return the application's PostgreSQL URL (see :func:`secret_paths.database_url`)."""
+        with self._errors("reading the database URL"):
+            return secret_paths.database_url(self)
+
+    def get_admin_database_url(self) -> str:
+        """Return the admin PostgreSQL URL (see :func:`secret_paths.admin_database_url`)."""
+        with self._errors("reading the admin database URL"):
+            return secret_paths.admin_database_url(self)
+
+    def get_valkey_url(self) -> str:
+        """Return the Valkey URL (see :func:`secret_paths.valkey_url`)."""
+        with self._errors("reading the Valkey URL"):
+            return secret_paths.valkey_url(self)
+
+    def get_email_credentials(self) -> EmailCredentials:
+        """Return the email credentials (see :func:`secret_paths.email_credentials`)."""
+        with self._errors("reading the email credentials"):
+            return secret_paths.email_credentials(self)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP session and drop cached secrets; later calls raise VaultError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._cache is not None:
+            self._cache.invalidate()
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.adapter.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # No token, role id or secret id: reprs end up in logs and tracebacks.
+        cache = "None" if self._cache is None else f"{self._cache.ttl:g}"
+        return (
+            f"VaultClient(addr={self._addr!r}, mount_point={self._mount_point!r}, "
+            f"auth={self.auth_method!r}, cache_ttl={cache}"
+            f"{', closed' if self._closed else ''})"
+        )
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _raise_closed(self) -> NoReturn:
+        raise VaultError(f"this VaultClient for {self._addr} is closed")
+
+    def _read(self, path: str) -> dict[str, Any]:
+        validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
+        for attempt in (1, 2):
+            try:
+                with self._errors("reading secret", path):
+                    self._ensure_fresh_login()
+                    response = self._client.secrets.kv.v2.read_secret_version(
+                        path=path, mount_point=self._mount_point, raise_on_deleted_version=True
+                    )
+            except VaultAuthError:
+                # An AppRole token that expired or was revoked early: log in again, once.
+                if self._role_id is None or attempt == 2:
+                    raise
+                self._login()
+                continue
+            return self._secret_from(path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _secret_from(self, path: str, response: object) -> dict[str, Any]:
+        body = response.get("data") if isinstance(response, dict) else None
+        if not isinstance(body, dict):
+            raise VaultError(f"unexpected answer from Vault at {self._addr} reading {path!r}")
+        data = body.get("data")
+        if data is None:
+            raise self._not_found(path, body)
+        if not isinstance(data, dict):
+            raise VaultError(f"unexpected answer from Vault at {self._addr} reading {path!r}")
+        if not data:
+            raise VaultInvalidSecretError(f"secret {path!r} has no fields")
+        return data
+
+    def _not_found(self, path: str, body: object) -> VaultSecretNotFoundError:
+        """Build the not-found error, saying when the latest version was deleted or destroyed."""
+        metadata = body.get("metadata") if isinstance(body, dict) else None
+        reason = ""
+        if isinstance(metadata, dict):
+            version = metadata.get("version")
+            which = f"latest version ({version})" if isinstance(version, int) else "latest version"
+            if metadata.get("destroyed"):
+                reason = f": its {which} was destroyed"
+            elif metadata.get("deletion_time"):
+                reason = f": its {which} was deleted"
+        return VaultSecretNotFoundError(
+            f"secret not found at path {path!r} (mount {self._mount_point!r}){reason}"
+        )
+
+    def _check_token(self) -> bool:
+        for attempt in (1, 2):
+            try:
+                with self._errors("checking the token"):
+                    self._ensure_fresh_login()
+                    self._client.auth.token.lookup_self()
+            except VaultAuthError:
+                if self._role_id is None or attempt == 2:
+                    raise
+                self._login()
+                continue
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_fresh_login(self) -> None:
+        deadline = self._token_deadline
+        if deadline is not None and self._clock() >= deadline:
+            self._login()
+
+    def _login(self) -> None:
+        """Log in with AppRole; remember when to log in again (before the token expires)."""
+        with self._login_lock, self._errors("logging in with AppRole", login=True):
+            response = self._client.auth.approle.login(
+                role_id=self._role_id,
+                secret_id=self._secret_id,
+                mount_point=self._approle_mount_point,
+            )
+            lease = response["auth"]["lease_duration"]
+            # Renew at 90% of the lease so a request never carries a token about to expire.
+            self._token_deadline = (
+                self._clock() + 0.9 * lease if isinstance(lease, int) and lease > 0 else None
+            )
+
+    def _token_is_valid(self) -> bool | None:
+        """Return whether the token is still valid (lookup-self); None when that is unknown."""
+        try:
+            self._client.auth.token.lookup_self()
+        except (hvac_exc.Forbidden, hvac_exc.Unauthorized):
+            return False
+        except (hvac_exc.VaultError, requests.RequestException):
+            return None
+        return True
+
+    # --- the one place vendor exceptions are translated ---------------------------------------
+
+    def _detail(self, exc: BaseException) -> str:
+        """Return a short description of ``exc`` with any credential blanked out."""
+        errors = getattr(exc, "errors", None)
+        if isinstance(errors, list) and errors:
+            text = "; ".join(str(e).strip() for e in errors)
+        elif isinstance(exc, hvac_exc.VaultError):
+            text = str(exc.args[0]) if exc.args and exc.args[0] is not None else ""
+        else:
+            text = str(exc)
+        text = " ".join(text.split())
+        for credential in (self._token, self._secret_id, self._role_id):
+            if credential:
+                text = text.replace(credential, "***")
+        if getattr(self, "_client", None) is not None:
+            live = self._client.token
+            if isinstance(live, str) and live:
+                text = text.replace(live, "***")
+        if len(text) > _DETAIL_LIMIT:
+            text = text[: _DETAIL_LIMIT - 3] + "..."
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+    @contextmanager
+    def _errors(
+        self, action: str, path: str | None = None, *, login: bool = False
+    ) -> Iterator[None]:
+        """Translate every hvac and requests exception raised inside into a VaultError.
+
+        Args:
+            action: what was being done, for the message ("reading secret").
+            path: the secret path involved, if any. A 403 on a path is told apart: a token
+                that still passes lookup-self lacks permission; one that does not is invalid.
+            login: the block is an AppRole login, where a refusal means bad credentials.
+        """
+        try:
+            yield
+        except VaultError:
+            raise
+        except InvalidSecretPathError as exc:
+            raise VaultInvalidPathError(str(exc)) from exc
+        except InvalidSecretError as exc:
+            raise VaultInvalidSecretError(str(exc)) from exc
+        except SecretNotFoundError as exc:
+            raise VaultSecretNotFoundError(str(exc)) from exc
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._translate(exc, action, path, login=login) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            # A server that is not Vault, or an answer of an unexpected shape.
+            where = self._where(action, path)
+            raise VaultError(f"{where} failed: unexpected answer ({type(exc).__name__})") from exc
+
+    def _where(self, action: str, path: str | None) -> str:
+        return f"Vault at {self._addr}: {action}" + (f" {path!r}" if path is not None else "")
+
+    def _translate(  # noqa: PLR0911 (one return per kind of failure reads best)
+        self, exc: Exception, action: str, path: str | None, *, login: bool
+    ) -> VaultError:
+        """Return the VaultError for one hvac or requests exception (used by :meth:`_errors`)."""
+        where = self._where(action, path)
+        if isinstance(exc, hvac_exc.InvalidPath):
+            if login:
+                return VaultAuthError(
+                    f"{where} failed: no AppRole auth method at {self._approle_mount_point!r}"
+                )
+            return self._not_found(path or "", (exc.json or {}).get("data"))
+        if isinstance(exc, hvac_exc.Forbidden | hvac_exc.Unauthorized | hvac_exc.InvalidRequest):
+            if login:
+                return VaultAuthError(
+                    f"{where} failed: the role id or secret id was refused ({self._detail(exc)})"
+                )
+            if isinstance(exc, hvac_exc.InvalidRequest):
+                return VaultError(f"{where} failed: {self._detail(exc)}")
+            # Vault answers 403 both for a dead token and for a missing permission.
+            if path is None or self._token_is_valid() is False:
+                return VaultAuthError(f"{where} failed: the token is invalid, expired or revoked")
+            return VaultAccessDeniedError(
+                f"{where} failed: permission denied (the token's policy does not allow"
+                f" reading it under mount {self._mount_point!r})"
+            )
+        if isinstance(
+            exc,
+            hvac_exc.VaultDown
+            | hvac_exc.VaultNotInitialized
+            | hvac_exc.BadGateway
+            | hvac_exc.RateLimitExceeded,
+        ):
+            return VaultUnavailableError(
+                f"{where} failed: Vault is sealed or unavailable ({self._detail(exc)})"
+            )
+        if isinstance(exc, requests.Timeout):
+            return VaultUnavailableError(f"{where} failed: no answer within {self._timeout:g} s")
+        if isinstance(exc, requests.ConnectionError):
+            return VaultUnavailableError(f"{where} failed: cannot connect ({type(exc).__name__})")
+        return VaultError(f"{where} failed: {self._detail(exc)}")

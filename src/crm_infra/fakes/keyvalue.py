@@ -1,0 +1,39 @@
+"""The in-memory :class:`~crm_infra.ports.KeyValueStore`: the real adapter over fakeredis.
+
+:class:`InMemoryKeyValueStore` *is* a :class:`~crm_infra.adapters.valkey.ValkeyClient` whose
+transport is a ``fakeredis.FakeRedis``: every method, check, script and error translation is the
+adapter's own code, so only the transport differs. It raises the adapter's errors (which are the
+port's), expires keys in real time, and runs the rate-limit script (fakeredis runs Lua through
+``lupa``).
+"""
+
+from __future__ import annotations
+
+import fakeredis
+
+from crm_infra.adapters.valkey import ValkeyClient
+
+__all__ = ["InMemoryKeyValueStore"]
+
+
+class InMemoryKeyValueStore(ValkeyClient):
+    """A key-value store in this process's memory, for unit tests.
+
+    Stores built with the same ``server`` see the same data (like two processes sharing one
+    Valkey); each store without one gets its own.
+    """
+
+    def __init__(self, *, key_prefix: str = "", server: fakeredis.FakeServer | None = None) -> None:
+        """Create an empty store (or one on a shared fake ``server``).
+
+        Args:
+            key_prefix: prepended to every key, as in :class:`ValkeyClient`.
+            server: a ``fakeredis.FakeServer`` to share with other stores; None for a new one.
+        """
+        client = fakeredis.FakeRedis(
+            server=server if server is not None else fakeredis.FakeServer(),
+            decode_responses=True,
+        )
+        super().__init__(client=client, key_prefix=key_prefix, check_connection=False)
+        self._owns_client = True  # built here, so closed here
+        self._endpoint = "in-memory fakeredis"

@@ -1,0 +1,152 @@
+"""An in-memory :class:`SecretStore` with the Vault adapter's behaviour and errors.
+
+Use it in unit tests instead of a Vault server::
+
+    store = InMemorySecretStore({"crm/database": {"url": "postgresql://app@db/crm"}})
+    assert store.get_database_url() == "postgresql://app@db/crm"
+
+The contract suite (``tests/contract/test_secret_store.py``) runs the same tests against this
+fake and a real OpenBao server, which is what makes it safe to trust.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from crm_infra import secret_paths
+from crm_infra.errors import InvalidSecretError, SecretNotFoundError
+from crm_infra.secret_paths import (
+    DEFAULT_MOUNT_POINT,
+    EmailCredentials,
+    copy_secret_data,
+    normalise_secret_data,
+    validate_secret_path,
+)
+
+__all__ = ["InMemorySecretStore"]
+
+
+class InMemorySecretStore:
+    """Secrets held in a dict, read and written like Vault's KV v2 (latest version only).
+
+    Args:
+        secrets: path to secret fields, e.g. ``{"crm/valkey": {"url": "redis://..."}}``; the
+            data is copied, as Vault would store it (a JSON round trip).
+        mount_point: the mount paths are relative to; only used to refuse paths given in the
+            API form (``secret/data/...``), exactly as the Vault adapter does.
+
+    Raises:
+        InvalidSecretPathError: a path in ``secrets`` is invalid.
+        InvalidSecretError: secret data is not a str-keyed mapping of JSON values.
+    """
+
+    def __init__(
+        self,
+        secrets: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        mount_point: str = DEFAULT_MOUNT_POINT,
+    ) -> None:
+        self._mount_point = mount_point
+        self._lock = threading.Lock()
+        self._secrets: dict[str, dict[str, Any]] = {}
+        self._deleted: set[str] = set()
+        for path, data in (secrets or {}).items():
+            self.put_secret(path, data)
+
+    # --- the port ------------------------------------------------------------------------
+
+    def get_secret(self, path: str) -> dict[str, Any]:
+        """Return a copy of the latest version of the secret at ``path``.
+
+        Raises:
+            InvalidSecretPathError: the path is malformed; nothing was looked up.
+            SecretNotFoundError: nothing at the path, or it was deleted (the message says which).
+            InvalidSecretError: the secret has no fields.
+        """
+        validate_secret_path(path, mount_point=self._mount_point)
+        with self._lock:
+            if path in self._deleted:
+                raise SecretNotFoundError(
+                    f"secret not found at path {path!r}: its latest version was deleted"
+                )
+            data = self._secrets.get(path)
+            if data is None:
+                raise SecretNotFoundError(f"secret not found at path {path!r}")
+            if not data:
+                raise InvalidSecretError(f"secret {path!r} has no fields")
+            return copy_secret_data(data)
+
+    def health_check(self) -> bool:
+        """Return True: an in-memory store is always reachable."""
+        return True
+
+    # --- test set-up -----------------------------------------------------------------------
+
+    def put_secret(self, path: str, data: Mapping[str, Any]) -> None:
+        """Write a new latest version of the secret at ``path`` (undoing a delete).
+
+        Raises:
+            InvalidSecretPathError: the path is malformed.
+            InvalidSecretError: ``data`` is not a str-keyed mapping of JSON values.
+        """
+        validate_secret_path(path, mount_point=self._mount_point)
+        stored = normalise_secret_data(path, data)
+        with self._lock:
+            self._secrets[path] = stored
+            self._deleted.discard(path)
+
+    def delete_secret(self, path: str) -> None:
+        """Soft-delete the latest version at ``path``; later reads say it was deleted.
+
+        Raises:
+            InvalidSecretPathError: the path is malformed.
+            SecretNotFoundError: there is no secret at ``path`` (a likely typo in a test).
+        """
+        validate_secret_path(path, mount_point=self._mount_point)
+        with self._lock:
+            if path not in self._secrets:
+                raise SecretNotFoundError(f"secret not found at path {path!r}; nothing to delete")
+            self._deleted.add(path)
+
+    # --- the seed's convenience methods ------------------------------------------------------
+
+    def get_database_url(self) -> str:
+        """Return :func:`crm_infra.secret_paths.database_url` of this store."""
+        return secret_paths.database_url(self)
+
+    def get_admin_database_url(self) -> str:
+        """Return :func:`crm_infra.secret_paths.admin_database_url` of this store."""
+        return secret_paths.admin_database_url(self)
+
+    def get_valkey_url(self) -> str:
+        """Return :func:`crm_infra.secret_paths.valkey_url` of this store."""
+        return secret_paths.valkey_url(self)
+
+    def get_email_credentials(self) -> EmailCredentials:
+        """Return :func:`crm_infra.secret_paths.email_credentials` of this store."""
+        return secret_paths.email_credentials(self)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Do nothing; present so the fake can stand wherever the adapter is closed."""
+
+    def __enter__(self) -> InMemorySecretStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Paths only: values are secrets.
+        with self._lock:
+            paths = sorted(p for p in self._secrets if p not in self._deleted)
+        return f"InMemorySecretStore(paths={paths!r})"
