@@ -2,9 +2,10 @@
 
 Domain code imports from here: the ports, the errors and the user context. Real adapters live
 in :mod:`crm_infra.adapters`, in-memory fakes in :mod:`crm_infra.fakes`; only the composition
-root chooses between them.
+root (:func:`build_infrastructure`, configured by :class:`Settings`) chooses between them.
 """
 
+from crm_infra.composition import Infrastructure, StartupError, build_infrastructure
 from crm_infra.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -58,6 +59,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "HealthReport",
     "InfraError",
+    "Infrastructure",
     "IntegrityError",
     "InvalidSecretError",
     "InvalidSecretPathError",
@@ -82,6 +84,7 @@ __all__ = [
     "SecretStoreError",
     "SecretStoreUnavailableError",
     "Settings",
+    "StartupError",
     "Transaction",
     "TransactionUsageError",
     "UnsafeRoleError",
@@ -89,6 +92,7 @@ __all__ = [
     "UserId",
     "UserScopedDB",
     "__version__",
+    "build_infrastructure",
     "get_current_user_id",
     "user_context",
 ]

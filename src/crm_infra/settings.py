@@ -13,7 +13,7 @@ Variable                   Default     Meaning
 ``CRM_DB_POOL_SIZE``       ``10``      connections in the user-facing database pool
 ``CRM_VAULT_TIMEOUT``      ``5``       seconds per Vault request
 ``CRM_DB_TIMEOUT``         ``5``       seconds to connect to PostgreSQL
-``CRM_KV_TIMEOUT``         ``5``       seconds to connect to Valkey and per command
+``CRM_KV_TIMEOUT``         ``5``       seconds one Valkey call may take, retries included
 ``CRM_HEALTH_TIMEOUT``     ``5``       seconds each component's health check may take
 =========================  ==========  ==================================================
 
