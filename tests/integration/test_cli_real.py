@@ -17,8 +17,9 @@ from typing import Any, cast
 import psycopg
 import pytest
 import redis
+from psycopg import sql
 
-from crm_infra import Settings, StartupError, build_infrastructure
+from crm_infra import Settings, StartupError, build_infrastructure, devstack
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
@@ -269,21 +270,22 @@ def dev_process(
                 process.wait(10)
 
 
-def _dev_resources(log_text: str) -> tuple[str, list[str], int, int]:
+def _provisioned(log_text: str) -> tuple[str, list[str]]:
+    """Return the database and login roles a provisioning run reported."""
     found = re.search(
         r"database (crm_dev_\w+): login roles (\w+) \(app\), (\w+) \(admin\)", log_text
     )
     assert found, log_text
+    return found.group(1), [found.group(2), found.group(3)]
+
+
+def _server_ports(log_text: str) -> tuple[int, int]:
+    """Return the OpenBao and Valkey ports `crm-infra dev` reported."""
     vault_port = re.search(r"OpenBao  http://127\.0\.0\.1:(\d+)", log_text)
     valkey_port = re.search(r"Valkey   redis://127\.0\.0\.1:(\d+)/0", log_text)
     assert vault_port, log_text
     assert valkey_port, log_text
-    return (
-        found.group(1),
-        [found.group(2), found.group(3)],
-        int(vault_port.group(1)),
-        int(valkey_port.group(1)),
-    )
+    return int(vault_port.group(1)), int(valkey_port.group(1))
 
 
 def _leftovers(superuser_url: str, database: str, roles: list[str]) -> tuple[int, int]:
@@ -305,7 +307,8 @@ def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     assert set(values) == {"CRM_BACKEND", "VAULT_ADDR", "VAULT_TOKEN"}
     assert values["CRM_BACKEND"] == "real"
     assert env_file.stat().st_mode & 0o077 == 0, "the env file holds a token: owner only"
-    database, roles, vault_port, valkey_port = _dev_resources(log.read_text())
+    database, roles = _provisioned(log.read_text())
+    vault_port, valkey_port = _server_ports(log.read_text())
     assert _leftovers(pg_superuser_url, database, roles) == (1, 2)
 
     environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
@@ -360,9 +363,50 @@ def test_dev_that_cannot_reach_postgresql_names_the_step_and_stops_its_servers(
     assert errors[0].startswith("crm-infra: error: creating the database and its login roles:")
     assert "MARKER-pw" not in result.stdout + result.stderr
     assert not env_file.exists()
-    vault_port = re.search(r"OpenBao  http://127\.0\.0\.1:(\d+)", result.stdout)
-    valkey_port = re.search(r"Valkey   redis://127\.0\.0\.1:(\d+)/0", result.stdout)
-    assert vault_port, result.stdout
-    assert valkey_port, result.stdout
-    assert not _port_answers(int(vault_port.group(1)))
-    assert not _port_answers(int(valkey_port.group(1)))
+    vault_port, valkey_port = _server_ports(result.stdout)
+    assert not _port_answers(vault_port)
+    assert not _port_answers(valkey_port)
+
+
+def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR0917  # fixtures
+    openbao_server: OpenBaoServer,
+    vault_mount: VaultMount,
+    private_valkey: ValkeyDevServer,
+    pg_superuser_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in CLI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    provision_env = {
+        "CRM_SUPERUSER_URL": pg_superuser_url,
+        "VAULT_ADDR": openbao_server.addr,
+        "VAULT_TOKEN": openbao_server.token,
+        "VAULT_MOUNT_POINT": vault_mount.name,
+        "CRM_VALKEY_URL": private_valkey.url,
+        "CRM_ADVERTISED_DB_HOST": "localhost:5432",
+    }
+    for name, value in provision_env.items():
+        monkeypatch.setenv(name, value)
+    code = devstack.main(["provision"])
+    out = capsys.readouterr().out
+    database, roles = _provisioned(out)
+    try:
+        assert code == 0, out
+        stored = vault_mount.root.secrets.kv.v2.read_secret_version(
+            path="crm/database", mount_point=vault_mount.name, raise_on_deleted_version=True
+        )["data"]["data"]
+        assert "@localhost:5432/" in stored["url"], "clients get the advertised address"
+        for name in ("CRM_SUPERUSER_URL", "CRM_VALKEY_URL", "CRM_ADVERTISED_DB_HOST"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("CRM_BACKEND", "real")
+        assert main(["check"]) == 0, capsys.readouterr().out
+        assert openbao_server.token not in out
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+            for role in roles:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    assert _leftovers(pg_superuser_url, database, roles) == (0, 0)
