@@ -14,7 +14,8 @@ receives the ports held by :class:`Infrastructure` and never learns which set it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
@@ -58,13 +59,17 @@ class StartupError(InfraError):
     """A component of the infrastructure could not be built; ``component`` names which.
 
     The underlying error (for example a :class:`~crm_infra.errors.SecretStoreUnavailableError`)
-    is chained as ``__cause__``.
+    is chained as ``__cause__``. ``started`` maps each component whose start-up was tried (the
+    failed one included) to how long it took, in milliseconds.
     """
 
-    def __init__(self, component: str, message: str) -> None:
+    def __init__(
+        self, component: str, message: str, started: Mapping[str, float] | None = None
+    ) -> None:
         super().__init__(f"{component}: {message}")
         self.component = component
         self.reason = message
+        self.started = dict(started or {})
 
 
 @attrs.frozen
@@ -172,13 +177,14 @@ def _build_memory(settings: Settings) -> Infrastructure:
         InMemoryUserScopedDB,
     )
 
+    timings: dict[str, float] = {}
     with _building() as opened:
-        with _component("secrets"):
+        with _component(timings, "secrets"):
             secrets = InMemorySecretStore(_MEMORY_SECRETS)
-        with _component("database"):
+        with _component(timings, "database"):
             db = InMemoryUserScopedDB()
         _remember(opened, "database", db)
-        with _component("keyvalue"):
+        with _component(timings, "keyvalue"):
             kv = InMemoryKeyValueStore(key_prefix=settings.key_prefix)
         _remember(opened, "keyvalue", kv)
         return Infrastructure(
@@ -196,8 +202,9 @@ def _build_real(settings: Settings) -> Infrastructure:
     from crm_infra import secret_paths  # noqa: PLC0415
     from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
 
+    timings: dict[str, float] = {}
     with _building() as opened:
-        with _component("secrets", f"could not log in to Vault at {settings.vault_addr}"):
+        with _component(timings, "secrets", f"could not log in to Vault at {settings.vault_addr}"):
             vault = VaultClient(
                 settings.vault_addr,
                 settings.vault_token,
@@ -207,11 +214,11 @@ def _build_real(settings: Settings) -> Infrastructure:
                 secret_id=settings.vault_secret_id,
             )
         _remember(opened, "secrets", vault)
-        with _component("secrets", "could not read the database and Valkey credentials"):
+        with _component(timings, "secrets", "could not read the database and Valkey credentials"):
             database_url = secret_paths.database_url(vault)
             admin_database_url = secret_paths.admin_database_url(vault)
             valkey_url = secret_paths.valkey_url(vault)
-        with _component("database", "could not connect to PostgreSQL"):
+        with _component(timings, "database", "could not connect to PostgreSQL"):
             db = PostgresClient(
                 database_url,
                 settings.db_pool_size,
@@ -219,7 +226,7 @@ def _build_real(settings: Settings) -> Infrastructure:
                 connect_timeout=settings.db_timeout,
             )
         _remember(opened, "database", db)
-        with _component("keyvalue", "could not connect to Valkey"):
+        with _component(timings, "keyvalue", "could not connect to Valkey"):
             # CRM_KV_TIMEOUT is the whole budget of one call; connecting and each reply get
             # the adapter's default shares of it (1 s and 2 s of 5 s), scaled down if smaller.
             kv = ValkeyClient(
@@ -267,30 +274,40 @@ def _remember(opened: list[tuple[str, Callable[[], object]]], name: str, resourc
 
 
 @contextmanager
-def _component(name: str, doing: str | None = None) -> Iterator[None]:
-    """Turn any failure while building ``name`` into a :class:`StartupError` naming it."""
+def _component(
+    timings: dict[str, float], name: str, doing: str | None = None
+) -> Iterator[None]:
+    """Time building ``name``; turn any failure into a :class:`StartupError` naming it."""
+    start = time.perf_counter()
     try:
         yield
     except StartupError:
         raise
     except Exception as exc:
+        _add_time(timings, name, start)
         what = f"{doing}: " if doing else ""
-        raise StartupError(name, what + short_error(exc)) from exc
+        raise StartupError(name, what + short_error(exc), timings) from exc
+    _add_time(timings, name, start)
+
+
+def _add_time(timings: dict[str, float], name: str, start: float) -> None:
+    timings[name] = round(timings.get(name, 0.0) + (time.perf_counter() - start) * 1000, 1)
 
 
 def unhealthy_report(error: StartupError) -> HealthReport:
     """Return a report for infrastructure that could not be built.
 
-    Components built before the failing one answered during start-up and are reported healthy;
-    the failing one carries the error; those after it were not reached.
+    Components built before the failing one answered during start-up and are reported healthy,
+    with the time building them took; the failing one carries the error; those after it were
+    not reached.
     """
     failed_at = COMPONENTS.index(error.component)
     components: dict[str, ComponentHealth] = {}
     for index, name in enumerate(COMPONENTS):
         if index < failed_at:
-            components[name] = ComponentHealth(True, 0.0)
+            components[name] = ComponentHealth(True, error.started.get(name, 0.0))
         elif index == failed_at:
-            components[name] = ComponentHealth(False, 0.0, error.reason)
+            components[name] = ComponentHealth(False, error.started.get(name, 0.0), error.reason)
         else:
             components[name] = ComponentHealth(
                 False, 0.0, f"not checked: start-up stopped at {error.component}"

@@ -209,9 +209,17 @@ def test_health_errors_carry_no_password() -> None:
 
 
 def test_unhealthy_report_names_the_component_that_failed_to_start() -> None:
-    report = unhealthy_report(StartupError("database", "could not connect to PostgreSQL: down"))
+    report = unhealthy_report(
+        StartupError(
+            "database",
+            "could not connect to PostgreSQL: down",
+            {"secrets": 12.5, "database": 5000.0},
+        )
+    )
     assert not report.ok
     assert report.components["secrets"].ok
+    assert report.components["secrets"].latency_ms == 12.5
+    assert report.components["database"].latency_ms == 5000.0
     assert report.components["database"].error == "could not connect to PostgreSQL: down"
     assert report.components["keyvalue"].error == "not checked: start-up stopped at database"
 
