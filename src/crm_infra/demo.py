@@ -87,7 +87,7 @@ def _sign_up(infra: Infrastructure, story: _Story, run_id: str) -> tuple[uuid.UU
             [email, name.title()],
         )[0]
         ids.append(row["id"])
-        story.say(f"{name:<5}  {email}  id {row['id']}")
+        story.say(f"{name:<5}  {email:<24}  id {row['id']}")
     return ids[0], ids[1]
 
 
