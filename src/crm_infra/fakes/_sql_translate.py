@@ -273,7 +273,13 @@ class Translator:
 
     def _parse(self, text: str) -> exp.Expr:
         try:
-            statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+            # After a final `;`, comments alone parse as an empty statement; PostgreSQL
+            # ignores it, as it does empty statements.
+            statements = [
+                s
+                for s in sqlglot.parse(text, read="postgres")
+                if s is not None and not isinstance(s, exp.Semicolon)
+            ]
         except ParseError as exc:
             first = exc.errors[0]["description"] if exc.errors else str(exc)
             raise UnsupportedQueryError(
