@@ -275,11 +275,23 @@ def test_a_failed_statement_aborts_the_transaction(db: InMemoryUserScopedDB) -> 
     assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 0
 
 
-def test_bad_params_do_not_abort_the_transaction(db: InMemoryUserScopedDB) -> None:
-    with db.transaction(ALICE) as tx:
+def test_a_parameter_count_mismatch_aborts_the_transaction(db: InMemoryUserScopedDB) -> None:
+    with pytest.raises(TransactionUsageError), db.transaction(ALICE) as tx:  # noqa: PT012 - the transaction body is what is tested
         tx.execute("INSERT INTO contacts (name) VALUES ('a')")
         with pytest.raises(DatabaseError, match="placeholders"):
             tx.execute("SELECT %s", (1, 2))
+        with pytest.raises(DatabaseError, match="current transaction is aborted"):
+            tx.execute("INSERT INTO contacts (name) VALUES ('b')")
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 0
+
+
+def test_params_of_the_wrong_kind_raise_type_error_and_do_not_abort(
+    db: InMemoryUserScopedDB,
+) -> None:
+    with db.transaction(ALICE) as tx:
+        tx.execute("INSERT INTO contacts (name) VALUES ('a')")
+        with pytest.raises(TypeError, match="sequence or a mapping"):
+            tx.execute("SELECT %s", "b")
         tx.execute("INSERT INTO contacts (name) VALUES ('b')")
     assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=ALICE) == 2
 

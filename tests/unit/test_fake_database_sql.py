@@ -243,11 +243,20 @@ def test_the_admin_path_refuses_the_same_constructs(db: InMemoryUserScopedDB) ->
 
 @pytest.mark.parametrize(
     "value",
-    [{"a": 1}, b"bytes", Decimal("1.2345678901234567890"), float("nan"), 2**70],
+    [b"bytes", Decimal("1.2345678901234567890"), float("nan"), 2**70],
 )
 def test_parameters_the_fake_cannot_hold_are_refused(db: InMemoryUserScopedDB, value: Any) -> None:
     with pytest.raises(UnsupportedQueryError):
         q(db, "SELECT %s AS v", (value,))
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, {1}, object(), 1j])
+def test_parameters_psycopg_cannot_adapt_fail_as_with_psycopg(
+    db: InMemoryUserScopedDB, value: Any
+) -> None:
+    with pytest.raises(DatabaseError, match="cannot adapt type") as caught:
+        q(db, "SELECT %s AS v", (value,))
+    assert not isinstance(caught.value, UnsupportedQueryError)
 
 
 def test_unknown_tables_and_columns_fail_as_on_postgresql(db: InMemoryUserScopedDB) -> None:

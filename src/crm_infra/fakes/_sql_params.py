@@ -14,13 +14,32 @@ import attrs
 
 from crm_infra.errors import DatabaseError
 
-__all__ = ["ClientSideError", "SplitQuery", "bind_order", "split_placeholders", "verbatim"]
+__all__ = [
+    "ClientSideError",
+    "ParamsShapeError",
+    "SplitQuery",
+    "bind_order",
+    "split_placeholders",
+    "verbatim",
+]
 
 _PLACEHOLDER = re.compile(r"%(?:\((?P<name>[^)]*)\))?(?P<fmt>.?)", re.DOTALL)
 
 
 class ClientSideError(DatabaseError):
-    """Parameters psycopg refuses before sending anything: the transaction is not aborted."""
+    """Placeholders or parameters psycopg refuses before sending anything.
+
+    ``PostgresClient`` treats psycopg's refusal like a failed statement: inside
+    ``transaction()`` it aborts the transaction (or the savepoint it is in).
+    """
+
+
+class ParamsShapeError(ClientSideError, TypeError):
+    """Parameters of the wrong kind for the placeholders (a str, a mapping for ``%s``...).
+
+    psycopg raises ``TypeError`` for these, which ``PostgresClient`` passes through without
+    aborting the transaction; so is this error a ``TypeError`` that leaves it going on.
+    """
 
 
 @attrs.frozen
@@ -94,12 +113,12 @@ def bind_order(split: SplitQuery, params: Sequence[Any] | Mapping[str, Any]) -> 
             )
         return list(params)
     if isinstance(params, str | bytes):
-        raise ClientSideError(
+        raise ParamsShapeError(
             f"query parameters should be a sequence or a mapping, got {type(params).__name__}"
         )
     if isinstance(params, Mapping):
         if split.count and not split.named:
-            raise ClientSideError("positional placeholders (%s) require a sequence of parameters")
+            raise ParamsShapeError("positional placeholders (%s) require a sequence of parameters")
         values = []
         for key in split.keys:
             if not isinstance(key, str) or key not in params:
@@ -107,7 +126,7 @@ def bind_order(split: SplitQuery, params: Sequence[Any] | Mapping[str, Any]) -> 
             values.append(params[key])
         return values
     if split.named:
-        raise ClientSideError("named placeholders (%(name)s) require a mapping of parameters")
+        raise ParamsShapeError("named placeholders (%(name)s) require a mapping of parameters")
     if len(params) != len(split.keys):
         raise ClientSideError(
             f"the query has {len(split.keys)} placeholders but {len(params)} parameters "

@@ -21,8 +21,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from crm_infra.errors import DatabaseError, UnsupportedQueryError
-from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, refuse
+from crm_infra.errors import DatabaseError
+from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
 from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
@@ -282,7 +282,7 @@ class Translator:
             ]
         except ParseError as exc:
             first = exc.errors[0]["description"] if exc.errors else str(exc)
-            raise UnsupportedQueryError(
+            raise UnparsableQueryError(
                 f"the in-memory database fake could not parse this statement ({first}); "
                 f"if PostgreSQL accepts it, {TEST_AGAINST_PG}"
             ) from None

@@ -30,9 +30,12 @@ from typing import Any
 from uuid import UUID
 
 import attrs
+import psycopg
+from psycopg.adapt import PyFormat
 from sqlglot import exp
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
+from crm_infra.fakes._sql_params import ClientSideError
 
 __all__ = [
     "PgType",
@@ -166,11 +169,25 @@ def _encode_scalar(value: Any) -> Any:  # noqa: PLR0911 (one return per Python t
         return format_timestamptz(value)
     if isinstance(value, date):
         return value.isoformat()
-    raise UnsupportedQueryError(
+    raise _unsupported_param(
+        value,
         f"a parameter of type {type(value).__name__}: the fake supports None, bool, int, float, "
         "Decimal, str, UUID, aware datetime, date and lists of those (for = ANY(%s)); test that "
-        "query against PostgreSQL"
+        "query against PostgreSQL",
     )
+
+
+def _unsupported_param(value: Any, message: str) -> DatabaseError:
+    """Return the error for a parameter the fake does not bind.
+
+    A type psycopg cannot adapt either is psycopg's own refusal (which aborts a
+    ``PostgresClient`` transaction); any other is SQL that PostgreSQL would run.
+    """
+    try:
+        psycopg.adapters.get_dumper(type(value), PyFormat.TEXT)
+    except psycopg.ProgrammingError:
+        return ClientSideError(f"cannot adapt type {type(value).__name__!r} (a query parameter)")
+    return UnsupportedQueryError(message)
 
 
 def _decimal_to_real(value: Decimal) -> float:
@@ -196,7 +213,8 @@ def encode_param(value: Any, target: PgType | None = None, *, array: bool = Fals
         array: the placeholder is the array of ``= ANY(%s)``; ``value`` must be a list.
 
     Raises:
-        DatabaseError: PostgreSQL would refuse the value (e.g. a malformed uuid).
+        DatabaseError: PostgreSQL would refuse the value (e.g. a malformed uuid), or psycopg
+            its type.
         UnsupportedQueryError: the fake cannot represent the value faithfully.
     """
     if array:
@@ -206,9 +224,10 @@ def encode_param(value: Any, target: PgType | None = None, *, array: bool = Fals
             )
         return json.dumps([encode_param(v, target) for v in value])
     if isinstance(value, list | tuple | dict | set):
-        raise UnsupportedQueryError(
+        raise _unsupported_param(
+            value,
             f"a {type(value).__name__} parameter outside `= ANY(%s)`: the fake supports array "
-            "parameters only there; test that query against PostgreSQL"
+            "parameters only there; test that query against PostgreSQL",
         )
     untyped = value is None or isinstance(value, str)
     if target is not None and target.role == "untyped" and untyped:

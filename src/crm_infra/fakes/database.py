@@ -37,8 +37,14 @@ from crm_infra.errors import (
     UnsupportedQueryError,
 )
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
+from crm_infra.fakes._sql_errors import UnparsableQueryError
 from crm_infra.fakes._sql_functions import SessionState, register_functions
-from crm_infra.fakes._sql_params import ClientSideError, bind_order, split_placeholders
+from crm_infra.fakes._sql_params import (
+    ClientSideError,
+    ParamsShapeError,
+    bind_order,
+    split_placeholders,
+)
 from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
@@ -418,9 +424,16 @@ class InMemoryUserScopedDB:
                 self._state.freeze_now()
             try:
                 return self._run(txn.user, query, params)
-            except (ClientSideError, UnsupportedQueryError):
-                raise  # refused before anything ran: the transaction goes on
+            except ParamsShapeError:
+                raise  # psycopg's TypeError: PostgresClient's transaction goes on after it
+            except UnparsableQueryError:
+                txn.aborted = True
+                raise
+            except UnsupportedQueryError:
+                raise  # SQL that PostgreSQL would run: its transaction would go on
             except DatabaseError:
+                # Also SQL refused before it ran (a syntax error, parameters psycopg cannot
+                # bind): PostgresClient aborts the transaction for these too.
                 txn.aborted = True
                 raise
 
