@@ -138,6 +138,15 @@ class _UserTxState:
         except psycopg.Error:
             self._after_error(statements, query, params, begun_before, pending_before)
             raise
+        except (TypeError, ValueError):
+            # Parameters of the wrong kind: psycopg refuses them before sending anything, so
+            # the server is where it was and the next statement carries what this one would.
+            expected = TransactionStatus.INTRANS if begun_before else TransactionStatus.IDLE
+            if self.conn.pgconn.transaction_status == expected:
+                self.begun, self.pending = begun_before, pending_before
+            else:
+                self.broken = "a statement failed in the client after it was sent"
+            raise
         if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
             self.broken = (
                 "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
