@@ -696,3 +696,40 @@ def test_a_savepoint_recovers_from_a_refused_statement_after_the_outer_work(
         outer.execute("INSERT INTO contacts (name) VALUES ('Ben')")
     rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
     assert rows == [{"name": "Ann"}, {"name": "Ben"}]
+
+
+# SQL that would change who the statement runs as: the client sets the user itself, so
+# user-scoped SQL that sets it again (or switches roles) is refused before any I/O.
+_IDENTITY_CHANGES = [
+    "SELECT set_config('app.current_user_id', %s, false), (SELECT count(*) FROM contacts)",
+    "SELECT SET_CONFIG('app.current_user_id', %s, true) AS x",
+    "SET app.current_user_id = %s",
+    "SET LOCAL app.current_user_id TO %s",
+    "SET SESSION app.current_user_id = %s",
+]
+
+
+@pytest.mark.parametrize("query", _IDENTITY_CHANGES)
+def test_user_scoped_sql_cannot_set_the_user_itself(
+    db: ContractDB, alice: UUID, bob: UUID, query: str
+) -> None:
+    add_contact(db, bob, "Bea")
+    with pytest.raises(DatabaseError):
+        db.execute(query, (str(bob),), user_id=alice)
+    with db.transaction(alice) as tx, pytest.raises(DatabaseError):
+        tx.execute(query, (str(bob),))
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == []
+
+
+def test_reading_the_current_user_setting_is_allowed(db: ContractDB, alice: UUID) -> None:
+    value = db.execute_scalar(
+        "SELECT current_setting('app.current_user_id', true) AS me", user_id=alice
+    )
+    assert value == str(alice)
+
+
+def test_text_that_only_mentions_set_config_in_a_literal_is_fine(
+    db: ContractDB, alice: UUID
+) -> None:
+    db.execute("INSERT INTO contacts (name) VALUES ('set_config(x)')", user_id=alice)
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "set_config(x)"}]

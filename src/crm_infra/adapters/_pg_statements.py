@@ -32,7 +32,13 @@ from psycopg.rows import DictRow, dict_row
 
 from crm_infra.ports import Params, Row
 
-__all__ = ["ConnState", "StatementCache", "fetch_last", "to_dollar_placeholders"]
+__all__ = [
+    "ConnState",
+    "StatementCache",
+    "changes_user_identity",
+    "fetch_last",
+    "to_dollar_placeholders",
+]
 
 _PLACEHOLDER = re.compile(r"%(?:\(([^)]+)\))?s|%%|%")
 _PREPARABLE = frozenset(
@@ -137,6 +143,22 @@ _SKIPPABLE = re.compile(
 
 def _has_statement_break(query: str) -> bool:
     return ";" in _SKIPPABLE.sub(" ", query)
+
+
+# What would let user-scoped SQL act as someone else: setting the RLS user itself, or taking
+# on another role. (Reading current_setting('app.current_user_id', true) is fine.)
+_IDENTITY_CHANGE = re.compile(
+    r"\bset_config\s*\("
+    r"|\b(?:set|reset)\s+(?:(?:session|local)\s+)?"
+    r"(?:app\s*\.\s*current_user_id|\"app\"\s*\.|role\b|session\s+authorization\b)",
+    re.IGNORECASE,
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def changes_user_identity(query: str) -> bool:
+    """Return True when ``query`` would set the RLS user or switch roles (outside literals)."""
+    return _IDENTITY_CHANGE.search(_SKIPPABLE.sub(" ", query)) is not None
 
 
 class ConnState:

@@ -45,7 +45,7 @@ from crm_infra.adapters._pg_errors import (
     translate_errors,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
-from crm_infra.adapters._pg_statements import StatementCache, fetch_last
+from crm_infra.adapters._pg_statements import StatementCache, changes_user_identity, fetch_last
 from crm_infra.ports import Params, Row
 from crm_infra.user_context import UserId, resolve_user_id
 
@@ -249,6 +249,7 @@ class _UserTransaction:
             )
         state = self._state
         state.check_usable(op)
+        _refuse_identity_change("transaction.execute", query)
         with translate_errors(op, self._client._secrets):
             return state.run(self._client._statements, query, params)
 
@@ -264,6 +265,20 @@ class _UserTransaction:
             PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
         """
         return _first_value(self.execute(query, params), "transaction.execute_scalar", query)
+
+
+def _refuse_identity_change(operation: str, query: str) -> None:
+    """Refuse user-scoped SQL that would set the RLS user or switch roles, before any I/O.
+
+    The client sets the user for every statement; SQL that sets it again (``set_config``,
+    ``SET app.current_user_id``) or takes on another role could act as another user.
+    """
+    if changes_user_identity(query):
+        raise PostgresRowSecurityError(
+            f"{operation} refused: user-scoped SQL may not set app.current_user_id or switch "
+            "roles; the client sets the user itself (pass user_id=... or use user_context)",
+            operation=operation,
+        )
 
 
 class _AdminTransaction:
@@ -572,6 +587,7 @@ class PostgresClient:
             PostgresError: any other failure (see the subclasses).
         """
         uid = resolve_user_id(user_id)
+        _refuse_identity_change("execute", query)
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
         conn = self._getconn(pool, "execute")
