@@ -115,12 +115,20 @@ def redact_url(url: str) -> str:
         The same URL, safe for reprs, logs and error messages.
     """
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
+        # The user info ends at the LAST '@' of the URL, not where urlsplit ends the netloc: a
+        # password that should have been percent-encoded may hold '/', '?' or '#', which would
+        # end the netloc early and show the password as path or query. ('@' in a query value
+        # then hides more than needed; never less.)
+        scheme, _, rest = url.partition("://")
+        userinfo, at, rest = rest.rpartition("@")
+        shown_user = ""
+        if at:
             user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{hostport}" if sep else f"{user}@{hostport}"
+            if any(c in user for c in "/?#"):
+                user = "***"
+            shown_user = f"{user}:***@" if sep else f"{user}@"
+        parts = urlsplit(f"{scheme}://{rest}")
+        netloc = shown_user + parts.netloc
         query = urlencode(
             [
                 (k, "***" if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
@@ -351,8 +359,14 @@ class ValkeyClient:
                 max_connections=max_connections,
             )
         except ValueError as exc:
+            # redis-py's message quotes pieces of the URL (the "port" of an unencoded
+            # password with a '/' is the password itself), so it is shown only without one.
+            detail = str(exc) if redact_url(url) == url else (
+                "check the scheme, host, port and database number, and percent-encode any "
+                "'/', '?', '#' or '@' in the password"
+            )
             raise ConfigError(
-                f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {exc}"
+                f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {detail}"
             ) from None
 
     def __repr__(self) -> str:
