@@ -91,9 +91,7 @@ class UserScopedDB(Protocol):
     write that would give a row to another user raises :class:`RowSecurityError`.
     """
 
-    def execute(
-        self, query: str, params: Params = (), user_id: UserId | None = None
-    ) -> list[Row]:
+    def execute(self, query: str, params: Params = (), user_id: UserId | None = None) -> list[Row]:
         """Run ``query`` (``%s`` placeholders) in its own transaction; return all rows."""
         ...
 
@@ -103,9 +101,7 @@ class UserScopedDB(Protocol):
         """Run ``query`` in its own transaction; return the first row or None."""
         ...
 
-    def execute_scalar(
-        self, query: str, params: Params = (), user_id: UserId | None = None
-    ) -> Any:
+    def execute_scalar(self, query: str, params: Params = (), user_id: UserId | None = None) -> Any:
         """Run ``query`` in its own transaction; return the first column of the first row.
 
         Raises:

@@ -4,7 +4,15 @@ Only the composition root and code that wires a process together should import f
 domain code depends on :mod:`crm_infra.ports`.
 """
 
+from crm_infra.adapters.postgres import PostgresClient, PostgresError
 from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
 from crm_infra.adapters.vault import VaultClient, VaultError
 
-__all__ = ["ValkeyClient", "ValkeyError", "VaultClient", "VaultError"]
+__all__ = [
+    "PostgresClient",
+    "PostgresError",
+    "ValkeyClient",
+    "ValkeyError",
+    "VaultClient",
+    "VaultError",
+]

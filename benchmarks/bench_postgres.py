@@ -1,0 +1,252 @@
+"""PostgresClient.execute under RLS against the raw floor and the seed's pattern, in one run.
+
+- floor: a raw pooled psycopg query in autocommit, same server, same app role, same query and
+  rows (the user is set once per connection at session level, so RLS still filters);
+- seed: the seed's pattern (set_config, query, clear, in a psycopg transaction);
+- adapter: ``PostgresClient.execute(query, params, user_id=...)``, a different user per call.
+
+Targets: 1 round trip per call, latency <= 1.5x the floor, throughput >= 0.8x the floor with
+8 threads on a pool of 4. Builds and drops its own database (``CRM_TEST_DATABASE_URL``, a
+superuser URL; default the local server).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from tests.fixtures.roundtrips import RoundTripCounter
+
+from benchmarks.harness import Comparison, compare, print_comparisons
+from crm_infra.adapters import PostgresClient
+from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
+from crm_infra.migrations import apply_migrations
+
+QUERY = "SELECT id, name, email FROM contacts WHERE id = %s"
+USERS = 50
+CONTACTS_PER_USER = 20
+POOL = 4
+THREADS = 8
+THROUGHPUT_SECONDS = 2.0
+THROUGHPUT_ROUNDS = 3
+
+
+def _seed(client: PostgresClient) -> list[tuple[UUID, UUID]]:
+    """Create users with contacts; return (user, contact) pairs."""
+    pairs: list[tuple[UUID, UUID]] = []
+    with client.admin_transaction() as tx:
+        for i in range(USERS):
+            user = tx.execute_scalar(
+                "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"u{i}@example.com",)
+            )
+            rows = tx.execute(
+                "INSERT INTO contacts (user_id, name, email) "
+                "SELECT %s, 'c' || g, 'c' || g || '@example.com' "
+                "FROM generate_series(1, %s) g RETURNING id",
+                (user, CONTACTS_PER_USER),
+            )
+            pairs += [(user, row["id"]) for row in rows]
+    return pairs
+
+
+def _floor_pool(url: str, user: UUID, size: int) -> ConnectionPool[Any]:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        # Session-level, once per connection: RLS filters as for the adapter, at no per-call cost.
+        conn.execute("SELECT set_config('app.current_user_id', %s, false)", (str(user),))
+
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        min_size=size,
+        max_size=size,
+        configure=configure,
+        open=True,
+    )
+    pool.wait()
+    return pool
+
+
+def _seed_pool(url: str, size: int) -> ConnectionPool[Any]:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url, kwargs={"row_factory": dict_row}, min_size=size, max_size=size, open=True
+    )
+    pool.wait()
+    return pool
+
+
+def _calls(
+    client: PostgresClient,
+    floor: ConnectionPool[Any],
+    seed: ConnectionPool[Any],
+    pairs: list[tuple[UUID, UUID]],
+    floor_user: UUID,
+) -> dict[str, Callable[[int], object]]:
+    floor_contacts = [c for u, c in pairs if u == floor_user]
+
+    def adapter(i: int) -> object:
+        user, contact = pairs[i % len(pairs)]
+        rows = client.execute(QUERY, (contact,), user_id=user)
+        assert len(rows) == 1
+        return rows
+
+    def raw(i: int) -> object:
+        with floor.connection() as conn:
+            rows = conn.execute(QUERY, (floor_contacts[i % len(floor_contacts)],)).fetchall()
+        assert len(rows) == 1
+        return rows
+
+    def seed_pattern(i: int) -> object:
+        user, contact = pairs[i % len(pairs)]
+        with seed.connection() as conn:
+            conn.execute("SELECT set_config('app.current_user_id', %s, true)", (str(user),))
+            rows = conn.execute(QUERY, (contact,)).fetchall()
+            conn.execute("SELECT set_config('app.current_user_id', '', true)")
+        assert len(rows) == 1
+        return rows
+
+    return {"adapter": adapter, "floor": raw, "seed": seed_pattern}
+
+
+def _counter(fn: Callable[[int], object]) -> Callable[[], object]:
+    """Adapt ``fn(i)`` to the harness's no-argument calls, counting ``i`` up."""
+    state = {"i": 0}
+
+    def run() -> object:
+        state["i"] += 1
+        return fn(state["i"])
+
+    return run
+
+
+def _throughput(fn: Callable[[int], object], threads: int, seconds: float) -> float:
+    done = [0] * threads
+    stop = threading.Event()
+
+    def worker(k: int) -> None:
+        i = k * 1000
+        while not stop.is_set():
+            fn(i)
+            i += 1
+            done[k] += 1
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+@contextmanager
+def _database() -> Iterator[BootstrappedDatabase]:
+    url = os.environ.get("CRM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    created = create_database(url, prefix="crm_bench")
+    try:
+        yield created
+    finally:
+        drop_database(created)
+
+
+def _via(url: str, port: int) -> str:
+    return make_conninfo(url, host="127.0.0.1", port=str(port))
+
+
+def _round_trips(db: BootstrappedDatabase, pairs: list[tuple[UUID, UUID]]) -> dict[str, float]:
+    params = conninfo_to_dict(db.app_url)
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+    per_call: dict[str, float] = {}
+    calls = 200
+    with RoundTripCounter(host, port) as proxy:
+        url = _via(db.app_url, proxy.port)
+        with (
+            PostgresClient(url, 1, min_pool_size=1) as client,
+            _floor_pool(url, pairs[0][0], 1) as floor,
+            _seed_pool(url, 1) as seed,
+        ):
+            fns = _calls(client, floor, seed, pairs, pairs[0][0])
+            for name, fn in fns.items():
+                for i in range(20):  # warm: connections open, statements prepared
+                    fn(i)
+                proxy.reset()
+                for i in range(calls):
+                    fn(i)
+                per_call[name] = proxy.turns / calls
+    return per_call
+
+
+def main() -> bool:
+    """Run the comparison; print the table; return True when every target is met."""
+    with _database() as db:
+        with PostgresClient(db.app_url, POOL, admin_connection_url=db.admin_url) as setup:
+            apply_migrations(setup)
+            pairs = _seed(setup)
+        floor_user = pairs[0][0]
+
+        trips = _round_trips(db, pairs)
+        print("\n== PostgreSQL round trips per call (counted at a TCP proxy)")
+        for name, value in trips.items():
+            print(f"{name:10} {value:5.2f}")
+        trips_ok = trips["adapter"] == 1.0
+
+        with (
+            PostgresClient(db.app_url, POOL, min_pool_size=POOL) as client,
+            _floor_pool(db.app_url, floor_user, POOL) as floor,
+            _seed_pool(db.app_url, POOL) as seed,
+        ):
+            fns = _calls(client, floor, seed, pairs, floor_user)
+            latency = [
+                compare(
+                    "execute (RLS, 1 user per call)",
+                    _counter(fns["adapter"]),
+                    "raw pooled psycopg",
+                    _counter(fns["floor"]),
+                    calls=500,
+                    target=1.5,
+                ),
+                compare(
+                    "seed pattern",
+                    _counter(fns["seed"]),
+                    "raw pooled psycopg",
+                    _counter(fns["floor"]),
+                    calls=300,
+                ),
+            ]
+            print_comparisons("PostgreSQL latency, one thread", latency)
+
+            throughput = Comparison(
+                "execute (RLS)", "raw pooled psycopg", target=0.8, higher_is_better=True
+            )
+            seed_tp: list[float] = []
+            for _ in range(THROUGHPUT_ROUNDS):
+                throughput.adapter_s.append(
+                    _throughput(fns["adapter"], THREADS, THROUGHPUT_SECONDS)
+                )
+                throughput.baseline_s.append(_throughput(fns["floor"], THREADS, THROUGHPUT_SECONDS))
+                seed_tp.append(_throughput(fns["seed"], THREADS, THROUGHPUT_SECONDS))
+            print(f"\n== PostgreSQL throughput, {THREADS} threads on a pool of {POOL}")
+            seed_median = sorted(seed_tp)[len(seed_tp) // 2]
+            print(
+                f"execute {throughput.adapter:8.0f}/s   floor {throughput.baseline:8.0f}/s   "
+                f"seed {seed_median:8.0f}/s   ratio {throughput.ratio:.3f}x "
+                f"(>= 0.8 {'met' if throughput.met else 'MISSED'}); seed "
+                f"{seed_median / throughput.baseline:.3f}x"
+            )
+    verdict = "met" if trips_ok else "MISSED"
+    print(f"round trips: execute {trips['adapter']:.2f} per call (== 1 {verdict})")
+    return trips_ok and all(c.met for c in latency if c.target) and bool(throughput.met)
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)

@@ -1,0 +1,191 @@
+"""PostgreSQL errors: the adapter's classes and the one place psycopg errors are translated.
+
+::
+
+    PostgresError (DatabaseError)                 carries .sqlstate and .operation
+    ├── PostgresIntegrityError (IntegrityError)   SQLSTATE class 23
+    ├── PostgresRowSecurityError (RowSecurityError)   42501 "row-level security"
+    ├── PostgresNoRowsError (NoRowsError)         execute_scalar found no row
+    ├── PostgresTransactionUsageError (TransactionUsageError)
+    ├── PostgresUnsafeRoleError (UnsafeRoleError)
+    ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03
+    ├── PostgresUnavailableError (DatabaseUnavailableError)   class 08, 57P0x, pool timeout
+    └── PostgresConfigError (ConfigError)         e.g. admin work without an admin URL
+
+Messages never carry a password: psycopg puts the whole connection string into some errors
+(a malformed URL, for one), so every message is scrubbed of the configured passwords and of
+anything shaped like ``password=...`` or ``user:secret@``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg_pool import PoolClosed, PoolTimeout
+
+from crm_infra.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    InfraError,
+    IntegrityError,
+    NoRowsError,
+    QueryTimeoutError,
+    RowSecurityError,
+    TransactionUsageError,
+    UnsafeRoleError,
+)
+
+__all__ = [
+    "PostgresConfigError",
+    "PostgresError",
+    "PostgresIntegrityError",
+    "PostgresNoRowsError",
+    "PostgresRowSecurityError",
+    "PostgresTimeoutError",
+    "PostgresTransactionUsageError",
+    "PostgresUnavailableError",
+    "PostgresUnsafeRoleError",
+    "password_of",
+    "raise_translated",
+    "scrub",
+    "translate_errors",
+]
+
+
+class PostgresError(DatabaseError):
+    """A PostgreSQL operation failed; ``sqlstate`` is the server's code when there is one."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, operation: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.operation = operation
+
+
+class PostgresIntegrityError(PostgresError, IntegrityError):
+    """A NOT NULL, UNIQUE, FOREIGN KEY, CHECK or exclusion constraint refused a write."""
+
+
+class PostgresRowSecurityError(PostgresError, RowSecurityError):
+    """A row-level security policy refused a write (another user's row, or no user at all)."""
+
+
+class PostgresNoRowsError(PostgresError, NoRowsError):
+    """``execute_scalar`` found no row."""
+
+
+class PostgresTransactionUsageError(PostgresError, TransactionUsageError):
+    """A transaction was used in a way that cannot be honoured safely."""
+
+
+class PostgresUnsafeRoleError(PostgresError, UnsafeRoleError):
+    """The user-facing role could bypass row-level security; the client refused to start."""
+
+
+class PostgresTimeoutError(PostgresError, QueryTimeoutError):
+    """A statement or lock timeout ran out."""
+
+
+class PostgresUnavailableError(PostgresError, DatabaseUnavailableError):
+    """The server is unreachable, went away, or no pooled connection became free in time."""
+
+
+class PostgresConfigError(PostgresError, ConfigError):
+    """The client was configured in a way that cannot serve the call."""
+
+
+_URL_USERINFO = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def password_of(conninfo: str) -> str | None:
+    """Return the password in a connection URL or ``key=value`` string, without validating it."""
+    if "://" in conninfo:
+        try:
+            password = urlsplit(conninfo).password
+        except ValueError:  # a malformed URL: fall back to the raw userinfo
+            match = re.search(r"://[^/@\s:]*:([^@\s]*)@", conninfo)
+            password = match.group(1) if match else None
+        return unquote(password) if password else None
+    match = _KV_PASSWORD.search(conninfo)
+    if match is None:
+        return None
+    value = match.group(2)
+    return value[1:-1] if value.startswith("'") else value
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Return ``text`` with passwords (known ones and anything shaped like one) replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+def _classify(exc: psycopg.Error) -> type[PostgresError]:
+    state = exc.sqlstate or ""
+    cls: type[PostgresError] = PostgresError
+    if isinstance(exc, PoolTimeout):
+        cls = PostgresUnavailableError
+    elif isinstance(exc, PoolClosed):
+        cls = PostgresError
+    elif state.startswith("23"):
+        cls = PostgresIntegrityError
+    elif state == "42501" and "row-level security" in str(exc.diag.message_primary or ""):
+        cls = PostgresRowSecurityError
+    elif state in {"57014", "55P03"}:
+        cls = PostgresTimeoutError
+    elif state.startswith("08") or state in {"57P01", "57P02", "57P03"}:
+        cls = PostgresUnavailableError
+    elif not state and isinstance(exc, psycopg.OperationalError):
+        cls = PostgresUnavailableError  # connection failures carry no SQLSTATE
+    return cls
+
+
+def _message(exc: psycopg.Error) -> str:
+    # The primary message names the constraint or policy; DETAIL (row values) stays out of it.
+    primary = exc.diag.message_primary if exc.sqlstate else None
+    return primary or str(exc).strip() or type(exc).__name__
+
+
+def raise_translated(exc: psycopg.Error, operation: str, secrets: Iterable[str | None]) -> NoReturn:
+    """Raise the :class:`PostgresError` class for ``exc``, its message scrubbed.
+
+    Raises:
+        PostgresError: or a subclass, ``from exc`` unless the original text held a password
+            (then the scrubbed text is all that is kept).
+    """
+    cls = _classify(exc)
+    raw = _message(exc)
+    text = scrub(raw, secrets)
+    state = exc.sqlstate
+    suffix = f" (SQLSTATE {state})" if state else ""
+    error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
+    if text != raw or scrub(str(exc), secrets) != str(exc):
+        raise error from None  # the original would print the password in a traceback
+    raise error from exc
+
+
+@contextmanager
+def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
+    """Turn psycopg and pool errors raised in the block into :class:`PostgresError` classes.
+
+    Args:
+        operation: what was being done, for the message (e.g. ``execute: SELECT ...``).
+        secrets: passwords to scrub from every message.
+
+    Raises:
+        PostgresError: see :func:`raise_translated`.
+    """
+    try:
+        yield
+    except InfraError:
+        raise
+    except psycopg.Error as exc:
+        raise_translated(exc, operation, secrets)

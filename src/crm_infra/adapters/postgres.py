@@ -1,0 +1,648 @@
+"""PostgreSQL behind row-level security: :class:`PostgresClient`, for UserScopedDB and AdminDB.
+
+User-facing work runs as an application role that RLS binds (checked at start-up), from one
+pool; admin work (migrations, cross-user batches) runs as a BYPASSRLS role from a second pool
+opened on first use. Each user-scoped ``execute`` is ONE round trip: the transaction-local
+``set_config('app.current_user_id', ..., true)`` travels in the same simple-Query message as
+the statement (see :mod:`crm_infra.adapters._pg_statements`), so the user setting cannot
+outlive the statement or leak through the pool.
+
+Errors are translated in one place (:func:`translate_errors`); see ``_pg_errors`` for the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import ClientCursor
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from crm_infra.adapters._pg_errors import (
+    PostgresConfigError,
+    PostgresError,
+    PostgresIntegrityError,
+    PostgresNoRowsError,
+    PostgresRowSecurityError,
+    PostgresTimeoutError,
+    PostgresTransactionUsageError,
+    PostgresUnavailableError,
+    PostgresUnsafeRoleError,
+    password_of,
+    raise_translated,
+    scrub,
+    translate_errors,
+)
+from crm_infra.adapters._pg_roles import check_user_facing_role
+from crm_infra.adapters._pg_statements import StatementCache, fetch_last
+from crm_infra.ports import Params, Row
+from crm_infra.user_context import UserId, resolve_user_id
+
+__all__ = [
+    "PostgresClient",
+    "PostgresConfigError",
+    "PostgresError",
+    "PostgresIntegrityError",
+    "PostgresNoRowsError",
+    "PostgresRowSecurityError",
+    "PostgresTimeoutError",
+    "PostgresTransactionUsageError",
+    "PostgresUnavailableError",
+    "PostgresUnsafeRoleError",
+]
+
+logger = logging.getLogger(__name__)
+
+PgConnection = psycopg.Connection[DictRow]
+
+_BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
+
+
+def _describe(operation: str, query: str) -> str:
+    first = " ".join(query.split())
+    return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
+
+
+class _UserTxState:
+    """One open user transaction: its connection, user, and statements not yet sent."""
+
+    def __init__(self, conn: PgConnection, user_id: UUID) -> None:
+        self.conn = conn
+        self.user_id = user_id
+        self.pending: list[str] = []  # savepoint statements not sent yet
+        self.begun = False
+        self.savepoints = 0
+
+    def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
+        pending = "".join(self.pending)
+        self.pending = []
+        if self.begun:
+            return statements.run(self.conn, query, params, before=pending)
+        self.begun = True
+        user = str(self.user_id)
+        try:
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
+        except psycopg.errors.InvalidSqlStatementName:
+            # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
+            # happened in this transaction yet, so it can start again.
+            self.conn.rollback()
+            statements.reset(self.conn)
+            return statements.run(
+                self.conn, query, params, user=user, before="BEGIN; ", after=pending
+            )
+
+
+class _UserTransaction:
+    """The handle ``transaction()`` yields: every call runs in its one transaction and user."""
+
+    def __init__(self, client: PostgresClient, state: _UserTxState) -> None:
+        self._client = client
+        self._state = state
+        self._open = True
+
+    def _close(self) -> None:
+        self._open = False
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` inside the transaction; return all rows (``[]`` without a result)."""
+        op = _describe("transaction.execute", query)
+        if not self._open:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: the transaction block has ended", operation=op
+            )
+        state = self._state
+        with translate_errors(op, self._client._secrets):
+            return state.run(self._client._statements, query, params)
+
+    def execute_one(self, query: str, params: Params = ()) -> Row | None:
+        """Run ``query`` inside the transaction; return the first row or None."""
+        rows = self.execute(query, params)
+        return rows[0] if rows else None
+
+    def execute_scalar(self, query: str, params: Params = ()) -> Any:
+        """Run ``query`` inside the transaction; return the first column of the first row.
+
+        Raises:
+            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
+        """
+        return _first_value(self.execute(query, params), "transaction.execute_scalar", query)
+
+
+class _AdminTransaction:
+    """The handle ``admin_transaction()`` yields; runs as the admin role, bypassing RLS."""
+
+    def __init__(self, client: PostgresClient, conn: PgConnection) -> None:
+        self._client = client
+        self._conn = conn
+        self._open = True
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
+        op = _describe("admin_transaction.execute", query)
+        if not self._open:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: the transaction block has ended", operation=op
+            )
+        with translate_errors(op, self._client._secrets):
+            return _run_admin(self._conn, query, params)
+
+    def execute_one(self, query: str, params: Params = ()) -> Row | None:
+        """Run ``query`` in the admin transaction; return the first row or None."""
+        rows = self.execute(query, params)
+        return rows[0] if rows else None
+
+    def execute_scalar(self, query: str, params: Params = ()) -> Any:
+        """Run ``query`` in the admin transaction; return the first column of the first row.
+
+        Raises:
+            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
+        """
+        return _first_value(self.execute(query, params), "admin_transaction.execute_scalar", query)
+
+
+def _first_value(rows: list[Row], operation: str, query: str) -> Any:
+    if not rows:
+        op = _describe(operation, query)
+        raise PostgresNoRowsError(f"{op} failed: the query returned no rows", operation=op)
+    return next(iter(rows[0].values()))
+
+
+def _run_admin(conn: PgConnection, query: str, params: Params) -> list[Row]:
+    # No params: the text goes as written (simple protocol, several statements allowed, no
+    # placeholder processing), as with psycopg's own ``execute(query)``.
+    with conn.cursor() as cur:
+        cur.execute(query, params if params else None)
+        return fetch_last(cur)
+
+
+class PostgresClient:
+    """PostgreSQL for user-scoped work under row-level security, plus an explicit admin path.
+
+    Args:
+        connection_url: the application role's URL (``postgresql://...``); the role must not
+            be superuser, have BYPASSRLS, or own a user-scoped table (checked at start-up).
+        pool_size: the most connections the application pool opens.
+        admin_connection_url: the admin (BYPASSRLS) role's URL; its pool opens on first use.
+            Without it, admin calls raise :class:`PostgresConfigError`.
+        min_pool_size: connections kept open (default ``min(2, pool_size)``).
+        connect_timeout: seconds to give up connecting (libpq counts whole seconds, at least 2).
+        statement_timeout: seconds a user-scoped statement may run (None: no limit).
+        admin_statement_timeout: the same for admin work (default None: migrations may be long).
+        pool_timeout: seconds to wait for a free pooled connection.
+        health_check_interval: a pooled connection idle for longer is pinged before use, and
+            replaced when dead.
+        admin_pool_size: the most connections the admin pool opens.
+        application_name: shown in ``pg_stat_activity``.
+
+    Raises:
+        PostgresUnsafeRoleError: the application role could bypass row-level security.
+        PostgresUnavailableError: the server cannot be reached within ``connect_timeout``.
+        PostgresError: any other failure to connect (bad credentials, malformed URL...).
+        PostgresConfigError: an argument out of range.
+    """
+
+    def __init__(
+        self,
+        connection_url: str,
+        pool_size: int = 10,
+        *,
+        admin_connection_url: str | None = None,
+        min_pool_size: int | None = None,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 30.0,
+        admin_statement_timeout: float | None = None,
+        pool_timeout: float = 10.0,
+        health_check_interval: float = 30.0,
+        admin_pool_size: int = 2,
+        application_name: str = "crm-infra",
+    ) -> None:
+        self._secrets = (password_of(connection_url), password_of(admin_connection_url or ""))
+        self._url_shown = scrub(connection_url, self._secrets)
+        min_size = min(2, pool_size) if min_pool_size is None else min_pool_size
+        problems = []
+        if pool_size < 1:
+            problems.append(f"pool_size must be at least 1 (got {pool_size})")
+        if not 0 <= min_size <= pool_size:
+            problems.append(f"min_pool_size must be between 0 and pool_size (got {min_size})")
+        if admin_pool_size < 1:
+            problems.append(f"admin_pool_size must be at least 1 (got {admin_pool_size})")
+        for name, value in (("connect_timeout", connect_timeout), ("pool_timeout", pool_timeout)):
+            if not value > 0:
+                problems.append(f"{name} must be positive (got {value})")
+        if problems:
+            raise PostgresConfigError(
+                "PostgresClient: " + "; ".join(problems), operation="configure"
+            )
+        self._pool_size = pool_size
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = max(2, math.ceil(connect_timeout))
+        self._health_check_interval = health_check_interval
+        self._admin_pool_size = admin_pool_size
+        self._application_name = application_name
+        self._admin_statement_timeout = admin_statement_timeout
+        self._statements = StatementCache()
+        self._user_tx: ContextVar[_UserTxState | None] = ContextVar(
+            f"crm_pg_user_tx_{id(self)}", default=None
+        )
+        self._admin_tx: ContextVar[PgConnection | None] = ContextVar(
+            f"crm_pg_admin_tx_{id(self)}", default=None
+        )
+        self._admin_lock = threading.Lock()
+        self._admin_pool: ConnectionPool[PgConnection] | None = None
+        self._admin_conninfo: str | None = None
+        self._closed = False
+
+        with translate_errors(f"connect to {self._url_shown}", self._secrets):
+            conninfo = self._conninfo(connection_url, statement_timeout)
+            if admin_connection_url is not None:
+                self._admin_conninfo = self._conninfo(admin_connection_url, admin_statement_timeout)
+            with psycopg.connect(conninfo, autocommit=True) as probe:
+                check_user_facing_role(probe)
+            self._pool: ConnectionPool[PgConnection] = self._make_pool(
+                conninfo, "crm-app", min_size, pool_size
+            )
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    def _conninfo(self, url: str, statement_timeout: float | None) -> str:
+        options = conninfo_to_dict(url).get("options") or ""
+        if statement_timeout is not None:
+            # Startup options are also what RESET ALL returns to.
+            options = f"{options} -c statement_timeout={int(statement_timeout * 1000)}".strip()
+        extra: dict[str, Any] = {"connect_timeout": self._connect_timeout}
+        if options:
+            extra["options"] = options
+        if "application_name" not in conninfo_to_dict(url):
+            extra["application_name"] = self._application_name
+        return make_conninfo(url, **extra)
+
+    def _make_pool(
+        self, conninfo: str, name: str, min_size: int, max_size: int, *, app: bool = True
+    ) -> ConnectionPool[PgConnection]:
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        if app:
+            # psycopg's own automatic prepared statements stay off here: on a rollback it
+            # answers with DEALLOCATE ALL, which would drop ours (we prepare our own).
+            kwargs["prepare_threshold"] = None
+        pool: ConnectionPool[PgConnection] = ConnectionPool(
+            conninfo,
+            connection_class=psycopg.Connection[DictRow],
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            configure=self._configure if app else None,
+            check=self._check,
+            timeout=self._pool_timeout,
+            name=name,
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _configure(self, conn: PgConnection) -> None:
+        self._statements.prepare_connection(conn)
+
+    def _check(self, conn: PgConnection) -> None:
+        # Ping only connections that sat idle a while: a ping per borrow would double the
+        # round trips of every execute.
+        if time.monotonic() - self._statements.state(conn).last_used > self._health_check_interval:
+            ConnectionPool.check_connection(conn)
+
+    def _ensure_admin_pool(self, operation: str) -> ConnectionPool[PgConnection]:
+        pool = self._admin_pool
+        if pool is not None:
+            return pool
+        if self._admin_conninfo is None:
+            raise PostgresConfigError(
+                f"{operation} failed: no admin_connection_url was given to PostgresClient; "
+                "admin work needs the separate BYPASSRLS role",
+                operation=operation,
+            )
+        with self._admin_lock:
+            if self._admin_pool is None:
+                self._admin_pool = self._make_pool(
+                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size, app=False
+                )
+            return self._admin_pool
+
+    # --- borrowing ---------------------------------------------------------------------------
+
+    def _getconn(self, pool: ConnectionPool[PgConnection], operation: str) -> PgConnection:
+        try:
+            conn = pool.getconn()
+        except psycopg.Error as exc:
+            raise_translated(exc, operation, self._secrets)
+        if not conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
+            # The one-message protocol relies on it: without autocommit and idle, the
+            # set_config would join someone's open transaction.
+            status = TransactionStatus(conn.pgconn.transaction_status).name
+            conn.close()
+            pool.putconn(conn)
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: a pooled connection was not idle in autocommit "
+                f"({status}); it has been discarded",
+                operation=operation,
+            )
+        return conn
+
+    @contextmanager
+    def _borrow(self, pool: ConnectionPool[PgConnection], operation: str) -> Iterator[PgConnection]:
+        conn = self._getconn(pool, operation)
+        try:
+            yield conn
+        finally:
+            self._give_back(pool, conn)
+
+    def _give_back(self, pool: ConnectionPool[PgConnection], conn: PgConnection) -> None:
+        # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
+        # every return to a worker thread, which costs more than the query.
+        status = conn.pgconn.transaction_status
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            try:
+                conn.rollback()
+            except psycopg.Error as exc:
+                logger.warning("rollback before returning a connection failed: %s", exc)
+                conn.close()
+        elif status == TransactionStatus.ACTIVE:
+            conn.close()  # interrupted mid-call: its protocol state is unknown
+        if conn.closed:
+            self._statements.forget(conn)
+        else:
+            if not conn.autocommit:
+                conn.autocommit = True  # raw connection() users may have switched it off
+            self._statements.state(conn).last_used = time.monotonic()
+        pool.putconn(conn)
+
+    # --- UserScopedDB ------------------------------------------------------------------------
+
+    def execute(self, query: str, params: Params = (), user_id: UserId | None = None) -> list[Row]:
+        """Run ``query`` for one user in its own transaction, in one round trip.
+
+        Args:
+            query: SQL with ``%s`` or ``%(name)s`` placeholders (none: sent as written).
+            params: the values for the placeholders.
+            user_id: the user whose rows are visible; default the current ``user_context``.
+
+        Returns:
+            All rows as dicts with psycopg's types; ``[]`` for a statement without a result.
+
+        Raises:
+            InvalidUserIdError: ``user_id`` is not a UUID (before any I/O).
+            MissingUserContextError: no ``user_id`` and no current user (before any I/O).
+            PostgresRowSecurityError: row-level security refused a write.
+            PostgresIntegrityError: a constraint refused a write.
+            PostgresError: any other failure (see the subclasses).
+        """
+        uid = resolve_user_id(user_id)
+        # The hot path, written out: no context managers, the operation named only on error.
+        pool = self._pool
+        conn = self._getconn(pool, "execute")
+        try:
+            try:
+                return self._statements.run(conn, query, params, user=str(uid))
+            except psycopg.errors.InvalidSqlStatementName:
+                # Someone deallocated our statements on this connection (DISCARD ALL through
+                # a raw connection). The failed message committed nothing: run it again.
+                self._statements.reset(conn)
+                return self._statements.run(conn, query, params, user=str(uid))
+        except psycopg.Error as exc:
+            raise_translated(exc, _describe("execute", query), self._secrets)
+        finally:
+            self._give_back(pool, conn)
+
+    def execute_one(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> Row | None:
+        """Run ``query`` like :meth:`execute`; return the first row or None."""
+        rows = self.execute(query, params, user_id)
+        return rows[0] if rows else None
+
+    def execute_scalar(self, query: str, params: Params = (), user_id: UserId | None = None) -> Any:
+        """Run ``query`` like :meth:`execute`; return the first column of the first row.
+
+        Raises:
+            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
+        """
+        return _first_value(self.execute(query, params, user_id), "execute_scalar", query)
+
+    @contextmanager
+    def transaction(self, user_id: UserId | None = None) -> Iterator[_UserTransaction]:
+        """Open one transaction for one user; commit on normal exit, roll back on an exception.
+
+        BEGIN and the user setting travel with the first statement; a block that runs none
+        does no I/O. Nested for the same user it is a savepoint.
+
+        Raises:
+            PostgresTransactionUsageError: nested inside a transaction of another user, or the
+                block swallowed an error that aborted the transaction (it was rolled back).
+        """
+        uid = resolve_user_id(user_id)
+        outer = self._user_tx.get()
+        if outer is not None:
+            if outer.user_id != uid:
+                raise PostgresTransactionUsageError(
+                    "transaction failed: already inside a transaction for another user; "
+                    "a user's work never runs inside another user's transaction",
+                    operation="transaction",
+                )
+            with self._savepoint(outer) as handle:
+                yield handle
+            return
+        with self._borrow(self._pool, "transaction") as conn:
+            state = _UserTxState(conn, uid)
+            token = self._user_tx.set(state)
+            handle = _UserTransaction(self, state)
+            try:
+                yield handle
+            except BaseException:
+                handle._close()
+                self._user_tx.reset(token)
+                raise  # _give_back rolls back
+            handle._close()
+            self._user_tx.reset(token)
+            if not state.begun:
+                return
+            with translate_errors("transaction commit", self._secrets):
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    conn.rollback()
+                    raise PostgresTransactionUsageError(
+                        "transaction commit failed: an error inside the block aborted the "
+                        "transaction and was caught; everything in it was rolled back",
+                        operation="transaction commit",
+                    )
+                pending, state.pending = "".join(state.pending), []
+                conn.execute(pending + "COMMIT")
+
+    @contextmanager
+    def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
+        state.savepoints += 1
+        name = f"_crm_sp{state.savepoints}"
+        opening = f"SAVEPOINT {name}; "
+        # Deferred like BEGIN: sent with the next statement, dropped if none comes.
+        state.pending.append(opening)
+        handle = _UserTransaction(self, state)
+        try:
+            yield handle
+        except BaseException:
+            handle._close()
+            if opening in state.pending:
+                state.pending.remove(opening)
+            else:
+                state.pending.append(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}; ")
+            raise
+        handle._close()
+        if opening in state.pending:
+            state.pending.remove(opening)
+        else:
+            state.pending.append(f"RELEASE SAVEPOINT {name}; ")
+
+    def health_check(self) -> bool:
+        """Return True when the application pool's server answers.
+
+        Raises:
+            PostgresUnavailableError: the server cannot be reached or no connection came free.
+            PostgresError: any other failure.
+        """
+        with (
+            translate_errors("health_check", self._secrets),
+            self._borrow(self._pool, "health_check") as conn,
+        ):
+            conn.execute("SELECT 1")
+        return True
+
+    # --- AdminDB -------------------------------------------------------------------------------
+
+    def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` as the admin role, bypassing row-level security; return all rows.
+
+        Raises:
+            PostgresConfigError: no ``admin_connection_url`` was given.
+            PostgresError: the statement failed (see the subclasses).
+        """
+        op = _describe("execute_admin", query)
+        pool = self._ensure_admin_pool(op)
+        with translate_errors(op, self._secrets), self._borrow(pool, op) as conn:
+            return _run_admin(conn, query, params)
+
+    @contextmanager
+    def admin_transaction(self) -> Iterator[_AdminTransaction]:
+        """Open one admin transaction; commit on normal exit, roll back on an exception.
+
+        Nested, it is a savepoint of the enclosing admin transaction.
+
+        Raises:
+            PostgresConfigError: no ``admin_connection_url`` was given.
+            PostgresTransactionUsageError: the block swallowed an error that aborted the
+                transaction (it was rolled back).
+        """
+        op = "admin_transaction"
+        outer = self._admin_tx.get()
+        if outer is not None:
+            with self._admin_block(outer) as handle:
+                yield handle
+            return
+        pool = self._ensure_admin_pool(op)
+        with self._borrow(pool, op) as conn:
+            token = self._admin_tx.set(conn)
+            try:
+                with self._admin_block(conn) as handle:
+                    yield handle
+            finally:
+                self._admin_tx.reset(token)
+
+    @contextmanager
+    def _admin_block(self, conn: PgConnection) -> Iterator[_AdminTransaction]:
+        handle = _AdminTransaction(self, conn)
+        with translate_errors("admin_transaction", self._secrets), conn.transaction():
+            try:
+                yield handle
+            finally:
+                handle._open = False
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                raise PostgresTransactionUsageError(
+                    "admin_transaction failed: an error inside the block aborted the "
+                    "transaction and was caught; everything in it was rolled back",
+                    operation="admin_transaction",
+                )
+
+    # --- raw access (the seed's API) ------------------------------------------------------
+
+    @contextmanager
+    def connection(self, user_id: UserId | None = None) -> Iterator[PgConnection]:
+        """Yield a raw psycopg connection inside a transaction set up for one user.
+
+        The user setting is transaction-local; the transaction commits on normal exit and
+        rolls back on an exception, so nothing outlives the block.
+
+        Raises:
+            InvalidUserIdError, MissingUserContextError: before any I/O.
+        """
+        uid = resolve_user_id(user_id)
+        op = "connection"
+        with self._borrow(self._pool, op) as conn:
+            with translate_errors(op, self._secrets):
+                ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
+            try:
+                yield conn
+            except BaseException:
+                raise  # _give_back rolls back
+            with translate_errors(f"{op} commit", self._secrets):
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.commit()
+
+    @contextmanager
+    def admin_connection(self) -> Iterator[PgConnection]:
+        """Yield a raw psycopg connection of the admin role (BYPASSRLS), in autocommit.
+
+        Use only for migrations and cross-user batch work, never for one user's request.
+
+        Raises:
+            PostgresConfigError: no ``admin_connection_url`` was given.
+        """
+        pool = self._ensure_admin_pool("admin_connection")
+        with self._borrow(pool, "admin_connection") as conn:
+            yield conn
+
+    @property
+    def pool(self) -> ConnectionPool[PgConnection]:
+        """The application role's pool (for inspection; prefer the methods above)."""
+        return self._pool
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both pools; later calls raise :class:`PostgresError`. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        if self._admin_pool is not None:
+            self._admin_pool.close()
+        self._statements.clear()
+
+    def __enter__(self) -> PostgresClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        admin = "configured" if self._admin_conninfo else "none"
+        state = "closed" if self._closed else "open"
+        return (
+            f"PostgresClient(url={self._url_shown!r}, pool_size={self._pool_size}, "
+            f"admin={admin}, {state})"
+        )

@@ -1,0 +1,274 @@
+"""Apply the numbered ``sql/`` files through the admin path, and audit row-level security.
+
+``apply_migrations`` records every applied file with its SHA-256 in ``crm_schema_migrations``
+(created by the runner, not by a file), applies only new files, each in its own transaction,
+refuses to go on when an applied file was edited, and then runs :func:`audit_rls` and fails on
+any finding, so a new user-scoped table cannot ship unprotected: the run (and so the deploy)
+fails, on every later run too, until a new file closes the gap. The audit runs after all
+files rather than per file because a table and its policies may come in separate files (as
+``001`` and ``002`` do); files already applied stay applied (fix forward, never edit).
+Concurrent runners serialise on a transaction-level advisory lock and re-check under it, so no
+file is applied twice.
+
+What the audit demands of every table with a ``user_id`` column (outside the system schemas):
+
+- ENABLE and FORCE ROW LEVEL SECURITY;
+- at least one policy, and every policy fail-closed: each USING and WITH CHECK that applies to
+  its command is present (an ALL or UPDATE policy needs both, written out) and compares
+  ``user_id`` with ``NULLIF(current_setting('app.current_user_id', true), '')::uuid``, with no
+  ``OR`` that could widen it;
+- an index whose first column is ``user_id``.
+
+And of every view or materialized view that reads such a table (directly or through other
+views): ``security_invoker = true`` (a materialized view is always a finding: it stores every
+user's rows and cannot apply RLS when read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from crm_infra.errors import DatabaseError, MigrationError
+from crm_infra.ports import AdminDB, Params, Row
+from crm_infra.schema_files import default_sql_dir, migration_files
+
+__all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
+
+MIGRATIONS_TABLE = "crm_schema_migrations"
+_LOCK = 0x63726D2D6D696772  # "crm-migr"
+
+_CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+    filename   text PRIMARY KEY,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# The policy expression as PostgreSQL prints it back (pg_get_expr), whitespace-normalised.
+_FAIL_CLOSED = re.compile(
+    r"user_id = \(?NULLIF\(current_setting\('app\.current_user_id'::text, true\), ''::text\)\)?"
+    r"::uuid"
+)
+
+
+@attrs.frozen
+class RlsFinding:
+    """One gap in row-level security: the table or view and what is wrong with it."""
+
+    relation: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.relation}: {self.problem}"
+
+
+def _checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def apply_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str]:
+    """Apply the migration files not applied yet, in order; return their names.
+
+    Args:
+        admin_db: the admin path (a BYPASSRLS role that is a member of the table owner).
+        sql_dir: the schema directory (default: the packaged ``sql/``).
+
+    Returns:
+        The file names applied by this call (empty when the schema was up to date).
+
+    Raises:
+        MigrationError: a file failed (naming it; that file's changes are rolled back), an
+            applied file was edited since, or the RLS audit found gaps afterwards.
+    """
+    directory = sql_dir if sql_dir is not None else default_sql_dir()
+    files = migration_files(directory)
+    try:
+        with admin_db.admin_transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            tx.execute(_CREATE_TABLE)
+            rows = tx.execute(f"SELECT filename, checksum FROM {MIGRATIONS_TABLE}")
+    except DatabaseError as exc:
+        raise MigrationError(f"migrations: cannot read {MIGRATIONS_TABLE}: {exc}") from exc
+    recorded = {row["filename"]: row["checksum"] for row in rows}
+    edited = [f.name for f in files if f.name in recorded and recorded[f.name] != _checksum(f)]
+    if edited:
+        raise MigrationError(
+            f"migrations: already applied file(s) were edited since: {', '.join(edited)}; "
+            "never edit an applied migration, add a new numbered file instead"
+        )
+    applied: list[str] = []
+    for path in files:
+        if path.name in recorded:
+            continue
+        checksum = _checksum(path)
+        try:
+            with admin_db.admin_transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                done = tx.execute(
+                    f"SELECT checksum FROM {MIGRATIONS_TABLE} WHERE filename = %s", (path.name,)
+                )
+                if done:  # another runner applied it while we waited for the lock
+                    if done[0]["checksum"] != checksum:
+                        raise MigrationError(
+                            f"migrations: {path.name} was applied by another runner with "
+                            "different content"
+                        )
+                    continue
+                tx.execute(path.read_text(encoding="utf-8"))
+                tx.execute(
+                    f"INSERT INTO {MIGRATIONS_TABLE} (filename, checksum) VALUES (%s, %s)",
+                    (path.name, checksum),
+                )
+        except MigrationError:
+            raise
+        except DatabaseError as exc:
+            raise MigrationError(
+                f"migrations: {path.name} failed and was rolled back: {exc}"
+            ) from exc
+        applied.append(path.name)
+    findings = audit_rls(admin_db)
+    if findings:
+        listed = "; ".join(str(f) for f in findings)
+        raise MigrationError(f"migrations: the RLS audit found {len(findings)} gap(s): {listed}")
+    return applied
+
+
+_USER_TABLES = """
+SELECT c.oid, c.oid::regclass::text AS name, c.relrowsecurity AS enabled,
+       c.relforcerowsecurity AS forced,
+       EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum) AS indexed
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 2
+"""
+
+_POLICIES = """
+SELECT p.polrelid AS table_oid, p.polname AS name, p.polcmd AS cmd,
+       p.polpermissive AS permissive,
+       pg_get_expr(p.polqual, p.polrelid) AS using_expr,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr
+FROM pg_policy p
+ORDER BY p.polname
+"""
+
+# Views and materialized views, with every relation they read, followed through other views.
+_VIEWS = """
+WITH RECURSIVE reads(view_oid, rel_oid) AS (
+    SELECT DISTINCT r.ev_class, d.refobjid
+    FROM pg_rewrite r
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+    UNION
+    SELECT reads.view_oid, d.refobjid
+    FROM reads
+    JOIN pg_rewrite r ON r.ev_class = reads.rel_oid
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+)
+SELECT DISTINCT v.oid::regclass::text AS name, v.relkind AS kind,
+       coalesce(v.reloptions, '{}') AS options, reads.rel_oid
+FROM reads
+JOIN pg_class v ON v.oid = reads.view_oid
+JOIN pg_namespace n ON n.oid = v.relnamespace
+WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1
+"""
+
+_INVOKER_ON = {f"security_invoker={v}" for v in ("true", "on", "1", "yes")}
+
+_NEEDS = {  # polcmd -> (needs USING, needs WITH CHECK)
+    "*": (True, True),
+    "w": (True, True),
+    "r": (True, False),
+    "d": (True, False),
+    "a": (False, True),
+}
+
+
+def _expr_problem(expr: str | None) -> str | None:
+    if expr is None:
+        return "missing"
+    text = " ".join(expr.split())
+    if not _FAIL_CLOSED.search(text):
+        return (
+            "does not compare user_id with "
+            "NULLIF(current_setting('app.current_user_id', true), '')::uuid"
+        )
+    if re.search(r"\bOR\b", text, re.IGNORECASE):
+        return "contains OR, which can widen it beyond the current user"
+    return None
+
+
+def audit_rls(admin_db: AdminDB) -> list[RlsFinding]:
+    """Return every gap in row-level security (empty when none); see the module docstring.
+
+    Raises:
+        DatabaseError: the catalog could not be read.
+    """
+    return _audit(admin_db.execute_admin)
+
+
+def _audit(execute: Callable[[str, Params], list[Row]]) -> list[RlsFinding]:
+    tables = execute(_USER_TABLES, ())
+    by_table: dict[int, list[dict[str, object]]] = {}
+    for policy in execute(_POLICIES, ()):
+        by_table.setdefault(int(policy["table_oid"]), []).append(policy)
+    findings: list[RlsFinding] = []
+    for table in tables:
+        findings.extend(_table_findings(table, by_table.get(int(table["oid"]), [])))
+    user_tables = {int(t["oid"]) for t in tables}
+    flagged: set[str] = set()
+    for view in execute(_VIEWS, ()):
+        name = str(view["name"])
+        if int(view["rel_oid"]) not in user_tables or name in flagged:
+            continue
+        options = [str(o).lower() for o in view["options"]]
+        if view["kind"] == "m":
+            problem = "is a materialized view over user-scoped tables (it cannot apply RLS)"
+        elif not any(o in _INVOKER_ON for o in options):
+            problem = "reads user-scoped tables without security_invoker = true (bypasses RLS)"
+        else:
+            continue
+        flagged.add(name)
+        findings.append(RlsFinding(name, problem))
+    return findings
+
+
+def _table_findings(
+    table: dict[str, object], policies: list[dict[str, object]]
+) -> list[RlsFinding]:
+    name = str(table["name"])
+    findings: list[RlsFinding] = []
+    if not table["enabled"]:
+        findings.append(RlsFinding(name, "ROW LEVEL SECURITY is not enabled"))
+    if not table["forced"]:
+        findings.append(
+            RlsFinding(name, "ROW LEVEL SECURITY is not FORCEd (the owner bypasses it)")
+        )
+    if not policies:
+        findings.append(RlsFinding(name, "has no row-level security policy"))
+    for policy in policies:
+        needs_using, needs_check = _NEEDS.get(str(policy["cmd"]), (True, True))
+        for clause, needed, expr in (
+            ("USING", needs_using, policy["using_expr"]),
+            ("WITH CHECK", needs_check, policy["check_expr"]),
+        ):
+            if not needed and expr is None:
+                continue
+            problem = _expr_problem(None if expr is None else str(expr))
+            if problem:
+                findings.append(RlsFinding(name, f"policy {policy['name']}: {clause} {problem}"))
+    if not table["indexed"]:
+        findings.append(RlsFinding(name, "has no index whose first column is user_id"))
+    return findings

@@ -1,0 +1,33 @@
+"""The backends every contract suite runs against.
+
+To add a backend, add ONE entry to ``DB_BACKENDS`` (its name and the fixture that yields it,
+already reset for the test); every test in ``test_user_scoped_db.py`` then runs on it too.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+import pytest
+
+from crm_infra.ports import AdminDB, UserScopedDB
+
+DB_BACKENDS: dict[str, str] = {
+    "postgres": "pg_db",
+}
+REAL_BACKENDS = frozenset({"postgres"})  # marked ``real``: left out by --skip-real
+
+
+class ContractDB(UserScopedDB, AdminDB, Protocol):
+    """What the database contract tests need: both ports on one object."""
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.real] if name in REAL_BACKENDS else [])
+        for name in sorted(DB_BACKENDS)
+    ]
+)
+def db(request: pytest.FixtureRequest) -> ContractDB:
+    """A database backend with empty CRM tables, both user-scoped and admin."""
+    return cast(ContractDB, request.getfixturevalue(DB_BACKENDS[request.param]))

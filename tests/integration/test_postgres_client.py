@@ -1,0 +1,353 @@
+"""PostgresClient against the real server: the seed's tests, fixed, and what only a real
+server can show (round trips, timeouts, pooled connections, raw access)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from crm_infra import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    InvalidUserIdError,
+    MissingUserContextError,
+    QueryTimeoutError,
+)
+from crm_infra.adapters import PostgresClient, PostgresError
+from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.ports import AdminDB, UserScopedDB
+from tests.fixtures.common import free_port
+from tests.fixtures.roundtrips import RoundTripCounter
+
+
+def make_user(db: PostgresClient) -> UUID:
+    user_id: UUID = db.execute_admin(
+        "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{uuid4()}@example.com",)
+    )[0]["id"]
+    return user_id
+
+
+def test_the_client_implements_both_ports(pg_db: PostgresClient) -> None:
+    assert isinstance(pg_db, UserScopedDB)
+    assert isinstance(pg_db, AdminDB)
+
+
+# --- the seed's tests, adapted -----------------------------------------------------------------
+
+
+def test_connection_sets_rls_context(pg_db: PostgresClient) -> None:
+    user_id = uuid4()
+    with pg_db.connection(user_id) as conn:
+        row = conn.execute("SELECT current_setting('app.current_user_id') AS v").fetchone()
+    assert row == {"v": str(user_id)}
+
+
+def test_rls_context_cleared_after_connection(pg_db: PostgresClient) -> None:
+    with pg_db.connection(uuid4()):
+        pass
+    for _ in range(pg_db.pool.get_stats()["pool_size"] + 1):  # every pooled connection
+        conn = pg_db.pool.getconn()
+        try:
+            row = conn.execute(
+                "SELECT current_setting('app.current_user_id', true) AS v"
+            ).fetchone()
+        finally:
+            pg_db.pool.putconn(conn)
+        assert row is not None
+        assert row["v"] in (None, "")
+
+
+def test_execute_admin_returns_list_of_dicts(pg_db: PostgresClient) -> None:
+    assert pg_db.execute_admin("SELECT 1 AS num, 'hello' AS word") == [{"num": 1, "word": "hello"}]
+
+
+def test_execute_one_returns_single_dict(pg_db: PostgresClient) -> None:
+    assert pg_db.execute_one("SELECT 1 AS num", user_id=uuid4()) == {"num": 1}
+
+
+def test_execute_one_returns_none_for_empty(pg_db: PostgresClient) -> None:
+    assert pg_db.execute_one("SELECT 1 WHERE false", user_id=uuid4()) is None
+
+
+def test_rls_filters_data(pg_db: PostgresClient) -> None:
+    user_a, user_b = make_user(pg_db), make_user(pg_db)
+    pg_db.execute_admin(
+        "INSERT INTO contacts (id, user_id, name) VALUES (%s, %s, %s), (%s, %s, %s)",
+        (uuid4(), user_a, "User A Contact", uuid4(), user_b, "User B Contact"),
+    )
+    contacts = pg_db.execute("SELECT * FROM contacts", user_id=user_a)
+    assert len(contacts) == 1
+    assert contacts[0]["name"] == "User A Contact"
+
+
+def test_health_check_returns_true(pg_db: PostgresClient) -> None:
+    assert pg_db.health_check() is True
+
+
+# --- one round trip ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted(
+    pg_database: BootstrappedDatabase,
+) -> Iterator[tuple[PostgresClient, RoundTripCounter]]:
+    params = conninfo_to_dict(pg_database.app_url)
+    proxy = RoundTripCounter(str(params.get("host") or "127.0.0.1"), int(params["port"] or 5432))
+    url = pg_database.app_url.replace(f":{params['port']}/", f":{proxy.port}/")
+    client = PostgresClient(url, 1, min_pool_size=1, admin_connection_url=pg_database.admin_url)
+    yield client, proxy
+    client.close()
+    proxy.close()
+
+
+def test_execute_costs_one_round_trip(
+    counted: tuple[PostgresClient, RoundTripCounter],
+) -> None:
+    client, proxy = counted
+    user = make_user(client)
+    query = "SELECT count(*) FROM contacts WHERE name = %s"
+    client.execute(query, ("x",), user_id=user)  # the first call also prepares: still one
+    proxy.reset()
+    client.execute(query, ("y",), user_id=user)
+    client.execute_scalar(query, ("z",), user_id=uuid4())
+    client.execute("INSERT INTO contacts (name) VALUES (%s)", ("Ann",), user_id=user)
+    assert proxy.turns == 3
+
+
+def test_a_transaction_costs_one_round_trip_per_statement_plus_commit(
+    counted: tuple[PostgresClient, RoundTripCounter],
+) -> None:
+    client, proxy = counted
+    user = make_user(client)
+    proxy.reset()
+    with client.transaction(user) as tx:
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with client.transaction(user) as inner:  # the savepoint rides along too
+            inner.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    assert proxy.turns == 3
+    proxy.reset()
+    with client.transaction(user):
+        pass
+    assert proxy.turns == 0
+
+
+# --- the user and the pool -------------------------------------------------------------------
+
+
+def test_an_invalid_user_is_refused_before_any_io(pg_database: BootstrappedDatabase) -> None:
+    client = PostgresClient(pg_database.app_url, 1)
+    client.close()  # any I/O would now fail with a different error
+    with pytest.raises(InvalidUserIdError):
+        client.execute("SELECT 1", user_id="nope")
+    with pytest.raises(MissingUserContextError):
+        client.execute("SELECT 1")
+    with pytest.raises(PostgresError):
+        client.execute("SELECT 1", user_id=uuid4())
+
+
+def test_the_user_setting_never_outlives_a_call(pg_db: PostgresClient) -> None:
+    user = uuid4()
+    pg_db.execute("SELECT 1", user_id=user)
+    with pytest.raises(RuntimeError), pg_db.transaction(user) as tx:  # noqa: PT012 - the block body is what is tested
+        tx.execute("SELECT 1")
+        raise RuntimeError("boom")
+    with pg_db.connection(user) as conn:
+        conn.execute("SELECT 1")
+    for _ in range(pg_db.pool.get_stats()["pool_size"] + 1):
+        conn = pg_db.pool.getconn()
+        try:
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.autocommit
+            row = conn.execute(
+                "SELECT current_setting('app.current_user_id', true) AS v"
+            ).fetchone()
+        finally:
+            pg_db.pool.putconn(conn)
+        assert row is not None
+        assert row["v"] in (None, "")
+
+
+def test_statements_survive_a_discard_all_through_raw_access(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(pg_database.app_url, 1, min_pool_size=1) as client:
+        user = uuid4()
+        assert client.execute_scalar("SELECT %s::int + 1", (1,), user_id=user) == 2
+        with client.connection(user) as conn:
+            conn.execute("COMMIT")
+            conn.execute("DISCARD ALL")
+        assert client.execute_scalar("SELECT %s::int + 1", (2,), user_id=user) == 3
+        with client.connection(user) as conn:
+            conn.execute("COMMIT")
+            conn.execute("DEALLOCATE ALL")
+        with client.transaction(user) as tx:
+            assert tx.execute_scalar("SELECT %s::int + 1", (3,)) == 4
+
+
+def test_a_rollback_keeps_the_prepared_statements(pg_database: BootstrappedDatabase) -> None:
+    with PostgresClient(pg_database.app_url, 1, min_pool_size=1) as client:
+        user = uuid4()
+        for i in range(8):  # past psycopg's own prepare threshold
+            with pytest.raises(RuntimeError), client.transaction(user) as tx:  # noqa: PT012 - the block body is what is tested
+                tx.execute("SELECT %s::int", (i,))
+                raise RuntimeError("roll back")
+        assert client.execute_scalar("SELECT %s::int", (9,), user_id=user) == 9
+
+
+def test_raw_connection_commits_on_exit_and_rolls_back_on_error(pg_db: PostgresClient) -> None:
+    user = make_user(pg_db)
+    with pg_db.connection(user) as conn:
+        conn.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+    with pytest.raises(RuntimeError), pg_db.connection(user) as conn:  # noqa: PT012 - the block body is what is tested
+        conn.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+        raise RuntimeError("boom")
+    assert pg_db.execute("SELECT name FROM contacts", user_id=user) == [{"name": "Ann"}]
+
+
+def test_admin_connection_bypasses_rls(pg_db: PostgresClient) -> None:
+    a, b = make_user(pg_db), make_user(pg_db)
+    pg_db.execute("INSERT INTO contacts (name) VALUES ('Ann')", user_id=a)
+    pg_db.execute("INSERT INTO contacts (name) VALUES ('Bea')", user_id=b)
+    with pg_db.admin_connection() as conn:
+        rows = conn.execute("SELECT name FROM contacts ORDER BY name").fetchall()
+    assert rows == [{"name": "Ann"}, {"name": "Bea"}]
+
+
+def test_admin_work_without_an_admin_url_is_a_config_error(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(pg_database.app_url, 1) as client:
+        with pytest.raises(ConfigError) as caught:
+            client.execute_admin("SELECT 1")
+        assert isinstance(caught.value, DatabaseError)
+        assert "admin_connection_url" in str(caught.value)
+
+
+# --- errors, timeouts, lifecycle -----------------------------------------------------------------
+
+
+def test_errors_carry_the_sqlstate(pg_db: PostgresClient) -> None:
+    with pytest.raises(PostgresError) as caught:
+        pg_db.execute("SELECT * FROM no_such_table", user_id=uuid4())
+    assert caught.value.sqlstate == "42P01"
+    assert "no_such_table" in str(caught.value)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+def test_a_long_statement_times_out(pg_database: BootstrappedDatabase) -> None:
+    with PostgresClient(pg_database.app_url, 1, statement_timeout=0.2) as client:
+        started = time.monotonic()
+        with pytest.raises(QueryTimeoutError) as caught:
+            client.execute("SELECT pg_sleep(5)", user_id=uuid4())
+        assert time.monotonic() - started < 3
+        assert isinstance(caught.value, PostgresError)
+        assert client.execute_scalar("SELECT 1", user_id=uuid4()) == 1  # pool still fine
+
+
+def test_an_unreachable_server_fails_fast_as_unavailable() -> None:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError):
+        PostgresClient(f"postgresql://app@127.0.0.1:{free_port()}/crm", 1, connect_timeout=2)
+    assert time.monotonic() - started < 5
+
+
+def test_an_exhausted_pool_times_out_as_unavailable(pg_database: BootstrappedDatabase) -> None:
+    with (
+        PostgresClient(pg_database.app_url, 1, pool_timeout=0.3) as client,
+        client.transaction(uuid4()) as tx,
+    ):
+        tx.execute("SELECT 1")
+        with pytest.raises(DatabaseUnavailableError):
+            client.execute("SELECT 1", user_id=uuid4())
+
+
+def test_close_is_idempotent_and_the_client_is_a_context_manager(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(pg_database.app_url, 1) as client:
+        assert client.execute_scalar("SELECT 1", user_id=uuid4()) == 1
+    client.close()
+    assert "closed" in repr(client)
+    with pytest.raises(PostgresError):
+        client.execute("SELECT 1", user_id=uuid4())
+
+
+def test_bad_settings_are_a_config_error(pg_database: BootstrappedDatabase) -> None:
+    with pytest.raises(ConfigError, match="pool_size"):
+        PostgresClient(pg_database.app_url, 0)
+
+
+def test_a_broken_connection_is_replaced(pg_database: BootstrappedDatabase) -> None:
+    with PostgresClient(
+        pg_database.app_url,
+        1,
+        min_pool_size=1,
+        health_check_interval=0,
+        admin_connection_url=pg_database.admin_url,
+    ) as client:
+        pid = client.execute_scalar("SELECT pg_backend_pid()", user_id=uuid4())
+        with psycopg.connect(pg_database.superuser_url, dbname=pg_database.database) as su:
+            su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # The idle check finds the dead connection and the pool opens a new one.
+        assert client.execute_scalar("SELECT pg_backend_pid()", user_id=uuid4()) != pid
+
+
+def test_several_statements_run_in_order_and_the_last_result_is_returned(
+    pg_db: PostgresClient,
+) -> None:
+    user = make_user(pg_db)
+    rows = pg_db.execute(
+        "INSERT INTO contacts (name) VALUES ('a;b'); SELECT name FROM contacts", user_id=user
+    )
+    assert rows == [{"name": "a;b"}]
+    for value in ("x", "y"):  # a ';' inside a literal keeps it one (prepared) statement
+        assert pg_db.execute_scalar("SELECT %s || ';' AS v", (value,), user_id=user) == f"{value};"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        -(2**70),
+        2**40,
+        1.5,
+        "text with 'quotes' and \\ backslash",
+        "",
+        b"\x00\xff",
+        UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("-12.345"),
+        dt.date(2024, 2, 29),
+        dt.datetime(2024, 2, 29, 12, 30, tzinfo=dt.UTC),
+        dt.timedelta(days=1, seconds=5),
+    ],
+)
+def test_values_round_trip_through_literals(pg_db: PostgresClient, value: object) -> None:
+    user = uuid4()
+    for _ in range(2):  # first call prepares, second reuses the plan
+        assert pg_db.execute_scalar("SELECT %s AS v", (value,), user_id=user) == value
+
+
+def test_nested_admin_transactions_are_savepoints(pg_db: PostgresClient) -> None:
+    with pg_db.admin_transaction() as outer:
+        outer.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        with pytest.raises(RuntimeError), pg_db.admin_transaction() as inner:  # noqa: PT012 - the block body is what is tested
+            inner.execute("INSERT INTO users (email) VALUES ('b@example.com')")
+            raise RuntimeError("inner fails")
+    assert pg_db.execute_admin("SELECT email FROM users") == [{"email": "a@example.com"}]
+
+
+def test_an_admin_block_that_swallows_an_error_is_rolled_back(pg_db: PostgresClient) -> None:
+    with pytest.raises(DatabaseError, match="aborted"), pg_db.admin_transaction() as tx:  # noqa: PT012 - the block body is what is tested
+        tx.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        with pytest.raises(DatabaseError):
+            tx.execute("INSERT INTO users (email) VALUES (NULL)")
+    assert pg_db.execute_admin("SELECT email FROM users") == []

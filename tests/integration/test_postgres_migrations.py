@@ -1,0 +1,209 @@
+"""apply_migrations and audit_rls on fresh databases of their own."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crm_infra import MigrationError
+from crm_infra.adapters import PostgresClient
+from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
+from crm_infra.migrations import MIGRATIONS_TABLE, RlsFinding, apply_migrations, audit_rls
+from crm_infra.schema_files import default_sql_dir, migration_files
+
+SHIPPED = [p.name for p in migration_files()]
+
+PROTECTED_TABLE = """
+SET ROLE crm_owner;
+CREATE TABLE notes (
+    id      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL DEFAULT NULLIF(current_setting('app.current_user_id', true), '')::uuid
+            REFERENCES users (id),
+    body    text
+);
+CREATE INDEX notes_user_id_idx ON notes (user_id);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY notes_user_isolation ON notes
+    USING (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid)
+    WITH CHECK (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid);
+GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO crm_app;
+RESET ROLE;
+"""
+
+
+@pytest.fixture
+def fresh(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
+    created = create_database(pg_superuser_url, prefix="crm_test_mig")
+    try:
+        yield created
+    finally:
+        drop_database(created)
+
+
+@pytest.fixture
+def admin(fresh: BootstrappedDatabase) -> Iterator[PostgresClient]:
+    with PostgresClient(
+        fresh.app_url, 1, min_pool_size=0, admin_connection_url=fresh.admin_url
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def sql_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(default_sql_dir(), target)
+    return target
+
+
+def test_applies_every_file_once_and_records_checksums(admin: PostgresClient) -> None:
+    assert apply_migrations(admin) == SHIPPED
+    assert apply_migrations(admin) == []
+    recorded = admin.execute_admin(
+        f"SELECT filename, checksum FROM {MIGRATIONS_TABLE} ORDER BY filename"
+    )
+    assert recorded == [
+        {"filename": p.name, "checksum": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in migration_files()
+    ]
+    assert audit_rls(admin) == []
+
+
+def test_applies_only_new_files(admin: PostgresClient, sql_dir: Path) -> None:
+    apply_migrations(admin, sql_dir)
+    (sql_dir / "004_notes.sql").write_text(PROTECTED_TABLE)
+    assert apply_migrations(admin, sql_dir) == ["004_notes.sql"]
+    assert admin.execute_admin("SELECT count(*) AS n FROM notes") == [{"n": 0}]
+
+
+def test_refuses_an_edited_applied_file(admin: PostgresClient, sql_dir: Path) -> None:
+    apply_migrations(admin, sql_dir)
+    edited = sql_dir / "002_row_level_security.sql"
+    edited.write_text(edited.read_text() + "\n-- a harmless-looking edit\n")
+    (sql_dir / "004_notes.sql").write_text(PROTECTED_TABLE)
+    with pytest.raises(MigrationError, match=r"002_row_level_security\.sql"):
+        apply_migrations(admin, sql_dir)
+    assert admin.execute_admin("SELECT to_regclass('notes') AS t") == [{"t": None}]
+
+
+def test_a_failing_file_is_rolled_back_and_named(admin: PostgresClient, sql_dir: Path) -> None:
+    apply_migrations(admin, sql_dir)
+    (sql_dir / "004_broken.sql").write_text(
+        "CREATE TABLE half_done (id int);\nCREATE TABLEE oops (id int);\n"
+    )
+    with pytest.raises(MigrationError, match=r"004_broken\.sql"):
+        apply_migrations(admin, sql_dir)
+    assert admin.execute_admin("SELECT to_regclass('half_done') AS t") == [{"t": None}]
+    done = admin.execute_admin(f"SELECT filename FROM {MIGRATIONS_TABLE} ORDER BY 1")
+    assert [r["filename"] for r in done] == SHIPPED
+
+
+def test_an_unprotected_table_fails_the_run_until_fixed(
+    admin: PostgresClient, sql_dir: Path
+) -> None:
+    apply_migrations(admin, sql_dir)
+    (sql_dir / "004_leaky.sql").write_text(
+        "SET ROLE crm_owner;\n"
+        "CREATE TABLE leaky (id serial PRIMARY KEY, user_id uuid, secret text);\n"
+        "RESET ROLE;\n"
+    )
+    with pytest.raises(MigrationError, match="leaky"):
+        apply_migrations(admin, sql_dir)
+    with pytest.raises(MigrationError, match="leaky"):
+        apply_migrations(admin, sql_dir)  # nothing new to apply, still refused
+    (sql_dir / "005_protect_leaky.sql").write_text(
+        "SET ROLE crm_owner;\n"
+        "CREATE INDEX leaky_user_id_idx ON leaky (user_id);\n"
+        "ALTER TABLE leaky ENABLE ROW LEVEL SECURITY;\n"
+        "ALTER TABLE leaky FORCE ROW LEVEL SECURITY;\n"
+        "CREATE POLICY leaky_user_isolation ON leaky\n"
+        "    USING (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid)\n"
+        "    WITH CHECK (user_id = NULLIF(current_setting('app.current_user_id', true), '')"
+        "::uuid);\n"
+        "RESET ROLE;\n"
+    )
+    assert apply_migrations(admin, sql_dir) == ["005_protect_leaky.sql"]
+
+
+def test_audit_lists_every_gap_of_an_unprotected_table(admin: PostgresClient) -> None:
+    apply_migrations(admin)
+    admin.execute_admin("CREATE TABLE leaky (id serial PRIMARY KEY, user_id uuid)")
+    findings = audit_rls(admin)
+    assert all(isinstance(f, RlsFinding) for f in findings)
+    assert {f.relation for f in findings} == {"leaky"}
+    problems = " | ".join(f.problem for f in findings)
+    for expected in ("not enabled", "not FORCEd", "no row-level security policy", "no index"):
+        assert expected in problems
+
+
+def test_audit_flags_policies_that_do_not_fail_closed(admin: PostgresClient) -> None:
+    apply_migrations(admin)
+    admin.execute_admin(
+        """
+        CREATE TABLE open_notes (id serial PRIMARY KEY, user_id uuid);
+        CREATE INDEX ON open_notes (user_id);
+        ALTER TABLE open_notes ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE open_notes FORCE ROW LEVEL SECURITY;
+        CREATE POLICY everyone ON open_notes USING (true);
+        CREATE POLICY strict_setting ON open_notes FOR SELECT
+            USING (user_id = current_setting('app.current_user_id')::uuid);
+        CREATE POLICY widened ON open_notes
+            USING (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid
+                   OR user_id IS NULL)
+            WITH CHECK (user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid);
+        """
+    )
+    findings = [str(f) for f in audit_rls(admin)]
+    assert any("everyone: USING does not compare" in f for f in findings)
+    assert any("everyone: WITH CHECK missing" in f for f in findings)
+    assert any("strict_setting: USING does not compare" in f for f in findings)
+    assert any("widened: USING contains OR" in f for f in findings)
+    assert all(f.startswith("open_notes:") for f in findings)
+
+
+def test_audit_flags_a_view_without_security_invoker(admin: PostgresClient) -> None:
+    apply_migrations(admin)
+    admin.execute_admin(
+        """
+        SET ROLE crm_owner;
+        CREATE VIEW contact_names AS SELECT name FROM contacts;
+        CREATE VIEW safe_contact_names WITH (security_invoker = true) AS
+            SELECT name FROM contacts;
+        CREATE VIEW names_of_names AS SELECT * FROM safe_contact_names;
+        CREATE VIEW user_emails AS SELECT email FROM users;
+        RESET ROLE;
+        """
+    )
+    findings = {f.relation: f.problem for f in audit_rls(admin)}
+    assert set(findings) == {"contact_names", "names_of_names"}
+    assert "security_invoker" in findings["contact_names"]
+
+
+def test_concurrent_runners_apply_each_file_once(fresh: BootstrappedDatabase) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def run() -> None:
+        try:
+            with PostgresClient(
+                fresh.app_url, 1, min_pool_size=0, admin_connection_url=fresh.admin_url
+            ) as client:
+                start.wait()
+                results.append(apply_migrations(client))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    applied = sorted(name for result in results for name in result)
+    assert applied == SHIPPED

@@ -1,0 +1,70 @@
+"""No password in any message, traceback or repr, whatever psycopg itself puts in its errors."""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from crm_infra import DatabaseError
+from crm_infra.adapters import PostgresClient, PostgresError
+from crm_infra.bootstrap import BootstrappedDatabase
+from tests.fixtures.common import free_port
+
+MARKER = "Pa55-MARKER-zq81"
+
+
+def everything_printed(exc: BaseException) -> str:
+    """The whole traceback as a user would see it, chained causes included."""
+    return "".join(traceback.format_exception(exc)) + repr(exc)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://app:{MARKER}@127.0.0.1:notaport/crm",
+        f"postgresql://app:{MARKER}@127.0.0.1:5432/crm?sslmode=bogus",
+        f"postgresql://app:{MARKER}@[::1/crm",
+        f"host=127.0.0.1 password={MARKER} port=notaport",
+        f"host=127.0.0.1 password='{MARKER}' dbname=crm bogus_option=1",
+        f"postgresql://app:{MARKER}@127.0.0.1:5432/crm?bogus_option=1",
+    ],
+)
+def test_a_malformed_url_never_shows_the_password(url: str) -> None:
+    with pytest.raises(PostgresError) as caught:
+        PostgresClient(url, 1, connect_timeout=2)
+    assert MARKER not in everything_printed(caught.value)
+
+
+def test_an_unreachable_server_never_shows_the_password() -> None:
+    url = f"postgresql://app:{MARKER}@127.0.0.1:{free_port()}/crm"
+    with pytest.raises(DatabaseError) as caught:
+        PostgresClient(url, 1, connect_timeout=2)
+    assert MARKER not in everything_printed(caught.value)
+
+
+def test_a_refused_role_never_shows_the_password(pg_database: BootstrappedDatabase) -> None:
+    # Trust authentication ignores the password, so the superuser gets in and is refused.
+    url = make_conninfo(pg_database.superuser_url, dbname=pg_database.database, password=MARKER)
+    with pytest.raises(PostgresError) as caught:
+        PostgresClient(url, 1)
+    assert MARKER not in everything_printed(caught.value)
+
+
+def test_the_client_repr_hides_passwords(pg_database: BootstrappedDatabase) -> None:
+    app = make_conninfo(pg_database.app_url, password=MARKER)
+    admin = make_conninfo(pg_database.admin_url, password=MARKER + "admin")
+    with PostgresClient(app, 1, admin_connection_url=admin) as client:
+        client.execute_admin("SELECT 1")
+        shown = repr(client) + str(client) + repr(vars(client).keys())
+    assert MARKER not in shown
+    assert pg_database.app_role in repr(client)
+
+
+def test_the_bootstrapped_database_repr_hides_its_urls(pg_database: BootstrappedDatabase) -> None:
+    shown = repr(pg_database)
+    assert pg_database.database in shown
+    for url in (pg_database.app_url, pg_database.admin_url):
+        password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert password not in shown

@@ -1,0 +1,83 @@
+"""The PostgreSQL adapter's pure helpers: placeholders, password scrubbing (no server needed)."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+
+from crm_infra.adapters._pg_errors import password_of, scrub
+from crm_infra.adapters._pg_statements import _has_statement_break, to_dollar_placeholders
+
+
+def test_positional_placeholders_become_dollar_numbers() -> None:
+    a, b = uuid4(), "x"
+    assert to_dollar_placeholders("SELECT %s, %s", (a, b)) == ("SELECT $1, $2", [a, b])
+
+
+def test_named_placeholders_reuse_their_number() -> None:
+    converted = to_dollar_placeholders("SELECT %(a)s, %(b)s, %(a)s", {"b": 2, "a": 1, "unused": 3})
+    assert converted == ("SELECT $1, $2, $1", [1, 2])
+
+
+def test_double_percent_is_a_literal_percent() -> None:
+    assert to_dollar_placeholders("SELECT 'a%%' LIKE %s", ("a",)) == (
+        "SELECT 'a%' LIKE $1",
+        ["a"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("SELECT %s, %s", (1,)),  # too few values
+        ("SELECT %s", (1, 2)),  # too many values
+        ("SELECT %(a)s", (1,)),  # named placeholder, positional values
+        ("SELECT %s", {"a": 1}),  # positional placeholder, named values
+        ("SELECT %(a)s", {"b": 1}),  # missing name
+        ("SELECT 5 % 2, %s", (1,)),  # a lone percent: psycopg's own error should show
+    ],
+)
+def test_mismatches_are_left_for_psycopg_to_report(query: str, params: object) -> None:
+    assert to_dollar_placeholders(query, params) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "password"),
+    [
+        ("postgresql://app:s3cr%40t@db:5432/crm", "s3cr@t"),
+        ("postgresql://app@db/crm", None),
+        ("host=db password=hunter2 user=app", "hunter2"),
+        ("host=db password='two words' user=app", "two words"),
+        ("postgresql://app:p@[::1/crm", "p"),
+    ],
+)
+def test_password_of_finds_the_password(conninfo: str, password: str | None) -> None:
+    assert password_of(conninfo) == password
+
+
+def test_scrub_removes_known_and_password_shaped_secrets() -> None:
+    text = 'bad URI "postgresql://app:hunter2@db/crm", also password=other and known-secret here'
+    cleaned = scrub(text, ["known-secret", None])
+    for secret in ("hunter2", "other", "known-secret"):
+        assert secret not in cleaned
+    assert "postgresql://app:***@db/crm" in cleaned
+
+
+@pytest.mark.parametrize(
+    ("query", "several"),
+    [
+        ("SELECT 1", False),
+        ("SELECT ';'", False),
+        ("SELECT 'it''s; fine'", False),
+        ('SELECT 1 AS "a;b"', False),
+        ("SELECT $$;$$, $x$ ; $x$", False),
+        ("SELECT 1 -- trailing; comment", False),
+        ("SELECT /* ; */ 1", False),
+        (r"SELECT E'\'; still a string'", False),
+        ("SELECT 1; SELECT 2", True),
+        ("SELECT 'a'; DELETE FROM contacts", True),
+    ],
+)
+def test_statement_breaks_are_found_outside_literals(query: str, several: bool) -> None:
+    assert _has_statement_break(query) is several
