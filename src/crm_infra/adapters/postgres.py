@@ -29,6 +29,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
+from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
     PostgresConfigError,
     PostgresError,
@@ -124,7 +125,10 @@ class _UserTransaction:
                 f"{op} failed: the transaction block has ended", operation=op
             )
         state = self._state
-        with translate_errors(op, self._client._secrets):
+        with (
+            translate_errors(op, self._client._secrets),
+            self._client._watchdog.guard(state.conn, op),
+        ):
             return state.run(self._client._statements, query, params)
 
     def execute_one(self, query: str, params: Params = ()) -> Row | None:
@@ -199,7 +203,9 @@ class PostgresClient:
             Without it, admin calls raise :class:`PostgresConfigError`.
         min_pool_size: connections kept open (default ``min(2, pool_size)``).
         connect_timeout: seconds to give up connecting (libpq counts whole seconds, at least 2).
-        statement_timeout: seconds a user-scoped statement may run (None: no limit).
+        statement_timeout: seconds a user-scoped statement may run (None: no limit). The
+            client's own deadline ends a call 2 s later even when the server cannot (a
+            frozen server), with :class:`PostgresTimeoutError`.
         admin_statement_timeout: the same for admin work (default None: migrations may be long).
         pool_timeout: seconds to wait for a free pooled connection.
         health_check_interval: a pooled connection idle for longer is pinged before use, and
@@ -274,6 +280,10 @@ class PostgresClient:
             self._pool: ConnectionPool[PgConnection] = self._make_pool(
                 conninfo, "crm-app", min_size, pool_size
             )
+        # The server enforces statement_timeout; this is the backstop for when it cannot.
+        self._watchdog = Watchdog(
+            None if statement_timeout is None else statement_timeout + GRACE_S
+        )
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -410,6 +420,8 @@ class PostgresClient:
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
         conn = self._getconn(pool, "execute")
+        watchdog = self._watchdog
+        key = watchdog.arm(conn)
         try:
             try:
                 return self._statements.run(conn, query, params, user=str(uid))
@@ -419,8 +431,11 @@ class PostgresClient:
                 self._statements.reset(conn)
                 return self._statements.run(conn, query, params, user=str(uid))
         except psycopg.Error as exc:
+            if watchdog.disarm(key, conn):
+                raise watchdog.timeout_error(_describe("execute", query)) from exc
             raise_translated(exc, _describe("execute", query), self._secrets)
         finally:
+            watchdog.disarm(key, conn)
             self._give_back(pool, conn)
 
     def execute_one(
@@ -484,7 +499,8 @@ class PostgresClient:
                         operation="transaction commit",
                     )
                 pending, state.pending = "".join(state.pending), []
-                conn.execute(pending + "COMMIT")
+                with self._watchdog.guard(conn, "transaction commit"):
+                    conn.execute(pending + "COMMIT")
 
     @contextmanager
     def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
@@ -519,6 +535,7 @@ class PostgresClient:
         with (
             translate_errors("health_check", self._secrets),
             self._borrow(self._pool, "health_check") as conn,
+            self._watchdog.guard(conn, "health_check"),
         ):
             conn.execute("SELECT 1")
         return True
@@ -628,6 +645,7 @@ class PostgresClient:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.close()
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()
