@@ -177,6 +177,25 @@ class _AdminTransaction:
         return _first_value(self.execute(query, params), "admin_transaction.execute_scalar", query)
 
 
+def _reset_session(conn: PgConnection) -> None:
+    """Undo session-level state that raw use may have left (a session-wide user setting,
+    ``SET ROLE``, ``SET search_path``...), so the next borrower starts clean; a connection
+    whose state cannot be restored is closed, and the pool replaces it.
+    """
+    if conn.closed:
+        return
+    try:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        if not conn.autocommit:
+            conn.autocommit = True
+        # RESET ALL leaves the role alone; the startup options (statement_timeout) remain.
+        conn.execute("RESET ALL; RESET ROLE")
+    except psycopg.Error as exc:
+        logger.warning("resetting a raw connection failed, closing it: %s", type(exc).__name__)
+        conn.close()
+
+
 def _first_value(rows: list[Row], operation: str, query: str) -> Any:
     if not rows:
         op = _describe(operation, query)
@@ -610,15 +629,18 @@ class PostgresClient:
         uid = resolve_user_id(user_id)
         op = "connection"
         with self._borrow(self._pool, op) as conn:
-            with translate_errors(op, self._secrets):
-                ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
             try:
-                yield conn
-            except BaseException:
-                raise  # _give_back rolls back
-            with translate_errors(f"{op} commit", self._secrets):
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.commit()
+                with translate_errors(op, self._secrets):
+                    ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
+                try:
+                    yield conn
+                except BaseException:
+                    raise  # _give_back rolls back
+                with translate_errors(f"{op} commit", self._secrets):
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.commit()
+            finally:
+                _reset_session(conn)
 
     @contextmanager
     def admin_connection(self) -> Iterator[PgConnection]:
