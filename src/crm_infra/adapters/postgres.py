@@ -33,6 +33,7 @@ from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
     PostgresConfigError,
     PostgresError,
+    PostgresInputError,
     PostgresIntegrityError,
     PostgresNoRowsError,
     PostgresRowSecurityError,
@@ -40,6 +41,7 @@ from crm_infra.adapters._pg_errors import (
     PostgresTransactionUsageError,
     PostgresUnavailableError,
     PostgresUnsafeRoleError,
+    input_error,
     password_of,
     raise_translated,
     scrub,
@@ -54,6 +56,7 @@ __all__ = [
     "PostgresClient",
     "PostgresConfigError",
     "PostgresError",
+    "PostgresInputError",
     "PostgresIntegrityError",
     "PostgresNoRowsError",
     "PostgresRowSecurityError",
@@ -89,13 +92,22 @@ class _UserTxState:
         pending = "".join(self.pending)
         self.pending = []
         if self.begun:
-            return statements.run(self.conn, query, params, before=pending)
+            try:
+                return statements.run(self.conn, query, params, before=pending)
+            except UnicodeEncodeError:
+                self.pending = [pending] if pending else []  # nothing was sent
+                raise
         self.begun = True
         user = str(self.user_id)
         try:
             return statements.run(
                 self.conn, query, params, user=user, before="BEGIN; ", after=pending
             )
+        except UnicodeEncodeError:
+            # Refused while quoting, before anything was sent: BEGIN is still to come.
+            self.begun = False
+            self.pending = [pending] if pending else []
+            raise
         except psycopg.errors.InvalidSqlStatementName:
             # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
             # happened in this transaction yet, so it can start again.
@@ -453,6 +465,9 @@ class PostgresClient:
             if watchdog.disarm(key, conn):
                 raise watchdog.timeout_error(_describe("execute", query)) from exc
             raise_translated(exc, _describe("execute", query), self._secrets)
+        except UnicodeEncodeError:
+            # Not chained: the codec error holds the whole value (.object).
+            raise input_error(_describe("execute", query)) from None
         finally:
             watchdog.disarm(key, conn)
             self._give_back(pool, conn)
