@@ -7,16 +7,23 @@ Subclasses provide the ``kv`` fixture (a store with an empty namespace) or ``sec
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import pytest
 
-from crm_infra.errors import InvalidSecretPathError, KeyValueStoreInputError, SecretNotFoundError
+from crm_infra.errors import (
+    DatabaseError,
+    InvalidSecretPathError,
+    InvalidUserIdError,
+    KeyValueStoreInputError,
+    SecretNotFoundError,
+)
 from crm_infra.ports import KeyValueStore, SecretStore
 from tests.battery.payloads import AWKWARD_KEYS, INJECTIONS, MIB, UNICODE_PATHS
 
-__all__ = ["KeyValueBadInput", "SecretBackend", "SecretBadInput"]
+__all__ = ["Database", "DatabaseBadInput", "KeyValueBadInput", "SecretBackend", "SecretBadInput"]
 
 NEIGHBOURS = {"user:1": "one", "user:2": "two", "user:a": "a", "a": "plain", "ab": "plain2"}
 
@@ -191,3 +198,124 @@ class SecretBadInput:
         blob = ("-----BEGIN CERTIFICATE-----" * (10 * MIB // 27 + 1))[: 10 * MIB]
         secret_backend.put("crm/big", {"bundle": blob})
         assert secret_backend.store.get_secret("crm/big") == {"bundle": blob}
+
+
+class Database(Protocol):
+    """What the database cases use: the user-scoped port plus the admin path."""
+
+    def execute(self, query: str, params: Any = (), user_id: Any = None) -> list[Any]: ...
+
+    def execute_admin(self, query: str, params: Any = ()) -> list[Any]: ...
+
+    def transaction(self, user_id: Any = None) -> Any: ...
+
+
+def _new_user(db: Database) -> Any:
+    rows = db.execute_admin(
+        "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{uuid.uuid4()}@example.com",)
+    )
+    return rows[0]["id"]
+
+
+def _names(db: Database, user: Any) -> list[str]:
+    return [row["name"] for row in db.execute("SELECT name FROM contacts ORDER BY name", (), user)]
+
+
+class DatabaseBadInput:
+    """Injection payloads, hostile user ids, NUL bytes, invalid unicode and 10 MiB values."""
+
+    @pytest.fixture
+    def two_users(self, db: Database) -> tuple[Any, Any]:
+        alice, bob = _new_user(db), _new_user(db)
+        db.execute("INSERT INTO contacts (name) VALUES ('bob-1')", (), bob)
+        return alice, bob
+
+    @pytest.mark.parametrize("payload", list(INJECTIONS.values()), ids=list(INJECTIONS))
+    def test_injection_payloads_are_stored_and_read_back_literally(
+        self, db: Database, two_users: tuple[Any, Any], payload: str
+    ) -> None:
+        alice, bob = two_users
+        db.execute(
+            "INSERT INTO contacts (name, email) VALUES (%s, %s)", (payload, payload), alice
+        )
+        rows = db.execute(
+            "SELECT name, email FROM contacts WHERE name = %s", (payload,), alice
+        )
+        assert rows == [{"name": payload, "email": payload}]
+        assert _names(db, bob) == ["bob-1"]  # nothing else changed
+        assert db.execute_admin("SELECT count(*) AS n FROM contacts")[0]["n"] == 2
+
+    @pytest.mark.parametrize(
+        "user_id",
+        ["' OR '1'='1", "", " ", "not-a-uuid", "00000000-0000-0000-0000-00000000000g",
+         "1; DROP TABLE contacts", 42, b"\x00" * 16, 1.5],
+        ids=["quote-or", "empty", "space", "word", "bad-hex", "stacked", "int", "bytes", "float"],
+    )
+    def test_a_user_id_that_is_not_a_uuid_is_refused_and_nothing_changes(
+        self, db: Database, two_users: tuple[Any, Any], user_id: Any
+    ) -> None:
+        _alice, bob = two_users
+        for call in (
+            lambda: db.execute("INSERT INTO contacts (name) VALUES ('x')", (), user_id),
+            lambda: db.execute("SELECT name FROM contacts", (), user_id),
+            lambda: db.transaction(user_id).__enter__(),
+        ):
+            with pytest.raises(InvalidUserIdError) as info:
+                call()
+            assert isinstance(info.value, ValueError)
+        assert _names(db, bob) == ["bob-1"]
+        assert db.execute_admin("SELECT count(*) AS n FROM contacts")[0]["n"] == 1
+
+    @pytest.mark.parametrize(
+        "value", ["a\x00b", "\x00"], ids=["inner NUL", "only NUL"]
+    )
+    def test_a_nul_byte_in_text_is_a_typed_error_and_nothing_is_stored(
+        self, db: Database, two_users: tuple[Any, Any], value: str
+    ) -> None:
+        alice, _bob = two_users
+        with pytest.raises(DatabaseError) as info:
+            db.execute("INSERT INTO contacts (name) VALUES (%s)", (value,), alice)
+        assert "INSERT INTO contacts" in str(info.value)
+        assert _names(db, alice) == []
+
+    def test_a_lone_surrogate_is_a_typed_error_and_nothing_is_stored(
+        self, db: Database, two_users: tuple[Any, Any]
+    ) -> None:
+        alice, _bob = two_users
+        with pytest.raises(DatabaseError) as info:
+            db.execute("INSERT INTO contacts (name) VALUES (%s)", ("bad\ud800",), alice)
+        assert "INSERT INTO contacts" in str(info.value)
+        assert "bad" not in str(info.value).replace("INSERT", "")
+        assert _names(db, alice) == []
+
+    def test_a_refused_parameter_inside_a_transaction_leaves_it_usable_and_whole(
+        self, db: Database, two_users: tuple[Any, Any]
+    ) -> None:
+        alice, _bob = two_users
+        with db.transaction(alice) as tx:
+            with pytest.raises(DatabaseError):
+                tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("bad\udc80",))
+            tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("after",))
+            assert [r["name"] for r in tx.execute("SELECT name FROM contacts")] == ["after"]
+        assert _names(db, alice) == ["after"]
+
+    def test_unicode_edge_cases_round_trip_exactly(
+        self, db: Database, two_users: tuple[Any, Any]
+    ) -> None:
+        alice, _bob = two_users
+        values = ["🔑🏳️‍🌈", "\u202eevil", "e\u0301", "zero\u200bwidth", "line\u2028sep",
+                  "ключ", "\ufeffbom", "tab\tnew\nline", "'\"\\"]
+        for value in values:
+            db.execute("INSERT INTO contacts (name) VALUES (%s)", (value,), alice)
+        assert sorted(_names(db, alice)) == sorted(values)
+
+    def test_a_ten_mebibyte_value_round_trips(
+        self, db: Database, two_users: tuple[Any, Any]
+    ) -> None:
+        alice, _bob = two_users
+        big = ("0123456789abcdéf" * (10 * MIB // 17 + 1))[: 10 * MIB]
+        rows = db.execute(
+            "INSERT INTO contacts (name) VALUES (%s) RETURNING name", (big,), alice
+        )
+        assert rows[0]["name"] == big
+        assert _names(db, alice) == [big]

@@ -1,4 +1,4 @@
-"""Hostile input to the real adapters on real Valkey and OpenBao (the fakes run the same cases)."""
+"""Hostile input to the real adapters on real servers (the fakes run the same cases)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from crm_infra.adapters import ValkeyClient, VaultClient
+from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
 from crm_infra.devservers.openbao import OpenBaoServer
-from tests.battery.bad_input import KeyValueBadInput, SecretBadInput
+from tests.battery.bad_input import DatabaseBadInput, KeyValueBadInput, SecretBadInput
 from tests.fixtures.openbao import VaultMount
 
 
@@ -41,3 +41,9 @@ class TestVaultBadInput(SecretBadInput):
             openbao_server.addr, openbao_server.token, mount_point=vault_mount.name, timeout=30
         ) as client:
             yield RealSecrets(client, vault_mount)
+
+
+class TestPostgresBadInput(DatabaseBadInput):
+    @pytest.fixture
+    def db(self, pg_db: PostgresClient) -> PostgresClient:
+        return pg_db
