@@ -89,8 +89,7 @@ def test_approle_credentials_come_from_the_environment(
     monkeypatch.setenv("VAULT_ADDR", openbao_server.addr)
     monkeypatch.setenv("VAULT_ROLE_ID", approle.role_id)
     monkeypatch.setenv("VAULT_SECRET_ID", approle.secret_id)
-    monkeypatch.setenv("VAULT_MOUNT_POINT", vault_mount.name)
-    with VaultClient(approle_mount_point=approle.mount) as client:
+    with VaultClient(mount_point=vault_mount.name, approle_mount_point=approle.mount) as client:
         assert client.auth_method == "approle"
         assert client.get_valkey_url() == TEST_SECRETS["crm/valkey"]["url"]
 

@@ -31,8 +31,7 @@ def env_client(
     """A client configured only through the environment, as the seed's tests assume."""
     clean_env.setenv("VAULT_ADDR", openbao_server.addr)
     clean_env.setenv("VAULT_TOKEN", openbao_server.token)
-    clean_env.setenv("VAULT_MOUNT_POINT", vault_mount.name)
-    return VaultClient()
+    return VaultClient(mount_point=vault_mount.name)
 
 
 # --- the seed's tests ------------------------------------------------------------------------
@@ -120,6 +119,15 @@ def test_arguments_win_over_the_environment(
     ) as client:
         assert client.get_valkey_url() == TEST_SECRETS["crm/valkey"]["url"]
         assert client.mount_point == vault_mount.name
+
+
+def test_mount_point_defaults_to_secret_whatever_the_environment(
+    clean_env: pytest.MonkeyPatch, openbao_server: OpenBaoServer
+) -> None:
+    # VAULT_MOUNT_POINT belongs to Settings (the composition root), not to the adapter.
+    clean_env.setenv("VAULT_MOUNT_POINT", "not-this-mount")
+    with VaultClient(openbao_server.addr, openbao_server.token) as client:
+        assert client.mount_point == "secret"
 
 
 # --- repr, messages, lifecycle ------------------------------------------------------------------

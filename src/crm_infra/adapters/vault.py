@@ -126,7 +126,7 @@ class VaultClient:
         addr: the server URL; defaults to ``VAULT_ADDR``.
         token: a Vault token; defaults to ``VAULT_TOKEN``. Give either a token or AppRole
             credentials, not both.
-        mount_point: the KV v2 mount; defaults to ``VAULT_MOUNT_POINT``, then ``"secret"``.
+        mount_point: the KV v2 mount (the composition root reads ``VAULT_MOUNT_POINT``).
         timeout: seconds each request may take (connect, and again for the answer).
         cache_ttl: keep successful reads this many seconds in process (None: no cache).
         role_id: AppRole role id; defaults to ``VAULT_ROLE_ID`` when no token is set.
@@ -147,7 +147,7 @@ class VaultClient:
         addr: str | None = None,
         token: str | None = None,
         *,
-        mount_point: str | None = None,
+        mount_point: str = DEFAULT_MOUNT_POINT,
         timeout: float = DEFAULT_TIMEOUT,
         cache_ttl: float | None = None,
         role_id: str | None = None,
@@ -210,8 +210,8 @@ class VaultClient:
         return resolved.rstrip("/")
 
     @staticmethod
-    def _resolve_mount_point(mount_point: str | None) -> str:
-        resolved = mount_point or _env("VAULT_MOUNT_POINT") or DEFAULT_MOUNT_POINT
+    def _resolve_mount_point(mount_point: str) -> str:
+        resolved = mount_point
         try:
             # The same rules as a path: the mount is part of every request URL.
             validate_secret_path(resolved, mount_point="", error=VaultInvalidPathError)
