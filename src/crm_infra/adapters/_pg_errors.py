@@ -187,6 +187,10 @@ def raise_translated(exc: psycopg.Error, operation: str, secrets: Iterable[str |
     error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
     if text != raw or scrub(str(exc), secrets) != str(exc):
         raise error from None  # the original would print the password in a traceback
+    if exc.sqlstate and exc.diag.message_detail:
+        # The original's text carries DETAIL (row values: "Key (email)=(...)"), which a
+        # printed traceback would show; the message above names the constraint already.
+        raise error from None
     raise error from exc
 
 
