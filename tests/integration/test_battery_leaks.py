@@ -1,4 +1,4 @@
-"""No password, token or secret value in any message, traceback, repr or log, on real servers.
+"""No password, token, secret or row value in any message, traceback, repr or log, on real servers.
 
 Each test plants unique markers (a Valkey password, a Vault token, secret values), drives the
 adapters through success and every failure it can provoke, captures every logger at DEBUG, and
@@ -16,7 +16,9 @@ import hvac
 import pytest
 
 from crm_infra import secret_paths
-from crm_infra.adapters import ValkeyClient, VaultClient
+from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
+from crm_infra.adapters._pg_errors import password_of
+from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from crm_infra.devservers.valkey import ValkeyDevServer
 from crm_infra.errors import InfraError
@@ -233,4 +235,68 @@ def test_the_secret_layout_accessors_never_show_values(
             secret_paths.email_credentials,
         ):
             scan.expect_error(accessor.__name__, lambda a=accessor: a(client))  # type: ignore[misc]
+    scan.check()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def test_database_passwords_and_row_values_never_leak(
+    pg_database: BootstrappedDatabase, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    app_password = password_of(pg_database.app_url)
+    admin_password = password_of(pg_database.admin_url)
+    assert app_password
+    assert admin_password
+    value = marker("rowvalue")
+    scan = LeakScan(app_password, admin_password, value)
+    scan.add("bootstrapped repr", repr(pg_database))
+    with PostgresClient(
+        pg_database.app_url, 1, admin_connection_url=pg_database.admin_url, pool_timeout=0.3
+    ) as db:
+        scan.add("client repr", repr(db))
+        alice = db.execute_admin(
+            "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{value}@x",)
+        )[0]["id"]
+        bob = db.execute_admin("INSERT INTO users (email) VALUES ('b@x') RETURNING id")[0]["id"]
+        scan.expect_error(
+            "unique violation",
+            lambda: db.execute_admin("INSERT INTO users (email) VALUES (%s)", (f"{value}@x",)),
+        )
+        scan.expect_error(
+            "check violation",
+            lambda: db.execute(
+                "INSERT INTO tickets (subject, status) VALUES (%s, %s)", (value, value), alice
+            ),
+        )
+        scan.expect_error(
+            "row security",
+            lambda: db.execute(
+                "INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (bob, value), alice
+            ),
+        )
+        # Not scanned: PostgreSQL's primary message quotes a value it cannot parse
+        # ('invalid input syntax for type uuid: "..."'); docs/reliability.md says so.
+        scan.expect_error(
+            "NUL", lambda: db.execute("SELECT %s::text", (value + "\x00",), alice)
+        )
+        scan.expect_error(
+            "surrogate", lambda: db.execute("SELECT %s::text", (value + "\ud800",), alice)
+        )
+        with db.transaction(alice) as tx:
+            tx.execute("SELECT 1")
+            scan.expect_error("pool exhausted", lambda: db.execute("SELECT 1", (), bob))
+        db.execute_admin("DELETE FROM users WHERE id IN (%s, %s)", (alice, bob))
+    scan.expect_error("closed", lambda: db.execute("SELECT 1", (), alice))
+    host_part = pg_database.app_url.rpartition("@")[2]
+    user_part = pg_database.app_url.partition("://")[2].partition(":")[0]
+    for name, url in {
+        "nothing listening": f"postgresql://{user_part}:{app_password}@127.0.0.1:{free_port()}/x",
+        "bad port": f"postgresql://{user_part}:{app_password}@127.0.0.1:notaport/x",
+        "unencoded '/' in the password": f"postgresql://u:ab/{app_password}@{host_part}",
+        "unbalanced bracket": f"postgresql://u:{app_password}@[::1/x",
+        "key=value form": f"host=127.0.0.1 port={free_port()} user=u password={app_password}",
+    }.items():
+        scan.expect_error(name, lambda u=url: PostgresClient(u, 1, connect_timeout=2))  # type: ignore[misc]
+    scan.add_records(debug_logs.records)
     scan.check()
