@@ -29,11 +29,16 @@ from crm_infra.errors import (
     QueryTimeoutError,
 )
 from crm_infra.migrations import apply_migrations
-from tests.fixtures.pg_cluster import PrivateCluster, private_cluster
-
-__all__ = ["private_cluster"]  # the fixture, imported for this module
+from tests.fixtures.pg_cluster import PrivateCluster, running_cluster
 
 RECOVERY_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of this module's own, free to be restarted and frozen."""
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
