@@ -1,12 +1,13 @@
 """Apply the numbered ``sql/`` files through the admin path, and audit row-level security.
 
 ``apply_migrations`` records every applied file with its SHA-256 in ``crm_schema_migrations``
-(created by the runner, not by a file), applies only new files, each in its own transaction,
-refuses to go on when an applied file was edited, and then runs :func:`audit_rls` and fails on
-any finding, so a new user-scoped table cannot ship unprotected: the run (and so the deploy)
-fails, on every later run too, until a new file closes the gap. The audit runs after all
-files rather than per file because a table and its policies may come in separate files (as
-``001`` and ``002`` do); files already applied stay applied (fix forward, never edit).
+(created by the runner, not by a file, and owned by ``crm_owner`` like every table), applies
+only new files, each in its own transaction, refuses to go on when an applied file was
+edited, and then runs :func:`audit_rls` and fails on any finding, so a new user-scoped table
+cannot ship unprotected: the run (and so the deploy) fails, on every later run too, until a
+new file closes the gap. The audit runs after all files rather than per file because a table
+and its policies may come in separate files (as ``001`` and ``002`` do); files already applied
+stay applied (fix forward, never edit).
 Concurrent runners serialise on a transaction-level advisory lock and re-check under it, so no
 file is applied twice.
 
@@ -14,9 +15,10 @@ What the audit demands of every table with a ``user_id`` column (outside the sys
 
 - ENABLE and FORCE ROW LEVEL SECURITY;
 - at least one policy, and every policy fail-closed: each USING and WITH CHECK that applies to
-  its command is present (an ALL or UPDATE policy needs both, written out) and compares
-  ``user_id`` with ``NULLIF(current_setting('app.current_user_id', true), '')::uuid``, with no
-  ``OR`` that could widen it;
+  its command is present (an ALL or UPDATE policy needs both, written out) and is exactly
+  ``user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid`` as PostgreSQL
+  prints it back (only whitespace and enclosing parentheses may differ; anything added, an
+  ``OR``, ``IS NOT FALSE``, ``NOT``, another column, could widen it);
 - an index whose first column is ``user_id``.
 
 And of every view or materialized view that reads such a table (directly or through other
@@ -41,6 +43,7 @@ __all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
 
 MIGRATIONS_TABLE = "crm_schema_migrations"
 _LOCK = 0x63726D2D6D696772  # "crm-migr"
+_OWNER = "crm_owner"  # the group role that owns the schema (sql/bootstrap/roles.sql)
 
 _CREATE_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -50,10 +53,15 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 )
 """
 
-# The policy expression as PostgreSQL prints it back (pg_get_expr), whitespace-normalised.
-_FAIL_CLOSED = re.compile(
-    r"user_id = \(?NULLIF\(current_setting\('app\.current_user_id'::text, true\), ''::text\)\)?"
-    r"::uuid"
+# The policy expression as PostgreSQL prints it back (pg_get_expr), whitespace-normalised and
+# without enclosing parentheses. Nothing else passes: a substring search would also accept
+# ``(... = ...) IS NOT FALSE`` (every row when no user is set), ``NOT (...)`` or a column that
+# merely ends in ``user_id``.
+_FAIL_CLOSED = frozenset(
+    {
+        "user_id = (NULLIF(current_setting('app.current_user_id'::text, true), ''::text))::uuid",
+        "user_id = NULLIF(current_setting('app.current_user_id'::text, true), ''::text)::uuid",
+    }
 )
 
 
@@ -91,7 +99,9 @@ def apply_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str
     try:
         with admin_db.admin_transaction() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            tx.execute(_CREATE_TABLE)
+            # Owned by the owner group like every table, never by a login role.
+            tx.execute(f"SET LOCAL ROLE {_OWNER}; {_CREATE_TABLE}; RESET ROLE")
+            tx.execute(f"ALTER TABLE {MIGRATIONS_TABLE} OWNER TO {_OWNER}")  # made by older runs
             rows = tx.execute(f"SELECT filename, checksum FROM {MIGRATIONS_TABLE}")
     except DatabaseError as exc:
         raise MigrationError(f"migrations: cannot read {MIGRATIONS_TABLE}: {exc}") from exc
@@ -196,18 +206,27 @@ _NEEDS = {  # polcmd -> (needs USING, needs WITH CHECK)
 }
 
 
+def _strip_enclosing_parens(text: str) -> str:
+    """Return ``text`` without parentheses that enclose all of it (``((a))`` -> ``a``)."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, char in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(text) - 1:
+                return text  # ``(a) AND (b)``: the first one closes early
+        text = text[1:-1].strip()
+    return text
+
+
 def _expr_problem(expr: str | None) -> str | None:
     if expr is None:
         return "missing"
-    text = " ".join(expr.split())
-    if not _FAIL_CLOSED.search(text):
-        return (
-            "does not compare user_id with "
-            "NULLIF(current_setting('app.current_user_id', true), '')::uuid"
-        )
+    text = _strip_enclosing_parens(" ".join(expr.split()))
+    if text in _FAIL_CLOSED:
+        return None
     if re.search(r"\bOR\b", text, re.IGNORECASE):
         return "contains OR, which can widen it beyond the current user"
-    return None
+    return "is not exactly user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid"
 
 
 def audit_rls(admin_db: AdminDB) -> list[RlsFinding]:

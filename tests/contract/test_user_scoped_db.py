@@ -468,3 +468,149 @@ def test_admin_execute_returns_empty_list_without_result(db: ContractDB) -> None
 
 def test_health_check_returns_true(db: ContractDB) -> None:
     assert db.health_check() is True
+
+
+# --- statement text -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        " -- a trailing line comment",
+        "\n-- a comment on its own line",
+        " /* a block comment */",
+        " /* a block comment */ -- and a line comment",
+        "",  # no trailing newline, no comment
+        ";  -- after a semicolon",
+    ],
+)
+def test_a_trailing_comment_does_not_drop_the_statement(
+    db: ContractDB, alice: UUID, suffix: str
+) -> None:
+    # The same text twice: the first call may prepare it, the second reuses the plan.
+    for name in ("Ann", "Ben"):
+        rows = db.execute(
+            "INSERT INTO contacts (name) VALUES (%s) RETURNING name" + suffix,
+            (name,),
+            user_id=alice,
+        )
+        assert rows == [{"name": name}]
+    assert db.execute("SELECT name FROM contacts ORDER BY name" + suffix, user_id=alice) == [
+        {"name": "Ann"},
+        {"name": "Ben"},
+    ]
+    with db.transaction(alice) as tx:
+        assert tx.execute("SELECT count(*) AS n FROM contacts" + suffix) == [{"n": 2}]
+        tx.execute("INSERT INTO contacts (name) VALUES (%s)" + suffix, ("Cid",))
+    assert db.execute_scalar("SELECT count(*) FROM contacts", user_id=alice) == 3
+
+
+# --- transactions whose statements fail ------------------------------------------------------
+
+
+def test_a_savepoint_rolled_back_last_keeps_the_outer_work(db: ContractDB, alice: UUID) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(IntegrityError), db.transaction(alice) as inner:
+            inner.execute("INSERT INTO tickets (subject, status) VALUES ('Hi', 'bogus')")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+
+
+def test_a_savepoint_left_by_an_exception_last_keeps_the_outer_work(
+    db: ContractDB, alice: UUID
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(RuntimeError), db.transaction(alice) as inner:  # noqa: PT012 - the transaction body is what is tested
+            inner.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+            raise RuntimeError("inner fails")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+
+
+def test_outer_work_around_a_failed_savepoint_is_all_committed(
+    db: ContractDB, alice: UUID
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(IntegrityError), db.transaction(alice) as inner:
+            inner.execute("INSERT INTO tickets (subject, status) VALUES ('Hi', 'bogus')")
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]
+
+
+# Rejected before it runs: a syntax error (the server parses the whole message first) and a
+# parameter count that does not match (refused by the client).
+_REFUSED_FIRST = [
+    pytest.param("SELEC name FROM contacts", (), id="syntax-error"),
+    pytest.param("SELECT name FROM contacts WHERE name = %s", ("a", "b"), id="param-count"),
+]
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_FIRST)
+def test_a_failed_first_statement_aborts_the_transaction(
+    db: ContractDB, alice: UUID, bob: UUID, query: str, params: tuple[str, ...]
+) -> None:
+    add_contact(db, alice, "Ann")
+    add_contact(db, bob, "Bea")
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the transaction body is what is tested
+        with pytest.raises(DatabaseError):
+            tx.execute(query, params)
+        # Nothing later runs: not outside the transaction, not without the user.
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT name FROM contacts")
+        with pytest.raises(DatabaseError):
+            tx.execute("INSERT INTO contacts (name) VALUES ('Cid')")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+    assert db.execute("SELECT name FROM contacts", user_id=bob) == [{"name": "Bea"}]
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_FIRST)
+def test_a_savepoint_recovers_from_a_failed_first_statement(
+    db: ContractDB, alice: UUID, bob: UUID, query: str, params: tuple[str, ...]
+) -> None:
+    add_contact(db, bob, "Bea")
+    with db.transaction(alice) as outer:
+        with pytest.raises(DatabaseError), db.transaction(alice) as inner:
+            inner.execute(query, params)
+        assert outer.execute("SELECT name FROM contacts") == []
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+
+
+def test_a_statement_refused_by_the_client_aborts_a_begun_transaction(
+    db: ContractDB, alice: UUID
+) -> None:
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the transaction body is what is tested
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT name FROM contacts WHERE name = %s", ("a", "b"))
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT 1")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == []
+
+
+def test_a_savepoint_recovers_from_a_statement_refused_by_the_client(
+    db: ContractDB, alice: UUID
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError), db.transaction(alice) as inner:  # noqa: PT012 - the transaction body is what is tested
+            inner.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+            inner.execute("SELECT name FROM contacts WHERE name = %s", ("a", "b"))
+        outer.execute("INSERT INTO contacts (name) VALUES ('Cid')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Cid"}]
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_FIRST)
+def test_a_savepoint_recovers_from_a_refused_statement_after_the_outer_work(
+    db: ContractDB, alice: UUID, query: str, params: tuple[str, ...]
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError), db.transaction(alice) as inner:
+            inner.execute(query, params)
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]

@@ -159,9 +159,9 @@ def test_audit_flags_policies_that_do_not_fail_closed(admin: PostgresClient) -> 
         """
     )
     findings = [str(f) for f in audit_rls(admin)]
-    assert any("everyone: USING does not compare" in f for f in findings)
+    assert any("everyone: USING is not exactly" in f for f in findings)
     assert any("everyone: WITH CHECK missing" in f for f in findings)
-    assert any("strict_setting: USING does not compare" in f for f in findings)
+    assert any("strict_setting: USING is not exactly" in f for f in findings)
     assert any("widened: USING contains OR" in f for f in findings)
     assert all(f.startswith("open_notes:") for f in findings)
 
@@ -207,3 +207,117 @@ def test_concurrent_runners_apply_each_file_once(fresh: BootstrappedDatabase) ->
     assert errors == []
     applied = sorted(name for result in results for name in result)
     assert applied == SHIPPED
+
+
+_CANONICAL = "user_id = NULLIF(current_setting('app.current_user_id', true), '')::uuid"
+
+
+@pytest.mark.parametrize(
+    ("using", "check", "flagged"),
+    [
+        # Every row when no user is set: NULL IS NOT FALSE is true.
+        pytest.param(f"({_CANONICAL}) IS NOT FALSE", _CANONICAL, "USING", id="is-not-false"),
+        pytest.param(f"COALESCE({_CANONICAL}, true)", _CANONICAL, "USING", id="coalesce"),
+        # Writes for every user but the current one.
+        pytest.param(_CANONICAL, f"NOT ({_CANONICAL})", "WITH CHECK", id="not"),
+        pytest.param(_CANONICAL, f"{_CANONICAL} IS NULL", "WITH CHECK", id="is-null"),
+        # Another column that merely ends in user_id.
+        pytest.param(f"owner_{_CANONICAL}", _CANONICAL, "USING", id="other-column-using"),
+        pytest.param(_CANONICAL, f"owner_{_CANONICAL}", "WITH CHECK", id="other-column-check"),
+        # The setting read without the missing-ok flag, or compared as text.
+        pytest.param(
+            "user_id = NULLIF(current_setting('app.current_user_id'), '')::uuid",
+            _CANONICAL,
+            "USING",
+            id="setting-must-exist",
+        ),
+        pytest.param(
+            "user_id::text = NULLIF(current_setting('app.current_user_id', true), '')",
+            _CANONICAL,
+            "USING",
+            id="text-comparison",
+        ),
+    ],
+)
+def test_audit_requires_the_policy_expression_exactly(
+    admin: PostgresClient, using: str, check: str, flagged: str
+) -> None:
+    apply_migrations(admin)
+    admin.execute_admin(
+        f"""
+        CREATE TABLE bent (id serial PRIMARY KEY, user_id uuid, owner_user_id uuid);
+        CREATE INDEX ON bent (user_id);
+        ALTER TABLE bent ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE bent FORCE ROW LEVEL SECURITY;
+        CREATE POLICY bent_policy ON bent USING ({using}) WITH CHECK ({check});
+        """
+    )
+    findings = [str(f) for f in audit_rls(admin)]
+    expected = (
+        f"bent: policy bent_policy: {flagged} is not exactly user_id = "
+        "NULLIF(current_setting('app.current_user_id', true), '')::uuid"
+    )
+    assert findings == [expected]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        pytest.param(_CANONICAL, id="as-shipped"),
+        pytest.param(f"(({_CANONICAL}))", id="parenthesised"),
+        pytest.param(
+            "user_id = (NULLIF(current_setting('app.current_user_id'::text, true), ''::text))"
+            "::uuid",
+            id="as-printed",
+        ),
+        pytest.param(
+            "user_id=nullif(current_setting('app.current_user_id',true),'')::uuid", id="terse"
+        ),
+    ],
+)
+def test_audit_accepts_the_canonical_policy_however_written(
+    admin: PostgresClient, written: str
+) -> None:
+    apply_migrations(admin)
+    admin.execute_admin(
+        f"""
+        CREATE TABLE fine (id serial PRIMARY KEY, user_id uuid);
+        CREATE INDEX ON fine (user_id);
+        ALTER TABLE fine ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE fine FORCE ROW LEVEL SECURITY;
+        CREATE POLICY fine_policy ON fine USING ({written}) WITH CHECK ({written});
+        """
+    )
+    assert audit_rls(admin) == []
+
+
+_OWNED_BY_LOGIN_ROLES = """
+SELECT c.relname::text AS name, r.rolname::text AS owner
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_roles r ON r.oid = c.relowner
+WHERE n.nspname = 'public' AND r.rolcanlogin
+ORDER BY 1
+"""
+
+
+def test_no_login_role_owns_anything_after_migrating(admin: PostgresClient) -> None:
+    apply_migrations(admin)
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) == []
+    owner = admin.execute_admin(
+        "SELECT pg_get_userbyid(relowner)::text AS owner FROM pg_class WHERE relname = %s",
+        (MIGRATIONS_TABLE,),
+    )
+    assert owner == [{"owner": "crm_owner"}]
+
+
+def test_a_migrations_table_made_by_the_login_role_is_handed_to_the_owner(
+    admin: PostgresClient,
+) -> None:
+    admin.execute_admin(
+        f"CREATE TABLE {MIGRATIONS_TABLE} (filename text PRIMARY KEY, checksum text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) != []
+    assert apply_migrations(admin) == SHIPPED
+    assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) == []

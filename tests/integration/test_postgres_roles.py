@@ -113,3 +113,31 @@ def test_the_admin_path_sees_everything(pg_db: PostgresClient) -> None:
         pg_db.execute("INSERT INTO contacts (name) VALUES ('c')", user_id=user)
     assert pg_db.execute_admin("SELECT count(*) AS n FROM contacts") == [{"n": 3}]
     assert pg_db.execute_admin("SELECT current_setting('row_security') AS v") == [{"v": "on"}]
+
+
+def test_a_superuser_that_sets_the_app_role_is_refused(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    url = make_conninfo(
+        pg_database.superuser_url, dbname=pg_database.database, options="-c role=crm_app"
+    )
+    with psycopg.connect(url) as probe:  # the disguise works on current_user
+        assert probe.execute("SELECT current_user").fetchone() == ("crm_app",)
+    with pytest.raises(UnsafeRoleError, match=r"login \(session\) role.*superuser") as caught:
+        PostgresClient(url, 1)
+    assert isinstance(caught.value, PostgresError)
+
+
+def test_a_safe_login_role_with_a_role_setting_is_refused(
+    make_login_role: Callable[[str], str],
+) -> None:
+    url = make_conninfo(make_login_role("NOBYPASSRLS IN ROLE crm_app"), options="-c role=crm_app")
+    with pytest.raises(UnsafeRoleError, match="differs from the current role 'crm_app'"):
+        PostgresClient(url, 1)
+
+
+def test_a_plain_member_of_the_app_role_is_accepted(
+    make_login_role: Callable[[str], str],
+) -> None:
+    with PostgresClient(make_login_role("NOBYPASSRLS IN ROLE crm_app"), 1) as client:
+        assert client.execute("SELECT 1 AS one", user_id=uuid4()) == [{"one": 1}]

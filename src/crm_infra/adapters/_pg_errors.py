@@ -4,7 +4,7 @@
 
     PostgresError (DatabaseError)                 carries .sqlstate and .operation
     ├── PostgresIntegrityError (IntegrityError)   SQLSTATE class 23
-    ├── PostgresRowSecurityError (RowSecurityError)   42501 "row-level security"
+    ├── PostgresRowSecurityError (RowSecurityError)   42501 raised by a policy check
     ├── PostgresNoRowsError (NoRowsError)         execute_scalar found no row
     ├── PostgresTransactionUsageError (TransactionUsageError)
     ├── PostgresUnsafeRoleError (UnsafeRoleError)
@@ -144,6 +144,20 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     return _KV_PASSWORD.sub(r"\1***", text)
 
 
+# Where the server raises a policy's refusal (WITH CHECK, and USING for ON CONFLICT UPDATE).
+# The source function travels with every server error and, unlike the message, is never
+# translated by lc_messages; other 42501 errors (permission denied) come from elsewhere.
+_POLICY_CHECK_FUNCTION = "ExecWithCheckOptions"
+
+
+def _is_policy_violation(exc: psycopg.Error) -> bool:
+    source = exc.diag.source_function
+    if source is not None:
+        return bool(source == _POLICY_CHECK_FUNCTION)
+    # A server (or proxy) that leaves the source out: the English text is all there is.
+    return "row-level security" in str(exc.diag.message_primary or "")
+
+
 def _classify(exc: psycopg.Error) -> type[PostgresError]:
     state = exc.sqlstate or ""
     cls: type[PostgresError] = PostgresError
@@ -155,7 +169,7 @@ def _classify(exc: psycopg.Error) -> type[PostgresError]:
         cls = PostgresInputError  # refused client-side, e.g. a NUL byte in text
     elif state.startswith("23"):
         cls = PostgresIntegrityError
-    elif state == "42501" and "row-level security" in str(exc.diag.message_primary or ""):
+    elif state == "42501" and _is_policy_violation(exc):
         cls = PostgresRowSecurityError
     elif state in {"57014", "55P03"}:
         cls = PostgresTimeoutError

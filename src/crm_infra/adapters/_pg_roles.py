@@ -32,24 +32,55 @@ SELECT r.rolname AS role,
                AND pg_has_role(r.oid, c.relowner, 'MEMBER')
              ORDER BY 1) AS owned_tables
 FROM pg_roles r
-WHERE r.rolname = current_user
+WHERE r.rolname = %s
 """
+
+_WHO_QUERY = "SELECT current_user::text AS current_role, session_user::text AS session_role"
 
 
 def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
     """Refuse a role that is superuser, has BYPASSRLS, or owns (or may act as the owner of)
     a user-scoped table, or may SET ROLE to such a role.
 
+    Both the session user (the login role, which ``SET ROLE NONE`` returns to) and the current
+    user are checked, and they must be the same: a superuser URL with ``options=-c role=crm_app``
+    looks safe through ``current_user`` alone.
+
     Raises:
         PostgresUnsafeRoleError: saying which of these holds and for which role.
     """
     with conn.cursor() as cur:
-        cur.execute(_ROLE_QUERY, ())
-        row = cur.fetchone()
-    if row is None:  # pragma: no cover - current_user always has a pg_roles row
-        raise PostgresUnsafeRoleError("could not read the current role from pg_roles")
+        cur.execute(_WHO_QUERY)
+        who = cur.fetchone()
+        if who is None:  # pragma: no cover - the query always returns one row
+            raise PostgresUnsafeRoleError("could not read the current role")
+        current, session = who.values() if isinstance(who, dict) else who
+        problems = []
+        if session != current:
+            problems.append(
+                f"the login (session) role {session!r} differs from the current role "
+                f"{current!r} (a role setting such as options=-c role=...; SET ROLE NONE "
+                "returns to the login role)"
+            )
+            problems += [f"login role {session!r}: {p}" for p in _role_problems(cur, session)]
+        problems += _role_problems(cur, current)
+    if problems:
+        raise PostgresUnsafeRoleError(
+            f"refusing to use role {current!r} for user-facing work: {'; '.join(problems)}. "
+            "Connect as a login role that is NOSUPERUSER NOBYPASSRLS and a member of crm_app "
+            "only, with no role setting (see docs/database.md); admin work goes through "
+            "admin_connection_url.",
+            operation="role check",
+        )
+
+
+def _role_problems(cur: psycopg.Cursor[Any], role: str) -> list[str]:
+    cur.execute(_ROLE_QUERY, (role,))
+    row = cur.fetchone()
+    if row is None:  # pragma: no cover - a connected role always has a pg_roles row
+        return [f"no pg_roles row for {role!r}"]
     values = row.values() if isinstance(row, dict) else row
-    role, superuser, bypassrls, privileged, owned = values
+    _, superuser, bypassrls, privileged, owned = values
     problems = []
     if superuser:
         problems.append("it is a superuser")
@@ -65,10 +96,4 @@ def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
             f"it owns, or is a member of the owner of, user-scoped tables: {', '.join(owned)} "
             "(an owner can disable row-level security)"
         )
-    if problems:
-        raise PostgresUnsafeRoleError(
-            f"refusing to use role {role!r} for user-facing work: {'; '.join(problems)}. "
-            "Connect as a login role that is NOSUPERUSER NOBYPASSRLS and a member of crm_app "
-            "only (see docs/database.md); admin work goes through admin_connection_url.",
-            operation="role check",
-        )
+    return problems

@@ -202,6 +202,17 @@ class StatementCache:
         conn.execute("DEALLOCATE ALL")
         self.prepare_connection(conn)
 
+    def is_prepared(self, conn: psycopg.Connection[DictRow], query: str, params: Params) -> bool:
+        """Return True when :meth:`run` would send ``query`` as an EXECUTE of a statement
+        already prepared on ``conn``, not as its text."""
+        query = query.strip().rstrip(";").rstrip()
+        converted = to_dollar_placeholders(query, params) if params else (query, [])
+        if converted is None or not _preparable(query):
+            return False
+        sql, values = converted
+        types = tuple(_pg_type(v) for v in values)
+        return None not in types and (sql, types) in self.state(conn).names
+
     def run(
         self,
         conn: psycopg.Connection[DictRow],
@@ -246,7 +257,8 @@ class StatementCache:
         if name is None:  # cache full: run unprepared rather than evict a live plan
             return _run_unprepared(cur, head, head_params, query, params)
         declared = f"({', '.join(t for t in types if t)})" if types else ""
-        prepare = f"PREPARE {name}{declared} AS {sql.replace('%', '%%')}; "
+        # The newline ends a trailing ``--`` comment, which would otherwise swallow the EXECUTE.
+        prepare = f"PREPARE {name}{declared} AS {sql.replace('%', '%%')}\n; "
         cur.execute(head + prepare + _call(name, len(values)), [*head_params, *values])
         state.names[key] = name  # only once the server has it
         return fetch_last(cur)

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -27,7 +27,7 @@ from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
@@ -72,6 +72,16 @@ PgConnection = psycopg.Connection[DictRow]
 
 _BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
 
+# What a raw block may leave in its session (a session-level user setting, SET ROLE, timeouts,
+# cursors, LISTEN, advisory locks, temporary tables), undone before the connection goes back
+# to the pool. DISCARD ALL would also drop the client's prepared statements (and cannot run in
+# a message of several statements); each of its other parts can, including for a role that is
+# not superuser (SET SESSION AUTHORIZATION DEFAULT returns to the login role).
+_RESET_SESSION = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+)
+
 
 def _describe(operation: str, query: str) -> str:
     first = " ".join(query.split())
@@ -79,18 +89,81 @@ def _describe(operation: str, query: str) -> str:
 
 
 class _UserTxState:
-    """One open user transaction: its connection, user, and statements not yet sent."""
+    """One open user transaction: its connection, user, and statements not yet sent.
+
+    What the server's transaction looks like is known from libpq's transaction status after
+    every message, never assumed: a message the server rejected as a whole (a syntax error is
+    found before anything in it runs) or that psycopg refused to send leaves the server where
+    it was, and a statement that ended the transaction leaves it idle.
+    """
 
     def __init__(self, conn: PgConnection, user_id: UUID) -> None:
         self.conn = conn
         self.user_id = user_id
         self.pending: list[str] = []  # savepoint statements not sent yet
         self.begun = False
-        self.savepoints = 0
+        self.savepoints = 0  # names issued
+        self.depth = 0  # savepoints open
+        # The savepoint depth at which a statement failed that the server never saw; as on the
+        # server, the transaction (or that savepoint) is aborted until the savepoint is left.
+        self.failed_at: int | None = None
+        # Why the server's transaction is not the one this handle stands for (unusable).
+        self.broken: str | None = None
+
+    def check_usable(self, operation: str) -> None:
+        """Raise unless a statement may run now (the transaction is known and not aborted)."""
+        if self.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: {self.broken}", operation=operation
+            )
+        if self.failed_at is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: an earlier statement of this transaction failed, so it "
+                "is aborted; only leaving the nested transaction() block it failed in recovers",
+                operation=operation,
+            )
 
     def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
+        if (
+            self.begun
+            and any(p.startswith("SAVEPOINT ") for p in self.pending)
+            and not statements.is_prepared(self.conn, query, params)
+        ):
+            # The server parses a whole message before running any of it: a syntax error in
+            # this SQL would keep the SAVEPOINT from existing while still aborting the
+            # transaction, which no rollback to it could then recover. So it goes first, on
+            # its own (once per savepoint, and only when the SQL is not prepared already).
+            self._flush(statements)
+        begun_before, pending_before = self.begun, self.pending
         pending = "".join(self.pending)
         self.pending = []
+        try:
+            rows = self._send(statements, query, params, pending)
+        except psycopg.Error:
+            self._after_error(statements, query, params, begun_before, pending_before)
+            raise
+        if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
+            self.broken = (
+                "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
+                "transaction()); what followed would run outside it, so nothing more runs"
+            )
+            raise PostgresTransactionUsageError(
+                f"transaction.execute failed: {self.broken}", operation="transaction.execute"
+            )
+        return rows
+
+    def _flush(self, statements: StatementCache) -> None:
+        pending = "".join(self.pending)
+        self.pending = []
+        try:
+            statements.state(self.conn).cursor.execute(pending)
+        except psycopg.Error:
+            self._after_error(statements, "", (), True, [])
+            raise
+
+    def _send(
+        self, statements: StatementCache, query: str, params: Params, pending: str
+    ) -> list[Row]:
         if self.begun:
             try:
                 return statements.run(self.conn, query, params, before=pending)
@@ -117,6 +190,48 @@ class _UserTxState:
                 self.conn, query, params, user=user, before="BEGIN; ", after=pending
             )
 
+    def _after_error(
+        self,
+        statements: StatementCache,
+        query: str,
+        params: Params,
+        begun_before: bool,
+        pending_before: list[str],
+    ) -> None:
+        status = self.conn.pgconn.transaction_status
+        if status == TransactionStatus.INERROR:
+            return  # the server aborted it; a savepoint's ROLLBACK TO recovers, as usual
+        unsent = (status == TransactionStatus.IDLE and not begun_before) or (
+            status == TransactionStatus.INTRANS
+            and begun_before
+            and _refused_by_client(statements, self.conn, query, params)
+        )
+        if unsent:
+            # Nothing of the message ran: keep what it was to carry for the next one.
+            self.begun, self.pending = begun_before, pending_before
+            self.failed_at = self.depth
+        elif status == TransactionStatus.INTRANS:
+            self.begun = True  # it ran; reading its result failed
+            self.failed_at = self.depth
+        else:
+            self.broken = (
+                "the connection is no longer in this transaction "
+                f"({TransactionStatus(status).name}); nothing more runs in it"
+            )
+
+
+def _refused_by_client(
+    statements: StatementCache, conn: PgConnection, query: str, params: Params
+) -> bool:
+    """Return True when psycopg cannot render ``query`` with ``params`` (so sent nothing)."""
+    if not params:
+        return False
+    try:
+        statements.state(conn).cursor.mogrify(query, params)
+    except psycopg.Error:
+        return True
+    return False
+
 
 class _UserTransaction:
     """The handle ``transaction()`` yields: every call runs in its one transaction and user."""
@@ -137,6 +252,7 @@ class _UserTransaction:
                 f"{op} failed: the transaction block has ended", operation=op
             )
         state = self._state
+        state.check_usable(op)
         with (
             translate_errors(op, self._client._secrets),
             self._client._watchdog.guard(state.conn, op),
@@ -189,25 +305,6 @@ class _AdminTransaction:
         return _first_value(self.execute(query, params), "admin_transaction.execute_scalar", query)
 
 
-def _reset_session(conn: PgConnection) -> None:
-    """Undo session-level state that raw use may have left (a session-wide user setting,
-    ``SET ROLE``, ``SET search_path``...), so the next borrower starts clean; a connection
-    whose state cannot be restored is closed, and the pool replaces it.
-    """
-    if conn.closed:
-        return
-    try:
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            conn.rollback()
-        if not conn.autocommit:
-            conn.autocommit = True
-        # RESET ALL leaves the role alone; the startup options (statement_timeout) remain.
-        conn.execute("RESET ALL; RESET ROLE")
-    except psycopg.Error as exc:
-        logger.warning("resetting a raw connection failed, closing it: %s", type(exc).__name__)
-        conn.close()
-
-
 def _first_value(rows: list[Row], operation: str, query: str) -> Any:
     if not rows:
         op = _describe(operation, query)
@@ -238,7 +335,9 @@ class PostgresClient:
             client's own deadline ends a call 2 s later even when the server cannot (a
             frozen server), with :class:`PostgresTimeoutError`.
         admin_statement_timeout: the same for admin work (default None: migrations may be long).
-        pool_timeout: seconds to wait for a free pooled connection.
+        pool_timeout: seconds to wait for a free pooled connection, including the pool's
+            attempts to open a new one (default 5: DESIGN's "connecting gives up within 5 s"
+            also holds when the server goes away after start-up).
         health_check_interval: a pooled connection idle for longer is pinged before use, and
             replaced when dead.
         admin_pool_size: the most connections the admin pool opens.
@@ -261,7 +360,7 @@ class PostgresClient:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = 30.0,
         admin_statement_timeout: float | None = None,
-        pool_timeout: float = 10.0,
+        pool_timeout: float = 5.0,
         health_check_interval: float = 30.0,
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
@@ -385,6 +484,8 @@ class PostgresClient:
         try:
             conn = pool.getconn()
         except psycopg.Error as exc:
+            if isinstance(exc, PoolTimeout):
+                operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
         if not conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
             # The one-message protocol relies on it: without autocommit and idle, the
@@ -399,15 +500,33 @@ class PostgresClient:
             )
         return conn
 
+    def _held_by_open_block(self, pool: ConnectionPool[PgConnection]) -> str:
+        """Say so when a block open in this context holds one of ``pool``'s connections."""
+        if pool is self._pool and self._user_tx.get() is not None:
+            return (
+                " (a transaction() block is open here and holds a pooled connection; a "
+                "statement meant for that transaction goes through its handle, tx.execute)"
+            )
+        if pool is self._admin_pool and self._admin_tx.get() is not None:
+            return (
+                " (an admin_transaction() block is open here and holds a pooled connection; "
+                "a statement meant for it goes through its handle, tx.execute)"
+            )
+        return ""
+
     @contextmanager
-    def _borrow(self, pool: ConnectionPool[PgConnection], operation: str) -> Iterator[PgConnection]:
+    def _borrow(
+        self, pool: ConnectionPool[PgConnection], operation: str, *, raw: bool = False
+    ) -> Iterator[PgConnection]:
         conn = self._getconn(pool, operation)
         try:
             yield conn
         finally:
-            self._give_back(pool, conn)
+            self._give_back(pool, conn, reset=raw)
 
-    def _give_back(self, pool: ConnectionPool[PgConnection], conn: PgConnection) -> None:
+    def _give_back(
+        self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, reset: bool = False
+    ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
         status = conn.pgconn.transaction_status
@@ -415,15 +534,28 @@ class PostgresClient:
             try:
                 conn.rollback()
             except psycopg.Error as exc:
-                logger.warning("rollback before returning a connection failed: %s", exc)
+                logger.warning(
+                    "rollback before returning a connection failed, closing it: %s",
+                    scrub(str(exc), self._secrets),
+                )
                 conn.close()
         elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
+        if not conn.closed:
+            if not conn.autocommit:
+                conn.autocommit = True  # raw connection() users may have switched it off
+            if reset:
+                try:
+                    conn.execute(_RESET_SESSION)
+                except psycopg.Error as exc:
+                    logger.warning(
+                        "resetting a connection after raw access failed, closing it: %s",
+                        scrub(str(exc), self._secrets),
+                    )
+                    conn.close()
         if conn.closed:
             self._statements.forget(conn)
         else:
-            if not conn.autocommit:
-                conn.autocommit = True  # raw connection() users may have switched it off
             self._statements.state(conn).last_used = time.monotonic()
         pool.putconn(conn)
 
@@ -439,6 +571,11 @@ class PostgresClient:
 
         Returns:
             All rows as dicts with psycopg's types; ``[]`` for a statement without a result.
+
+        Inside an open ``transaction()`` block this is NOT part of that transaction: it runs
+        in a transaction of its own on another pooled connection (so it waits for a free one,
+        up to ``pool_timeout``, when the block holds the last). Use the block's handle
+        (``tx.execute``) for work that belongs to the transaction.
 
         Raises:
             InvalidUserIdError: ``user_id`` is not a UUID (before any I/O).
@@ -494,9 +631,14 @@ class PostgresClient:
         BEGIN and the user setting travel with the first statement; a block that runs none
         does no I/O. Nested for the same user it is a savepoint.
 
+        A failed statement aborts the transaction (or the savepoint it is in), also one the
+        server rejected unread or psycopg refused to send; leaving a nested block with the
+        exception recovers. A statement that ends the transaction (``COMMIT``...) stops it.
+
         Raises:
-            PostgresTransactionUsageError: nested inside a transaction of another user, or the
-                block swallowed an error that aborted the transaction (it was rolled back).
+            PostgresTransactionUsageError: nested inside a transaction of another user; the
+                block swallowed an error that aborted the transaction (it was rolled back); a
+                statement ended the transaction; a statement after any of these.
         """
         uid = resolve_user_id(user_id)
         outer = self._user_tx.get()
@@ -522,23 +664,42 @@ class PostgresClient:
                 raise  # _give_back rolls back
             handle._close()
             self._user_tx.reset(token)
-            if not state.begun:
-                return
-            with translate_errors("transaction commit", self._secrets):
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    conn.rollback()
-                    raise PostgresTransactionUsageError(
-                        "transaction commit failed: an error inside the block aborted the "
-                        "transaction and was caught; everything in it was rolled back",
-                        operation="transaction commit",
-                    )
-                pending, state.pending = "".join(state.pending), []
-                with self._watchdog.guard(conn, "transaction commit"):
-                    conn.execute(pending + "COMMIT")
+            self._commit(state)
+
+    def _commit(self, state: _UserTxState) -> None:
+        op = "transaction commit"
+        conn = state.conn
+        aborted = PostgresTransactionUsageError(
+            f"{op} failed: an error inside the block aborted the transaction and was caught; "
+            "everything in it was rolled back",
+            operation=op,
+        )
+        if state.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: {state.broken}", operation=op
+            )  # _give_back rolls back whatever is open
+        if state.failed_at is not None:
+            raise aborted
+        if not state.begun:
+            return
+        with translate_errors(op, self._secrets):
+            pending, state.pending = "".join(state.pending), []
+            if pending and conn.info.transaction_status == TransactionStatus.INERROR:
+                # A savepoint rolled back last: its ROLLBACK TO is what recovers the
+                # transaction, so it goes before the check.
+                with suppress(psycopg.Error):  # still aborted: the check below says so
+                    conn.execute(pending)
+                pending = ""
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise aborted  # _give_back rolls back
+            with self._watchdog.guard(conn, op):
+                conn.execute(pending + "COMMIT")
 
     @contextmanager
     def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
         state.savepoints += 1
+        state.depth += 1
+        depth = state.depth
         name = f"_crm_sp{state.savepoints}"
         opening = f"SAVEPOINT {name}; "
         # Deferred like BEGIN: sent with the next statement, dropped if none comes.
@@ -548,12 +709,18 @@ class PostgresClient:
             yield handle
         except BaseException:
             handle._close()
+            state.depth -= 1
+            if state.failed_at is not None and state.failed_at >= depth:
+                state.failed_at = None  # rolled back to the savepoint, as the server does
             if opening in state.pending:
                 state.pending.remove(opening)
             else:
                 state.pending.append(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}; ")
             raise
         handle._close()
+        state.depth -= 1
+        if state.failed_at is not None and state.failed_at >= depth:
+            state.failed_at = depth - 1  # released while aborted: the enclosing level is too
         if opening in state.pending:
             state.pending.remove(opening)
         else:
@@ -636,38 +803,39 @@ class PostgresClient:
         """Yield a raw psycopg connection inside a transaction set up for one user.
 
         The user setting is transaction-local; the transaction commits on normal exit and
-        rolls back on an exception, so nothing outlives the block.
+        rolls back on an exception. Afterwards the session is reset (``RESET ALL``, the login
+        role back, cursors, LISTEN, advisory locks and temporary tables dropped) before the
+        connection returns to the pool, so nothing the block set at session level (a
+        ``set_config(..., false)``, ``SET ROLE``, a timeout) reaches the next borrower.
 
         Raises:
             InvalidUserIdError, MissingUserContextError: before any I/O.
         """
         uid = resolve_user_id(user_id)
         op = "connection"
-        with self._borrow(self._pool, op) as conn:
+        with self._borrow(self._pool, op, raw=True) as conn:
+            with translate_errors(op, self._secrets):
+                ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
             try:
-                with translate_errors(op, self._secrets):
-                    ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
-                try:
-                    yield conn
-                except BaseException:
-                    raise  # _give_back rolls back
-                with translate_errors(f"{op} commit", self._secrets):
-                    if conn.info.transaction_status != TransactionStatus.IDLE:
-                        conn.commit()
-            finally:
-                _reset_session(conn)
+                yield conn
+            except BaseException:
+                raise  # _give_back rolls back
+            with translate_errors(f"{op} commit", self._secrets):
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.commit()
 
     @contextmanager
     def admin_connection(self) -> Iterator[PgConnection]:
         """Yield a raw psycopg connection of the admin role (BYPASSRLS), in autocommit.
 
-        Use only for migrations and cross-user batch work, never for one user's request.
+        Use only for migrations and cross-user batch work, never for one user's request. The
+        session is reset afterwards, as after :meth:`connection`.
 
         Raises:
             PostgresConfigError: no ``admin_connection_url`` was given.
         """
         pool = self._ensure_admin_pool("admin_connection")
-        with self._borrow(pool, "admin_connection") as conn:
+        with self._borrow(pool, "admin_connection", raw=True) as conn:
             yield conn
 
     @property
