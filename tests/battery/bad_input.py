@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import pytest
 
 from crm_infra.errors import (
-    DatabaseError,
+    DatabaseInputError,
     InvalidSecretPathError,
     InvalidUserIdError,
     KeyValueStoreInputError,
@@ -273,8 +273,9 @@ class DatabaseBadInput:
         self, db: Database, two_users: tuple[Any, Any], value: str
     ) -> None:
         alice, _bob = two_users
-        with pytest.raises(DatabaseError) as info:
+        with pytest.raises(DatabaseInputError) as info:
             db.execute("INSERT INTO contacts (name) VALUES (%s)", (value,), alice)
+        assert isinstance(info.value, ValueError)
         assert "INSERT INTO contacts" in str(info.value)
         assert _names(db, alice) == []
 
@@ -282,7 +283,7 @@ class DatabaseBadInput:
         self, db: Database, two_users: tuple[Any, Any]
     ) -> None:
         alice, _bob = two_users
-        with pytest.raises(DatabaseError) as info:
+        with pytest.raises(DatabaseInputError) as info:
             db.execute("INSERT INTO contacts (name) VALUES (%s)", ("bad\ud800",), alice)
         assert "INSERT INTO contacts" in str(info.value)
         assert "bad" not in str(info.value).replace("INSERT", "")
@@ -293,7 +294,7 @@ class DatabaseBadInput:
     ) -> None:
         alice, _bob = two_users
         with db.transaction(alice) as tx:
-            with pytest.raises(DatabaseError):
+            with pytest.raises(DatabaseInputError):
                 tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("bad\udc80",))
             tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("after",))
             assert [r["name"] for r in tx.execute("SELECT name FROM contacts")] == ["after"]

@@ -9,7 +9,7 @@
     ├── PostgresTransactionUsageError (TransactionUsageError)
     ├── PostgresUnsafeRoleError (UnsafeRoleError)
     ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03, the client's deadline
-    ├── PostgresInputError (ValueError)           a parameter PostgreSQL text cannot hold
+    ├── PostgresInputError (DatabaseInputError)   a parameter PostgreSQL text cannot hold
     ├── PostgresUnavailableError (DatabaseUnavailableError)   class 08, 57P0x, pool timeout
     └── PostgresConfigError (ConfigError)         e.g. admin work without an admin URL
 
@@ -32,6 +32,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from crm_infra.errors import (
     ConfigError,
     DatabaseError,
+    DatabaseInputError,
     DatabaseUnavailableError,
     InfraError,
     IntegrityError,
@@ -94,7 +95,7 @@ class PostgresTimeoutError(PostgresError, QueryTimeoutError):
     """A statement or lock timeout ran out."""
 
 
-class PostgresInputError(PostgresError, ValueError):
+class PostgresInputError(PostgresError, DatabaseInputError):
     """A parameter PostgreSQL text cannot hold (a NUL byte, a lone surrogate); nothing was sent."""
 
 
