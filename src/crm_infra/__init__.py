@@ -2,9 +2,10 @@
 
 Domain code imports from here: the ports, the errors and the user context. Real adapters live
 in :mod:`crm_infra.adapters`, in-memory fakes in :mod:`crm_infra.fakes`; only the composition
-root chooses between them.
+root (:func:`build_infrastructure`, configured by :class:`Settings`) chooses between them.
 """
 
+from crm_infra.composition import Infrastructure, StartupError, build_infrastructure
 from crm_infra.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -34,6 +35,7 @@ from crm_infra.errors import (
     UnsafeRoleError,
     UnsupportedQueryError,
 )
+from crm_infra.health import ComponentHealth, HealthReport
 from crm_infra.ports import (
     AdminDB,
     JSONValue,
@@ -44,6 +46,7 @@ from crm_infra.ports import (
     Transaction,
     UserScopedDB,
 )
+from crm_infra.settings import Settings
 from crm_infra.user_context import UserId, get_current_user_id, user_context
 
 __version__ = "0.1.0"
@@ -51,11 +54,14 @@ __version__ = "0.1.0"
 __all__ = [
     "AdminDB",
     "BackendUnavailableError",
+    "ComponentHealth",
     "ConfigError",
     "DatabaseError",
     "DatabaseInputError",
     "DatabaseUnavailableError",
+    "HealthReport",
     "InfraError",
+    "Infrastructure",
     "IntegrityError",
     "InvalidSecretError",
     "InvalidSecretPathError",
@@ -79,6 +85,8 @@ __all__ = [
     "SecretStoreAuthError",
     "SecretStoreError",
     "SecretStoreUnavailableError",
+    "Settings",
+    "StartupError",
     "Transaction",
     "TransactionUsageError",
     "UnsafeRoleError",
@@ -86,6 +94,7 @@ __all__ = [
     "UserId",
     "UserScopedDB",
     "__version__",
+    "build_infrastructure",
     "get_current_user_id",
     "user_context",
 ]

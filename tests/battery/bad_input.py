@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import pytest
 
 from crm_infra.errors import (
+    DatabaseError,
     DatabaseInputError,
     InvalidSecretPathError,
     InvalidUserIdError,
@@ -289,16 +290,31 @@ class DatabaseBadInput:
         assert "bad" not in str(info.value).replace("INSERT", "")
         assert _names(db, alice) == []
 
-    def test_a_refused_parameter_inside_a_transaction_leaves_it_usable_and_whole(
-        self, db: Database, two_users: tuple[Any, Any]
+    @pytest.mark.parametrize("value", ["bad\udc80", "bad\x00"], ids=["surrogate", "NUL"])
+    def test_a_refused_parameter_aborts_the_transaction_as_any_failed_statement_does(
+        self, db: Database, two_users: tuple[Any, Any], value: str
+    ) -> None:
+        alice, _bob = two_users
+        # The commit refuses: the block swallowed an error that aborted the transaction.
+        with pytest.raises(DatabaseError), db.transaction(alice) as tx:  # noqa: PT012 - the block is the case
+            tx.execute("INSERT INTO contacts (name) VALUES ('before')")
+            with pytest.raises(DatabaseInputError):
+                tx.execute("INSERT INTO contacts (name) VALUES (%s)", (value,))
+            tx.execute("INSERT INTO contacts (name) VALUES ('after')")
+        assert _names(db, alice) == []  # nothing of the aborted transaction was committed
+
+    @pytest.mark.parametrize("value", ["bad\udc80", "bad\x00"], ids=["surrogate", "NUL"])
+    def test_a_refused_parameter_in_a_nested_block_rolls_back_only_that_block(
+        self, db: Database, two_users: tuple[Any, Any], value: str
     ) -> None:
         alice, _bob = two_users
         with db.transaction(alice) as tx:
-            with pytest.raises(DatabaseInputError):
-                tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("bad\udc80",))
-            tx.execute("INSERT INTO contacts (name) VALUES (%s)", ("after",))
-            assert [r["name"] for r in tx.execute("SELECT name FROM contacts")] == ["after"]
-        assert _names(db, alice) == ["after"]
+            tx.execute("INSERT INTO contacts (name) VALUES ('before')")
+            with pytest.raises(DatabaseInputError), db.transaction(alice) as inner:  # noqa: PT012 - the block is the case
+                inner.execute("INSERT INTO contacts (name) VALUES ('inner')")
+                inner.execute("INSERT INTO contacts (name) VALUES (%s)", (value,))
+            tx.execute("INSERT INTO contacts (name) VALUES ('after')")
+        assert _names(db, alice) == ["after", "before"]
 
     def test_unicode_edge_cases_round_trip_exactly(
         self, db: Database, two_users: tuple[Any, Any]

@@ -6,13 +6,16 @@ already reset for the test); every test in ``test_user_scoped_db.py`` then runs 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 import pytest
 
+from crm_infra.fakes import InMemoryUserScopedDB
 from crm_infra.ports import AdminDB, UserScopedDB
 
 DB_BACKENDS: dict[str, str] = {
+    "memory": "memory_db",
     "postgres": "pg_db",
 }
 REAL_BACKENDS = frozenset({"postgres"})  # marked ``real``: left out by --skip-real
@@ -20,6 +23,13 @@ REAL_BACKENDS = frozenset({"postgres"})  # marked ``real``: left out by --skip-r
 
 class ContractDB(UserScopedDB, AdminDB, Protocol):
     """What the database contract tests need: both ports on one object."""
+
+
+@pytest.fixture
+def memory_db() -> Iterator[InMemoryUserScopedDB]:
+    """A fresh in-memory fake built from the same sql/ files."""
+    with InMemoryUserScopedDB() as fake:
+        yield fake
 
 
 @pytest.fixture(

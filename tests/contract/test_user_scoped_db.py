@@ -22,6 +22,7 @@ from crm_infra import (
     TransactionUsageError,
     user_context,
 )
+from crm_infra.ports import Params
 from tests.contract.conftest import ContractDB
 
 
@@ -588,6 +589,64 @@ def test_a_statement_refused_by_the_client_aborts_a_begun_transaction(
         with pytest.raises(DatabaseError):
             tx.execute("SELECT 1")
     assert db.execute("SELECT name FROM contacts", user_id=alice) == []
+
+
+# Refused by psycopg before anything is sent (its ProgrammingError): the client treats each
+# like a failed statement.
+_REFUSED_BY_PSYCOPG = [
+    pytest.param("SELECT %s, %(n)s", {"n": 1}, id="mixed-placeholders"),
+    pytest.param("SELECT %(n)s, %(m)s", {"n": 1}, id="missing-key"),
+    pytest.param("SELECT %d", (1,), id="bad-placeholder"),
+    pytest.param("SELECT %s", ({"a": 1},), id="unadaptable-dict"),
+    pytest.param("SELECT %s", (object(),), id="unadaptable-object"),
+]
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_BY_PSYCOPG)
+def test_parameters_psycopg_refuses_abort_a_begun_transaction(
+    db: ContractDB, alice: UUID, query: str, params: Params
+) -> None:
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the transaction body is what is tested
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError):
+            tx.execute(query, params)
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT 1")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == []
+
+
+@pytest.mark.parametrize(("query", "params"), _REFUSED_BY_PSYCOPG)
+def test_parameters_psycopg_refuses_abort_only_their_savepoint(
+    db: ContractDB, alice: UUID, query: str, params: Params
+) -> None:
+    with db.transaction(alice) as outer:
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseError), db.transaction(alice) as inner:
+            inner.execute(query, params)
+        outer.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]
+
+
+# Parameters of the wrong kind for the placeholders: psycopg raises TypeError before
+# anything is sent, and the transaction goes on.
+_WRONG_KIND_OF_PARAMS = [
+    pytest.param("SELECT %s", {"n": 1}, id="mapping-for-positional"),
+    pytest.param("SELECT %(n)s", (1,), id="sequence-for-named"),
+]
+
+
+@pytest.mark.parametrize(("query", "params"), _WRONG_KIND_OF_PARAMS)
+def test_parameters_of_the_wrong_kind_do_not_abort_a_begun_transaction(
+    db: ContractDB, alice: UUID, query: str, params: Params
+) -> None:
+    with db.transaction(alice) as tx:
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(TypeError):
+            tx.execute(query, params)
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]
 
 
 def test_a_savepoint_recovers_from_a_statement_refused_by_the_client(

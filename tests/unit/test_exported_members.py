@@ -41,3 +41,15 @@ def test_unavailable_errors_share_one_marker() -> None:
         errors.KeyValueStoreUnavailableError,
     ):
         assert issubclass(cls, errors.BackendUnavailableError), cls.__name__
+
+
+def test_the_composition_root_is_exported() -> None:
+    for name in (
+        "ComponentHealth",
+        "HealthReport",
+        "Infrastructure",
+        "Settings",
+        "StartupError",
+        "build_infrastructure",
+    ):
+        assert name in crm_infra.__all__, name

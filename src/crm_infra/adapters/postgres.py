@@ -142,6 +142,12 @@ class _UserTxState:
         except psycopg.Error:
             self._after_error(statements, query, params, begun_before, pending_before)
             raise
+        except UnicodeEncodeError:
+            # Refused while quoting (a lone surrogate): nothing was sent, and, like any
+            # statement refused before it ran, it aborts the transaction or its savepoint.
+            self.begun, self.pending = begun_before, pending_before
+            self.failed_at = self.depth
+            raise
         if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
             self.broken = (
                 "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
@@ -165,22 +171,13 @@ class _UserTxState:
         self, statements: StatementCache, query: str, params: Params, pending: str
     ) -> list[Row]:
         if self.begun:
-            try:
-                return statements.run(self.conn, query, params, before=pending)
-            except UnicodeEncodeError:
-                self.pending = [pending] if pending else []  # nothing was sent
-                raise
+            return statements.run(self.conn, query, params, before=pending)
         self.begun = True
         user = str(self.user_id)
         try:
             return statements.run(
                 self.conn, query, params, user=user, before="BEGIN; ", after=pending
             )
-        except UnicodeEncodeError:
-            # Refused while quoting, before anything was sent: BEGIN is still to come.
-            self.begun = False
-            self.pending = [pending] if pending else []
-            raise
         except psycopg.errors.InvalidSqlStatementName:
             # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
             # happened in this transaction yet, so it can start again.

@@ -1,0 +1,315 @@
+"""The composition root: the one place that chooses between the real adapters and the fakes.
+
+::
+
+    settings = Settings.from_env()           # CRM_BACKEND=memory (default) or real
+    with build_infrastructure(settings) as infra:
+        infra.db.execute("SELECT ...", user_id=...)
+        report = infra.health()
+
+Only this module imports both :mod:`crm_infra.adapters` and :mod:`crm_infra.fakes`; domain code
+receives the ports held by :class:`Infrastructure` and never learns which set it got.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, cast
+
+import attrs
+
+from crm_infra.errors import InfraError
+from crm_infra.health import ComponentHealth, HealthReport, run_checks, short_error
+from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
+from crm_infra.settings import Settings
+
+__all__ = [
+    "COMPONENTS",
+    "ComponentHealth",
+    "HealthReport",
+    "Infrastructure",
+    "Settings",
+    "StartupError",
+    "build_infrastructure",
+    "unhealthy_report",
+]
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("secrets", "database", "keyvalue")
+"""The component names used by :meth:`Infrastructure.health` and ``crm-infra check``."""
+
+# What the in-memory secret store holds: the same layout as Vault, with placeholder values that
+# pass the typed accessors' checks. Nothing here is a real credential.
+_MEMORY_SECRETS: dict[str, dict[str, Any]] = {
+    "crm/database": {
+        "url": "postgresql://crm_app@localhost:5432/crm",
+        "admin_url": "postgresql://crm_admin@localhost:5432/crm",
+    },
+    "crm/valkey": {"url": "redis://localhost:6379/0"},
+    "crm/email": {"api_key": "in-memory-placeholder", "from_address": "crm@example.com"},
+}
+
+
+class StartupError(InfraError):
+    """A component of the infrastructure could not be built; ``component`` names which.
+
+    The underlying error (for example a :class:`~crm_infra.errors.SecretStoreUnavailableError`)
+    is chained as ``__cause__``. ``started`` maps each component whose start-up was tried (the
+    failed one included) to how long it took, in milliseconds.
+    """
+
+    def __init__(
+        self, component: str, message: str, started: Mapping[str, float] | None = None
+    ) -> None:
+        super().__init__(f"{component}: {message}")
+        self.component = component
+        self.reason = message
+        self.started = dict(started or {})
+
+
+@attrs.frozen
+class Infrastructure:
+    """The chosen set of ports, and the one object that closes them.
+
+    Attributes:
+        secrets: the secret store (Vault, or the in-memory fake).
+        db: user-scoped SQL under row-level security.
+        admin_db: the explicit RLS bypass, for migrations and batch work only.
+        kv: the key-value store for sessions and rate-limit counters.
+        health_timeout: seconds each component's health check may take.
+    """
+
+    secrets: SecretStore
+    db: UserScopedDB
+    admin_db: AdminDB
+    kv: KeyValueStore
+    health_timeout: float = 5.0
+    # (name, close) pairs in the order the resources were opened; closed in reverse.
+    _closers: tuple[tuple[str, Callable[[], object]], ...] = attrs.field(default=(), repr=False)
+    _closed: list[bool] = attrs.field(factory=list, repr=False, init=False, eq=False)
+
+    def close(self) -> None:
+        """Close every resource in reverse order of opening; safe to call more than once.
+
+        A failure to close one resource is logged with its cause and does not stop the others
+        from being closed, nor replace an error already propagating.
+        """
+        if self._closed:
+            return
+        self._closed.append(True)
+        _close_all(self._closers)
+
+    def __enter__(self) -> Infrastructure:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def health(self, timeout: float | None = None) -> HealthReport:
+        """Check every component concurrently, each under its own timeout.
+
+        Args:
+            timeout: seconds per component (default: :attr:`health_timeout`).
+
+        Returns:
+            A report keyed ``secrets``, ``database`` and ``keyvalue``; a component that fails
+            or does not answer in time is reported with a short error, the others with their
+            own state.
+        """
+
+        def database() -> bool:
+            ok = self.db.health_check()
+            # One object usually plays both ports; check a separate admin path as well.
+            if cast(object, self.admin_db) is not self.db:
+                ok = self.admin_db.health_check() and ok
+            return ok
+
+        return run_checks(
+            {
+                "secrets": self.secrets.health_check,
+                "database": database,
+                "keyvalue": self.kv.health_check,
+            },
+            self.health_timeout if timeout is None else timeout,
+        )
+
+
+def build_infrastructure(settings: Settings | None = None) -> Infrastructure:
+    """Build the ports chosen by ``settings``: the real adapters or the in-memory fakes.
+
+    Real mode logs in to Vault and reads every other credential from it (``crm/database``
+    ``url`` and ``admin_url``, ``crm/valkey`` ``url``), then connects to PostgreSQL and Valkey.
+    Memory mode builds the fakes, with the database schema taken from the same ``sql/`` files.
+
+    Args:
+        settings: what to build (default: :meth:`Settings.from_env`).
+
+    Returns:
+        The infrastructure; use it as a context manager so that it is closed.
+
+    Raises:
+        ConfigError: ``settings`` was None and the environment is invalid.
+        StartupError: a component could not be built; its ``component`` and message say which
+            and why (anything already opened is closed again).
+    """
+    if settings is None:
+        settings = Settings.from_env()
+    if settings.backend == "real":
+        return _build_real(settings)
+    return _build_memory(settings)
+
+
+def _build_memory(settings: Settings) -> Infrastructure:
+    # Imported here so that real mode never loads sqlglot or fakeredis.
+    from crm_infra.fakes import (  # noqa: PLC0415
+        InMemoryKeyValueStore,
+        InMemorySecretStore,
+        InMemoryUserScopedDB,
+    )
+
+    timings: dict[str, float] = {}
+    with _building() as opened:
+        with _component(timings, "secrets"):
+            secrets = InMemorySecretStore(_MEMORY_SECRETS)
+        with _component(timings, "database"):
+            db = InMemoryUserScopedDB()
+        _remember(opened, "database", db)
+        with _component(timings, "keyvalue"):
+            kv = InMemoryKeyValueStore(key_prefix=settings.key_prefix)
+        _remember(opened, "keyvalue", kv)
+        return Infrastructure(
+            secrets=secrets,
+            db=db,
+            admin_db=db,
+            kv=kv,
+            health_timeout=settings.health_timeout,
+            closers=tuple(opened),
+        )
+
+
+def _build_real(settings: Settings) -> Infrastructure:
+    # Imported here so that memory mode never loads hvac, psycopg or redis.
+    from crm_infra import secret_paths  # noqa: PLC0415
+    from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
+
+    timings: dict[str, float] = {}
+    with _building() as opened:
+        with _component(timings, "secrets", f"could not log in to Vault at {settings.vault_addr}"):
+            vault = VaultClient(
+                settings.vault_addr,
+                settings.vault_token,
+                mount_point=settings.vault_mount_point,
+                timeout=settings.vault_timeout,
+                role_id=settings.vault_role_id,
+                secret_id=settings.vault_secret_id,
+            )
+        _remember(opened, "secrets", vault)
+        with _component(timings, "secrets", "could not read the database and Valkey credentials"):
+            database_url = secret_paths.database_url(vault)
+            admin_database_url = secret_paths.admin_database_url(vault)
+            valkey_url = secret_paths.valkey_url(vault)
+        with _component(timings, "database", "could not connect to PostgreSQL"):
+            db = PostgresClient(
+                database_url,
+                settings.db_pool_size,
+                admin_connection_url=admin_database_url,
+                connect_timeout=settings.db_timeout,
+            )
+        _remember(opened, "database", db)
+        with _component(timings, "keyvalue", "could not connect to Valkey"):
+            # CRM_KV_TIMEOUT is the whole budget of one call; connecting and each reply get
+            # the adapter's default shares of it (1 s and 2 s of 5 s), scaled down if smaller.
+            kv = ValkeyClient(
+                valkey_url,
+                key_prefix=settings.key_prefix,
+                timeout=settings.kv_timeout,
+                connect_timeout=min(1.0, settings.kv_timeout / 3),
+                socket_timeout=min(2.0, settings.kv_timeout * 2 / 3),
+            )
+        _remember(opened, "keyvalue", kv)
+        return Infrastructure(
+            secrets=vault,
+            db=db,
+            admin_db=db,
+            kv=kv,
+            health_timeout=settings.health_timeout,
+            closers=tuple(opened),
+        )
+
+
+@contextmanager
+def _building() -> Iterator[list[tuple[str, Callable[[], object]]]]:
+    """Yield a list to record opened resources in; close them all again if building fails."""
+    opened: list[tuple[str, Callable[[], object]]] = []
+    try:
+        yield opened
+    except BaseException:
+        _close_all(opened)
+        raise
+
+
+def _close_all(closers: Sequence[tuple[str, Callable[[], object]]]) -> None:
+    """Call every closer in reverse order; log a failing one with its cause and go on."""
+    for name, close in reversed(closers):
+        try:
+            close()
+        except Exception:  # cleanup must go on; logged with its cause
+            log.warning("closing %s failed", name, exc_info=True)
+
+
+def _remember(opened: list[tuple[str, Callable[[], object]]], name: str, resource: object) -> None:
+    close = getattr(resource, "close", None)
+    if callable(close):
+        opened.append((name, close))
+
+
+@contextmanager
+def _component(
+    timings: dict[str, float], name: str, doing: str | None = None
+) -> Iterator[None]:
+    """Time building ``name``; turn any failure into a :class:`StartupError` naming it."""
+    start = time.perf_counter()
+    try:
+        yield
+    except StartupError:
+        raise
+    except Exception as exc:
+        _add_time(timings, name, start)
+        what = f"{doing}: " if doing else ""
+        raise StartupError(name, what + short_error(exc), timings) from exc
+    _add_time(timings, name, start)
+
+
+def _add_time(timings: dict[str, float], name: str, start: float) -> None:
+    timings[name] = round(timings.get(name, 0.0) + (time.perf_counter() - start) * 1000, 1)
+
+
+def unhealthy_report(error: StartupError) -> HealthReport:
+    """Return a report for infrastructure that could not be built.
+
+    Components built before the failing one answered during start-up and are reported healthy,
+    with the time building them took; the failing one carries the error; those after it were
+    not reached.
+    """
+    failed_at = COMPONENTS.index(error.component)
+    components: dict[str, ComponentHealth] = {}
+    for index, name in enumerate(COMPONENTS):
+        if index < failed_at:
+            components[name] = ComponentHealth(True, error.started.get(name, 0.0))
+        elif index == failed_at:
+            components[name] = ComponentHealth(False, error.started.get(name, 0.0), error.reason)
+        else:
+            components[name] = ComponentHealth(
+                False, 0.0, f"not checked: start-up stopped at {error.component}"
+            )
+    return HealthReport(components)

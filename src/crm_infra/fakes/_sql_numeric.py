@@ -1,0 +1,150 @@
+"""Numeric arithmetic as PostgreSQL does it: exact decimals, and its scale for quotients.
+
+SQLite holds a numeric as a double (exact up to 15 significant digits); these functions work on
+the exact decimal each double stands for, and give quotients (``/``, ``avg()``) the digits
+PostgreSQL's ``numeric_div`` gives them, remembered for the decoder (see ``remember_exact``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from crm_infra.errors import DatabaseError
+from crm_infra.fakes._sql_types import remember_exact
+
+__all__ = [
+    "NumericAvg",
+    "NumericSum",
+    "int_div",
+    "int_mod",
+    "numeric",
+    "numeric_div",
+    "pg_numeric_div",
+    "round_half_away",
+]
+
+
+def numeric(op: Callable[[Decimal, Decimal], Decimal]) -> Callable[[Any, Any], Any]:
+    """Return ``op`` applied to the exact decimals of two stored values (NULL in, NULL out)."""
+
+    def apply(left: Any, right: Any) -> Any:
+        if left is None or right is None:
+            return None
+        # Exact in decimal, stored as the double nearest to the exact result.
+        return float(op(_exact(left), _exact(right)))
+
+    return apply
+
+
+def numeric_div(left: Any, right: Any) -> Any:
+    """Divide two numerics as PostgreSQL does; a division by zero is an error."""
+    if left is None or right is None:
+        return None
+    divisor = _exact(right)
+    if divisor == 0:
+        raise DatabaseError("division by zero")
+    dividend = _exact(left)
+    scale = -min(0, int(dividend.as_tuple().exponent))
+    return remember_exact(pg_numeric_div(dividend, scale, divisor))
+
+
+def int_div(left: Any, right: Any) -> Any:
+    """Divide two integers, truncating toward zero; a division by zero is an error."""
+    if left is None or right is None:
+        return None
+    if right == 0:
+        raise DatabaseError("division by zero")
+    quotient = abs(left) // abs(right)  # PostgreSQL truncates toward zero
+    return quotient if (left >= 0) == (right > 0) else -quotient
+
+
+def int_mod(left: Any, right: Any) -> Any:
+    """Return the remainder with the dividend's sign; a division by zero is an error."""
+    if left is None or right is None:
+        return None
+    if right == 0:
+        raise DatabaseError("division by zero")
+    return left - right * int_div(left, right)
+
+
+def round_half_away(value: Any, places: int) -> Any:
+    """Round a numeric to ``places`` digits, half away from zero, as PostgreSQL does."""
+    if value is None:
+        return None
+    # numeric rounds half away from zero, to exactly `places` digits (kept for the decoder).
+    quantum = Decimal(1).scaleb(-places)
+    return remember_exact(_exact(value).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def _exact(value: Any) -> Decimal:
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+class NumericSum:
+    """sum() of numeric values, exactly, as PostgreSQL adds numerics."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        self.total = amount if self.total is None else self.total + amount
+
+    def finalize(self) -> float | None:
+        # A sum of values of at most 15 digits is exact as a double: comparisons, ordering
+        # and the decoder (through repr) all see the exact value.
+        return None if self.total is None else float(self.total)
+
+
+class NumericAvg:
+    """avg() of integer or numeric values: their exact sum over the count, at PostgreSQL's scale."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+        self.scale = 0
+        self.count = 0
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        amount = _exact(value)
+        self.total += amount
+        self.scale = max(self.scale, -min(0, int(amount.as_tuple().exponent)))
+        self.count += 1
+
+    def finalize(self) -> float | None:
+        if self.count == 0:
+            return None
+        return remember_exact(pg_numeric_div(self.total, self.scale, Decimal(self.count)))
+
+
+_NBASE_DIGITS = 4  # PostgreSQL stores numerics in base 10000
+_MIN_SIG_DIGITS = 16
+
+
+def _nbase_weight(value: Decimal) -> tuple[int, int]:
+    """Return the weight and first digit of ``value`` in base 10000 (0, 0 for zero)."""
+    if value == 0:
+        return 0, 0
+    magnitude = abs(value)
+    weight = magnitude.adjusted() // _NBASE_DIGITS
+    first = int(magnitude.scaleb(-weight * _NBASE_DIGITS))
+    return weight, first
+
+
+def pg_numeric_div(dividend: Decimal, dividend_scale: int, divisor: Decimal) -> Decimal:
+    """Divide as PostgreSQL's numeric_div does (select_div_scale, then round half away)."""
+    weight1, first1 = _nbase_weight(dividend)
+    weight2, first2 = _nbase_weight(divisor)
+    quotient_weight = weight1 - weight2
+    if first1 <= first2:
+        quotient_weight -= 1
+    scale = _MIN_SIG_DIGITS - quotient_weight * _NBASE_DIGITS
+    scale = min(max(scale, dividend_scale, 0), 1000)
+    with localcontext() as ctx:
+        ctx.prec = 2000
+        return (dividend / divisor).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)

@@ -1,0 +1,280 @@
+"""Name resolution and type inference for PostgreSQL statements, as PostgreSQL does them.
+
+For each column reference: which table, subquery or CTE it comes from, and its type; for each
+select-list item: the name PostgreSQL gives it (FigureColname) and its type, so that result
+values are decoded to psycopg's Python types and named as psycopg names them.
+"""
+
+from __future__ import annotations
+
+import attrs
+from sqlglot import exp
+
+from crm_infra.errors import DatabaseError
+from crm_infra.fakes._sql_errors import refuse
+from crm_infra.fakes._sql_schema import Schema, Table
+from crm_infra.fakes._sql_types import UNKNOWN, PgType, pg_type_from_datatype
+
+__all__ = [
+    "BOOL",
+    "COMPARISONS",
+    "INT",
+    "INTERVAL_SECONDS",
+    "NUMERIC",
+    "TEXT",
+    "TIMESTAMPTZ",
+    "Scopes",
+    "Source",
+    "pg_name",
+]
+
+INT = PgType("int")
+TEXT = PgType("text")
+BOOL = PgType("bool")
+NUMERIC = PgType("numeric")
+TIMESTAMPTZ = PgType("timestamptz")
+UUID_T = PgType("uuid")
+NULL = PgType("null")
+PARAM = PgType("param")
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+PREDICATES = (
+    *COMPARISONS,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.Is,
+    exp.Like,
+    exp.ILike,
+    exp.In,
+    exp.Between,
+    exp.Exists,
+    exp.Escape,
+)
+INTERVAL_SECONDS = {
+    "HOUR": 3600,
+    "HOURS": 3600,
+    "MINUTE": 60,
+    "MINUTES": 60,
+    "SECOND": 1,
+    "SECONDS": 1,
+}
+"""Interval units of a fixed length; days and months depend on the session's time zone."""
+PG_TYPE_NAMES = {
+    "uuid": "uuid",
+    "text": "text",
+    "int": "int4",
+    "numeric": "numeric",
+    "bool": "bool",
+    "timestamptz": "timestamptz",
+}
+
+
+@attrs.define
+class Source:
+    alias: str
+    table: Table | None  # a schema table
+    columns: list[tuple[str, PgType]]  # for a subquery or CTE: its output
+    qualified_only: bool = False  # EXCLUDED in ON CONFLICT: only as `excluded.col`
+
+
+class Scopes:
+    """Resolve columns to types, per SELECT/DML node, as PostgreSQL's name resolution does."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.ctes: dict[str, list[tuple[str, PgType]]] = {}
+        self._cache: dict[int, list[Source]] = {}
+        self.extra: dict[int, list[Source]] = {}
+
+    def sources(self, node: exp.Expr) -> list[Source]:
+        key = id(node)
+        if key not in self._cache:
+            found = list(self.extra.get(key, []))
+            from_ = node.args.get("from_")
+            items: list[exp.Expr] = [from_.this] if from_ is not None else []
+            items += [j.this for j in node.args.get("joins") or []]
+            for item in items:
+                found.append(self._source(item))
+            self._cache[key] = found
+        return self._cache[key]
+
+    def _source(self, item: exp.Expr) -> Source:
+        if isinstance(item, exp.Table):
+            name = item.name.lower()
+            if item.args.get("db") or item.args.get("catalog"):
+                raise DatabaseError(f'relation "{item.sql("postgres")}" does not exist')
+            alias = item.alias_or_name.lower()
+            if name in self.ctes and not item.args.get("db"):
+                return Source(alias, None, self.ctes[name])
+            table = self.schema.tables.get(name)
+            if table is None:
+                if isinstance(item.this, exp.Anonymous):
+                    raise refuse(f"set-returning function {item.this.name}() in FROM")
+                raise DatabaseError(f'relation "{name}" does not exist')
+            return Source(alias, table, [(c.name, c.type) for c in table.columns.values()])
+        if isinstance(item, exp.Subquery):
+            inner = item.this
+            if not isinstance(inner, exp.Query):
+                raise refuse(f"{item.this.key} in FROM")
+            return Source(item.alias.lower(), None, self.output(inner))
+        raise refuse(f"{item.key} in FROM")
+
+    def output(self, query: exp.Expr) -> list[tuple[str, PgType]]:
+        if isinstance(query, exp.Subquery):
+            return self.output(query.this)
+        if isinstance(query, exp.SetOperation):
+            return self.output(query.this)
+        if isinstance(query, exp.Select):
+            return [(pg_name(p), self.type_of(p)) for p in query.selects]
+        raise refuse(f"{query.key} as a subquery")
+
+    def column_type(self, column: exp.Column) -> PgType:
+        name = column.name.lower()
+        qualifier = column.table.lower()
+        scope: exp.Expr | None = column
+        while scope is not None:
+            scope = scope.parent
+            if scope is None:
+                break
+            if not isinstance(scope, exp.Select | exp.Update | exp.Delete | exp.Insert):
+                continue
+            matches = []
+            for source in self.sources(scope):
+                if (qualifier or source.qualified_only) and source.alias != qualifier:
+                    continue
+                matches += [t for n, t in source.columns if n == name]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise DatabaseError(f'column reference "{name}" is ambiguous')
+            if qualifier and any(s.alias == qualifier for s in self.sources(scope)):
+                break
+        if qualifier in {"excluded"}:
+            return UNKNOWN
+        if isinstance(column.this, exp.Star):
+            return UNKNOWN
+        raise DatabaseError(f'column "{column.sql("postgres")}" does not exist')
+
+    def type_of(self, node: exp.Expr) -> PgType:  # noqa: PLR0911, PLR0912
+        if isinstance(node, exp.Alias | exp.Paren | exp.Filter):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Column):
+            return self.column_type(node)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return TEXT
+            return INT if node.is_int else NUMERIC
+        if isinstance(node, exp.Boolean):
+            return BOOL
+        if isinstance(node, exp.Null):
+            return NULL
+        if isinstance(node, exp.Parameter):
+            return PARAM
+        if isinstance(node, exp.Cast):
+            return pg_type_from_datatype(node.to) or UNKNOWN
+        if isinstance(node, exp.Count | exp.Length | exp.RowNumber | exp.Rank | exp.DenseRank):
+            return INT
+        if isinstance(node, exp.Window):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Sum):
+            inner = self.type_of(node.this)
+            return INT if inner.kind == "int" else NUMERIC
+        if isinstance(node, exp.Avg):
+            return NUMERIC
+        if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Coalesce):
+            for arg in [node.this, *node.expressions]:
+                kind = self.type_of(arg)
+                if kind.kind not in {"null", "param"}:
+                    return kind
+            return UNKNOWN
+        if isinstance(node, exp.Nullif):
+            return self.type_of(node.this)
+        if isinstance(node, exp.Greatest | exp.Least):
+            types = [self.type_of(a) for a in [node.this, *node.expressions]]
+            known = [t for t in types if t.kind not in {"null", "param"}]
+            if any(k.kind == "numeric" for k in known):
+                return NUMERIC
+            return known[0] if known else UNKNOWN
+        if isinstance(node, exp.Concat):
+            return TEXT
+        if isinstance(node, exp.Round):
+            return NUMERIC
+        if isinstance(node, exp.Lower | exp.Upper | exp.DPipe):
+            return TEXT
+        if isinstance(node, exp.CurrentTimestamp):
+            return TIMESTAMPTZ
+        if isinstance(node, exp.Uuid):
+            return UUID_T
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
+            return TEXT
+        if isinstance(node, PREDICATES):
+            return BOOL
+        if isinstance(node, exp.Case):
+            branches = [i.args.get("true") for i in node.args.get("ifs") or []]
+            for branch in [*branches, node.args.get("default")]:
+                if branch is not None:
+                    kind = self.type_of(branch)
+                    if kind.kind not in {"null", "param"}:
+                        return kind
+            return UNKNOWN
+        if isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
+            if self.type_of(node.this).kind not in {"timestamptz", "param", "null"}:
+                raise refuse("intervals added to anything but a timestamptz")
+            return TIMESTAMPTZ
+        if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+            kinds = {self.type_of(node.this).kind, self.type_of(node.expression).kind}
+            kinds -= {"null", "param"}
+            if kinds <= {"int"}:
+                return INT
+            if isinstance(node, exp.Mod):
+                raise refuse("modulo of non-integers")
+            if kinds <= {"int", "numeric"}:
+                return NUMERIC
+            if kinds <= {"int", "float", "numeric"}:
+                return PgType("float")
+            raise refuse(f"arithmetic on {'/'.join(sorted(kinds))} values")
+        if isinstance(node, exp.Subquery):
+            out = self.output(node.this)
+            return out[0][1] if out else UNKNOWN
+        return UNKNOWN
+
+
+def _folded(identifier: exp.Expr) -> str:
+    """Return an identifier's name as PostgreSQL keeps it: unquoted names fold to lower case."""
+    name = identifier.name
+    return name if identifier.args.get("quoted") else name.lower()
+
+
+def pg_name(node: exp.Expr) -> str:  # noqa: PLR0911, PLR0912 (one per kind of item)
+    """Return the column name PostgreSQL gives a select-list item (FigureColname)."""
+    if isinstance(node, exp.Alias):
+        return _folded(node.args["alias"])
+    if isinstance(node, exp.Paren):
+        return pg_name(node.this)
+    if isinstance(node, exp.Column):
+        return _folded(node.this) if isinstance(node.this, exp.Identifier) else node.name
+    if isinstance(node, exp.Cast):
+        inner = pg_name(node.this)
+        if inner != "?column?":
+            return inner
+        target = pg_type_from_datatype(node.to)
+        return PG_TYPE_NAMES.get(target.kind, "?column?") if target else "?column?"
+    if isinstance(node, exp.Window):
+        return pg_name(node.this)
+    if isinstance(node, exp.Case):
+        return "case"
+    if isinstance(node, exp.Exists):
+        return "exists"
+    if isinstance(node, exp.CurrentTimestamp):
+        return "now"
+    if isinstance(node, exp.Uuid):
+        return "gen_random_uuid"
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select) and node.this.selects:
+        return pg_name(node.this.selects[0])
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Predicate):
+        return node.sql_name().lower()
+    return "?column?"

@@ -1,0 +1,412 @@
+"""The composition root and the crm-infra command against real OpenBao, PostgreSQL and Valkey."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from crm_infra import Settings, StartupError, build_infrastructure, devstack
+from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
+from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.cli import main
+from crm_infra.devservers.openbao import OpenBaoServer
+from crm_infra.devservers.valkey import ValkeyDevServer
+from tests.fixtures.common import free_port, wait_until
+from tests.fixtures.openbao import VaultMount, create_token
+
+CLI_VARIABLES = (
+    "CRM_BACKEND",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+    "VAULT_MOUNT_POINT",
+    "CRM_KEY_PREFIX",
+    "CRM_DB_POOL_SIZE",
+    "CRM_VAULT_TIMEOUT",
+    "CRM_DB_TIMEOUT",
+    "CRM_KV_TIMEOUT",
+    "CRM_HEALTH_TIMEOUT",
+)
+
+
+@pytest.fixture
+def real_env(  # noqa: PLR0917  # pytest hands fixtures over as arguments
+    openbao_server: OpenBaoServer,
+    openbao_root: Any,
+    vault_mount: VaultMount,
+    pg_database: BootstrappedDatabase,
+    private_valkey: ValkeyDevServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
+    """Point the environment at a real stack; the app's token may only read crm/* (docs)."""
+    vault_mount.put(
+        "crm/database", {"url": pg_database.app_url, "admin_url": pg_database.admin_url}
+    )
+    vault_mount.put("crm/valkey", {"url": private_valkey.url})
+    policy = f'path "{vault_mount.name}/data/crm/*" {{ capabilities = ["read"] }}'
+    env = {
+        "CRM_BACKEND": "real",
+        "VAULT_ADDR": openbao_server.addr,
+        "VAULT_TOKEN": create_token(openbao_root, policy),
+        "VAULT_MOUNT_POINT": vault_mount.name,
+        "CRM_HEALTH_TIMEOUT": "3",
+    }
+    for name in CLI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- the composition root in real mode -------------------------------------------------------
+
+
+def test_real_mode_builds_the_adapters_from_vault(
+    real_env: dict[str, str], pg_database: BootstrappedDatabase
+) -> None:
+    with build_infrastructure() as infra:
+        assert isinstance(infra.secrets, VaultClient)
+        assert isinstance(infra.db, PostgresClient)
+        assert cast(object, infra.admin_db) is infra.db
+        assert isinstance(infra.kv, ValkeyClient)
+        report = infra.health()
+        assert report.ok, report.to_dict()
+        someone = "00000000-0000-4000-8000-000000000001"
+        assert infra.db.execute_scalar("SELECT current_user", user_id=someone) == (
+            pg_database.app_role
+        )
+
+
+def test_real_mode_applies_the_key_prefix(
+    real_env: dict[str, str], private_valkey: ValkeyDevServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_KEY_PREFIX", "tenant-a:")
+    with build_infrastructure() as infra:
+        infra.kv.set("k", "v", expire_seconds=60)
+
+    with redis.Redis.from_url(private_valkey.url, decode_responses=True) as raw:
+        assert raw.get("tenant-a:k") == "v"
+
+
+def test_an_unreachable_vault_fails_fast_naming_the_component(real_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**real_env, "VAULT_ADDR": f"http://127.0.0.1:{free_port()}"})
+    start = time.monotonic()
+    with pytest.raises(StartupError) as caught:
+        build_infrastructure(settings)
+    assert time.monotonic() - start < 10
+    assert caught.value.component == "secrets"
+    assert "Vault" in str(caught.value)
+    assert real_env["VAULT_TOKEN"] not in str(caught.value)
+
+
+def test_a_missing_credential_in_vault_names_the_path(
+    real_env: dict[str, str], vault_mount: VaultMount
+) -> None:
+    vault_mount.delete("crm/valkey")
+    with pytest.raises(StartupError) as caught:
+        build_infrastructure()
+    assert caught.value.component == "secrets"
+    assert "crm/valkey" in str(caught.value)
+
+
+def test_a_stopped_valkey_at_start_up_names_keyvalue_and_closes_the_rest(
+    real_env: dict[str, str], private_valkey: ValkeyDevServer
+) -> None:
+    private_valkey.stop()
+    with pytest.raises(StartupError) as caught:
+        build_infrastructure()
+    assert caught.value.component == "keyvalue"
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_check_exits_0_against_the_real_stack(
+    real_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert all(c["ok"] for c in report["components"].values())
+    assert real_env["VAULT_TOKEN"] not in out + err
+
+
+def test_check_exits_1_with_a_readable_reason_when_valkey_is_stopped(
+    real_env: dict[str, str], private_valkey: ValkeyDevServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run_cli(capsys, "check")
+    assert code == 0
+    private_valkey.stop()
+    start = time.monotonic()
+    code, out, err = run_cli(capsys, "check")
+    assert time.monotonic() - start < 15
+    assert code == 1
+    keyvalue = next(line for line in out.splitlines() if line.startswith("keyvalue"))
+    assert "FAIL" in keyvalue
+    assert "Valkey" in keyvalue
+    assert out.splitlines()[-1] == "backend: real; UNHEALTHY"
+    assert real_env["VAULT_TOKEN"] not in out + err
+    assert "Traceback" not in err
+
+
+def test_check_reports_a_dead_valkey_without_hiding_the_others(
+    real_env: dict[str, str], private_valkey: ValkeyDevServer
+) -> None:
+    with build_infrastructure() as infra:
+        private_valkey.stop()
+        report = infra.health()
+    assert report.components["secrets"].ok
+    assert report.components["database"].ok
+    assert not report.components["keyvalue"].ok
+    assert report.components["keyvalue"].error
+
+
+def test_migrate_through_the_admin_path_is_idempotent(
+    real_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "migrate")
+    assert code == 0
+    assert out.strip() == "schema is up to date: nothing to apply"
+
+
+def test_demo_on_the_real_backend(
+    real_env: dict[str, str], capsys: pytest.CaptureFixture[str], pg_database: BootstrappedDatabase
+) -> None:
+    code, out, err = run_cli(capsys, "demo", "--backend", "real")
+    assert code == 0, out + err
+    assert "crm-infra demo on the real backend" in out
+    assert "[FAIL]" not in out
+    assert "[ok  ] alice tries to create a contact owned by bob: refused by RLS" in out
+    assert "BLOCKED" in out
+    emails = re.findall(r"\b(?:alice|bob)\.\w+@example\.com", out)
+    assert len(emails) == 2, out
+    with psycopg.connect(pg_database.admin_url) as conn:
+        left = conn.execute("SELECT count(*) FROM users WHERE email = ANY(%s)", [emails])
+        assert left.fetchone() == (0,), "the demo removes its users again"
+
+
+# --- crm-infra dev ---------------------------------------------------------------------------
+
+
+def _port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+@pytest.fixture
+def dev_process(
+    tmp_path: Path, pg_superuser_url: str
+) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
+    """Start `crm-infra dev` as a subprocess; make sure it is gone at the end."""
+    env_file = tmp_path / "dev.env"
+    log = tmp_path / "dev.log"
+    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crm_infra",
+                "dev",
+                "--env-file",
+                str(env_file),
+                "--database-url",
+                pg_superuser_url,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environ,
+        )
+    try:
+        wait_until(
+            lambda: env_file.exists() or process.poll() is not None,
+            timeout=90,
+            what="crm-infra dev",
+        )
+        assert process.poll() is None, log.read_text()
+        yield process, env_file, log
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def _provisioned(log_text: str) -> tuple[str, list[str]]:
+    """Return the database and login roles a provisioning run reported."""
+    found = re.search(
+        r"database (crm_dev_\w+): login roles (\w+) \(app\), (\w+) \(admin\)", log_text
+    )
+    assert found, log_text
+    return found.group(1), [found.group(2), found.group(3)]
+
+
+def _server_ports(log_text: str) -> tuple[int, int]:
+    """Return the OpenBao and Valkey ports `crm-infra dev` reported."""
+    vault_port = re.search(r"OpenBao  http://127\.0\.0\.1:(\d+)", log_text)
+    valkey_port = re.search(r"Valkey   redis://127\.0\.0\.1:(\d+)/0", log_text)
+    assert vault_port, log_text
+    assert valkey_port, log_text
+    return int(vault_port.group(1)), int(valkey_port.group(1))
+
+
+def _leftovers(superuser_url: str, database: str, roles: list[str]) -> tuple[int, int]:
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        dbs = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [database])
+        role_rows = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [roles])
+        return dbs.fetchone()[0], role_rows.fetchone()[0]  # type: ignore[index]  # count(*) always has a row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
+    dev_process: tuple[subprocess.Popen[str], Path, Path],
+    pg_superuser_url: str,
+    stop_signal: signal.Signals,
+) -> None:
+    process, env_file, log = dev_process
+    values = _read_env_file(env_file)
+    assert set(values) == {"CRM_BACKEND", "VAULT_ADDR", "VAULT_TOKEN"}
+    assert values["CRM_BACKEND"] == "real"
+    assert env_file.stat().st_mode & 0o077 == 0, "the env file holds a token: owner only"
+    database, roles = _provisioned(log.read_text())
+    vault_port, valkey_port = _server_ports(log.read_text())
+    assert _leftovers(pg_superuser_url, database, roles) == (1, 2)
+
+    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+    check = subprocess.run(
+        [sys.executable, "-m", "crm_infra", "check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**environ, **values},
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(check.stdout)["ok"] is True
+
+    process.send_signal(stop_signal)
+    assert process.wait(60) == 0, log.read_text()
+    text = log.read_text()
+    assert "stopped; nothing left behind" in text
+    assert values["VAULT_TOKEN"] not in text
+    assert _leftovers(pg_superuser_url, database, roles) == (0, 0)
+    assert not env_file.exists()
+    assert not _port_answers(vault_port)
+    assert not _port_answers(valkey_port)
+
+
+@pytest.mark.slow
+def test_dev_that_cannot_reach_postgresql_names_the_step_and_stops_its_servers(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / "dev.env"
+    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crm_infra",
+            "dev",
+            "--env-file",
+            str(env_file),
+            "--database-url",
+            f"postgresql://postgres:MARKER-pw@127.0.0.1:{free_port()}/postgres",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environ,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("crm-infra: error: creating the database and its login roles:")
+    assert "MARKER-pw" not in result.stdout + result.stderr
+    assert not env_file.exists()
+    vault_port, valkey_port = _server_ports(result.stdout)
+    assert not _port_answers(vault_port)
+    assert not _port_answers(valkey_port)
+
+
+def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR0917  # fixtures
+    openbao_server: OpenBaoServer,
+    vault_mount: VaultMount,
+    private_valkey: ValkeyDevServer,
+    pg_superuser_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in CLI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    provision_env = {
+        "CRM_SUPERUSER_URL": pg_superuser_url,
+        "VAULT_ADDR": openbao_server.addr,
+        "VAULT_TOKEN": openbao_server.token,
+        "VAULT_MOUNT_POINT": vault_mount.name,
+        "CRM_VALKEY_URL": private_valkey.url,
+        "CRM_ADVERTISED_DB_HOST": "localhost:5432",
+    }
+    for name, value in provision_env.items():
+        monkeypatch.setenv(name, value)
+    code = devstack.main(["provision"])
+    out = capsys.readouterr().out
+    database, roles = _provisioned(out)
+    try:
+        assert code == 0, out
+        stored = vault_mount.root.secrets.kv.v2.read_secret_version(
+            path="crm/database", mount_point=vault_mount.name, raise_on_deleted_version=True
+        )["data"]["data"]
+        assert "@localhost:5432/" in stored["url"], "clients get the advertised address"
+        for name in ("CRM_SUPERUSER_URL", "CRM_VALKEY_URL", "CRM_ADVERTISED_DB_HOST"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("CRM_BACKEND", "real")
+        assert main(["check"]) == 0, capsys.readouterr().out
+        assert openbao_server.token not in out
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+            for role in roles:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    assert _leftovers(pg_superuser_url, database, roles) == (0, 0)

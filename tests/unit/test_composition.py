@@ -1,0 +1,230 @@
+"""The composition root: memory mode builds the fakes; Infrastructure closes and reports health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from crm_infra import (
+    AdminDB,
+    ConfigError,
+    HealthReport,
+    Infrastructure,
+    KeyValueStore,
+    SecretStore,
+    SecretStoreUnavailableError,
+    Settings,
+    StartupError,
+    UserScopedDB,
+    build_infrastructure,
+    secret_paths,
+    user_context,
+)
+from crm_infra.composition import COMPONENTS, unhealthy_report
+from crm_infra.fakes import InMemoryKeyValueStore, InMemorySecretStore, InMemoryUserScopedDB
+
+# --- memory mode -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_infra() -> Iterator[Infrastructure]:
+    with build_infrastructure(Settings()) as infra:
+        yield infra
+
+
+def test_memory_mode_builds_the_fakes_typed_as_the_ports(memory_infra: Infrastructure) -> None:
+    assert isinstance(memory_infra.secrets, InMemorySecretStore)
+    assert isinstance(memory_infra.db, InMemoryUserScopedDB)
+    assert isinstance(memory_infra.kv, InMemoryKeyValueStore)
+    assert memory_infra.admin_db is memory_infra.db
+    assert isinstance(memory_infra.secrets, SecretStore)
+    assert isinstance(memory_infra.db, UserScopedDB)
+    assert isinstance(memory_infra.admin_db, AdminDB)
+    assert isinstance(memory_infra.kv, KeyValueStore)
+
+
+def test_memory_mode_has_the_schema_and_row_level_security(memory_infra: Infrastructure) -> None:
+    alice, bob = (
+        memory_infra.admin_db.execute_admin(
+            "INSERT INTO users (email) VALUES (%s) RETURNING id", [email]
+        )[0]["id"]
+        for email in ("alice@example.com", "bob@example.com")
+    )
+    with user_context(alice):
+        memory_infra.db.execute("INSERT INTO contacts (name) VALUES (%s)", ["Ada"])
+    assert memory_infra.db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ada"}]
+    assert memory_infra.db.execute("SELECT name FROM contacts", user_id=bob) == []
+
+
+def test_memory_mode_secrets_follow_the_vault_layout(memory_infra: Infrastructure) -> None:
+    assert secret_paths.database_url(memory_infra.secrets).startswith("postgresql://")
+    assert secret_paths.admin_database_url(memory_infra.secrets).startswith("postgresql://")
+    assert secret_paths.valkey_url(memory_infra.secrets).startswith("redis://")
+    assert secret_paths.email_credentials(memory_infra.secrets) is not None
+
+
+def test_memory_mode_applies_the_key_prefix() -> None:
+    with build_infrastructure(Settings(key_prefix="tenant-a:")) as a, build_infrastructure(
+        Settings(key_prefix="tenant-b:")
+    ) as b:
+        a.kv.set("k", "from a")
+        assert a.kv.get("k") == "from a"
+        assert b.kv.get("k") is None
+
+
+def test_memory_mode_is_healthy(memory_infra: Infrastructure) -> None:
+    report = memory_infra.health()
+    assert report.ok
+    assert tuple(report.components) == COMPONENTS
+
+
+def test_without_settings_it_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_BACKEND", "memory")
+    monkeypatch.setenv("CRM_HEALTH_TIMEOUT", "1.5")
+    with build_infrastructure() as infra:
+        assert infra.health_timeout == 1.5
+    monkeypatch.setenv("CRM_BACKEND", "bogus")
+    with pytest.raises(ConfigError, match="CRM_BACKEND"):
+        build_infrastructure()
+
+
+# --- stand-ins for the lifecycle and health tests --------------------------------------------
+
+
+class StandIn:
+    """A minimal object playing every port's health_check and a close(); records its calls."""
+
+    def __init__(self, name: str, log: list[str], *, healthy: Any = True) -> None:
+        self.name = name
+        self.log = log
+        self.healthy = healthy
+
+    def health_check(self) -> bool:
+        if isinstance(self.healthy, BaseException):
+            raise self.healthy
+        if callable(self.healthy):
+            return bool(self.healthy())
+        return bool(self.healthy)
+
+    def close(self) -> None:
+        self.log.append(self.name)
+        if self.name == "broken":
+            raise RuntimeError("close failed")
+
+
+def stand_in_infra(
+    log: list[str], *, names: tuple[str, str, str] = COMPONENTS, **health: Any
+) -> Infrastructure:
+    """Build an Infrastructure of stand-ins; ``health`` maps a component to its behaviour."""
+    secrets, db, kv = (
+        StandIn(name, log, healthy=health.get(component, True))
+        for name, component in zip(names, COMPONENTS, strict=True)
+    )
+    admin = StandIn("admin", log, healthy=health.get("admin", True))
+    return Infrastructure(
+        secrets=secrets,  # type: ignore[arg-type]  # a stand-in for the port
+        db=db,  # type: ignore[arg-type]  # a stand-in for the port
+        admin_db=admin,  # type: ignore[arg-type]  # a stand-in for the port
+        kv=kv,  # type: ignore[arg-type]  # a stand-in for the port
+        health_timeout=0.5,
+        closers=tuple((p.name, p.close) for p in (secrets, db, kv)),
+    )
+
+
+def test_close_runs_in_reverse_order_of_opening_and_only_once() -> None:
+    log: list[str] = []
+    infra = stand_in_infra(log)
+    with infra:
+        pass
+    infra.close()
+    assert log == ["keyvalue", "database", "secrets"]
+
+
+def test_a_failing_close_is_logged_and_the_others_still_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[str] = []
+    infra = stand_in_infra(log, names=("secrets", "broken", "keyvalue"))
+    with caplog.at_level(logging.WARNING, logger="crm_infra.composition"):
+        infra.close()
+    assert log == ["keyvalue", "broken", "secrets"]
+    assert "closing broken failed" in caplog.text
+    assert "RuntimeError: close failed" in caplog.text
+
+
+def test_a_failing_close_does_not_mask_the_error_in_the_block() -> None:
+    log: list[str] = []
+    infra = stand_in_infra(log, names=("secrets", "broken", "keyvalue"))
+    with pytest.raises(ValueError, match="the real problem"), infra:
+        raise ValueError("the real problem")
+    assert log == ["keyvalue", "broken", "secrets"]
+
+
+def test_health_reports_every_component_by_name() -> None:
+    report = stand_in_infra([]).health()
+    assert isinstance(report, HealthReport)
+    assert tuple(report.components) == ("secrets", "database", "keyvalue")
+    assert report.ok
+
+
+def test_one_hanging_component_neither_hangs_the_report_nor_hides_the_others() -> None:
+    release = threading.Event()
+    infra = stand_in_infra(
+        [],
+        keyvalue=lambda: release.wait(30),
+        secrets=SecretStoreUnavailableError("Vault at http://127.0.0.1:1 is unreachable"),
+    )
+    start = time.monotonic()
+    try:
+        report = infra.health(timeout=0.3)
+    finally:
+        release.set()
+    assert time.monotonic() - start < 2
+    assert not report.ok
+    assert report.components["keyvalue"].error == "no answer within 0.3 s"
+    assert report.components["secrets"].error == (
+        "SecretStoreUnavailableError: Vault at http://127.0.0.1:1 is unreachable"
+    )
+    assert report.components["database"].ok
+
+
+def test_database_health_includes_a_separate_admin_path() -> None:
+    report = stand_in_infra([], admin=RuntimeError("admin pool exhausted")).health()
+    assert report.components["database"].error == "RuntimeError: admin pool exhausted"
+
+
+def test_health_errors_carry_no_password() -> None:
+    report = stand_in_infra(
+        [], database=RuntimeError("connect to postgresql://app:MARKER-pw@db/crm refused")
+    ).health()
+    error = report.components["database"].error
+    assert error is not None
+    assert "MARKER-pw" not in error
+    assert "postgresql://app:***@db/crm" in error
+
+
+def test_unhealthy_report_names_the_component_that_failed_to_start() -> None:
+    report = unhealthy_report(
+        StartupError(
+            "database",
+            "could not connect to PostgreSQL: down",
+            {"secrets": 12.5, "database": 5000.0},
+        )
+    )
+    assert not report.ok
+    assert report.components["secrets"].ok
+    assert report.components["secrets"].latency_ms == 12.5
+    assert report.components["database"].latency_ms == 5000.0
+    assert report.components["database"].error == "could not connect to PostgreSQL: down"
+    assert report.components["keyvalue"].error == "not checked: start-up stopped at database"
+
+
+def test_startup_error_is_an_infra_error_naming_its_component() -> None:
+    error = StartupError("keyvalue", "could not connect to Valkey")
+    assert str(error) == "keyvalue: could not connect to Valkey"
+    assert error.component == "keyvalue"
