@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from crm_infra import secret_paths
-from crm_infra.fakes import InMemoryKeyValueStore, InMemorySecretStore
+from crm_infra.fakes import InMemoryKeyValueStore, InMemorySecretStore, InMemoryUserScopedDB
 from crm_infra.secret_cache import CachedSecretStore
 from tests.battery.leaks import LeakScan, marker
 
@@ -68,5 +68,41 @@ def test_the_fake_key_value_store_never_shows_values(caplog: pytest.LogCaptureFi
         scan.expect_error("surrogate", lambda: kv.set("k", value + "\ud800"))
         scan.expect_error("not a str", lambda: kv.set("k", value.encode()))  # type: ignore[arg-type]
     scan.expect_error("closed", lambda: kv.get("text"))
+    scan.add_records(caplog.records)
+    scan.check()
+
+
+def test_the_fake_database_never_shows_row_values(caplog: pytest.LogCaptureFixture) -> None:
+    value = marker("rowvalue")
+    scan = LeakScan(value)
+    with InMemoryUserScopedDB() as db:
+        scan.add("repr", repr(db))
+        alice = db.execute_admin(
+            "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{value}@x",)
+        )[0]["id"]
+        bob = db.execute_admin("INSERT INTO users (email) VALUES ('b@x') RETURNING id")[0]["id"]
+        scan.expect_error(
+            "unique violation",
+            lambda: db.execute_admin("INSERT INTO users (email) VALUES (%s)", (f"{value}@x",)),
+        )
+        scan.expect_error(
+            "check violation",
+            lambda: db.execute(
+                "INSERT INTO tickets (subject, status) VALUES (%s, %s)", (value, value), alice
+            ),
+        )
+        scan.expect_error(
+            "row security",
+            lambda: db.execute(
+                "INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (bob, value), alice
+            ),
+        )
+        scan.expect_error(
+            "NUL", lambda: db.execute("SELECT %s::text AS t", (value + "\x00",), alice)
+        )
+        scan.expect_error(
+            "surrogate", lambda: db.execute("SELECT %s::text AS t", (value + "\ud800",), alice)
+        )
+    scan.expect_error("closed", lambda: db.execute("SELECT 1", (), alice))
     scan.add_records(caplog.records)
     scan.check()
