@@ -633,6 +633,7 @@ def test_parameters_psycopg_refuses_abort_only_their_savepoint(
 _WRONG_KIND_OF_PARAMS = [
     pytest.param("SELECT %s", {"n": 1}, id="mapping-for-positional"),
     pytest.param("SELECT %(n)s", (1,), id="sequence-for-named"),
+    pytest.param("SELECT %s", "b", id="string-as-params"),
 ]
 
 
@@ -647,6 +648,28 @@ def test_parameters_of_the_wrong_kind_do_not_abort_a_begun_transaction(
         tx.execute("INSERT INTO contacts (name) VALUES ('Ben')")
     rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
     assert rows == [{"name": "Ann"}, {"name": "Ben"}]
+
+
+@pytest.mark.parametrize(("query", "params"), _WRONG_KIND_OF_PARAMS)
+def test_parameters_of_the_wrong_kind_first_do_not_break_the_transaction(
+    db: ContractDB, alice: UUID, query: str, params: Params
+) -> None:
+    # Nothing was sent, so the transaction has not begun: the next statement begins it, as
+    # this user, and both inserts commit together.
+    with db.transaction(alice) as tx:
+        with pytest.raises(TypeError):
+            tx.execute(query, params)
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ben')")
+    rows = db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)
+    assert rows == [{"name": "Ann"}, {"name": "Ben"}]
+
+
+def test_a_string_as_params_is_refused_outside_a_transaction(
+    db: ContractDB, alice: UUID
+) -> None:
+    with pytest.raises(TypeError):
+        db.execute("SELECT %s AS v", "b", user_id=alice)
 
 
 def test_a_savepoint_recovers_from_a_statement_refused_by_the_client(

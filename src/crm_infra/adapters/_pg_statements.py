@@ -65,6 +65,8 @@ def to_dollar_placeholders(query: str, params: Params) -> tuple[str, list[Any]] 
     query mixes styles, uses another format, or does not match the parameters, so that the
     caller falls back to psycopg, which raises the proper error.
     """
+    if isinstance(params, str | bytes | bytearray):
+        return None  # not a sequence of values: psycopg raises its TypeError
     if isinstance(params, Mapping):
         plan = _plan(query, True)
         if plan is None or not all(name in params for name in plan[1]):

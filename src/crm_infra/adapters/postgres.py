@@ -148,6 +148,15 @@ class _UserTxState:
             self.begun, self.pending = begun_before, pending_before
             self.failed_at = self.depth
             raise
+        except (TypeError, ValueError):  # after UnicodeEncodeError, a ValueError too
+            # Parameters of the wrong kind: psycopg refuses them before sending anything, so
+            # the server is where it was and the next statement carries what this one would.
+            expected = TransactionStatus.INTRANS if begun_before else TransactionStatus.IDLE
+            if self.conn.pgconn.transaction_status == expected:
+                self.begun, self.pending = begun_before, pending_before
+            else:
+                self.broken = "a statement failed in the client after it was sent"
+            raise
         if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
             self.broken = (
                 "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
