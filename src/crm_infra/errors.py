@@ -21,6 +21,7 @@ imports hvac, psycopg or redis. Where a builtin means the same thing, the error 
     │   └── SecretStoreUnavailableError (BackendUnavailableError)
     ├── DatabaseError
     │   ├── IntegrityError                        NOT NULL, UNIQUE, FOREIGN KEY, CHECK
+    │   ├── DatabaseInputError (ValueError)       a parameter text cannot hold (NUL, surrogate)
     │   ├── RowSecurityError                      a write that row-level security refuses
     │   ├── NoRowsError (ValueError)              execute_scalar found no row
     │   ├── TransactionUsageError                 e.g. nesting a transaction for another user
@@ -43,6 +44,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigError",
     "DatabaseError",
+    "DatabaseInputError",
     "DatabaseUnavailableError",
     "InfraError",
     "IntegrityError",
@@ -129,6 +131,11 @@ class SecretStoreUnavailableError(SecretStoreError, BackendUnavailableError):
 
 class DatabaseError(InfraError):
     """A database operation failed."""
+
+
+class DatabaseInputError(DatabaseError, ValueError):
+    """A parameter the database cannot hold (a NUL byte or a lone surrogate in text); nothing
+    was stored."""
 
 
 class IntegrityError(DatabaseError):

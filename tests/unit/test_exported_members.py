@@ -28,6 +28,7 @@ def test_input_errors_are_value_errors() -> None:
         errors.InvalidUserIdError,
         errors.InvalidSecretPathError,
         errors.NoRowsError,
+        errors.DatabaseInputError,
         errors.KeyValueStoreInputError,
     ):
         assert issubclass(cls, ValueError), cls.__name__

@@ -8,7 +8,8 @@
     ├── PostgresNoRowsError (NoRowsError)         execute_scalar found no row
     ├── PostgresTransactionUsageError (TransactionUsageError)
     ├── PostgresUnsafeRoleError (UnsafeRoleError)
-    ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03
+    ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03, the client's deadline
+    ├── PostgresInputError (DatabaseInputError)   a parameter PostgreSQL text cannot hold
     ├── PostgresUnavailableError (DatabaseUnavailableError)   class 08, 57P0x, pool timeout
     └── PostgresConfigError (ConfigError)         e.g. admin work without an admin URL
 
@@ -31,6 +32,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from crm_infra.errors import (
     ConfigError,
     DatabaseError,
+    DatabaseInputError,
     DatabaseUnavailableError,
     InfraError,
     IntegrityError,
@@ -44,6 +46,7 @@ from crm_infra.errors import (
 __all__ = [
     "PostgresConfigError",
     "PostgresError",
+    "PostgresInputError",
     "PostgresIntegrityError",
     "PostgresNoRowsError",
     "PostgresRowSecurityError",
@@ -51,6 +54,7 @@ __all__ = [
     "PostgresTransactionUsageError",
     "PostgresUnavailableError",
     "PostgresUnsafeRoleError",
+    "input_error",
     "password_of",
     "raise_translated",
     "scrub",
@@ -89,6 +93,19 @@ class PostgresUnsafeRoleError(PostgresError, UnsafeRoleError):
 
 class PostgresTimeoutError(PostgresError, QueryTimeoutError):
     """A statement or lock timeout ran out."""
+
+
+class PostgresInputError(PostgresError, DatabaseInputError):
+    """A parameter PostgreSQL text cannot hold (a NUL byte, a lone surrogate); nothing was sent."""
+
+
+def input_error(operation: str) -> PostgresInputError:
+    """Return the error for a parameter that cannot be encoded as UTF-8 text."""
+    return PostgresInputError(
+        f"{operation} failed: a parameter cannot be encoded as UTF-8 text (a lone surrogate?); "
+        "nothing was sent",
+        operation=operation,
+    )
 
 
 class PostgresUnavailableError(PostgresError, DatabaseUnavailableError):
@@ -149,6 +166,8 @@ def _classify(exc: psycopg.Error) -> type[PostgresError]:
         cls = PostgresUnavailableError
     elif isinstance(exc, PoolClosed):
         cls = PostgresError
+    elif isinstance(exc, psycopg.DataError) and not state:
+        cls = PostgresInputError  # refused client-side, e.g. a NUL byte in text
     elif state.startswith("23"):
         cls = PostgresIntegrityError
     elif state == "42501" and _is_policy_violation(exc):
@@ -183,6 +202,10 @@ def raise_translated(exc: psycopg.Error, operation: str, secrets: Iterable[str |
     error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
     if text != raw or scrub(str(exc), secrets) != str(exc):
         raise error from None  # the original would print the password in a traceback
+    if exc.sqlstate and exc.diag.message_detail:
+        # The original's text carries DETAIL (row values: "Key (email)=(...)"), which a
+        # printed traceback would show; the message above names the constraint already.
+        raise error from None
     raise error from exc
 
 
@@ -203,3 +226,6 @@ def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iter
         raise
     except psycopg.Error as exc:
         raise_translated(exc, operation, secrets)
+    except UnicodeEncodeError:
+        # Not chained: the codec error holds the whole value (.object), which may be secret.
+        raise input_error(operation) from None

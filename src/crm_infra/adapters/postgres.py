@@ -29,9 +29,11 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
     PostgresConfigError,
     PostgresError,
+    PostgresInputError,
     PostgresIntegrityError,
     PostgresNoRowsError,
     PostgresRowSecurityError,
@@ -39,6 +41,7 @@ from crm_infra.adapters._pg_errors import (
     PostgresTransactionUsageError,
     PostgresUnavailableError,
     PostgresUnsafeRoleError,
+    input_error,
     password_of,
     raise_translated,
     scrub,
@@ -53,6 +56,7 @@ __all__ = [
     "PostgresClient",
     "PostgresConfigError",
     "PostgresError",
+    "PostgresInputError",
     "PostgresIntegrityError",
     "PostgresNoRowsError",
     "PostgresRowSecurityError",
@@ -138,7 +142,13 @@ class _UserTxState:
         except psycopg.Error:
             self._after_error(statements, query, params, begun_before, pending_before)
             raise
-        except (TypeError, ValueError):
+        except UnicodeEncodeError:
+            # Refused while quoting (a lone surrogate): nothing was sent, and, like any
+            # statement refused before it ran, it aborts the transaction or its savepoint.
+            self.begun, self.pending = begun_before, pending_before
+            self.failed_at = self.depth
+            raise
+        except (TypeError, ValueError):  # after UnicodeEncodeError, a ValueError too
             # Parameters of the wrong kind: psycopg refuses them before sending anything, so
             # the server is where it was and the next statement carries what this one would.
             expected = TransactionStatus.INTRANS if begun_before else TransactionStatus.IDLE
@@ -250,7 +260,10 @@ class _UserTransaction:
         state = self._state
         state.check_usable(op)
         _refuse_identity_change("transaction.execute", query)
-        with translate_errors(op, self._client._secrets):
+        with (
+            translate_errors(op, self._client._secrets),
+            self._client._watchdog.guard(state.conn, op),
+        ):
             return state.run(self._client._statements, query, params)
 
     def execute_one(self, query: str, params: Params = ()) -> Row | None:
@@ -339,7 +352,9 @@ class PostgresClient:
             Without it, admin calls raise :class:`PostgresConfigError`.
         min_pool_size: connections kept open (default ``min(2, pool_size)``).
         connect_timeout: seconds to give up connecting (libpq counts whole seconds, at least 2).
-        statement_timeout: seconds a user-scoped statement may run (None: no limit).
+        statement_timeout: seconds a user-scoped statement may run (None: no limit). The
+            client's own deadline ends a call 2 s later even when the server cannot (a
+            frozen server), with :class:`PostgresTimeoutError`.
         admin_statement_timeout: the same for admin work (default None: migrations may be long).
         pool_timeout: seconds to wait for a free pooled connection, including the pool's
             attempts to open a new one (default 5: DESIGN's "connecting gives up within 5 s"
@@ -416,6 +431,10 @@ class PostgresClient:
             self._pool: ConnectionPool[PgConnection] = self._make_pool(
                 conninfo, "crm-app", min_size, pool_size
             )
+        # The server enforces statement_timeout; this is the backstop for when it cannot.
+        self._watchdog = Watchdog(
+            None if statement_timeout is None else statement_timeout + GRACE_S
+        )
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -591,6 +610,8 @@ class PostgresClient:
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
         conn = self._getconn(pool, "execute")
+        watchdog = self._watchdog
+        key = watchdog.arm(conn)
         try:
             try:
                 return self._statements.run(conn, query, params, user=str(uid))
@@ -600,8 +621,14 @@ class PostgresClient:
                 self._statements.reset(conn)
                 return self._statements.run(conn, query, params, user=str(uid))
         except psycopg.Error as exc:
+            if watchdog.disarm(key, conn):
+                raise watchdog.timeout_error(_describe("execute", query)) from exc
             raise_translated(exc, _describe("execute", query), self._secrets)
+        except UnicodeEncodeError:
+            # Not chained: the codec error holds the whole value (.object).
+            raise input_error(_describe("execute", query)) from None
         finally:
+            watchdog.disarm(key, conn)
             self._give_back(pool, conn)
 
     def execute_one(
@@ -687,7 +714,8 @@ class PostgresClient:
                 pending = ""
             if conn.info.transaction_status != TransactionStatus.INTRANS:
                 raise aborted  # _give_back rolls back
-            conn.execute(pending + "COMMIT")
+            with self._watchdog.guard(conn, op):
+                conn.execute(pending + "COMMIT")
 
     @contextmanager
     def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
@@ -730,6 +758,7 @@ class PostgresClient:
         with (
             translate_errors("health_check", self._secrets),
             self._borrow(self._pool, "health_check") as conn,
+            self._watchdog.guard(conn, "health_check"),
         ):
             conn.execute("SELECT 1")
         return True
@@ -843,6 +872,7 @@ class PostgresClient:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.close()
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()

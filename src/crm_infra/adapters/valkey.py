@@ -94,6 +94,8 @@ DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_RETRIES: Final = 2
 DEFAULT_BACKOFF: Final = 0.05
 _BACKOFF_CAP: Final = 0.5
+MAX_EXPIRE_SECONDS: Final = 2**31 - 1
+"""The longest expiry or window accepted (about 68 years)."""
 
 # Errors that say "the transport failed": worth another attempt for idempotent commands.
 _TRANSIENT: Final = (redis.ConnectionError, redis.TimeoutError)
@@ -113,12 +115,20 @@ def redact_url(url: str) -> str:
         The same URL, safe for reprs, logs and error messages.
     """
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
+        # The user info ends at the LAST '@' of the URL, not where urlsplit ends the netloc: a
+        # password that should have been percent-encoded may hold '/', '?' or '#', which would
+        # end the netloc early and show the password as path or query. ('@' in a query value
+        # then hides more than needed; never less.)
+        scheme, _, rest = url.partition("://")
+        userinfo, at, rest = rest.rpartition("@")
+        shown_user = ""
+        if at:
             user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{hostport}" if sep else f"{user}@{hostport}"
+            if any(c in user for c in "/?#"):
+                user = "***"
+            shown_user = f"{user}:***@" if sep else f"{user}@"
+        parts = urlsplit(f"{scheme}://{rest}")
+        netloc = shown_user + parts.netloc
         query = urlencode(
             [
                 (k, "***" if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
@@ -140,10 +150,16 @@ def _positive_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def _is_seconds(value: object) -> bool:
+    # Bounded: Valkey refuses expiries past its clock's range only after hit's INCR has run,
+    # which would leave a counter without expiry.
+    return type(value) is int and 0 < value <= MAX_EXPIRE_SECONDS
+
+
 def _bad_seconds(op: str, key: str, arg: str, value: object) -> ValkeyInputError:
     return ValkeyInputError(
-        f"Valkey {op} of key {key!r}: {arg} must be a positive int of seconds, got {value!r}; "
-        "nothing was changed"
+        f"Valkey {op} of key {key!r}: {arg} must be a positive int of seconds up to "
+        f"{MAX_EXPIRE_SECONDS}, got {value!r}; nothing was changed"
     )
 
 
@@ -343,8 +359,14 @@ class ValkeyClient:
                 max_connections=max_connections,
             )
         except ValueError as exc:
+            # redis-py's message quotes pieces of the URL (the "port" of an unencoded
+            # password with a '/' is the password itself), so it is shown only without one.
+            detail = str(exc) if redact_url(url) == url else (
+                "check the scheme, host, port and database number, and percent-encode any "
+                "'/', '?', '#' or '@' in the password"
+            )
             raise ConfigError(
-                f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {exc}"
+                f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {detail}"
             ) from None
 
     def __repr__(self) -> str:
@@ -436,7 +458,7 @@ class ValkeyClient:
 
     def _set(self, op: str, key: str, value: str, expire_seconds: int | None) -> None:
         name = self._name(op, key)
-        if expire_seconds is not None and (type(expire_seconds) is not int or expire_seconds <= 0):
+        if expire_seconds is not None and not _is_seconds(expire_seconds):
             raise _bad_seconds(op, key, "expire_seconds", expire_seconds)
         self._idempotent(op, key, self._client.set, name, value, expire_seconds)
 
@@ -465,10 +487,11 @@ class ValkeyClient:
         """Set ``key`` to expire in ``seconds``; return False when the key does not exist.
 
         Raises:
-            ValkeyInputError: ``seconds`` is not a positive int; nothing is changed.
+            ValkeyInputError: ``seconds`` is not a positive int up to ``MAX_EXPIRE_SECONDS``;
+                nothing is changed.
         """
         name = self._name("expire", key)
-        if type(seconds) is not int or seconds <= 0:
+        if not _is_seconds(seconds):
             raise _bad_seconds("expire", key, "seconds", seconds)
         return bool(self._idempotent("expire", key, self._client.expire, name, seconds))
 
@@ -534,7 +557,7 @@ class ValkeyClient:
             ValkeyUnavailableError: Valkey is unreachable or did not answer in time.
         """
         name = self._name("hit", key)
-        if type(window_seconds) is not int or window_seconds <= 0:
+        if not _is_seconds(window_seconds):
             raise _bad_seconds("hit", key, "window_seconds", window_seconds)
         # execute_command directly: evalsha() only adds two calls on the hot path.
         run: Callable[..., int] = self._client.execute_command

@@ -201,6 +201,12 @@ class VaultClient:
             raise VaultConfigError(
                 "the Vault address must start with http:// or https:// (check VAULT_ADDR)"
             )
+        if "@" in resolved.partition("://")[2].partition("/")[0]:
+            # The address shows in reprs and messages; credentials in it would too.
+            raise VaultConfigError(
+                "the Vault address must not hold a user or password (check VAULT_ADDR); "
+                "authenticate with a token or AppRole"
+            )
         return resolved.rstrip("/")
 
     @staticmethod

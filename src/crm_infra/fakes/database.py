@@ -30,6 +30,7 @@ import attrs
 
 from crm_infra.errors import (
     DatabaseError,
+    DatabaseInputError,
     IntegrityError,
     NoRowsError,
     RowSecurityError,
@@ -146,6 +147,31 @@ def _scalar(rows: list[Row], query: str) -> Any:
     if not rows:
         raise NoRowsError(f"execute_scalar: the query returned no row: {_short(query)}")
     return next(iter(rows[0].values()))
+
+
+def _refuse_untextable(params: Params, query: str) -> None:
+    """Refuse text PostgreSQL cannot hold (NUL, lone surrogates) before anything runs.
+
+    The real client refuses both too (psycopg, and the UTF-8 encoding); SQLite would store
+    them, so without this the fake would accept what PostgreSQL never can.
+    """
+    values = params.values() if isinstance(params, Mapping) else params
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list | tuple):
+            pending.extend(value)
+        elif isinstance(value, str):
+            why = None
+            if "\x00" in value:
+                why = "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+            else:
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    why = "a parameter cannot be encoded as UTF-8 text (a lone surrogate?)"
+            if why is not None:
+                raise DatabaseInputError(f"execute: {_short(query)} failed: {why}")
 
 
 def _short(query: str) -> str:
@@ -499,6 +525,7 @@ class InMemoryUserScopedDB:
     def _run_one(
         self, user: str | None, query: str, params: Params, with_params: bool
     ) -> list[Row]:
+        _refuse_untextable(params, query)
         translation = self._translation(user is None, query, with_params)
         values = self._bind(translation, params)
         state = self._state

@@ -1,0 +1,122 @@
+"""The client's own deadline for a statement, for when the server cannot enforce one.
+
+``statement_timeout`` is enforced by the server. A server that is frozen (SIGSTOP, a hung VM, a
+storage stall) enforces nothing, and its kernel still acknowledges every packet, so neither TCP
+keepalives nor ``tcp_user_timeout`` notice: psycopg would wait forever. A :class:`Watchdog`
+thread breaks the socket of a statement that outlives its deadline; psycopg then fails at once,
+and the call raises :class:`PostgresTimeoutError`. The broken connection is discarded by the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from crm_infra.adapters._pg_errors import PostgresTimeoutError
+
+__all__ = ["Watchdog"]
+
+GRACE_S = 2.0
+"""How long past ``statement_timeout`` the client waits before giving up on the server."""
+
+
+class Watchdog:
+    """Break the connection of any guarded statement that runs past ``seconds``.
+
+    Args:
+        seconds: the deadline per statement; None guards nothing (and starts no thread).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._fired: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if seconds is not None:
+            self._interval = max(0.05, min(0.5, seconds / 10))
+            self._thread = threading.Thread(
+                target=self._watch, name="crm-pg-deadline", daemon=True
+            )
+            self._thread.start()
+
+    def arm(self, conn: Any) -> int:
+        """Start the deadline of a statement about to run on ``conn``; return its key."""
+        key = id(conn)
+        if self.seconds is not None:
+            with self._lock:
+                self._armed[key] = (time.monotonic() + self.seconds, conn)
+        return key
+
+    def disarm(self, key: int, conn: Any) -> bool:
+        """End the deadline; return True (and close ``conn``) when it had fired."""
+        if self.seconds is None:
+            return False
+        with self._lock:
+            self._armed.pop(key, None)
+            fired = key in self._fired
+            self._fired.discard(key)
+        if fired:
+            conn.close()  # its socket is broken, whether or not the call noticed
+        return fired
+
+    def timeout_error(self, operation: str) -> PostgresTimeoutError:
+        """Return the error for a statement the deadline ended."""
+        return PostgresTimeoutError(
+            f"{operation} failed: no answer from the server within {self.seconds:g} s "
+            "(the client's own deadline: statement_timeout plus a grace period; the server "
+            "may be frozen or overloaded)",
+            operation=operation,
+        )
+
+    @contextmanager
+    def guard(self, conn: Any, operation: str) -> Iterator[None]:
+        """Guard the statements run in the block; raise the timeout error if the deadline fired.
+
+        Raises:
+            PostgresTimeoutError: the deadline ran out and the connection was broken.
+        """
+        key = self.arm(conn)
+        try:
+            yield
+        except psycopg.Error as exc:
+            if self.disarm(key, conn):
+                raise self.timeout_error(operation) from exc
+            raise
+        else:
+            self.disarm(key, conn)
+
+    def close(self) -> None:
+        """Stop the watchdog thread."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            now = time.monotonic()
+            with self._lock:
+                for key, (deadline, conn) in list(self._armed.items()):
+                    if now > deadline and key not in self._fired:
+                        self._fired.add(key)
+                        _break(conn)
+
+
+def _break(conn: Any) -> None:
+    """Shut the connection's socket down: a wait on it returns, and libpq sees the end."""
+    with contextlib.suppress(Exception):
+        fd = os.dup(conn.pgconn.socket)
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()

@@ -1,0 +1,346 @@
+"""PostgresClient under server faults, on a private cluster this module starts and removes.
+
+The promise: a restart, a killed connection or a frozen server gives typed ``PostgresError``s
+(never a raw psycopg exception, never a hang); the pool recovers by itself within a few seconds;
+every transaction that reported success is still there afterwards; and a connection given back
+with a session-level user setting never shows it to the next borrower.
+
+The shared server at 127.0.0.1:5432 is never touched: see :mod:`tests.fixtures.pg_cluster`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from crm_infra.adapters import PostgresClient
+from crm_infra.adapters.postgres import PostgresError
+from crm_infra.bootstrap import BootstrappedDatabase, create_database
+from crm_infra.errors import (
+    BackendUnavailableError,
+    DatabaseUnavailableError,
+    QueryTimeoutError,
+)
+from crm_infra.migrations import apply_migrations
+from tests.fixtures.pg_cluster import PrivateCluster, running_cluster
+
+RECOVERY_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of this module's own, free to be restarted and frozen."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def private_db(private_cluster: PrivateCluster) -> BootstrappedDatabase:
+    """A bootstrapped, migrated database on the private cluster (removed with it)."""
+    created = create_database(private_cluster.superuser_url, prefix="crm_fault")
+    with PostgresClient(
+        created.app_url, 1, admin_connection_url=created.admin_url, min_pool_size=0
+    ) as migrator:
+        apply_migrations(migrator)
+    return created
+
+
+@pytest.fixture
+def client(
+    private_cluster: PrivateCluster, private_db: BootstrappedDatabase
+) -> Iterator[PostgresClient]:
+    with PostgresClient(
+        private_db.app_url,
+        4,
+        min_pool_size=4,
+        admin_connection_url=private_db.admin_url,
+        connect_timeout=2,
+        pool_timeout=3,
+        statement_timeout=2,
+    ) as db:
+        yield db
+    private_cluster.resume()
+
+
+def _new_user(db: PostgresClient) -> UUID:
+    user: UUID = db.execute_admin(
+        "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{uuid.uuid4()}@example.com",)
+    )[0]["id"]
+    return user
+
+
+def _typed(error: BaseException) -> None:
+    assert isinstance(error, PostgresError), f"untyped: {type(error).__mro__}"
+    assert not isinstance(error, psycopg.Error)
+
+
+def _until_ok(call: Callable[[], Any], within: float = RECOVERY_S) -> tuple[Any, list[Exception]]:
+    """Call until it succeeds; return its result and the (typed) errors on the way."""
+    deadline = time.monotonic() + within
+    errors: list[Exception] = []
+    while True:
+        try:
+            return call(), errors
+        except Exception as exc:
+            _typed(exc)
+            errors.append(exc)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no recovery within {within} s: {errors[-3:]}") from exc
+            time.sleep(0.05)
+
+
+# --- a restart mid-run ------------------------------------------------------------------------
+
+
+def test_a_restart_mid_run_loses_no_committed_transaction_and_the_pool_recovers(
+    private_cluster: PrivateCluster, client: PostgresClient
+) -> None:
+    users = [_new_user(client) for _ in range(4)]
+    committed: list[UUID] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def writer(user: UUID) -> None:
+        while not stop.is_set():
+            try:
+                with client.transaction(user) as tx:
+                    cid = tx.execute_scalar(
+                        "INSERT INTO contacts (name) VALUES (%s) RETURNING id", ("c",)
+                    )
+                    tx.execute(
+                        "INSERT INTO tickets (contact_id, subject) VALUES (%s, %s)", (cid, "t")
+                    )
+            except BaseException as exc:
+                with lock:
+                    failures.append(exc)
+                time.sleep(0.02)
+                continue
+            with lock:
+                committed.append(cid)
+
+    in_flight: list[BaseException] = []
+
+    def long_statement() -> None:
+        try:
+            client.execute("SELECT pg_sleep(1.5)", user_id=users[0])
+        except BaseException as exc:
+            in_flight.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(u,)) for u in users]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    sleeper = threading.Thread(target=long_statement)
+    sleeper.start()
+    time.sleep(0.2)
+    before = len(committed)
+    private_cluster.restart("fast")
+    restarted = time.monotonic()
+    _value, _errors = _until_ok(lambda: client.execute_scalar("SELECT 1", user_id=users[0]))
+    recovered_after = time.monotonic() - restarted
+    time.sleep(1.0)
+    stop.set()
+    for thread in [*threads, sleeper]:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+    assert before > 0
+    assert len(committed) > before  # writers went on after the restart
+    assert recovered_after < RECOVERY_S
+    assert len(in_flight) == 1  # the statement running during the restart failed...
+    _typed(in_flight[0])  # ...with a typed error
+    for failure in failures:
+        _typed(failure)
+    # The admin pool's idle connection died in the restart too: it recovers the same way.
+    rows, _errors = _until_ok(
+        lambda: client.execute_admin(
+            "SELECT c.id FROM contacts c JOIN tickets t ON t.contact_id = c.id"
+        )
+    )
+    stored = {row["id"] for row in rows}
+    missing = [cid for cid in committed if cid not in stored]
+    assert missing == []
+    # Each transaction is whole: no contact without its ticket.
+    orphans = client.execute_admin(
+        "SELECT count(*) AS n FROM contacts c WHERE NOT EXISTS "
+        "(SELECT 1 FROM tickets t WHERE t.contact_id = c.id)"
+    )[0]["n"]
+    assert orphans == 0
+
+
+# --- connections killed by the server while pooled --------------------------------------------
+
+
+def test_connections_killed_while_pooled_fail_typed_then_are_replaced(
+    private_db: BootstrappedDatabase, client: PostgresClient
+) -> None:
+    user = _new_user(client)
+    stats = client.pool.get_stats()
+    assert stats["pool_size"] == 4
+    with psycopg.connect(private_db.superuser_url, dbname=private_db.database) as su:
+        killed = su.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = %s AND pid <> pg_backend_pid()",
+            (private_db.app_role,),
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] == 4
+    _value, errors = _until_ok(lambda: client.execute_scalar("SELECT 1", user_id=user))
+    for error in errors:
+        assert isinstance(error, BackendUnavailableError)
+    assert len(errors) <= 4  # at most one failure per dead connection
+    for _ in range(20):  # and from then on, nothing fails
+        assert client.execute_scalar("SELECT 1", user_id=user) == 1
+
+
+# --- a frozen server --------------------------------------------------------------------------
+
+
+def _in_thread(call: Callable[[], Any], limit: float) -> tuple[BaseException | None, float]:
+    """Run ``call`` in a thread; return its exception (or None) and how long it took.
+
+    Fails (rather than hangs) when the call outlives ``limit``.
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    elapsed = time.monotonic() - started
+    if thread.is_alive():
+        pytest.fail(f"the call was still blocked after {limit} s on a frozen server")
+    return outcome[0], elapsed
+
+
+def test_a_frozen_server_fails_calls_by_the_client_deadline(
+    private_cluster: PrivateCluster, client: PostgresClient
+) -> None:
+    user = _new_user(client)
+    assert client.execute_scalar("SELECT 1", user_id=user) == 1
+    private_cluster.pause()
+    try:
+        # statement_timeout (2 s) cannot fire in a frozen server: the client's deadline must.
+        error, elapsed = _in_thread(lambda: client.execute("SELECT 1", user_id=user), 15)
+    finally:
+        private_cluster.resume()
+    assert error is not None
+    _typed(error)
+    assert isinstance(error, QueryTimeoutError | DatabaseUnavailableError)
+    assert elapsed < 10
+    _until_ok(lambda: client.execute_scalar("SELECT 1", user_id=user))
+
+
+def test_a_frozen_server_fails_new_connections_within_the_connect_timeout(
+    private_cluster: PrivateCluster, private_db: BootstrappedDatabase
+) -> None:
+    private_cluster.pause()
+    try:
+        error, elapsed = _in_thread(
+            lambda: PostgresClient(private_db.app_url, 1, connect_timeout=2), 15
+        )
+    finally:
+        private_cluster.resume()
+    assert isinstance(error, DatabaseUnavailableError)
+    assert elapsed < 5
+
+
+# --- a session-level setting given back through the raw connection ------------------------------
+
+
+def test_a_session_level_user_setting_never_reaches_the_next_borrower(
+    private_db: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(
+        private_db.app_url, 1, min_pool_size=1, admin_connection_url=private_db.admin_url
+    ) as db:
+        alice, bob = _new_user(db), _new_user(db)
+        db.execute("INSERT INTO contacts (name) VALUES ('alice-secret')", user_id=alice)
+        with db.connection(alice) as conn:
+            # Misuse of the escape hatch: a session-level (not transaction-local) setting.
+            conn.execute("SELECT set_config('app.current_user_id', %s, false)", (str(alice),))
+            conn.execute("SET SESSION statement_timeout = 0")
+        # The same (only) pooled connection, now for Bob: after his own transaction ends,
+        # nothing of Alice's must be in force.
+        with db.connection(bob) as conn:
+            conn.execute("COMMIT")
+            leaked = conn.execute("SELECT name FROM contacts").fetchall()
+            setting = conn.execute(
+                "SELECT current_setting('app.current_user_id', true) AS v"
+            ).fetchone()
+        assert leaked == []
+        assert setting is not None
+        assert setting["v"] in (None, "")
+        assert db.execute("SELECT name FROM contacts", user_id=bob) == []
+
+
+# --- pool exhausted ---------------------------------------------------------------------------
+
+
+def test_waiters_on_an_exhausted_pool_get_a_clear_error_in_time_then_work_again(
+    private_db: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(
+        private_db.app_url, 2, min_pool_size=2, pool_timeout=0.5,
+        admin_connection_url=private_db.admin_url,
+    ) as db:
+        user = _new_user(db)
+        errors: list[BaseException] = []
+        elapsed: list[float] = []
+        lock = threading.Lock()
+
+        def waiter() -> None:
+            started = time.monotonic()
+            try:
+                db.execute("SELECT 1", user_id=user)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                    elapsed.append(time.monotonic() - started)
+
+        release = threading.Event()
+        held = threading.Barrier(3)
+
+        def holder() -> None:
+            with db.transaction(user) as tx:
+                tx.execute("SELECT 1")
+                held.wait()
+                release.wait(10)
+
+        holders = [threading.Thread(target=holder) for _ in range(2)]
+        for thread in holders:
+            thread.start()
+        held.wait()  # both connections are taken now
+        threads = [threading.Thread(target=waiter) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        release.set()
+        for thread in holders:
+            thread.join(timeout=10)
+        assert len(errors) == 6
+        for error in errors:
+            assert isinstance(error, DatabaseUnavailableError)
+            _typed(error)
+        assert max(elapsed) < 2.0
+        assert db.execute_scalar("SELECT 1", user_id=user) == 1
+        stats = db.pool.get_stats()
+        assert stats.get("requests_waiting", 0) == 0
+        assert stats["pool_size"] <= 2
