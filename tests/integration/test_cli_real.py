@@ -20,7 +20,7 @@ import redis
 from psycopg import sql
 
 from crm_infra import Settings, StartupError, build_infrastructure, devstack
-from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
+from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient, VaultError
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
@@ -137,6 +137,76 @@ def test_a_stopped_valkey_at_start_up_names_keyvalue_and_closes_the_rest(
     with pytest.raises(StartupError) as caught:
         build_infrastructure()
     assert caught.value.component == "keyvalue"
+
+
+def test_a_dead_database_at_start_up_does_not_hide_valkey(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    pg_database: BootstrappedDatabase,
+    private_valkey: ValkeyDevServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Nothing listens on the port the stored database URL names; Valkey is up.
+    closed = f"127.0.0.1:{free_port()}"
+    vault_mount.put(
+        "crm/database",
+        {
+            "url": re.sub(r"@[^/]+/", f"@{closed}/", pg_database.app_url),
+            "admin_url": re.sub(r"@[^/]+/", f"@{closed}/", pg_database.admin_url),
+        },
+    )
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert report["ok"] is False
+    components = report["components"]
+    assert components["secrets"]["ok"] is True
+    assert components["database"]["ok"] is False
+    assert "PostgreSQL" in components["database"]["error"]
+    assert components["keyvalue"]["ok"] is True
+    assert components["keyvalue"]["error"] is None
+
+    # Valkey's state is its own, not inferred from the database's: stopped, it shows as down.
+    private_valkey.stop()
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    components = json.loads(out)["components"]
+    assert components["secrets"]["ok"] is True
+    assert "PostgreSQL" in components["database"]["error"]
+    assert components["keyvalue"]["ok"] is False
+    assert "Valkey" in components["keyvalue"]["error"]
+
+
+def test_a_broken_admin_path_makes_the_database_unhealthy(
+    real_env: dict[str, str], vault_mount: VaultMount, pg_database: BootstrappedDatabase
+) -> None:
+    # The application role works; the admin role's URL names a port nothing listens on.
+    broken_admin = re.sub(r"@[^/]+/", f"@127.0.0.1:{free_port()}/", pg_database.admin_url)
+    vault_mount.put("crm/database", {"url": pg_database.app_url, "admin_url": broken_admin})
+    with build_infrastructure() as infra:
+        report = infra.health()
+    assert report.components["secrets"].ok
+    assert report.components["keyvalue"].ok
+    database = report.components["database"]
+    assert not database.ok
+    assert database.error
+
+
+def test_the_vault_address_password_is_shown_nowhere(
+    openbao_server: OpenBaoServer, real_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "MARKER-addr-pw-7c1d"
+    addr = openbao_server.addr.replace("://", f"://ops:{password}@", 1)
+    vault = VaultClient(addr, real_env["VAULT_TOKEN"], mount_point=real_env["VAULT_MOUNT_POINT"])
+    try:
+        assert password not in repr(vault)
+        assert "addr='http://***@127.0.0.1:" in repr(vault)
+    finally:
+        vault.close()
+    with pytest.raises(VaultError) as caught:
+        vault.get_secret("crm/database")
+    assert password not in str(caught.value)
+    assert "***@127.0.0.1" in str(caught.value)
 
 
 # --- the command -----------------------------------------------------------------------------
