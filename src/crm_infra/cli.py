@@ -135,7 +135,15 @@ def _fail(message: str) -> None:
 
 def _check(*, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        if as_json:
+            # Probes read stdout as JSON: give them an answer of the same kind (docs/cli.md).
+            message = redact(" ".join(str(exc).split()))
+            print(json.dumps({"ok": False, "error": message, "components": {}}, indent=2),
+                  file=out)
+        raise
     try:
         infra = build_infrastructure(settings)
     except StartupError as exc:

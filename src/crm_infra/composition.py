@@ -23,7 +23,13 @@ from typing import Any, cast
 import attrs
 
 from crm_infra.errors import InfraError
-from crm_infra.health import ComponentHealth, HealthReport, run_checks, short_error
+from crm_infra.health import (
+    ComponentHealth,
+    HealthReport,
+    redact_address,
+    run_checks,
+    short_error,
+)
 from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
 from crm_infra.settings import Settings
 
@@ -60,13 +66,22 @@ class StartupError(InfraError):
 
     The underlying error (for example a :class:`~crm_infra.errors.SecretStoreUnavailableError`)
     is chained as ``__cause__``. ``started`` maps each component whose start-up was tried (the
-    failed one included) to how long it took, in milliseconds.
+    failed ones included) to how long it took, in milliseconds. ``failures`` maps every
+    component that failed to its reason: once the secrets are read, the database and the
+    key-value store are each tried even when the other fails, so more than one may be listed.
     """
 
     def __init__(
-        self, component: str, message: str, started: Mapping[str, float] | None = None
+        self,
+        component: str,
+        message: str,
+        started: Mapping[str, float] | None = None,
+        *,
+        failures: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(f"{component}: {message}")
+        self.failures = dict(failures or {component: message})
+        shown = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
+        super().__init__(shown)
         self.component = component
         self.reason = message
         self.started = dict(started or {})
@@ -82,6 +97,8 @@ class Infrastructure:
         admin_db: the explicit RLS bypass, for migrations and batch work only.
         kv: the key-value store for sessions and rate-limit counters.
         health_timeout: seconds each component's health check may take.
+        check_admin_path: also run ``SELECT 1`` through the admin path in the ``database``
+            check (real mode: the admin role has its own pool and URL, which can fail alone).
     """
 
     secrets: SecretStore
@@ -89,6 +106,7 @@ class Infrastructure:
     admin_db: AdminDB
     kv: KeyValueStore
     health_timeout: float = 5.0
+    check_admin_path: bool = False
     # (name, close) pairs in the order the resources were opened; closed in reverse.
     _closers: tuple[tuple[str, Callable[[], object]], ...] = attrs.field(default=(), repr=False)
     _closed: list[bool] = attrs.field(factory=list, repr=False, init=False, eq=False)
@@ -132,6 +150,10 @@ class Infrastructure:
             # One object usually plays both ports; check a separate admin path as well.
             if cast(object, self.admin_db) is not self.db:
                 ok = self.admin_db.health_check() and ok
+            if self.check_admin_path:
+                # The admin role logs in with its own URL from its own pool: a wrong admin
+                # password or a dropped admin role shows here, not at the first migration.
+                self.admin_db.execute_admin("SELECT 1")
             return ok
 
         return run_checks(
@@ -204,7 +226,8 @@ def _build_real(settings: Settings) -> Infrastructure:
 
     timings: dict[str, float] = {}
     with _building() as opened:
-        with _component(timings, "secrets", f"could not log in to Vault at {settings.vault_addr}"):
+        shown_addr = redact_address(settings.vault_addr)
+        with _component(timings, "secrets", f"could not log in to Vault at {shown_addr}"):
             vault = VaultClient(
                 settings.vault_addr,
                 settings.vault_token,
@@ -218,31 +241,57 @@ def _build_real(settings: Settings) -> Infrastructure:
             database_url = secret_paths.database_url(vault)
             admin_database_url = secret_paths.admin_database_url(vault)
             valkey_url = secret_paths.valkey_url(vault)
-        with _component(timings, "database", "could not connect to PostgreSQL"):
-            db = PostgresClient(
-                database_url,
-                settings.db_pool_size,
-                admin_connection_url=admin_database_url,
-                connect_timeout=settings.db_timeout,
-            )
-        _remember(opened, "database", db)
-        with _component(timings, "keyvalue", "could not connect to Valkey"):
-            # CRM_KV_TIMEOUT is the whole budget of one call; connecting and each reply get
-            # the adapter's default shares of it (1 s and 2 s of 5 s), scaled down if smaller.
-            kv = ValkeyClient(
-                valkey_url,
-                key_prefix=settings.key_prefix,
-                timeout=settings.kv_timeout,
-                connect_timeout=min(1.0, settings.kv_timeout / 3),
-                socket_timeout=min(2.0, settings.kv_timeout * 2 / 3),
-            )
-        _remember(opened, "keyvalue", kv)
+        # From here on each component is built on its own: a dead database must not hide the
+        # state of Valkey (and the other way round), whose address is already known.
+        failures: dict[str, StartupError] = {}
+        db: PostgresClient | None = None
+        kv: ValkeyClient | None = None
+        try:
+            with _component(timings, "database", "could not connect to PostgreSQL"):
+                db = PostgresClient(
+                    database_url,
+                    settings.db_pool_size,
+                    admin_connection_url=admin_database_url,
+                    connect_timeout=settings.db_timeout,
+                )
+        except StartupError as exc:
+            failures["database"] = exc
+        else:
+            _remember(opened, "database", db)
+        try:
+            with _component(timings, "keyvalue", "could not connect to Valkey"):
+                # CRM_KV_TIMEOUT is the whole budget of one call; connecting and each reply
+                # get the adapter's default shares of it (1 s and 2 s of 5 s), scaled down if
+                # smaller.
+                kv = ValkeyClient(
+                    valkey_url,
+                    key_prefix=settings.key_prefix,
+                    timeout=settings.kv_timeout,
+                    connect_timeout=min(1.0, settings.kv_timeout / 3),
+                    socket_timeout=min(2.0, settings.kv_timeout * 2 / 3),
+                )
+        except StartupError as exc:
+            failures["keyvalue"] = exc
+        else:
+            _remember(opened, "keyvalue", kv)
+        if failures:
+            first = next(iter(failures.values()))
+            raise StartupError(
+                first.component,
+                first.reason,
+                timings,
+                failures={name: exc.reason for name, exc in failures.items()},
+            ) from first.__cause__
+        # Each of the two was either built or recorded as failed above.
+        assert db is not None
+        assert kv is not None
         return Infrastructure(
             secrets=vault,
             db=db,
             admin_db=db,
             kv=kv,
             health_timeout=settings.health_timeout,
+            check_admin_path=True,
             closers=tuple(opened),
         )
 
@@ -297,17 +346,18 @@ def _add_time(timings: dict[str, float], name: str, start: float) -> None:
 def unhealthy_report(error: StartupError) -> HealthReport:
     """Return a report for infrastructure that could not be built.
 
-    Components built before the failing one answered during start-up and are reported healthy,
-    with the time building them took; the failing one carries the error; those after it were
-    not reached.
+    Every component listed in ``error.failures`` carries its reason; the others answered during
+    start-up and are reported healthy, with the time building them took. The one exception:
+    when the secrets failed, the database and Valkey are reported "not checked", since their
+    addresses come from Vault.
     """
-    failed_at = COMPONENTS.index(error.component)
     components: dict[str, ComponentHealth] = {}
-    for index, name in enumerate(COMPONENTS):
-        if index < failed_at:
-            components[name] = ComponentHealth(True, error.started.get(name, 0.0))
-        elif index == failed_at:
-            components[name] = ComponentHealth(False, error.started.get(name, 0.0), error.reason)
+    for name in COMPONENTS:
+        latency = error.started.get(name, 0.0)
+        if name in error.failures:
+            components[name] = ComponentHealth(False, latency, error.failures[name])
+        elif "secrets" not in error.failures:
+            components[name] = ComponentHealth(True, latency)
         else:
             components[name] = ComponentHealth(
                 False, 0.0, f"not checked: start-up stopped at {error.component}"

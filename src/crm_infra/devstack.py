@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from crm_infra.errors import ConfigError, InfraError
-from crm_infra.health import short_error
+from crm_infra.health import redact, redact_address, short_error
 
 if TYPE_CHECKING:
     from crm_infra.bootstrap import BootstrappedDatabase
@@ -144,7 +144,7 @@ def provision(
 
         app_url = _with_host(made.app_url, advertised_db_host)
         admin_url = _with_host(made.admin_url, advertised_db_host)
-        with _step(f"writing the secrets into Vault at {vault_addr}"):
+        with _step(f"writing the secrets into Vault at {redact_address(vault_addr)}"):
             client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
             kv = client.secrets.kv.v2
             kv.create_or_update_secret(
@@ -216,20 +216,49 @@ class _Stop(BaseException):  # a control-flow signal, not an error
     """
 
 
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """Turn SIGINT and SIGTERM into :class:`_Stop`; restore the old handlers afterwards."""
-    stopped = threading.Event()
+class _Signals:
+    """What :func:`_stop_on_signals` hands out: the stop event, and a way to defer a stop."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stopped.is_set():
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._deferring = False
+        self._pending: str | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopped.is_set():
             return  # already cleaning up: let the cleanup finish
-        stopped.set()
-        raise _Stop(signal.Signals(signum).name)
+        self.stopped.set()
+        name = signal.Signals(signum).name
+        if self._deferring:
+            self._pending = name
+            return
+        raise _Stop(name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a stop back until the block ends, then raise it.
+
+        For a resource created and registered for cleanup in the block: a stop raised between
+        the two would leak it.
+        """
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending is not None:
+            raise _Stop(self._pending)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Signals]:
+    """Turn SIGINT and SIGTERM into :class:`_Stop`; restore the old handlers afterwards."""
+    signals = _Signals()
+    previous = {
+        sig: signal.signal(sig, signals.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        yield stopped
+        yield signals
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -260,7 +289,7 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ProvisioningError(f"the dev servers are not installed: {exc}") from exc
 
-    with _stop_on_signals() as stopped, ExitStack() as stack:
+    with _stop_on_signals() as signals, ExitStack() as stack:
         try:
             with _step("starting OpenBao"):
                 bao = stack.enter_context(openbao_dev_server())
@@ -269,14 +298,17 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
                 valkey = stack.enter_context(ValkeyDevServer(password=secrets.token_hex(16)))
             print(f"Valkey   redis://127.0.0.1:{valkey.port}/0 (password in Vault)", file=out,
                   flush=True)
-            made = provision(
-                superuser_url=superuser_url,
-                vault_addr=bao.addr,
-                vault_token=bao.token,
-                valkey_url=valkey.url,
-                out=out,
-            )
-            stack.callback(_cleanup_database, made, out)
+            # A stop during provisioning waits for it to end (its steps have timeouts), so
+            # that the new database is always registered for cleanup before the stop unwinds.
+            with signals.deferred():
+                made = provision(
+                    superuser_url=superuser_url,
+                    vault_addr=bao.addr,
+                    vault_token=bao.token,
+                    valkey_url=valkey.url,
+                    out=out,
+                )
+                stack.callback(_cleanup_database, made, out)
             write_env_file(
                 env_path,
                 {"CRM_BACKEND": "real", "VAULT_ADDR": bao.addr, "VAULT_TOKEN": made.app_token},
@@ -289,7 +321,7 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
                 file=out,
                 flush=True,
             )
-            while not stopped.wait(3600):
+            while not signals.stopped.wait(3600):
                 pass
         except _Stop as stop:
             print(f"\n{stop}: stopping; dropping the database and roles, stopping servers",
@@ -334,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             out=sys.stdout,
         )
     except InfraError as exc:
-        print(f"crm-infra provision: error: {exc}", file=sys.stderr)
+        print(f"crm-infra provision: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

@@ -17,7 +17,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ComponentHealth", "HealthReport", "redact", "run_checks", "short_error"]
+__all__ = [
+    "ComponentHealth",
+    "HealthReport",
+    "redact",
+    "redact_address",
+    "run_checks",
+    "short_error",
+]
 
 _MAX_ERROR_CHARS = 300
 # user:password@ in any URL; the password part is replaced, the user name kept for diagnosis.
@@ -35,6 +42,28 @@ def redact(text: str) -> str:
     """
     text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
     return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
+
+
+def redact_address(address: str | None) -> str | None:
+    """Return ``address`` with any user-info (``user:password@``) replaced by ``***@``.
+
+    Unlike :func:`redact`, the whole user-info goes: an address may carry a bare token there.
+
+    Args:
+        address: a URL such as ``VAULT_ADDR``, or None.
+
+    Returns:
+        The address safe to show, or None when ``address`` was None.
+    """
+    if address is None:
+        return None
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return redact(address)
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return redact(f"{scheme}{sep}{authority}{slash}{tail}")
 
 
 def short_error(exc: BaseException) -> str:

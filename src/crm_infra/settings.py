@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from crm_infra.errors import ConfigError
+from crm_infra.health import redact_address
 
 __all__ = ["Backend", "Settings"]
 
@@ -102,7 +103,8 @@ class Settings:
     """
 
     backend: Backend = "memory"
-    vault_addr: str | None = None
+    # Shown with its user-info masked: an address may carry a password.
+    vault_addr: str | None = attrs.field(default=None, repr=lambda a: repr(redact_address(a)))
     vault_token: str | None = attrs.field(default=None, repr=False)
     vault_role_id: str | None = attrs.field(default=None, repr=False)
     vault_secret_id: str | None = attrs.field(default=None, repr=False)

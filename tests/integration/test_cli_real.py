@@ -139,6 +139,73 @@ def test_a_stopped_valkey_at_start_up_names_keyvalue_and_closes_the_rest(
     assert caught.value.component == "keyvalue"
 
 
+def test_a_dead_database_at_start_up_does_not_hide_valkey(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    pg_database: BootstrappedDatabase,
+    private_valkey: ValkeyDevServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Nothing listens on the port the stored database URL names; Valkey is up.
+    closed = f"127.0.0.1:{free_port()}"
+    vault_mount.put(
+        "crm/database",
+        {
+            "url": re.sub(r"@[^/]+/", f"@{closed}/", pg_database.app_url),
+            "admin_url": re.sub(r"@[^/]+/", f"@{closed}/", pg_database.admin_url),
+        },
+    )
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert report["ok"] is False
+    components = report["components"]
+    assert components["secrets"]["ok"] is True
+    assert components["database"]["ok"] is False
+    assert "PostgreSQL" in components["database"]["error"]
+    assert components["keyvalue"]["ok"] is True
+    assert components["keyvalue"]["error"] is None
+
+    # Valkey's state is its own, not inferred from the database's: stopped, it shows as down.
+    private_valkey.stop()
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    components = json.loads(out)["components"]
+    assert components["secrets"]["ok"] is True
+    assert "PostgreSQL" in components["database"]["error"]
+    assert components["keyvalue"]["ok"] is False
+    assert "Valkey" in components["keyvalue"]["error"]
+
+
+def test_a_broken_admin_path_makes_the_database_unhealthy(
+    real_env: dict[str, str], vault_mount: VaultMount, pg_database: BootstrappedDatabase
+) -> None:
+    # The application role works; the admin role's URL names a port nothing listens on.
+    broken_admin = re.sub(r"@[^/]+/", f"@127.0.0.1:{free_port()}/", pg_database.admin_url)
+    vault_mount.put("crm/database", {"url": pg_database.app_url, "admin_url": broken_admin})
+    with build_infrastructure() as infra:
+        report = infra.health()
+    assert report.components["secrets"].ok
+    assert report.components["keyvalue"].ok
+    database = report.components["database"]
+    assert not database.ok
+    assert database.error
+
+
+def test_the_vault_address_password_is_shown_nowhere(
+    real_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "MARKER-addr-pw-7c1d"
+    addr = real_env["VAULT_ADDR"].replace("://", f"://ops:{password}@", 1)
+    monkeypatch.setenv("VAULT_ADDR", addr)
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["components"]["secrets"]["ok"] is False
+    assert "must not hold a user or password" in report["components"]["secrets"]["error"]
+    assert password not in out + err
+
+
 # --- the command -----------------------------------------------------------------------------
 
 

@@ -93,6 +93,35 @@ def test_invalid_settings_exit_2_with_one_line_listing_every_problem(
     assert "Traceback" not in captured.err
 
 
+def test_check_json_with_invalid_settings_prints_a_json_answer_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRM_BACKEND", "real")
+    monkeypatch.setenv("VAULT_SECRET_ID", SECRET_ID)
+    assert main(["check", "--json"]) == 2
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert answer["ok"] is False
+    assert answer["components"] == {}
+    assert answer["error"].startswith("invalid settings (2 problems): ")
+    assert "VAULT_ADDR is required" in answer["error"]
+    assert captured.err.startswith("crm-infra: error: invalid settings")
+    assert SECRET_ID not in captured.out + captured.err
+
+
+def test_check_never_shows_a_password_in_the_vault_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRM_BACKEND", "real")
+    monkeypatch.setenv("VAULT_ADDR", f"http://ops:MARKER-addr-pw@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    for argv in (["check", "--json"], ["check"]):
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert "Vault at http://***@127.0.0.1:" in captured.out
+        assert "MARKER-addr-pw" not in captured.out + captured.err
+
+
 def test_migrate_on_memory_explains_there_is_nothing_to_do(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ def test_init_gets_what_provision_reads(compose: dict[str, Any]) -> None:
     # ...but stores the addresses that clients on the host use.
     assert env["CRM_ADVERTISED_DB_HOST"] == "127.0.0.1:5432"
     assert env["CRM_VALKEY_URL"].endswith("@127.0.0.1:6379/0")
+
+
+def test_init_sets_only_what_provision_reads(compose: dict[str, Any]) -> None:
+    # A variable nothing reads would promise behaviour (a fixed database name, say) that
+    # provisioning does not have.
+    source = inspect.getsource(devstack.main)
+    env = compose["services"]["init"]["environment"]
+    unread = [n for n in env if not n.startswith("PIP_") and f'"{n}"' not in source]
+    assert unread == []
+
+
+def test_init_comment_promises_no_password_rotation() -> None:
+    # Each run of init provisions a new database; it does not rotate an existing one's passwords.
+    assert "rotat" not in COMPOSE_FILE.read_text().lower()
 
 
 def test_credentials_agree_between_services(compose: dict[str, Any]) -> None:

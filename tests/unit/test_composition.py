@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -136,6 +136,52 @@ def stand_in_infra(
     )
 
 
+class AdminStandIn(StandIn):
+    """A stand-in database whose admin path (``execute_admin``) can fail on its own."""
+
+    def __init__(self, log: list[str], *, admin_error: BaseException | None) -> None:
+        super().__init__("database", log)
+        self.admin_error = admin_error
+        self.admin_queries: list[str] = []
+
+    def execute_admin(self, query: str, params: Any = ()) -> list[dict[str, Any]]:
+        self.admin_queries.append(query)
+        if self.admin_error is not None:
+            raise self.admin_error
+        return [{"?column?": 1}]
+
+
+def admin_path_infra(admin_error: BaseException | None, *, check: bool) -> Infrastructure:
+    log: list[str] = []
+    db = AdminStandIn(log, admin_error=admin_error)
+    return Infrastructure(
+        secrets=StandIn("secrets", log),  # type: ignore[arg-type]  # a stand-in for the port
+        db=db,  # type: ignore[arg-type]  # a stand-in for the port
+        admin_db=db,  # type: ignore[arg-type]  # one object plays both ports, as in real mode
+        kv=StandIn("keyvalue", log),  # type: ignore[arg-type]  # a stand-in for the port
+        health_timeout=0.5,
+        check_admin_path=check,
+    )
+
+
+def test_the_database_check_pings_the_admin_path_when_asked() -> None:
+    healthy = admin_path_infra(None, check=True)
+    assert healthy.health().ok
+    assert cast(AdminStandIn, healthy.admin_db).admin_queries == ["SELECT 1"]
+
+    broken = admin_path_infra(RuntimeError("admin role MARKER-admin-down"), check=True).health()
+    assert not broken.components["database"].ok
+    assert "MARKER-admin-down" in (broken.components["database"].error or "")
+    assert broken.components["secrets"].ok
+    assert broken.components["keyvalue"].ok
+
+
+def test_the_database_check_leaves_the_admin_path_alone_unless_asked() -> None:
+    infra = admin_path_infra(RuntimeError("never reached"), check=False)
+    assert infra.health().ok
+    assert cast(AdminStandIn, infra.admin_db).admin_queries == []
+
+
 def test_close_runs_in_reverse_order_of_opening_and_only_once() -> None:
     log: list[str] = []
     infra = stand_in_infra(log)
@@ -213,7 +259,7 @@ def test_unhealthy_report_names_the_component_that_failed_to_start() -> None:
         StartupError(
             "database",
             "could not connect to PostgreSQL: down",
-            {"secrets": 12.5, "database": 5000.0},
+            {"secrets": 12.5, "database": 5000.0, "keyvalue": 3.0},
         )
     )
     assert not report.ok
@@ -221,7 +267,38 @@ def test_unhealthy_report_names_the_component_that_failed_to_start() -> None:
     assert report.components["secrets"].latency_ms == 12.5
     assert report.components["database"].latency_ms == 5000.0
     assert report.components["database"].error == "could not connect to PostgreSQL: down"
-    assert report.components["keyvalue"].error == "not checked: start-up stopped at database"
+    # Valkey was built on its own after the database failed: its state is not hidden.
+    assert report.components["keyvalue"].ok
+    assert report.components["keyvalue"].latency_ms == 3.0
+
+
+def test_unhealthy_report_lists_every_failed_component() -> None:
+    error = StartupError(
+        "database",
+        "could not connect to PostgreSQL: down",
+        {"secrets": 1.0, "database": 2.0, "keyvalue": 3.0},
+        failures={
+            "database": "could not connect to PostgreSQL: down",
+            "keyvalue": "could not connect to Valkey: refused",
+        },
+    )
+    assert str(error) == (
+        "database: could not connect to PostgreSQL: down; "
+        "keyvalue: could not connect to Valkey: refused"
+    )
+    report = unhealthy_report(error)
+    assert report.components["secrets"].ok
+    assert report.components["database"].error == "could not connect to PostgreSQL: down"
+    assert report.components["keyvalue"].error == "could not connect to Valkey: refused"
+
+
+def test_unhealthy_report_leaves_the_others_unchecked_only_when_the_secrets_failed() -> None:
+    report = unhealthy_report(
+        StartupError("secrets", "could not log in to Vault: refused", {"secrets": 4.0})
+    )
+    assert report.components["secrets"].error == "could not log in to Vault: refused"
+    for name in ("database", "keyvalue"):
+        assert report.components[name].error == "not checked: start-up stopped at secrets"
 
 
 def test_startup_error_is_an_infra_error_naming_its_component() -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from crm_infra import ComponentHealth, HealthReport, SecretStoreUnavailableError
-from crm_infra.health import redact, run_checks, short_error
+from crm_infra.health import redact, redact_address, run_checks, short_error
 
 
 def healthy() -> bool:
@@ -130,3 +130,16 @@ def test_short_error_is_one_short_line_without_secrets() -> None:
     assert "MARKER-pw" not in line
     assert line.startswith("RuntimeError: line one line two")
     assert len(line) <= 300
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("http://user:MARKER-pw@127.0.0.1:8200", "http://***@127.0.0.1:8200"),
+        ("https://MARKER-bare-token@vault.example/v1?x=a@b", "https://***@vault.example/v1?x=a@b"),
+        ("http://127.0.0.1:8200", "http://127.0.0.1:8200"),
+        (None, None),
+    ],
+)
+def test_redact_address_removes_the_whole_user_info(address: str | None, shown: str | None) -> None:
+    assert redact_address(address) == shown

@@ -143,3 +143,13 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.backend = "real"  # type: ignore[misc]  # proving it is refused
+
+
+def test_repr_masks_the_user_info_of_the_vault_address() -> None:
+    settings = Settings(
+        backend="real", vault_addr="http://ops:MARKER-addr-pw@vault.internal:8200", vault_token="t"
+    )
+    text = repr(settings)
+    assert "MARKER-addr-pw" not in text
+    assert "ops" not in text
+    assert "vault_addr='http://***@vault.internal:8200'" in text

@@ -158,6 +158,7 @@ class VaultClient:
     ) -> None:
         self._closed = False
         self._addr = self._resolve_addr(addr)
+        self._shown_addr = _without_userinfo(self._addr)  # for messages and the repr
         self._mount_point = self._resolve_mount_point(mount_point)
         self._timeout = self._resolve_timeout(timeout)
         self._token, self._role_id, self._secret_id = self._resolve_credentials(
@@ -371,7 +372,7 @@ class VaultClient:
         # No token, role id or secret id: reprs end up in logs and tracebacks.
         cache = "None" if self._cache is None else f"{self._cache.ttl:g}"
         return (
-            f"VaultClient(addr={self._addr!r}, mount_point={self._mount_point!r}, "
+            f"VaultClient(addr={self._shown_addr!r}, mount_point={self._mount_point!r}, "
             f"auth={self.auth_method!r}, cache_ttl={cache}"
             f"{', closed' if self._closed else ''})"
         )
@@ -379,7 +380,7 @@ class VaultClient:
     # --- requests ----------------------------------------------------------------------------
 
     def _raise_closed(self) -> NoReturn:
-        raise VaultError(f"this VaultClient for {self._addr} is closed")
+        raise VaultError(f"this VaultClient for {self._shown_addr} is closed")
 
     def _read(self, path: str) -> dict[str, Any]:
         validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
@@ -402,12 +403,16 @@ class VaultClient:
     def _secret_from(self, path: str, response: object) -> dict[str, Any]:
         body = response.get("data") if isinstance(response, dict) else None
         if not isinstance(body, dict):
-            raise VaultError(f"unexpected answer from Vault at {self._addr} reading {path!r}")
+            raise VaultError(
+                f"unexpected answer from Vault at {self._shown_addr} reading {path!r}"
+            )
         data = body.get("data")
         if data is None:
             raise self._not_found(path, body)
         if not isinstance(data, dict):
-            raise VaultError(f"unexpected answer from Vault at {self._addr} reading {path!r}")
+            raise VaultError(
+                f"unexpected answer from Vault at {self._shown_addr} reading {path!r}"
+            )
         if not data:
             raise VaultInvalidSecretError(f"secret {path!r} has no fields")
         return data
@@ -523,7 +528,8 @@ class VaultClient:
             raise VaultError(f"{where} failed: unexpected answer ({type(exc).__name__})") from exc
 
     def _where(self, action: str, path: str | None) -> str:
-        return f"Vault at {self._addr}: {action}" + (f" {path!r}" if path is not None else "")
+        where = f"Vault at {self._shown_addr}: {action}"
+        return where + (f" {path!r}" if path is not None else "")
 
     def _translate(  # noqa: PLR0911 (one return per kind of failure reads best)
         self, exc: Exception, action: str, path: str | None, *, login: bool
@@ -565,3 +571,12 @@ class VaultClient:
         if isinstance(exc, requests.ConnectionError):
             return VaultUnavailableError(f"{where} failed: cannot connect ({type(exc).__name__})")
         return VaultError(f"{where} failed: {self._detail(exc)}")
+
+
+def _without_userinfo(addr: str) -> str:
+    """Return ``addr`` with any ``user:password@`` part replaced by ``***@``."""
+    scheme, sep, rest = addr.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return addr
+    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{tail}"
