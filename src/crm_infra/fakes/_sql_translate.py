@@ -280,8 +280,9 @@ class Translator:
                 for s in sqlglot.parse(text, read="postgres")
                 if s is not None and not isinstance(s, exp.Semicolon)
             ]
-        except ParseError as exc:
-            first = exc.errors[0]["description"] if exc.errors else str(exc)
+        except SqlglotError as exc:  # ParseError, and TokenError for an unterminated '...
+            errors = exc.errors if isinstance(exc, ParseError) else []
+            first = errors[0]["description"] if errors else str(exc)
             raise UnparsableQueryError(
                 f"the in-memory database fake could not parse this statement ({first}); "
                 f"if PostgreSQL accepts it, {TEST_AGAINST_PG}"
