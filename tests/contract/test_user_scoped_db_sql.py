@@ -889,6 +889,24 @@ REFUSED_OR_ANSWERED: list[tuple[str, str, list[dict[str, Any]]]] = [
     ),
     ("SELECT name FROM contacts WHERE name ~ '^A'", "regular expression", [{"name": "Ann"}]),
     ("SELECT avg(length(name)) AS a FROM contacts", "avg", [{"a": Decimal(3)}]),
+    # Refusals name the function as written, not as the SQL parser renames it.
+    (
+        "SELECT concat_ws('-', name, NULL, 'x') AS c FROM contacts ORDER BY name",
+        "concat_ws()",
+        [{"c": "Ann-x"}, {"c": "Ben-x"}],
+    ),
+    (
+        "SELECT count(date_trunc('day', created_at)) AS n FROM contacts",
+        "date_trunc()",
+        [{"n": 2}],
+    ),
+    (
+        "SELECT string_agg(name, ',' ORDER BY name) AS s FROM contacts",
+        "string_agg()",
+        [{"s": "Ann,Ben"}],
+    ),
+    ("SELECT bool_or(name = 'Ann') AS b FROM contacts", "bool_or()", [{"b": True}]),
+    ("SELECT to_char(2, 'FM9') AS t", "to_char()", [{"t": "2"}]),
 ]
 
 

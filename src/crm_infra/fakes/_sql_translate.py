@@ -13,6 +13,7 @@ stored as that column holds it), then rewrites the tree for SQLite:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,9 +84,11 @@ _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.Concat,
     exp.Round,
 )
+_ALLOWED_FUNC_TYPES = frozenset(_ALLOWED_FUNCS)
 _WINDOW_FUNCTIONS = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Count)
 _RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank)
 _ALLOWED_ANONYMOUS = {"current_setting"}
+_FUNCTION_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _FAMILIES = {
     "int": "number",
     "numeric": "number",
@@ -102,6 +105,18 @@ _CAST_SOURCES = {  # the conversions the fake's pg_cast_* functions make as Post
     "timestamptz": {"timestamptz", "text"},
 }
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
+
+
+def _written_name(node: exp.Func) -> str:
+    """Return the function's PostgreSQL name (date_trunc, not sqlglot's timestamp_trunc)."""
+    try:
+        text = node.sql(dialect="postgres")
+    except SqlglotError:
+        text = ""
+    match = _FUNCTION_NAME.match(text)
+    return (match.group(1) if match else node.sql_name()).lower()
+
+
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
@@ -319,10 +334,11 @@ class Translator:
                     if isinstance(node, exp.Array) and _inside_any(node):
                         break
                     raise refuse(what)
-            if isinstance(node, exp.Func) and not isinstance(node, _ALLOWED_FUNCS):
+            # Exact types: subclasses (ConcatWs of Concat, TryCast of Cast) mean other things.
+            if isinstance(node, exp.Func) and type(node) not in _ALLOWED_FUNC_TYPES:
                 if isinstance(node, exp.Binary | exp.Predicate | exp.Connector):
                     continue
-                raise refuse(f"the function {node.sql_name().lower()}()")
+                raise refuse(f"the function {_written_name(node)}()")
             if isinstance(node, exp.Anonymous) and node.name.lower() not in _ALLOWED_ANONYMOUS:
                 raise refuse(f"the function {node.name.lower()}()")
             if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
