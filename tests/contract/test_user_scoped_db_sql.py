@@ -953,3 +953,37 @@ def test_an_unterminated_string_is_a_database_error_that_aborts(
         with pytest.raises(DatabaseError):
             tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
     assert db.execute("SELECT * FROM contacts", user_id=alice) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("SELECT priority * 2147483647 * 2 AS p FROM tickets WHERE priority = 2", ()),
+        ("SELECT priority + 2147483647 AS p FROM tickets", ()),
+        ("SELECT -2147483647 - priority AS p FROM tickets", ()),
+        ("SELECT priority * %s AS p FROM tickets", (2**62,)),
+        ("SELECT count(*) * 9223372036854775807 * 2 AS p FROM tickets", ()),
+    ],
+)
+def test_integer_overflow_is_a_database_error(
+    db: ContractDB, alice: UUID, query: str, params: tuple[Any, ...]
+) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    with pytest.raises(DatabaseError, match="out of range") as caught:
+        db.execute(query, params, user_id=alice)
+    assert not isinstance(caught.value, UnsupportedQueryError)
+
+
+def test_integer_arithmetic_widens_as_postgresql_types_it(db: ContractDB, alice: UUID) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    row = db.execute_one(
+        "SELECT priority * 2147483648 AS big, priority * %s AS param, priority + 1 - 3 AS small"
+        " FROM tickets",
+        (2**30,),  # the PostgreSQL client sends user-scoped int parameters as int8
+        alice,
+    )
+    assert row == {"big": 2**32, "param": 2**31, "small": 0}
+    assert db.execute_scalar("SELECT count(*) * 3000000000 FROM tickets", (), alice) == 3000000000
+    assert db.execute_admin("SELECT 2 * %s AS p", (2**40,)) == [{"p": 2**41}]
+    with pytest.raises(DatabaseError, match="out of range"):
+        db.execute_admin("SELECT 2 * %s AS p", (2**30,))  # psycopg sends it as int4 here

@@ -117,6 +117,33 @@ def _written_name(node: exp.Func) -> str:
     return (match.group(1) if match else node.sql_name()).lower()
 
 
+def _int_bits(node: exp.Expr, scopes: Scopes, param_bits: int) -> int:  # noqa: PLR0911
+    """Return the bits of the integer type PostgreSQL gives ``node`` (0: decided at run time).
+
+    The PostgreSQL client sends a user-scoped statement's int parameters as int8 (it
+    prepares them so); the admin path lets psycopg pick int2, int4 or int8 by the value.
+    """
+    while isinstance(node, exp.Paren | exp.Alias):
+        node = node.this
+    if isinstance(node, exp.Parameter):
+        return param_bits
+    if isinstance(node, exp.Literal):
+        return 32 if -(2**31) <= int(node.name) < 2**31 else 64
+    if isinstance(node, exp.Column | exp.Cast):
+        return scopes.type_of(node).precision or 32
+    if isinstance(node, exp.Length):
+        return 32
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+        parts = [
+            _int_bits(node.this, scopes, param_bits),
+            _int_bits(node.expression, scopes, param_bits),
+        ]
+        return max(parts)  # 0 (decided at run time) only when both sides are parameters
+    if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
+        return _int_bits(node.this, scopes, param_bits)
+    return 64  # count(), sum(), row_number()... are bigint
+
+
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
@@ -747,6 +774,9 @@ class Translator:
             exp.Div: "pg_numeric_div",
         }
         integer = {exp.Div: "pg_int_div", exp.Mod: "pg_int_mod"}
+        # + - * on integers are range-checked in the result's type, as PostgreSQL does.
+        checked = {exp.Add: "pg_int_add", exp.Sub: "pg_int_sub", exp.Mul: "pg_int_mul"}
+        bits: dict[int, tuple[int, int]] = {}
         found: list[tuple[exp.Expr, str]] = []
         for node in tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod):
             kind = scopes.type_of(node).kind
@@ -756,6 +786,13 @@ class Translator:
                 found.append((node, numeric[type(node)]))
             elif kind == "int" and type(node) in integer:
                 found.append((node, integer[type(node)]))
+            elif kind == "int" and type(node) in checked:
+                found.append((node, checked[type(node)]))
+                param_bits = 0 if self.admin else 64
+                bits[id(node)] = (
+                    _int_bits(node.this, scopes, param_bits),
+                    _int_bits(node.expression, scopes, param_bits),
+                )
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")
@@ -764,6 +801,18 @@ class Translator:
                 seconds = float(right.this.name) * INTERVAL_SECONDS[right.text("unit").upper()]
                 sign = -1 if isinstance(operation, exp.Sub) else 1
                 right = exp.Literal.number(sign * seconds)
+            if id(operation) in bits:
+                left_bits, right_bits = bits[id(operation)]
+                operation.replace(
+                    fn(
+                        name,
+                        operation.this,
+                        right,
+                        exp.Literal.number(left_bits),
+                        exp.Literal.number(right_bits),
+                    )
+                )
+                continue
             operation.replace(fn(name, operation.this, right))
 
     @staticmethod
