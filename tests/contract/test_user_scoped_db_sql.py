@@ -987,3 +987,37 @@ def test_integer_arithmetic_widens_as_postgresql_types_it(db: ContractDB, alice:
     assert db.execute_admin("SELECT 2 * %s AS p", (2**40,)) == [{"p": 2**41}]
     with pytest.raises(DatabaseError, match="out of range"):
         db.execute_admin("SELECT 2 * %s AS p", (2**30,))  # psycopg sends it as int4 here
+
+
+def test_a_star_in_a_subquery_or_with_query_lists_its_sources_columns(
+    db: ContractDB, people: UUID
+) -> None:
+    expected = ["Ann", "Cid", "bea"]
+    for query in (
+        "SELECT s.name FROM (SELECT * FROM contacts) s WHERE s.name IS NOT NULL ORDER BY s.name",
+        (
+            "WITH x AS (SELECT * FROM contacts) SELECT name FROM x WHERE name IS NOT NULL"
+            " ORDER BY name"
+        ),
+        (
+            "SELECT name FROM (SELECT c.* FROM contacts c) s WHERE user_id = %s"
+            " AND name IS NOT NULL ORDER BY name"
+        ),
+    ):
+        params = (people,) if "%s" in query else ()
+        assert names(db.execute(query, params, user_id=people)) == expected
+    row = db.execute_one(
+        "SELECT s.* FROM (SELECT * FROM contacts WHERE name = 'Ann') s", (), people
+    )
+    assert row is not None
+    assert list(row) == ["id", "user_id", "name", "email", "phone", "company", "created_at"]
+    assert (row["user_id"], type(row["created_at"])) == (people, dt.datetime)
+
+
+def test_update_may_set_a_column_to_its_default(db: ContractDB, alice: UUID) -> None:
+    add_contact(db, alice, "Ann", "ann@example.com")
+    rows = db.execute(
+        "UPDATE contacts SET user_id = DEFAULT, email = DEFAULT RETURNING user_id, name, email",
+        user_id=alice,
+    )
+    assert rows == [{"user_id": alice, "name": "Ann", "email": None}]

@@ -219,6 +219,8 @@ class Translator:
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)
         scopes = Scopes(self.schema)
+        if isinstance(tree, exp.Update):
+            self._set_defaults(tree)
         self._check_constructs(tree)
         self._collect_ctes(tree, scopes)
         self._check_tables(tree, scopes)
@@ -353,6 +355,31 @@ class Translator:
         if isinstance(tree, exp.Command):
             raise refuse(f"{tree.name.upper()} statements")
         raise refuse(f"{tree.key.upper()} statements")
+
+    def _set_defaults(self, tree: exp.Update) -> None:
+        """Replace ``SET col = DEFAULT`` with the column's default (NULL without one)."""
+        table = self._target_table(tree)
+        for assignment in tree.expressions:
+            value = assignment.expression if isinstance(assignment, exp.EQ) else None
+            if not (
+                isinstance(value, exp.Column)
+                and not value.table
+                and isinstance(value.this, exp.Identifier)
+                and not value.this.args.get("quoted")
+                and value.name.upper() == "DEFAULT"
+            ):
+                continue
+            value.replace(self._column_default(table, assignment.this.name.lower()))
+
+    @staticmethod
+    def _column_default(table: Table, column: str) -> exp.Expr:
+        for item in table.create.this.expressions:
+            if isinstance(item, exp.ColumnDef) and item.name.lower() == column:
+                for constraint in item.args.get("constraints") or []:
+                    if isinstance(constraint.kind, exp.DefaultColumnConstraint):
+                        return exp.paren(constraint.kind.this.copy())
+                return exp.null()
+        raise DatabaseError(f'column "{column}" of relation "{table.name}" does not exist')
 
     def _check_constructs(self, tree: exp.Expr) -> None:  # noqa: PLR0912 (one check per construct)
         for node in tree.walk():
