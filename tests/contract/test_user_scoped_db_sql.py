@@ -604,8 +604,10 @@ def test_a_check_on_a_range_is_an_integrity_error(db: ContractDB, alice: UUID) -
 
 def test_a_duplicate_primary_key_is_an_integrity_error(db: ContractDB, alice: UUID) -> None:
     ann = add_contact(db, alice, "Ann")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError) as caught:
         db.execute("INSERT INTO contacts (id, name) VALUES (%s, 'x')", (ann,), user_id=alice)
+    assert "contacts" in str(caught.value)
+    assert "_t_" not in str(caught.value)  # the fake's own table names stay inside it
 
 
 def test_a_malformed_uuid_is_a_database_error_not_a_silent_miss(
