@@ -1023,3 +1023,20 @@ def test_update_may_set_a_column_to_its_default(db: ContractDB, alice: UUID) -> 
         user_id=alice,
     )
     assert rows == [{"user_id": alice, "name": "Ann", "email": None}]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT coalesce(priority, 0) * 2147483647 AS p FROM tickets",
+        "SELECT CASE WHEN priority > 0 THEN priority ELSE 1 END * 2147483647 AS p FROM tickets",
+        "SELECT greatest(priority, 1) + 2147483647 AS p FROM tickets",
+        "SELECT (SELECT max(priority) FROM tickets) * 2147483647 AS p",
+    ],
+)
+def test_integer_overflow_through_functions_and_subqueries(
+    db: ContractDB, alice: UUID, query: str
+) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    with pytest.raises(DatabaseError, match="out of range"):
+        db.execute(query, user_id=alice)

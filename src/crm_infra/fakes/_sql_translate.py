@@ -139,9 +139,24 @@ def _int_bits(node: exp.Expr, scopes: Scopes, param_bits: int) -> int:  # noqa: 
             _int_bits(node.expression, scopes, param_bits),
         ]
         return max(parts)  # 0 (decided at run time) only when both sides are parameters
-    if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
+    if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg | exp.Nullif):
         return _int_bits(node.this, scopes, param_bits)
+    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.Case):
+        if isinstance(node, exp.Case):
+            args = [i.args.get("true") for i in node.args.get("ifs") or []]
+            args.append(node.args.get("default"))
+        else:
+            args = [node.this, *node.expressions]
+        widths = [_int_bits(a, scopes, param_bits) for a in args if _is_int(a, scopes)]
+        return max(widths, default=32)
+    if isinstance(node, exp.Subquery):
+        selects = node.this.selects if isinstance(node.this, exp.Select) else []
+        return _int_bits(selects[0], scopes, param_bits) if len(selects) == 1 else 64
     return 64  # count(), sum(), row_number()... are bigint
+
+
+def _is_int(node: exp.Expr | None, scopes: Scopes) -> bool:
+    return node is not None and scopes.type_of(node).kind == "int"
 
 
 def _inside_any(node: exp.Expr) -> bool:
