@@ -114,7 +114,9 @@ def _written_name(node: exp.Func) -> str:
     except SqlglotError:
         text = ""
     match = _FUNCTION_NAME.match(text)
-    return (match.group(1) if match else node.sql_name()).lower()
+    if match is None or isinstance(node, exp.Cast):  # try_cast() would print as CAST(...)
+        return node.sql_name().lower()
+    return match.group(1).lower()
 
 
 def _int_bits(node: exp.Expr, scopes: Scopes, param_bits: int) -> int:  # noqa: PLR0911
