@@ -604,8 +604,10 @@ def test_a_check_on_a_range_is_an_integrity_error(db: ContractDB, alice: UUID) -
 
 def test_a_duplicate_primary_key_is_an_integrity_error(db: ContractDB, alice: UUID) -> None:
     ann = add_contact(db, alice, "Ann")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError) as caught:
         db.execute("INSERT INTO contacts (id, name) VALUES (%s, 'x')", (ann,), user_id=alice)
+    assert "contacts" in str(caught.value)
+    assert "_t_" not in str(caught.value)  # the fake's own table names stay inside it
 
 
 def test_a_malformed_uuid_is_a_database_error_not_a_silent_miss(
@@ -889,6 +891,24 @@ REFUSED_OR_ANSWERED: list[tuple[str, str, list[dict[str, Any]]]] = [
     ),
     ("SELECT name FROM contacts WHERE name ~ '^A'", "regular expression", [{"name": "Ann"}]),
     ("SELECT avg(length(name)) AS a FROM contacts", "avg", [{"a": Decimal(3)}]),
+    # Refusals name the function as written, not as the SQL parser renames it.
+    (
+        "SELECT concat_ws('-', name, NULL, 'x') AS c FROM contacts ORDER BY name",
+        "concat_ws()",
+        [{"c": "Ann-x"}, {"c": "Ben-x"}],
+    ),
+    (
+        "SELECT count(date_trunc('day', created_at)) AS n FROM contacts",
+        "date_trunc()",
+        [{"n": 2}],
+    ),
+    (
+        "SELECT string_agg(name, ',' ORDER BY name) AS s FROM contacts",
+        "string_agg()",
+        [{"s": "Ann,Ben"}],
+    ),
+    ("SELECT bool_or(name = 'Ann') AS b FROM contacts", "bool_or()", [{"b": True}]),
+    ("SELECT to_char(2, 'FM9') AS t", "to_char()", [{"t": "2"}]),
 ]
 
 
@@ -909,3 +929,114 @@ def test_sql_outside_the_fake_is_answered_by_postgresql_or_refused_by_name(
         assert "test that query against PostgreSQL" in str(outcome)
     else:
         assert outcome == expected
+
+
+# --- review fixes: placeholders, functions, overflow, stars, DEFAULT ----------------------------
+
+
+def test_placeholders_need_no_space_after_a_comma(db: ContractDB, alice: UUID) -> None:
+    assert db.execute("SELECT 1 AS x WHERE 'a' IN (%s,%s)", ("a", "b"), user_id=alice) == [
+        {"x": 1}
+    ]
+    db.execute(
+        "INSERT INTO contacts (name, email) VALUES (%s,%s),(%s,%s)", ("a", "b", "c", "d"), alice
+    )
+    assert names(db.execute("SELECT name FROM contacts ORDER BY name", user_id=alice)) == ["a", "c"]
+
+
+def test_an_unterminated_string_is_a_database_error_that_aborts(
+    db: ContractDB, alice: UUID
+) -> None:
+    with pytest.raises(DatabaseError):
+        db.execute("SELECT 'abc", user_id=alice)
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the transaction body is what is tested
+        with pytest.raises(DatabaseError):
+            tx.execute("SELECT 'abc")
+        with pytest.raises(DatabaseError):
+            tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+    assert db.execute("SELECT * FROM contacts", user_id=alice) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("SELECT priority * 2147483647 * 2 AS p FROM tickets WHERE priority = 2", ()),
+        ("SELECT priority + 2147483647 AS p FROM tickets", ()),
+        ("SELECT -2147483647 - priority AS p FROM tickets", ()),
+        ("SELECT priority * %s AS p FROM tickets", (2**62,)),
+        ("SELECT count(*) * 9223372036854775807 * 2 AS p FROM tickets", ()),
+    ],
+)
+def test_integer_overflow_is_a_database_error(
+    db: ContractDB, alice: UUID, query: str, params: tuple[Any, ...]
+) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    with pytest.raises(DatabaseError, match="out of range") as caught:
+        db.execute(query, params, user_id=alice)
+    assert not isinstance(caught.value, UnsupportedQueryError)
+
+
+def test_integer_arithmetic_widens_as_postgresql_types_it(db: ContractDB, alice: UUID) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    row = db.execute_one(
+        "SELECT priority * 2147483648 AS big, priority * %s AS param, priority + 1 - 3 AS small"
+        " FROM tickets",
+        (2**30,),  # the PostgreSQL client sends user-scoped int parameters as int8
+        alice,
+    )
+    assert row == {"big": 2**32, "param": 2**31, "small": 0}
+    assert db.execute_scalar("SELECT count(*) * 3000000000 FROM tickets", (), alice) == 3000000000
+    assert db.execute_admin("SELECT 2 * %s AS p", (2**40,)) == [{"p": 2**41}]
+    with pytest.raises(DatabaseError, match="out of range"):
+        db.execute_admin("SELECT 2 * %s AS p", (2**30,))  # psycopg sends it as int4 here
+
+
+def test_a_star_in_a_subquery_or_with_query_lists_its_sources_columns(
+    db: ContractDB, people: UUID
+) -> None:
+    expected = ["Ann", "Cid", "bea"]
+    for query in (
+        "SELECT s.name FROM (SELECT * FROM contacts) s WHERE s.name IS NOT NULL ORDER BY s.name",
+        (
+            "WITH x AS (SELECT * FROM contacts) SELECT name FROM x WHERE name IS NOT NULL"
+            " ORDER BY name"
+        ),
+        (
+            "SELECT name FROM (SELECT c.* FROM contacts c) s WHERE user_id = %s"
+            " AND name IS NOT NULL ORDER BY name"
+        ),
+    ):
+        params = (people,) if "%s" in query else ()
+        assert names(db.execute(query, params, user_id=people)) == expected
+    row = db.execute_one(
+        "SELECT s.* FROM (SELECT * FROM contacts WHERE name = 'Ann') s", (), people
+    )
+    assert row is not None
+    assert list(row) == ["id", "user_id", "name", "email", "phone", "company", "created_at"]
+    assert (row["user_id"], type(row["created_at"])) == (people, dt.datetime)
+
+
+def test_update_may_set_a_column_to_its_default(db: ContractDB, alice: UUID) -> None:
+    add_contact(db, alice, "Ann", "ann@example.com")
+    rows = db.execute(
+        "UPDATE contacts SET user_id = DEFAULT, email = DEFAULT RETURNING user_id, name, email",
+        user_id=alice,
+    )
+    assert rows == [{"user_id": alice, "name": "Ann", "email": None}]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT coalesce(priority, 0) * 2147483647 AS p FROM tickets",
+        "SELECT CASE WHEN priority > 0 THEN priority ELSE 1 END * 2147483647 AS p FROM tickets",
+        "SELECT greatest(priority, 1) + 2147483647 AS p FROM tickets",
+        "SELECT (SELECT max(priority) FROM tickets) * 2147483647 AS p",
+    ],
+)
+def test_integer_overflow_through_functions_and_subqueries(
+    db: ContractDB, alice: UUID, query: str
+) -> None:
+    add_ticket(db, alice, "s", priority=2)
+    with pytest.raises(DatabaseError, match="out of range"):
+        db.execute(query, user_id=alice)

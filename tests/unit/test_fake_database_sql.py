@@ -42,9 +42,9 @@ def names(rows: list[dict[str, Any]]) -> list[Any]:
 
 def test_placeholders_are_split_as_psycopg_does() -> None:
     split = split_placeholders("SELECT %s, '%%', %s")
-    assert split.text == "SELECT $1, '%', $2"
+    assert split.text == "SELECT $1 , '%', $2 "
     named = split_placeholders("SELECT %(a)s, %(b)s, %(a)s")
-    assert named.text == "SELECT $1, $2, $1"
+    assert named.text == "SELECT $1 , $2 , $1 "
     assert named.keys == ("a", "b")
 
 
@@ -301,3 +301,21 @@ def test_parameters_whose_type_postgresql_infers_differently_are_refused(
     # concat(VARIADIC "any") gives an untyped (str) parameter no type to take.
     with pytest.raises(DatabaseError, match="could not determine data type"):
         q(db, "SELECT concat(name, %s) FROM contacts", ("x",))
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("SELECT 'abc", "could not parse"),
+        ("SELECT $$abc", "could not parse"),
+        ("SELECT TRY_CAST(name AS int) AS x FROM contacts", "try_cast()"),
+        ("SELECT concat_ws(',', name) AS x FROM contacts", "concat_ws()"),
+    ],
+)
+def test_sql_the_fake_cannot_read_or_run_is_refused_by_name(
+    db: InMemoryUserScopedDB, sql: str, construct: str
+) -> None:
+    """Only an InfraError, never sqlglot's own exceptions or a variant run as its parent."""
+    with pytest.raises(UnsupportedQueryError) as caught:
+        q(db, sql)
+    assert construct in str(caught.value)

@@ -19,6 +19,7 @@ from crm_infra.errors import DatabaseError, UnsupportedQueryError
 from crm_infra.fakes._sql_numeric import (
     NumericAvg,
     NumericSum,
+    int_checked,
     int_div,
     int_mod,
     numeric,
@@ -230,6 +231,9 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
         "pg_numeric_mul": (2, numeric(lambda a, b: a * b), True),
         "pg_numeric_div": (2, numeric_div, True),
         "pg_int_div": (2, int_div, True),
+        "pg_int_add": (4, int_checked(lambda a, b: a + b), True),
+        "pg_int_sub": (4, int_checked(lambda a, b: a - b), True),
+        "pg_int_mul": (4, int_checked(lambda a, b: a * b), True),
         "pg_limit": (1, _limit, True),
         "pg_greatest": (-1, _greatest, True),
         "pg_least": (-1, _least, True),

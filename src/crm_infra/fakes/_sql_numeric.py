@@ -17,6 +17,7 @@ from crm_infra.fakes._sql_types import remember_exact
 __all__ = [
     "NumericAvg",
     "NumericSum",
+    "int_checked",
     "int_div",
     "int_mod",
     "numeric",
@@ -48,6 +49,36 @@ def numeric_div(left: Any, right: Any) -> Any:
     dividend = _exact(left)
     scale = -min(0, int(dividend.as_tuple().exponent))
     return remember_exact(pg_numeric_div(dividend, scale, divisor))
+
+
+_INT_NAMES = {16: "smallint", 32: "integer", 64: "bigint"}
+
+
+def _fitting_bits(value: int) -> int:
+    """Return the bits of the integer type psycopg sends a Python int as (int2, int4, int8)."""
+    for bits in (16, 32):
+        if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            return bits
+    return 64
+
+
+def int_checked(op: Callable[[int, int], int]) -> Callable[[Any, Any, int, int], Any]:
+    """Return ``op`` on two integers, range-checked in the type PostgreSQL gives the result.
+
+    The SQL passes each operand's bits (16, 32, 64), or 0 for a parameter, whose type
+    psycopg picks from its value. The result has the wider operand's type.
+    """
+
+    def apply(left: Any, right: Any, left_bits: int, right_bits: int) -> Any:
+        if left is None or right is None:
+            return None
+        bits = max(left_bits or _fitting_bits(left), right_bits or _fitting_bits(right))
+        result = op(left, right)
+        if not -(2 ** (bits - 1)) <= result < 2 ** (bits - 1):
+            raise DatabaseError(f"{_INT_NAMES[bits]} out of range")
+        return result
+
+    return apply
 
 
 def int_div(left: Any, right: Any) -> Any:

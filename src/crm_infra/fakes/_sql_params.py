@@ -86,13 +86,13 @@ def split_placeholders(query: str) -> SplitQuery:
         if name is None:
             kinds.add("positional")
             keys.append(len(keys))
-            out.append(f"${len(keys)}")
+            out.append(f"${len(keys)} ")  # the space: sqlglot cannot tokenize `$1,`
         else:
             kinds.add("named")
             if name not in name_slot:
                 keys.append(name)
                 name_slot[name] = len(keys)
-            out.append(f"${name_slot[name]}")
+            out.append(f"${name_slot[name]} ")
     out.append(query[last:])
     if len(kinds) > 1:
         raise ClientSideError("positional and named placeholders cannot be mixed")

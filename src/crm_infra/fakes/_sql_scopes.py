@@ -125,7 +125,21 @@ class Scopes:
         if isinstance(query, exp.SetOperation):
             return self.output(query.this)
         if isinstance(query, exp.Select):
-            return [(pg_name(p), self.type_of(p)) for p in query.selects]
+            out: list[tuple[str, PgType]] = []
+            for item in query.selects:
+                if isinstance(item, exp.Star):  # `*`: every source's columns, in FROM order
+                    out += [c for source in self.sources(query) for c in source.columns]
+                elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                    qualifier = item.table.lower()
+                    matching = [s for s in self.sources(query) if s.alias == qualifier]
+                    if not matching:
+                        raise DatabaseError(
+                            f'missing FROM-clause entry for table "{item.table}"'
+                        )
+                    out += matching[0].columns
+                else:
+                    out.append((pg_name(item), self.type_of(item)))
+            return out
         raise refuse(f"{query.key} as a subquery")
 
     def column_type(self, column: exp.Column) -> PgType:

@@ -13,6 +13,7 @@ stored as that column holds it), then rewrites the tree for SQLite:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,9 +84,11 @@ _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
     exp.Concat,
     exp.Round,
 )
+_ALLOWED_FUNC_TYPES = frozenset(_ALLOWED_FUNCS)
 _WINDOW_FUNCTIONS = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Count)
 _RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank)
 _ALLOWED_ANONYMOUS = {"current_setting"}
+_FUNCTION_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _FAMILIES = {
     "int": "number",
     "numeric": "number",
@@ -102,6 +105,62 @@ _CAST_SOURCES = {  # the conversions the fake's pg_cast_* functions make as Post
     "timestamptz": {"timestamptz", "text"},
 }
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
+
+
+def _written_name(node: exp.Func) -> str:
+    """Return the function's PostgreSQL name (date_trunc, not sqlglot's timestamp_trunc)."""
+    try:
+        text = node.sql(dialect="postgres")
+    except SqlglotError:
+        text = ""
+    match = _FUNCTION_NAME.match(text)
+    if match is None or isinstance(node, exp.Cast):  # try_cast() would print as CAST(...)
+        return node.sql_name().lower()
+    return match.group(1).lower()
+
+
+def _int_bits(node: exp.Expr, scopes: Scopes, param_bits: int) -> int:  # noqa: PLR0911
+    """Return the bits of the integer type PostgreSQL gives ``node`` (0: decided at run time).
+
+    The PostgreSQL client sends a user-scoped statement's int parameters as int8 (it
+    prepares them so); the admin path lets psycopg pick int2, int4 or int8 by the value.
+    """
+    while isinstance(node, exp.Paren | exp.Alias):
+        node = node.this
+    if isinstance(node, exp.Parameter):
+        return param_bits
+    if isinstance(node, exp.Literal):
+        return 32 if -(2**31) <= int(node.name) < 2**31 else 64
+    if isinstance(node, exp.Column | exp.Cast):
+        return scopes.type_of(node).precision or 32
+    if isinstance(node, exp.Length):
+        return 32
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+        parts = [
+            _int_bits(node.this, scopes, param_bits),
+            _int_bits(node.expression, scopes, param_bits),
+        ]
+        return max(parts)  # 0 (decided at run time) only when both sides are parameters
+    if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg | exp.Nullif):
+        return _int_bits(node.this, scopes, param_bits)
+    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.Case):
+        if isinstance(node, exp.Case):
+            args = [i.args.get("true") for i in node.args.get("ifs") or []]
+            args.append(node.args.get("default"))
+        else:
+            args = [node.this, *node.expressions]
+        widths = [_int_bits(a, scopes, param_bits) for a in args if _is_int(a, scopes)]
+        return max(widths, default=32)
+    if isinstance(node, exp.Subquery):
+        selects = node.this.selects if isinstance(node.this, exp.Select) else []
+        return _int_bits(selects[0], scopes, param_bits) if len(selects) == 1 else 64
+    return 64  # count(), sum(), row_number()... are bigint
+
+
+def _is_int(node: exp.Expr | None, scopes: Scopes) -> bool:
+    return node is not None and scopes.type_of(node).kind == "int"
+
+
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
@@ -177,6 +236,8 @@ class Translator:
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)
         scopes = Scopes(self.schema)
+        if isinstance(tree, exp.Update):
+            self._set_defaults(tree)
         self._check_constructs(tree)
         self._collect_ctes(tree, scopes)
         self._check_tables(tree, scopes)
@@ -280,8 +341,9 @@ class Translator:
                 for s in sqlglot.parse(text, read="postgres")
                 if s is not None and not isinstance(s, exp.Semicolon)
             ]
-        except ParseError as exc:
-            first = exc.errors[0]["description"] if exc.errors else str(exc)
+        except SqlglotError as exc:  # ParseError, and TokenError for an unterminated '...
+            errors = exc.errors if isinstance(exc, ParseError) else []
+            first = errors[0]["description"] if errors else str(exc)
             raise UnparsableQueryError(
                 f"the in-memory database fake could not parse this statement ({first}); "
                 f"if PostgreSQL accepts it, {TEST_AGAINST_PG}"
@@ -311,6 +373,31 @@ class Translator:
             raise refuse(f"{tree.name.upper()} statements")
         raise refuse(f"{tree.key.upper()} statements")
 
+    def _set_defaults(self, tree: exp.Update) -> None:
+        """Replace ``SET col = DEFAULT`` with the column's default (NULL without one)."""
+        table = self._target_table(tree)
+        for assignment in tree.expressions:
+            value = assignment.expression if isinstance(assignment, exp.EQ) else None
+            if not (
+                isinstance(value, exp.Column)
+                and not value.table
+                and isinstance(value.this, exp.Identifier)
+                and not value.this.args.get("quoted")
+                and value.name.upper() == "DEFAULT"
+            ):
+                continue
+            value.replace(self._column_default(table, assignment.this.name.lower()))
+
+    @staticmethod
+    def _column_default(table: Table, column: str) -> exp.Expr:
+        for item in table.create.this.expressions:
+            if isinstance(item, exp.ColumnDef) and item.name.lower() == column:
+                for constraint in item.args.get("constraints") or []:
+                    if isinstance(constraint.kind, exp.DefaultColumnConstraint):
+                        return exp.paren(constraint.kind.this.copy())
+                return exp.null()
+        raise DatabaseError(f'column "{column}" of relation "{table.name}" does not exist')
+
     def _check_constructs(self, tree: exp.Expr) -> None:  # noqa: PLR0912 (one check per construct)
         for node in tree.walk():
             for cls, what in _REFUSED_NODES.items():
@@ -318,10 +405,11 @@ class Translator:
                     if isinstance(node, exp.Array) and _inside_any(node):
                         break
                     raise refuse(what)
-            if isinstance(node, exp.Func) and not isinstance(node, _ALLOWED_FUNCS):
+            # Exact types: subclasses (ConcatWs of Concat, TryCast of Cast) mean other things.
+            if isinstance(node, exp.Func) and type(node) not in _ALLOWED_FUNC_TYPES:
                 if isinstance(node, exp.Binary | exp.Predicate | exp.Connector):
                     continue
-                raise refuse(f"the function {node.sql_name().lower()}()")
+                raise refuse(f"the function {_written_name(node)}()")
             if isinstance(node, exp.Anonymous) and node.name.lower() not in _ALLOWED_ANONYMOUS:
                 raise refuse(f"the function {node.name.lower()}()")
             if isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting":
@@ -730,6 +818,9 @@ class Translator:
             exp.Div: "pg_numeric_div",
         }
         integer = {exp.Div: "pg_int_div", exp.Mod: "pg_int_mod"}
+        # + - * on integers are range-checked in the result's type, as PostgreSQL does.
+        checked = {exp.Add: "pg_int_add", exp.Sub: "pg_int_sub", exp.Mul: "pg_int_mul"}
+        bits: dict[int, tuple[int, int]] = {}
         found: list[tuple[exp.Expr, str]] = []
         for node in tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod):
             kind = scopes.type_of(node).kind
@@ -739,6 +830,13 @@ class Translator:
                 found.append((node, numeric[type(node)]))
             elif kind == "int" and type(node) in integer:
                 found.append((node, integer[type(node)]))
+            elif kind == "int" and type(node) in checked:
+                found.append((node, checked[type(node)]))
+                param_bits = 0 if self.admin else 64
+                bits[id(node)] = (
+                    _int_bits(node.this, scopes, param_bits),
+                    _int_bits(node.expression, scopes, param_bits),
+                )
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")
@@ -747,6 +845,18 @@ class Translator:
                 seconds = float(right.this.name) * INTERVAL_SECONDS[right.text("unit").upper()]
                 sign = -1 if isinstance(operation, exp.Sub) else 1
                 right = exp.Literal.number(sign * seconds)
+            if id(operation) in bits:
+                left_bits, right_bits = bits[id(operation)]
+                operation.replace(
+                    fn(
+                        name,
+                        operation.this,
+                        right,
+                        exp.Literal.number(left_bits),
+                        exp.Literal.number(right_bits),
+                    )
+                )
+                continue
             operation.replace(fn(name, operation.this, right))
 
     @staticmethod

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -596,12 +597,19 @@ class InMemoryUserScopedDB:
             for record in raw
         ]
 
+    def _user_names(self, message: str) -> str:
+        """Return SQLite's message with the tables named as the user knows them."""
+        tables = self._schema.tables
+        return _BASE_NAME.sub(
+            lambda m: m.group(1) if m.group(1) in tables else m.group(0), message
+        )
+
     def _translate_error(self, exc: sqlite3.Error, query: str) -> DatabaseError:
         raised = self._state.error
         self._state.error = None
         if isinstance(raised, DatabaseError):
             return raised
-        message = str(exc)
+        message = self._user_names(str(exc))
         name = getattr(exc, "sqlite_errorname", "")
         if name == "SQLITE_CONSTRAINT_TRIGGER" and message.startswith(RLS_ERROR_PREFIX):
             table = message[len(RLS_ERROR_PREFIX) :].split(":", maxsplit=1)[0]
@@ -620,6 +628,9 @@ class InMemoryUserScopedDB:
         }:
             return IntegrityError(f"{_constraint_kind(name)} violated: {message}")
         return DatabaseError(f"query failed: {message}: {_short(query)}")
+
+
+_BASE_NAME = re.compile(r"\b_t_(\w+)")
 
 
 def _constraint_kind(name: str) -> str:
