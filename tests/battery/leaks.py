@@ -12,10 +12,11 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 
-__all__ = ["LeakScan", "marker"]
+__all__ = ["LeakScan", "marker", "provoke_database_errors"]
 
 
 def marker(kind: str) -> str:
@@ -75,3 +76,39 @@ class LeakScan:
             if any(fragment in text for fragment in _fragments(secret))
         ]
         assert not found, "credentials leaked:\n" + "\n".join(found)
+
+
+def provoke_database_errors(db: Any, scan: LeakScan, value: str) -> tuple[Any, Any]:
+    """Provoke each database error around a row value ``value``; return (alice, bob) ids.
+
+    ``db`` is a UserScopedDB and AdminDB (the fake or PostgresClient): the same scenario runs
+    on both, so a message that shows row values is caught on either backend.
+    """
+    alice = db.execute_admin(
+        "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{value}@x",)
+    )[0]["id"]
+    bob = db.execute_admin("INSERT INTO users (email) VALUES ('b@x') RETURNING id")[0]["id"]
+    scan.expect_error(
+        "unique violation",
+        lambda: db.execute_admin("INSERT INTO users (email) VALUES (%s)", (f"{value}@x",)),
+    )
+    scan.expect_error(
+        "check violation",
+        lambda: db.execute(
+            "INSERT INTO tickets (subject, status) VALUES (%s, %s)", (value, value), alice
+        ),
+    )
+    scan.expect_error(
+        "row security",
+        lambda: db.execute(
+            "INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (bob, value), alice
+        ),
+    )
+    # Not scanned: PostgreSQL's primary message quotes a value it cannot parse
+    # ('invalid input syntax for type uuid: "..."'); docs/reliability.md says so.
+    scan.expect_error("NUL", lambda: db.execute("SELECT %s::text AS t", (value + "\x00",), alice))
+    scan.expect_error(
+        "surrogate", lambda: db.execute("SELECT %s::text AS t", (value + "\ud800",), alice)
+    )
+    return alice, bob
+

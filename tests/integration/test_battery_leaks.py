@@ -23,7 +23,7 @@ from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from crm_infra.devservers.valkey import ValkeyDevServer
 from crm_infra.errors import InfraError
 from crm_infra.secret_cache import CachedSecretStore
-from tests.battery.leaks import LeakScan, marker
+from tests.battery.leaks import LeakScan, marker, provoke_database_errors
 from tests.fixtures.common import free_port, service_missing
 from tests.fixtures.openbao import VaultMount, create_token, read_policy
 
@@ -255,34 +255,7 @@ def test_database_passwords_and_row_values_never_leak(
         pg_database.app_url, 1, admin_connection_url=pg_database.admin_url, pool_timeout=0.3
     ) as db:
         scan.add("client repr", repr(db))
-        alice = db.execute_admin(
-            "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{value}@x",)
-        )[0]["id"]
-        bob = db.execute_admin("INSERT INTO users (email) VALUES ('b@x') RETURNING id")[0]["id"]
-        scan.expect_error(
-            "unique violation",
-            lambda: db.execute_admin("INSERT INTO users (email) VALUES (%s)", (f"{value}@x",)),
-        )
-        scan.expect_error(
-            "check violation",
-            lambda: db.execute(
-                "INSERT INTO tickets (subject, status) VALUES (%s, %s)", (value, value), alice
-            ),
-        )
-        scan.expect_error(
-            "row security",
-            lambda: db.execute(
-                "INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (bob, value), alice
-            ),
-        )
-        # Not scanned: PostgreSQL's primary message quotes a value it cannot parse
-        # ('invalid input syntax for type uuid: "..."'); docs/reliability.md says so.
-        scan.expect_error(
-            "NUL", lambda: db.execute("SELECT %s::text", (value + "\x00",), alice)
-        )
-        scan.expect_error(
-            "surrogate", lambda: db.execute("SELECT %s::text", (value + "\ud800",), alice)
-        )
+        alice, bob = provoke_database_errors(db, scan, value)
         with db.transaction(alice) as tx:
             tx.execute("SELECT 1")
             scan.expect_error("pool exhausted", lambda: db.execute("SELECT 1", (), bob))

@@ -9,7 +9,7 @@ import pytest
 from crm_infra import secret_paths
 from crm_infra.fakes import InMemoryKeyValueStore, InMemorySecretStore, InMemoryUserScopedDB
 from crm_infra.secret_cache import CachedSecretStore
-from tests.battery.leaks import LeakScan, marker
+from tests.battery.leaks import LeakScan, marker, provoke_database_errors
 
 
 @pytest.fixture(autouse=True)
@@ -77,32 +77,7 @@ def test_the_fake_database_never_shows_row_values(caplog: pytest.LogCaptureFixtu
     scan = LeakScan(value)
     with InMemoryUserScopedDB() as db:
         scan.add("repr", repr(db))
-        alice = db.execute_admin(
-            "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{value}@x",)
-        )[0]["id"]
-        bob = db.execute_admin("INSERT INTO users (email) VALUES ('b@x') RETURNING id")[0]["id"]
-        scan.expect_error(
-            "unique violation",
-            lambda: db.execute_admin("INSERT INTO users (email) VALUES (%s)", (f"{value}@x",)),
-        )
-        scan.expect_error(
-            "check violation",
-            lambda: db.execute(
-                "INSERT INTO tickets (subject, status) VALUES (%s, %s)", (value, value), alice
-            ),
-        )
-        scan.expect_error(
-            "row security",
-            lambda: db.execute(
-                "INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (bob, value), alice
-            ),
-        )
-        scan.expect_error(
-            "NUL", lambda: db.execute("SELECT %s::text AS t", (value + "\x00",), alice)
-        )
-        scan.expect_error(
-            "surrogate", lambda: db.execute("SELECT %s::text AS t", (value + "\ud800",), alice)
-        )
+        alice, _ = provoke_database_errors(db, scan, value)
     scan.expect_error("closed", lambda: db.execute("SELECT 1", (), alice))
     scan.add_records(caplog.records)
     scan.check()
