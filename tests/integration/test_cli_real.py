@@ -25,23 +25,9 @@ from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.devservers.valkey import ValkeyDevServer
+from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.openbao import VaultMount, create_token
-
-CLI_VARIABLES = (
-    "CRM_BACKEND",
-    "VAULT_ADDR",
-    "VAULT_TOKEN",
-    "VAULT_ROLE_ID",
-    "VAULT_SECRET_ID",
-    "VAULT_MOUNT_POINT",
-    "CRM_KEY_PREFIX",
-    "CRM_DB_POOL_SIZE",
-    "CRM_VAULT_TIMEOUT",
-    "CRM_DB_TIMEOUT",
-    "CRM_KV_TIMEOUT",
-    "CRM_HEALTH_TIMEOUT",
-)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from crm_infra.cli import main
+from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port
 
 TOKEN = "hvs.MARKER-cli-token-93be"
@@ -19,20 +20,7 @@ SECRET_ID = "MARKER-cli-secret-id-41f0"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start every test from an environment with none of the command's variables."""
-    for name in (
-        "CRM_BACKEND",
-        "VAULT_ADDR",
-        "VAULT_TOKEN",
-        "VAULT_ROLE_ID",
-        "VAULT_SECRET_ID",
-        "VAULT_MOUNT_POINT",
-        "CRM_KEY_PREFIX",
-        "CRM_DB_POOL_SIZE",
-        "CRM_VAULT_TIMEOUT",
-        "CRM_DB_TIMEOUT",
-        "CRM_KV_TIMEOUT",
-        "CRM_HEALTH_TIMEOUT",
-    ):
+    for name in CLI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
