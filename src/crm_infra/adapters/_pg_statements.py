@@ -30,6 +30,7 @@ import psycopg
 from psycopg import ClientCursor
 from psycopg.rows import DictRow, dict_row
 
+from crm_infra.adapters._pg_pipeline import PipelineState, run_pipelined, type_oids
 from crm_infra.ports import Params, Row
 
 __all__ = [
@@ -165,13 +166,14 @@ class ConnState:
     """What the client knows about one pooled connection: its prepared statements, a reusable
     cursor, and when it was last handed back (for the idle health check)."""
 
-    __slots__ = ("cursor", "issued", "last_used", "names")
+    __slots__ = ("cursor", "issued", "last_used", "names", "pipeline")
 
     def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
         self.names: dict[tuple[str, tuple[str | None, ...]], str] = {}
         self.issued = 0
         self.last_used = time.monotonic()
         self.cursor = ClientCursor(conn, row_factory=dict_row)
+        self.pipeline = PipelineState(conn)
 
     def new_name(self, limit: int) -> str | None:
         if self.issued >= limit:
@@ -274,6 +276,8 @@ class StatementCache:
             return _run_unprepared(cur, head, head_params, query, params)
         key = (sql, types)
         name = state.names.get(key)
+        if user is not None and not before and not after:
+            return self._run_pipelined(conn, state, key, name=name, user=user, values=values)
         if name is not None:
             cur.execute(head + _call(name, len(values)), [*head_params, *values])
             return fetch_last(cur)
@@ -286,6 +290,37 @@ class StatementCache:
         cur.execute(head + prepare + _call(name, len(values)), [*head_params, *values])
         state.names[key] = name  # only once the server has it
         return fetch_last(cur)
+
+    def _run_pipelined(
+        self,
+        conn: psycopg.Connection[DictRow],
+        state: ConnState,
+        key: tuple[str, tuple[str | None, ...]],
+        *,
+        name: str | None,
+        user: str,
+        values: list[Any],
+    ) -> list[Row]:
+        prepare = None
+        if name is None:
+            name = state.new_name(self._max)
+            if name is None:  # cache full: let the server plan it each time, unnamed
+                name = ""
+            prepare = (key[0], type_oids(key[1]))
+        try:
+            rows, prepared = run_pipelined(
+                conn, state.pipeline, name=name, prepare=prepare, user=user, values=values
+            )
+        except psycopg.errors.FeatureNotSupported as exc:
+            if prepare is not None or "cached plan must not change result type" not in str(exc):
+                raise
+            # The statement's tables changed shape since it was prepared (``SELECT *`` after
+            # a new column): the call ran nothing, so prepare it afresh and run it again.
+            del state.names[key]
+            return self._run_pipelined(conn, state, key, name=None, user=user, values=values)
+        if prepared and name:
+            state.names[key] = name  # the server has it, even if the statement then failed
+        return rows
 
 
 # Prepared once per connection, so the per-call setting costs the server no parse or plan.

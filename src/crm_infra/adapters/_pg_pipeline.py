@@ -1,0 +1,168 @@
+"""``execute`` in one round trip at the cost of a plain query: a libpq pipeline.
+
+For a user-scoped ``execute`` of one preparable statement the client sends, through libpq's
+pipeline mode on the connection's ``pgconn``::
+
+    [Parse _crm_sN]  Bind/Execute _crm_set_user(uuid)  Bind/Execute _crm_sN(values)  Sync
+
+The extended protocol runs everything up to the Sync in order, in one implicit transaction
+when the connection starts idle in autocommit (the caller asserts it), so the
+transaction-local user setting is in force for the statement and gone at the Sync. Server
+plans are reused (named statements), values travel as text parameters of the declared types,
+never spliced into SQL, and the client does one write and reads until the Sync: about the
+client and server work of a raw pooled query.
+
+This works below psycopg's public API (pipeline mode on ``pgconn``, psycopg's generators and
+``Connection.wait``), which is why ``pyproject.toml`` pins psycopg's minor version. After an
+error the results are drained to the Sync, so the connection stays usable; a call interrupted
+before the Sync was read leaves the protocol state unknown, so the connection is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import abc as pg_abc
+from psycopg import errors as pg_errors
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.generators import fetch_many, send
+from psycopg.pq import ExecStatus
+from psycopg.pq.abc import PGconn, PGresult
+from psycopg.rows import DictRow
+
+from crm_infra.ports import Row
+
+__all__ = ["PipelineState", "run_pipelined", "type_oids"]
+
+# The declared parameter types of ``_pg_statements._pg_type`` as OIDs (0: let the server infer).
+_OIDS = {
+    "unknown": 0,
+    "bool": 16,
+    "bytea": 17,
+    "int8": 20,
+    "float8": 701,
+    "date": 1082,
+    "time": 1083,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "interval": 1186,
+    "timetz": 1266,
+    "numeric": 1700,
+    "uuid": 2950,
+}
+
+SET_USER = b"_crm_set_user"
+
+
+def type_oids(types: Sequence[str | None]) -> list[int]:
+    """Return the OIDs to declare for the given type names (all known to ``_pg_type``)."""
+    return [_OIDS[t or "unknown"] for t in types]
+
+
+class PipelineState:
+    """What one connection needs for pipelined calls: a reusable transformer (it caches
+    dumpers and loaders) and the connection's encoding."""
+
+    __slots__ = ("encoding", "transformer")
+
+    def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
+        self.transformer: pg_abc.Transformer = Transformer(conn)
+        self.encoding = conn.info.encoding
+
+
+_TEXT_FORMATS: dict[int, list[PyFormat]] = {}
+
+
+def _text_formats(count: int) -> list[PyFormat]:
+    formats = _TEXT_FORMATS.get(count)
+    if formats is None:
+        formats = _TEXT_FORMATS.setdefault(count, [PyFormat.TEXT] * count)
+    return formats
+
+
+def run_pipelined(
+    conn: psycopg.Connection[DictRow],
+    state: PipelineState,
+    *,
+    name: str,
+    prepare: tuple[str, list[int]] | None,
+    user: str,
+    values: Sequence[Any],
+) -> tuple[list[Row], bool]:
+    """Run prepared statement ``name`` for ``user`` in one round trip.
+
+    Args:
+        conn: a connection idle in autocommit, not in pipeline mode.
+        state: the connection's :class:`PipelineState`.
+        name: the statement's name.
+        prepare: ``(sql with $n placeholders, declared type OIDs)`` to prepare ``name`` first,
+            or None when the connection has it already.
+        user: the user id (a UUID's text) to set transaction-locally.
+        values: the statement's parameter values, in ``$n`` order.
+
+    Returns:
+        The rows (``[]`` for a statement without a result) and whether ``prepare`` succeeded
+        (False when nothing was to be prepared).
+
+    Raises:
+        psycopg.Error: the server refused something (the connection is idle again), or the
+            connection failed (it is closed). Errors of dumping ``values`` come before any I/O.
+    """
+    tx = state.transformer
+    # Dumped before anything is sent: a value psycopg cannot send fails with nothing to undo.
+    params = tx.dump_sequence(values, _text_formats(len(values))) if values else None
+    pgconn = conn.pgconn
+    encoding = state.encoding
+    expected = 2
+    pgconn.enter_pipeline_mode()
+    try:
+        if prepare is not None:
+            pgconn.send_prepare(
+                name.encode(encoding), prepare[0].encode(encoding), param_types=prepare[1]
+            )
+            expected = 3
+        pgconn.send_query_prepared(SET_USER, [user.encode()])
+        pgconn.send_query_prepared(name.encode(encoding), params)
+        pgconn.pipeline_sync()
+        results = conn.wait(_exchange(pgconn, expected))
+        pgconn.exit_pipeline_mode()
+    except BaseException:
+        # Interrupted or disconnected before the Sync was read: what the server still has
+        # to say is unknown, so the connection cannot be used again.
+        conn.close()
+        raise
+    prepared = prepare is not None and results[0].status == ExecStatus.COMMAND_OK
+    for result in results:
+        if result.status == ExecStatus.FATAL_ERROR:
+            raise pg_errors.error_from_result(result, encoding=encoding)
+    return _rows(tx, results[-1], encoding), prepared
+
+
+def _exchange(pgconn: PGconn, expected: int) -> Generator[Any, Any, list[PGresult]]:
+    """Flush the pipeline, then read each statement's result and the Sync."""
+    yield from send(pgconn)
+    results: list[PGresult] = []
+    for _ in range(expected):
+        # One statement's results up to its terminating NULL (an aborted one gives
+        # PIPELINE_ABORTED); the last of them is the one that counts.
+        got = yield from fetch_many(pgconn)
+        results.append(got[-1])
+    sync = yield from fetch_many(pgconn)
+    if not sync or sync[-1].status != ExecStatus.PIPELINE_SYNC:
+        raise psycopg.OperationalError("the server's answer to a pipeline ended unexpectedly")
+    return results
+
+
+def _rows(tx: pg_abc.Transformer, result: PGresult, encoding: str) -> list[Row]:
+    if result.status != ExecStatus.TUPLES_OK or not result.ntuples:
+        return []
+    tx.set_pgresult(result)
+    names = [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
+
+    def make_row(values: Sequence[Any]) -> Row:
+        return dict(zip(names, values, strict=True))
+
+    rows: list[Row] = tx.load_rows(0, result.ntuples, make_row)
+    return rows
