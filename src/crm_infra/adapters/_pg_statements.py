@@ -1,6 +1,8 @@
-"""One round trip per user-scoped statement: simple Query messages with reused plans.
+"""One round trip per user-scoped statement, with reused plans.
 
-A user-scoped call sends ONE simple-Query message::
+``execute`` of one preparable statement goes as a libpq pipeline (:mod:`._pg_pipeline`).
+Everything else (statements inside ``transaction()``, SQL that cannot be prepared, values of
+other types) sends ONE simple-Query message::
 
     [BEGIN;] EXECUTE _crm_set_user('<uuid>'); EXECUTE _crm_sN(<literals>)
 

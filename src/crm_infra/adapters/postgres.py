@@ -3,9 +3,10 @@
 User-facing work runs as an application role that RLS binds (checked at start-up), from one
 pool; admin work (migrations, cross-user batches) runs as a BYPASSRLS role from a second pool
 opened on first use. Each user-scoped ``execute`` is ONE round trip: the transaction-local
-``set_config('app.current_user_id', ..., true)`` travels in the same simple-Query message as
-the statement (see :mod:`crm_infra.adapters._pg_statements`), so the user setting cannot
-outlive the statement or leak through the pool.
+``set_config('app.current_user_id', ..., true)`` travels with the statement, in one libpq
+pipeline up to one Sync (see :mod:`crm_infra.adapters._pg_pipeline`) or, for SQL that cannot be
+prepared, in one simple-Query message (:mod:`crm_infra.adapters._pg_statements`), so the user
+setting cannot outlive the statement or leak through the pool.
 
 Errors are translated in one place (:func:`translate_errors`); see ``_pg_errors`` for the tree.
 """
