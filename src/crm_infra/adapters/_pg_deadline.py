@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +41,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._armed: dict[int, tuple[float, Any]] = {}
         self._fired: set[int] = set()
+        self._ended: weakref.WeakSet[Any] = weakref.WeakSet()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if seconds is not None:
@@ -66,8 +68,13 @@ class Watchdog:
             fired = key in self._fired
             self._fired.discard(key)
         if fired:
+            self._ended.add(conn)
             conn.close()  # its socket is broken, whether or not the call noticed
         return fired
+
+    def ended(self, conn: Any) -> bool:
+        """Return True when the deadline is what closed ``conn`` (not the server)."""
+        return conn in self._ended
 
     def timeout_error(self, operation: str) -> PostgresTimeoutError:
         """Return the error for a statement the deadline ended."""

@@ -419,6 +419,8 @@ class PostgresClient:
             f"crm_pg_admin_tx_{id(self)}", default=None
         )
         self._admin_lock = threading.Lock()
+        self._replace_lock = threading.Lock()
+        self._replaced_at: dict[str, float] = {}
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._admin_conninfo: str | None = None
         self._closed = False
@@ -551,6 +553,8 @@ class PostgresClient:
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
+        if conn.closed and not self._watchdog.ended(conn):
+            self._replace_idle_connections(pool)
         status = conn.pgconn.transaction_status
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             try:
@@ -580,6 +584,22 @@ class PostgresClient:
         else:
             self._statements.state(conn).last_used = time.monotonic()
         pool.putconn(conn)
+
+    def _replace_idle_connections(self, pool: ConnectionPool[PgConnection]) -> None:
+        """A call found its connection closed by the server (a restart, a failover, backends
+        terminated): the pool's other connections, opened before, are most likely dead too.
+        Replace them all now, so that the next calls wait briefly for fresh connections
+        instead of each failing on one more dead one. At most once a second per pool."""
+        now = time.monotonic()
+        with self._replace_lock:
+            if now - self._replaced_at.get(pool.name, -math.inf) < 1.0:
+                return
+            self._replaced_at[pool.name] = now
+        logger.warning(
+            "a pooled connection was closed by the server; replacing the idle ones (%s)",
+            pool.name,
+        )
+        pool.drain()
 
     # --- UserScopedDB ------------------------------------------------------------------------
 
