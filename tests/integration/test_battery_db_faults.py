@@ -183,6 +183,7 @@ def test_connections_killed_while_pooled_fail_typed_then_are_replaced(
     private_db: BootstrappedDatabase, client: PostgresClient
 ) -> None:
     user = _new_user(client)
+    client.pool.wait(timeout=10)  # all four open (the pool opens them in the background)
     stats = client.pool.get_stats()
     assert stats["pool_size"] == 4
     with psycopg.connect(private_db.superuser_url, dbname=private_db.database) as su:
@@ -207,6 +208,7 @@ def test_after_a_restart_while_idle_one_call_fails_and_the_rest_succeed(
     private_cluster: PrivateCluster, client: PostgresClient
 ) -> None:
     user = _new_user(client)
+    client.pool.wait(timeout=10)
     assert client.pool.get_stats()["pool_size"] == 4
     private_cluster.restart("fast")
     outcomes: list[str] = []
@@ -276,6 +278,40 @@ def test_a_frozen_server_fails_calls_by_the_client_deadline(
     assert isinstance(error, QueryTimeoutError | DatabaseUnavailableError)
     assert elapsed < 10
     _until_ok(lambda: client.execute_scalar("SELECT 1", user_id=user))
+
+
+def test_a_frozen_server_fails_admin_calls_by_the_client_deadline(
+    private_cluster: PrivateCluster, private_db: BootstrappedDatabase
+) -> None:
+    with PostgresClient(
+        private_db.app_url,
+        1,
+        admin_connection_url=private_db.admin_url,
+        admin_statement_timeout=1,
+        admin_pool_size=2,
+        pool_timeout=3,
+    ) as db:
+        # Two idle admin connections, one for each call below: each meets the frozen server
+        # on a connection it already has (a new one would fail by connect_timeout).
+        with db.admin_connection(), db.admin_connection():
+            pass
+        assert db.execute_admin("SELECT 1 AS one") == [{"one": 1}]
+        private_cluster.pause()
+        try:
+            error, elapsed = _in_thread(lambda: db.execute_admin("SELECT 1"), 15)
+
+            def in_transaction() -> None:
+                with db.admin_transaction() as tx:  # its BEGIN meets the frozen server
+                    tx.execute("SELECT 1")
+
+            tx_error, tx_elapsed = _in_thread(in_transaction, 15)
+        finally:
+            private_cluster.resume()
+        for failure, took in ((error, elapsed), (tx_error, tx_elapsed)):
+            assert isinstance(failure, QueryTimeoutError), failure
+            _typed(failure)
+            assert took < 8  # admin_statement_timeout (1 s) + the 2 s grace, with slack
+        _until_ok(lambda: db.execute_admin("SELECT 1"))
 
 
 def test_a_frozen_server_fails_new_connections_within_the_connect_timeout(

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -46,9 +47,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         if seconds is not None:
             self._interval = max(0.05, min(0.5, seconds / 10))
-            self._thread = threading.Thread(
-                target=self._watch, name="crm-pg-deadline", daemon=True
-            )
+            self._thread = threading.Thread(target=self._watch, name="crm-pg-deadline", daemon=True)
             self._thread.start()
 
     def arm(self, conn: Any) -> int:
@@ -101,6 +100,28 @@ class Watchdog:
             raise
         else:
             self.disarm(key, conn)
+
+    @contextmanager
+    def guard_edges(
+        self, block: AbstractContextManager[Any], conn: Any, operation: str
+    ) -> Iterator[None]:
+        """Enter and leave ``block`` (e.g. ``conn.transaction()``: its BEGIN and its COMMIT or
+        ROLLBACK) under the deadline, but not the caller's code in between.
+
+        Raises:
+            PostgresTimeoutError: entering or leaving outlived the deadline.
+        """
+        with self.guard(conn, operation):
+            block.__enter__()
+        try:
+            yield
+        except BaseException:
+            with self.guard(conn, operation):
+                if block.__exit__(*sys.exc_info()):
+                    return  # the block handled it (psycopg's Rollback)
+            raise
+        with self.guard(conn, operation):
+            block.__exit__(None, None, None)
 
     def close(self) -> None:
         """Stop the watchdog thread."""

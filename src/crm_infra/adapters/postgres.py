@@ -310,7 +310,10 @@ class _AdminTransaction:
             raise PostgresTransactionUsageError(
                 f"{op} failed: the transaction block has ended", operation=op
             )
-        with translate_errors(op, self._client._secrets):
+        with (
+            translate_errors(op, self._client._secrets),
+            self._client._admin_watchdog.guard(self._conn, op),
+        ):
             return _run_admin(self._conn, query, params)
 
     def execute_one(self, query: str, params: Params = ()) -> Row | None:
@@ -356,7 +359,9 @@ class PostgresClient:
         statement_timeout: seconds a user-scoped statement may run (None: no limit). The
             client's own deadline ends a call 2 s later even when the server cannot (a
             frozen server), with :class:`PostgresTimeoutError`.
-        admin_statement_timeout: the same for admin work (default None: migrations may be long).
+        admin_statement_timeout: the same for admin work (default None: migrations may be long),
+            with the client's deadline 2 s later for ``execute_admin`` and the statements of
+            ``admin_transaction()``.
         pool_timeout: seconds to wait for a free pooled connection, including the pool's
             attempts to open a new one (default 5: DESIGN's "connecting gives up within 5 s"
             also holds when the server goes away after start-up).
@@ -437,6 +442,9 @@ class PostgresClient:
         # The server enforces statement_timeout; this is the backstop for when it cannot.
         self._watchdog = Watchdog(
             None if statement_timeout is None else statement_timeout + GRACE_S
+        )
+        self._admin_watchdog = Watchdog(
+            None if admin_statement_timeout is None else admin_statement_timeout + GRACE_S
         )
 
     # --- set-up ----------------------------------------------------------------------------
@@ -553,7 +561,7 @@ class PostgresClient:
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
-        if conn.closed and not self._watchdog.ended(conn):
+        if conn.closed and not (self._watchdog.ended(conn) or self._admin_watchdog.ended(conn)):
             self._replace_idle_connections(pool)
         status = conn.pgconn.transaction_status
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
@@ -795,7 +803,11 @@ class PostgresClient:
         """
         op = _describe("execute_admin", query)
         pool = self._ensure_admin_pool(op)
-        with translate_errors(op, self._secrets), self._borrow(pool, op) as conn:
+        with (
+            translate_errors(op, self._secrets),
+            self._borrow(pool, op) as conn,
+            self._admin_watchdog.guard(conn, op),
+        ):
             return _run_admin(conn, query, params)
 
     @contextmanager
@@ -827,7 +839,10 @@ class PostgresClient:
     @contextmanager
     def _admin_block(self, conn: PgConnection) -> Iterator[_AdminTransaction]:
         handle = _AdminTransaction(self, conn)
-        with translate_errors("admin_transaction", self._secrets), conn.transaction():
+        with (
+            translate_errors("admin_transaction", self._secrets),
+            self._admin_watchdog.guard_edges(conn.transaction(), conn, "admin_transaction"),
+        ):
             try:
                 yield handle
             finally:
@@ -894,6 +909,7 @@ class PostgresClient:
             return
         self._closed = True
         self._watchdog.close()
+        self._admin_watchdog.close()
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()
