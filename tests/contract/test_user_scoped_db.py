@@ -14,6 +14,7 @@ import pytest
 
 from crm_infra import (
     DatabaseError,
+    DatabaseInputError,
     IntegrityError,
     InvalidUserIdError,
     MissingUserContextError,
@@ -706,6 +707,9 @@ _IDENTITY_CHANGES = [
     "SET app.current_user_id = %s",
     "SET LOCAL app.current_user_id TO %s",
     "SET SESSION app.current_user_id = %s",
+    'SELECT "set_config"(\'app.current_user_id\', %s, true) AS x',
+    "SELECT pg_catalog.\"set_config\"('app.current_user_id', %s, true) AS x",
+    "DO $$BEGIN PERFORM set_config('app.current_user_id', %s, true); END$$",
 ]
 
 
@@ -733,3 +737,26 @@ def test_text_that_only_mentions_set_config_in_a_literal_is_fine(
 ) -> None:
     db.execute("INSERT INTO contacts (name) VALUES ('set_config(x)')", user_id=alice)
     assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "set_config(x)"}]
+
+
+# libpq ends SQL text at a NUL byte: "DELETE FROM contacts\0 WHERE ..." would delete every
+# row. Such text is refused before anything runs.
+def test_sql_text_with_a_nul_byte_is_refused_and_changes_nothing(
+    db: ContractDB, alice: UUID
+) -> None:
+    keep = add_contact(db, alice, "Ann")
+    other = add_contact(db, alice, "Ben")
+    with pytest.raises(DatabaseInputError, match="NUL"):
+        db.execute("DELETE FROM contacts\x00 WHERE id = %s", (other,), user_id=alice)
+    rows = db.execute("SELECT id FROM contacts ORDER BY name", user_id=alice)
+    assert [r["id"] for r in rows] == [keep, other]
+
+
+def test_a_nul_byte_in_sql_text_aborts_the_transaction_it_is_sent_in(
+    db: ContractDB, alice: UUID
+) -> None:
+    with pytest.raises(TransactionUsageError), db.transaction(alice) as tx:  # noqa: PT012 - the block body is what is tested
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with pytest.raises(DatabaseInputError):
+            tx.execute("DELETE FROM contacts\x00 WHERE name = 'Ann'")
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == []

@@ -3,7 +3,11 @@ the connection usable and clean, plans are reused, and a changed table is re-pla
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dis
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -11,8 +15,15 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
 
-from crm_infra import DatabaseError, IntegrityError, RowSecurityError
-from crm_infra.adapters import PostgresClient
+from crm_infra import (
+    BackendUnavailableError,
+    DatabaseError,
+    DatabaseInputError,
+    IntegrityError,
+    RowSecurityError,
+    TransactionUsageError,
+)
+from crm_infra.adapters import PostgresClient, PostgresError, _pg_pipeline
 from crm_infra.adapters._pg_statements import StatementCache
 from crm_infra.bootstrap import BootstrappedDatabase
 
@@ -73,14 +84,16 @@ def test_a_statement_is_prepared_once_even_when_its_first_run_fails(
     client: PostgresClient,
 ) -> None:
     user = _user(client)
-    insert = "INSERT INTO contacts (id, user_id, name) VALUES (%s, %s, 'x')"
     contact = uuid4()
-    client.execute(insert, (contact, user), user_id=user)
-    before = _session_state(client)["prepared"]
+    client.execute(  # another SQL text takes the id first
+        "INSERT INTO contacts (id, name) VALUES (%s, 'first')", (contact,), user_id=user
+    )
+    insert = "INSERT INTO contacts (id, user_id, name) VALUES (%s, %s, 'x')"
+    before = int(str(_session_state(client)["prepared"]))
     for _ in range(5):
         with pytest.raises(IntegrityError):
-            client.execute(insert, (contact, user), user_id=user)  # the same id again
-    assert _session_state(client)["prepared"] == before
+            client.execute(insert, (contact, user), user_id=user)  # fails from its first run
+    assert _session_state(client)["prepared"] == before + 1
 
 
 def test_a_table_that_changed_shape_is_planned_again(
@@ -95,10 +108,12 @@ def test_a_table_that_changed_shape_is_planned_again(
         try:
             user = uuid4()
             assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1}]
+            prepared = _session_state(client)["prepared"]
             su.execute(f"ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'")
             # The prepared plan's result type no longer holds; the server says so without
             # running anything, and the client prepares the statement afresh.
             assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1, "b": "new"}]
+            assert _session_state(client)["prepared"] == prepared  # the stale one is gone
         finally:
             su.execute(f"DROP TABLE {table}")
 
@@ -118,3 +133,87 @@ def test_a_full_statement_cache_runs_statements_unnamed(
             assert rows == [{"n": 1 + i}]
         names = conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall()
         assert [r["name"] for r in names] == ["_crm_s1", "_crm_set_user"]
+
+
+@pytest.mark.parametrize("query", ["SELECT $1 AS x", "SELECT %s::int AS a, $2 AS b"])
+def test_a_dollar_parameter_in_the_sql_is_a_plain_error_not_an_outage(
+    client: PostgresClient, query: str
+) -> None:
+    params = (1,) if "%s" in query else ()
+    with pytest.raises(DatabaseError) as caught:
+        client.execute(query, params, user_id=uuid4())
+    assert not isinstance(caught.value, BackendUnavailableError)
+    assert isinstance(caught.value, PostgresError)
+    assert caught.value.sqlstate == "42P02"  # there is no parameter $n
+    assert client.execute_scalar("SELECT 1 AS one", user_id=uuid4()) == 1
+
+
+def test_sql_text_that_cannot_be_encoded_keeps_the_connection(client: PostgresClient) -> None:
+    pid = client.execute_scalar("SELECT pg_backend_pid() AS pid", user_id=uuid4())
+    with pytest.raises(DatabaseInputError):
+        client.execute("SELECT 1 AS \ud800x", user_id=uuid4())
+    assert client.execute_scalar("SELECT pg_backend_pid() AS pid", user_id=uuid4()) == pid
+
+
+def _interrupt_after(call_name: str) -> Callable[[FrameType, str, object], Any]:
+    """A trace function raising KeyboardInterrupt right after ``run_pipelined`` calls
+    ``pgconn.<call_name>`` (where a signal handler's exception can arrive: CPython runs
+    handlers after a C call returns)."""
+    code = _pg_pipeline.run_pipelined.__code__
+    instructions = list(dis.get_instructions(code))
+    start = next(i for i, ins in enumerate(instructions) if ins.argval == call_name)
+    call = next(i for i in range(start, len(instructions)) if instructions[i].opname == "CALL")
+    target = instructions[call + 1].offset
+    armed = [True]
+
+    def local(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "opcode" and frame.f_lasti == target and armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt(f"after {call_name}")
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    return tracer
+
+
+@pytest.mark.parametrize(
+    "call_name", ["enter_pipeline_mode", "send_prepare", "send_query_prepared", "pipeline_sync"]
+)
+def test_an_interrupt_inside_the_pipeline_never_leaves_a_pooled_connection_in_it(
+    client: PostgresClient, call_name: str
+) -> None:
+    user = _user(client)
+    query = f"SELECT %s::text AS v -- {call_name}"  # new text: the call prepares it
+    sys.settrace(_interrupt_after(call_name))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.execute(query, ("x",), user_id=user)
+    finally:
+        sys.settrace(None)
+    conn = client.pool.getconn()
+    try:
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    finally:
+        client.pool.putconn(conn)
+    # Every path works on the pool afterwards.
+    assert client.health_check()
+    with client.transaction(user) as tx:
+        tx.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+    with client.connection(user) as raw:
+        assert raw.execute("SELECT count(*) AS n FROM contacts").fetchone() == {"n": 1}
+    assert client.execute(query, ("y",), user_id=user) == [{"v": "y"}]
+
+
+def test_a_connection_left_in_pipeline_mode_is_never_used(client: PostgresClient) -> None:
+    conn = client.pool.getconn()
+    conn.pgconn.enter_pipeline_mode()
+    client.pool.putconn(conn)
+    with pytest.raises(TransactionUsageError, match="pipeline mode"):
+        client.execute("SELECT 1 AS one", user_id=uuid4())
+    assert conn.closed
+    assert client.execute_scalar("SELECT 1 AS one", user_id=uuid4()) == 1

@@ -21,7 +21,7 @@ before the Sync was read leaves the protocol state unknown, so the connection is
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import abc as pg_abc
@@ -34,7 +34,7 @@ from psycopg.rows import DictRow
 
 from crm_infra.ports import Row
 
-__all__ = ["PipelineState", "run_pipelined", "type_oids"]
+__all__ = ["Outcome", "PipelineState", "run_pipelined", "type_oids"]
 
 # The declared parameter types of ``_pg_statements._pg_type`` as OIDs (0: let the server infer).
 _OIDS = {
@@ -82,6 +82,14 @@ def _text_formats(count: int) -> list[PyFormat]:
     return formats
 
 
+class Outcome(NamedTuple):
+    """What one pipelined call gave: its rows, or the error the server answered with."""
+
+    rows: list[Row]
+    error: psycopg.Error | None
+    prepared: bool  # the statement was prepared by this call (even if running it then failed)
+
+
 def run_pipelined(
     conn: psycopg.Connection[DictRow],
     state: PipelineState,
@@ -90,54 +98,54 @@ def run_pipelined(
     prepare: tuple[str, list[int]] | None,
     user: str,
     values: Sequence[Any],
-) -> tuple[list[Row], bool]:
+) -> Outcome:
     """Run prepared statement ``name`` for ``user`` in one round trip.
 
     Args:
         conn: a connection idle in autocommit, not in pipeline mode.
         state: the connection's :class:`PipelineState`.
-        name: the statement's name.
+        name: the statement's name (``""``: the unnamed statement, prepared in this call).
         prepare: ``(sql with $n placeholders, declared type OIDs)`` to prepare ``name`` first,
             or None when the connection has it already.
         user: the user id (a UUID's text) to set transaction-locally.
         values: the statement's parameter values, in ``$n`` order.
 
     Returns:
-        The rows (``[]`` for a statement without a result) and whether ``prepare`` succeeded
-        (False when nothing was to be prepared).
+        The rows (``[]`` for a statement without a result), or the error the server answered
+        with (the connection is idle again), and whether ``prepare`` succeeded.
 
     Raises:
-        psycopg.Error: the server refused something (the connection is idle again), or the
-            connection failed (it is closed). Errors of dumping ``values`` come before any I/O.
+        psycopg.Error: the connection failed (it is closed). Errors of encoding the SQL or
+            dumping ``values`` come before any I/O, with the connection untouched.
+        UnicodeEncodeError: the SQL text or a value cannot be encoded (before any I/O).
     """
     tx = state.transformer
-    # Dumped before anything is sent: a value psycopg cannot send fails with nothing to undo.
-    params = tx.dump_sequence(values, _text_formats(len(values))) if values else None
-    pgconn = conn.pgconn
     encoding = state.encoding
-    expected = 2
-    pgconn.enter_pipeline_mode()
+    # Everything that can fail on the caller's input happens before anything is sent.
+    params = tx.dump_sequence(values, _text_formats(len(values))) if values else None
+    statement = name.encode(encoding)
+    parse = None if prepare is None else (prepare[0].encode(encoding), prepare[1])
+    user_param = [user.encode()]
+    pgconn = conn.pgconn
     try:
-        if prepare is not None:
-            pgconn.send_prepare(
-                name.encode(encoding), prepare[0].encode(encoding), param_types=prepare[1]
-            )
-            expected = 3
-        pgconn.send_query_prepared(SET_USER, [user.encode()])
-        pgconn.send_query_prepared(name.encode(encoding), params)
+        pgconn.enter_pipeline_mode()
+        if parse is not None:
+            pgconn.send_prepare(statement, parse[0], param_types=parse[1])
+        pgconn.send_query_prepared(SET_USER, user_param)
+        pgconn.send_query_prepared(statement, params)
         pgconn.pipeline_sync()
-        results = conn.wait(_exchange(pgconn, expected))
+        results = conn.wait(_exchange(pgconn, 2 if parse is None else 3))
         pgconn.exit_pipeline_mode()
     except BaseException:
         # Interrupted or disconnected before the Sync was read: what the server still has
         # to say is unknown, so the connection cannot be used again.
         conn.close()
         raise
-    prepared = prepare is not None and results[0].status == ExecStatus.COMMAND_OK
+    prepared = parse is not None and results[0].status == ExecStatus.COMMAND_OK
     for result in results:
         if result.status == ExecStatus.FATAL_ERROR:
-            raise pg_errors.error_from_result(result, encoding=encoding)
-    return _rows(tx, results[-1], encoding), prepared
+            return Outcome([], pg_errors.error_from_result(result, encoding=encoding), prepared)
+    return Outcome(_rows(tx, results[-1], encoding), None, prepared)
 
 
 def _exchange(pgconn: PGconn, expected: int) -> Generator[Any, Any, list[PGresult]]:

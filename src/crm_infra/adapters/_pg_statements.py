@@ -133,7 +133,10 @@ def _preparable(query: str) -> bool:
     word = re.match(r"[A-Za-z]+", head)
     if word is None or word.group(0).lower() not in _PREPARABLE:
         return False
-    return not _has_statement_break(query)
+    code = _SKIPPABLE.sub(" ", query)
+    # A ``$1`` of the caller's own would clash with the placeholders: the server's own error
+    # for it ("there is no parameter $1") comes from the unprepared path.
+    return ";" not in code and _DOLLAR_PARAMETER.search(code) is None
 
 
 # Things a ';' may hide in: quoted strings and identifiers, dollar quotes, comments.
@@ -142,6 +145,9 @@ _SKIPPABLE = re.compile(
     r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?\1",
     re.DOTALL,
 )
+
+
+_DOLLAR_PARAMETER = re.compile(r"\$\d")
 
 
 def _has_statement_break(query: str) -> bool:
@@ -158,10 +164,37 @@ _IDENTITY_CHANGE = re.compile(
 )
 
 
+# For the identity check: string literals and comments go; a quoted identifier counts as its
+# name ("set_config" calls set_config); a dollar-quoted body (a DO block, a function body) is
+# code, so it is read like the rest.
+_IDENTITY_TOKENS = re.compile(
+    r"""\b[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/"""
+    r'|"((?:[^"]|"")*)"'
+    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)(.*?)\2",
+    re.DOTALL,
+)
+
+
+def _identity_code(query: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        identifier, _tag, body = match.groups()
+        if identifier is not None:
+            return identifier.replace('""', '"')
+        if body is not None:
+            return f" {_identity_code(body)} "
+        return " "
+
+    return _IDENTITY_TOKENS.sub(replace, query)
+
+
 @functools.lru_cache(maxsize=4096)
 def changes_user_identity(query: str) -> bool:
-    """Return True when ``query`` would set the RLS user or switch roles (outside literals)."""
-    return _IDENTITY_CHANGE.search(_SKIPPABLE.sub(" ", query)) is not None
+    """Return True when ``query`` would set the RLS user or switch roles (outside literals).
+
+    A guard against mistakes in trusted SQL, not a sandbox: SQL built to hide a call (text
+    run by ``query_to_xml``, say) is not found.
+    """
+    return _IDENTITY_CHANGE.search(_identity_code(query)) is not None
 
 
 class ConnState:
@@ -309,20 +342,29 @@ class StatementCache:
             if name is None:  # cache full: let the server plan it each time, unnamed
                 name = ""
             prepare = (key[0], type_oids(key[1]))
-        try:
-            rows, prepared = run_pipelined(
-                conn, state.pipeline, name=name, prepare=prepare, user=user, values=values
-            )
-        except psycopg.errors.FeatureNotSupported as exc:
-            if prepare is not None or "cached plan must not change result type" not in str(exc):
-                raise
+        outcome = run_pipelined(
+            conn, state.pipeline, name=name, prepare=prepare, user=user, values=values
+        )
+        if outcome.prepared and name:
+            state.names[key] = name  # the server has it, even if running it then failed
+        error = outcome.error
+        if error is None:
+            return outcome.rows
+        if prepare is None and _changed_shape(error):
             # The statement's tables changed shape since it was prepared (``SELECT *`` after
             # a new column): the call ran nothing, so prepare it afresh and run it again.
             del state.names[key]
+            conn.execute(f"DEALLOCATE {name}")
             return self._run_pipelined(conn, state, key, name=None, user=user, values=values)
-        if prepared and name:
-            state.names[key] = name  # the server has it, even if the statement then failed
-        return rows
+        raise error
+
+
+def _changed_shape(error: psycopg.Error) -> bool:
+    """Return True for "cached plan must not change result type" (told by where it is raised,
+    which does not depend on the server's message language)."""
+    return (
+        error.sqlstate == "0A000" and error.diag.source_function == "RevalidateCachedQuery"
+    )
 
 
 # Prepared once per connection, so the per-call setting costs the server no parse or plan.

@@ -26,7 +26,7 @@ from uuid import UUID
 import psycopg
 from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import TransactionStatus
+from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -260,6 +260,11 @@ class _UserTransaction:
             )
         state = self._state
         state.check_usable(op)
+        try:
+            _refuse_untextable_sql("transaction.execute", query)
+        except PostgresInputError:
+            state.failed_at = state.depth  # refused before it ran: aborted, as on the server
+            raise
         _refuse_identity_change("transaction.execute", query)
         with (
             translate_errors(op, self._client._secrets),
@@ -279,6 +284,25 @@ class _UserTransaction:
             PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
         """
         return _first_value(self.execute(query, params), "transaction.execute_scalar", query)
+
+
+def _refuse_untextable_sql(operation: str, query: str) -> None:
+    """Refuse SQL text the server cannot receive whole, before any I/O.
+
+    libpq ends the text at a NUL byte, so ``DELETE FROM t\\0 WHERE id = %s`` would delete
+    every row; a lone surrogate has no UTF-8 form.
+    """
+    if "\x00" in query:
+        why = "the SQL text contains a NUL (0x00) byte, where PostgreSQL would end it"
+    else:
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            why = "the SQL text cannot be encoded as UTF-8 (a lone surrogate?)"
+        else:
+            return
+    op = _describe(operation, query.encode("utf-8", "backslashreplace").decode("utf-8"))
+    raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
 
 
 def _refuse_identity_change(operation: str, query: str) -> None:
@@ -305,6 +329,7 @@ class _AdminTransaction:
 
     def execute(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
+        _refuse_untextable_sql("admin_transaction.execute", query)
         op = _describe("admin_transaction.execute", query)
         if not self._open:
             raise PostgresTransactionUsageError(
@@ -519,10 +544,17 @@ class PostgresClient:
             if isinstance(exc, PoolTimeout):
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
-        if not conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
-            # The one-message protocol relies on it: without autocommit and idle, the
+        pgconn = conn.pgconn
+        if (
+            not conn.autocommit
+            or pgconn.transaction_status != TransactionStatus.IDLE
+            or pgconn.pipeline_status != PipelineStatus.OFF
+        ):
+            # The one-round-trip protocol relies on it: without autocommit and idle, the
             # set_config would join someone's open transaction.
-            status = TransactionStatus(conn.pgconn.transaction_status).name
+            status = TransactionStatus(pgconn.transaction_status).name
+            if pgconn.pipeline_status != PipelineStatus.OFF:
+                status += ", in pipeline mode"
             conn.close()
             pool.putconn(conn)
             raise PostgresTransactionUsageError(
@@ -563,6 +595,8 @@ class PostgresClient:
         # every return to a worker thread, which costs more than the query.
         if conn.closed and not (self._watchdog.ended(conn) or self._admin_watchdog.ended(conn)):
             self._replace_idle_connections(pool)
+        if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
+            conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             try:
@@ -635,6 +669,7 @@ class PostgresClient:
             PostgresError: any other failure (see the subclasses).
         """
         uid = resolve_user_id(user_id)
+        _refuse_untextable_sql("execute", query)
         _refuse_identity_change("execute", query)
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
@@ -801,6 +836,7 @@ class PostgresClient:
             PostgresConfigError: no ``admin_connection_url`` was given.
             PostgresError: the statement failed (see the subclasses).
         """
+        _refuse_untextable_sql("execute_admin", query)
         op = _describe("execute_admin", query)
         pool = self._ensure_admin_pool(op)
         with (

@@ -175,6 +175,23 @@ def _refuse_untextable(params: Params, query: str) -> None:
                 raise DatabaseInputError(f"execute: {_short(query)} failed: {why}")
 
 
+def _refuse_untextable_sql(query: str) -> None:
+    """Refuse SQL text PostgreSQL cannot receive whole, as ``PostgresClient`` does: libpq would
+    end the text at a NUL byte (``DELETE FROM t\\0 WHERE ...`` would delete every row), and a
+    lone surrogate has no UTF-8 form."""
+    why = None
+    if "\x00" in query:
+        why = "the SQL text contains a NUL (0x00) byte, where PostgreSQL would end it"
+    else:
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            why = "the SQL text cannot be encoded as UTF-8 (a lone surrogate?)"
+    if why is not None:
+        shown = _short(query.encode("utf-8", "backslashreplace").decode("utf-8"))
+        raise DatabaseInputError(f"execute: {shown} failed: {why}; nothing ran")
+
+
 def _short(query: str) -> str:
     text = " ".join(query.split())
     return text if len(text) <= 120 else text[:117] + "..."
@@ -477,6 +494,7 @@ class InMemoryUserScopedDB:
     def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
         if not isinstance(query, str):
             raise DatabaseError(f"query must be a str; got {type(query).__name__}")
+        _refuse_untextable_sql(query)
         with_params = bool(params)
         if ";" in query:
             pieces = self._pieces(query)
