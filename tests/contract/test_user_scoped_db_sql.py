@@ -1040,3 +1040,133 @@ def test_integer_overflow_through_functions_and_subqueries(
     add_ticket(db, alice, "s", priority=2)
     with pytest.raises(DatabaseError, match="out of range"):
         db.execute(query, user_id=alice)
+
+
+# --- sums over bigints are numeric; counts and rankings are bigint ------------------------------
+
+
+def test_a_sum_of_counts_is_numeric(db: ContractDB, alice: UUID, bob: UUID) -> None:
+    """count() is bigint and sum(bigint) is numeric: psycopg gives a Decimal, not an int."""
+    total = "SELECT sum(n) AS s FROM (SELECT count(*) AS n FROM contacts) t"
+    per_user = "SELECT sum(n) AS s FROM (SELECT count(*) AS n FROM contacts GROUP BY user_id) t"
+    zero = db.execute_admin(total)
+    assert zero == [{"s": Decimal(0)}]
+    assert type(zero[0]["s"]) is Decimal
+    assert db.execute_admin(per_user) == [{"s": None}]  # the sum of no rows is NULL
+    for user, name in ((alice, "Ann"), (alice, "Ben"), (bob, "Cid")):
+        add_contact(db, user, name)
+    rows = db.execute_admin(per_user)
+    assert rows == [{"s": Decimal(3)}]
+    assert type(rows[0]["s"]) is Decimal
+    assert str(rows[0]["s"]) == "3"
+    mine = db.execute_one(total, (), alice)
+    assert mine == {"s": Decimal(2)}
+    assert mine is not None
+    assert type(mine["s"]) is Decimal
+
+
+def test_sums_of_rankings_and_bigints_are_numeric(db: ContractDB, alice: UUID) -> None:
+    for subject, priority in (("a", 1), ("b", 2), ("c", 2)):
+        add_ticket(db, alice, subject, priority=priority)
+    row = db.execute_one(
+        "SELECT sum(n) AS n, sum(r) AS r, sum(d) AS d, sum(w) AS w FROM ("
+        "SELECT row_number() OVER (ORDER BY subject) AS n, rank() OVER (ORDER BY priority) AS r,"
+        " dense_rank() OVER (ORDER BY priority) AS d, count(*) OVER (PARTITION BY priority) AS w"
+        " FROM tickets) t",
+        (),
+        alice,
+    )
+    assert row == {"n": Decimal(6), "r": Decimal(5), "d": Decimal(5), "w": Decimal(5)}
+    assert row is not None
+    assert {type(v) for v in row.values()} == {Decimal}
+    big = db.execute_one("SELECT sum(priority::bigint) AS s FROM tickets", (), alice)
+    assert big == {"s": Decimal(5)}
+    assert big is not None
+    assert type(big["s"]) is Decimal
+
+
+def test_sums_of_smaller_integers_are_bigint(db: ContractDB, alice: UUID) -> None:
+    """sum(integer) and sum(smallint) are bigint: ints, as psycopg gives them."""
+    for subject, priority in (("a", 1), ("b", 2)):
+        add_ticket(db, alice, subject, priority=priority)
+    row = db.execute_one(
+        "SELECT sum(priority) AS p, sum(priority::smallint) AS small, "
+        "sum(length(subject)) AS chars FROM tickets",
+        (),
+        alice,
+    )
+    assert row == {"p": 3, "small": 3, "chars": 2}
+    assert row is not None
+    assert {type(v) for v in row.values()} == {int}
+    of_sums = db.execute_one(
+        "SELECT sum(s) AS s FROM (SELECT sum(priority) AS s FROM tickets) t", (), alice
+    )
+    assert of_sums == {"s": Decimal(3)}  # sum(integer) is bigint, and a sum of bigints numeric
+    assert of_sums is not None
+    assert type(of_sums["s"]) is Decimal
+
+
+def test_a_sum_takes_the_width_of_a_user_scoped_parameter(db: ContractDB, alice: UUID) -> None:
+    """The PostgreSQL client sends user-scoped int parameters as bigint (int8)."""
+    add_ticket(db, alice, "a", priority=2)
+    row = db.execute_one(
+        "SELECT sum(coalesce(priority, %s)) AS wide, sum(greatest(priority, 1)) AS narrow "
+        "FROM tickets",
+        (0,),
+        alice,
+    )
+    assert row == {"wide": Decimal(2), "narrow": 2}
+    assert row is not None
+    assert (type(row["wide"]), type(row["narrow"])) == (Decimal, int)
+    product = "SELECT coalesce(priority, %s) * 2147483647 AS p FROM tickets"
+    assert db.execute(product, (0,), user_id=alice) == [{"p": 2 * 2147483647}]
+
+
+def test_arithmetic_on_a_count_from_a_subquery_is_bigint(db: ContractDB, alice: UUID) -> None:
+    for subject in ("a", "b"):
+        add_ticket(db, alice, subject)
+    rows = db.execute(
+        "SELECT n * 2000000000 AS p FROM (SELECT count(*) AS n FROM tickets) t", user_id=alice
+    )
+    assert rows == [{"p": 4000000000}]  # bigint: no "integer out of range"
+    with pytest.raises(DatabaseError, match="bigint out of range") as caught:
+        db.execute(
+            "SELECT n * 4611686018427387904 AS p FROM (SELECT count(*) AS n FROM tickets) t",
+            user_id=alice,
+        )
+    assert not isinstance(caught.value, UnsupportedQueryError)
+
+
+BIG_SUM = (
+    "SELECT sum(x) AS s FROM (SELECT 9223372036854775807::bigint AS x "
+    "UNION ALL SELECT 9223372036854775807) t"
+)
+WIDENED_SUM = "SELECT sum(coalesce(priority, %s)) AS s FROM tickets"
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "expected"),
+    [
+        (BIG_SUM, (), Decimal(2 * 9223372036854775807)),  # beyond what the fake holds exactly
+        # The admin path's int parameter is int2, int4 or int8 as its value needs: the sum is
+        # bigint or numeric depending on the value, which the fake cannot tell beforehand.
+        (WIDENED_SUM, (1,), 2),
+        (WIDENED_SUM, (2**40,), Decimal(2)),
+    ],
+)
+def test_sums_the_fake_cannot_type_are_answered_by_postgresql_or_refused(
+    db: ContractDB, alice: UUID, query: str, params: tuple[Any, ...], expected: Any
+) -> None:
+    """Never a different answer: PostgreSQL's value and type, or a refusal by name."""
+    add_ticket(db, alice, "a", priority=2)
+    outcome: list[dict[str, Any]] | UnsupportedQueryError
+    try:
+        outcome = db.execute_admin(query, params)
+    except UnsupportedQueryError as refused:
+        outcome = refused
+    if isinstance(outcome, UnsupportedQueryError):
+        assert "sum()" in str(outcome)
+        assert "test that query against PostgreSQL" in str(outcome)
+    else:
+        assert outcome == [{"s": expected}]
+        assert type(outcome[0]["s"]) is type(expected)

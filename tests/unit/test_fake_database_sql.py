@@ -236,6 +236,21 @@ def test_unsupported_sql_is_refused_by_name(
     assert "test that query against PostgreSQL" in message
 
 
+def test_a_sum_refused_while_it_runs_leaves_the_transaction_usable(
+    db: InMemoryUserScopedDB,
+) -> None:
+    """A total beyond what the fake holds exactly is refused when known: at run time."""
+    big = (
+        "SELECT sum(x) AS s FROM (SELECT 9223372036854775807::bigint AS x "
+        "UNION ALL SELECT %s::bigint) t"
+    )
+    assert q(db, big, (-1,)) == [{"s": Decimal(9223372036854775806)}]
+    with db.transaction(ALICE) as tx:
+        with pytest.raises(UnsupportedQueryError, match=r"sum\(\) of 18446744073709551614"):
+            tx.execute(big, (9223372036854775807,))
+        assert tx.execute("SELECT 1 AS one") == [{"one": 1}]
+
+
 def test_the_admin_path_refuses_the_same_constructs(db: InMemoryUserScopedDB) -> None:
     with pytest.raises(UnsupportedQueryError, match="FOR UPDATE"):
         db.execute_admin("SELECT id FROM contacts FOR UPDATE SKIP LOCKED")

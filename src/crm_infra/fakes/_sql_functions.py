@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
 from crm_infra.fakes._sql_numeric import (
@@ -249,5 +249,36 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
     for name, (nargs, fn, deterministic) in fns.items():
         wrapped = fn if name in cannot_raise else guarded(fn)
         conn.create_function(name, nargs, wrapped, deterministic=deterministic)
-    conn.create_aggregate("pg_numeric_avg", 1, NumericAvg)  # type: ignore[arg-type]  # as below
-    conn.create_aggregate("pg_numeric_sum", 1, NumericSum)  # type: ignore[arg-type]  # typeshed wants a protocol with `step(*args)`
+    for name, aggregate in (("pg_numeric_avg", NumericAvg), ("pg_numeric_sum", NumericSum)):
+        conn.create_aggregate(name, 1, _guarded_aggregate(aggregate, state))
+
+
+class _Aggregate(Protocol):
+    def step(self, value: Any) -> None: ...
+    def finalize(self) -> Any: ...
+
+
+def _guarded_aggregate(
+    factory: Callable[[], _Aggregate], state: SessionState
+) -> Callable[[], _Aggregate]:
+    """Return an aggregate class whose errors reach the caller as raised, like guarded()'s."""
+
+    class Guarded:
+        def __init__(self) -> None:
+            self.inner = factory()
+
+        def step(self, value: Any) -> None:
+            try:
+                self.inner.step(value)
+            except Exception as exc:
+                state.error = exc  # sqlite3 only says "user-defined aggregate raised error"
+                raise
+
+        def finalize(self) -> Any:
+            try:
+                return self.inner.finalize()
+            except Exception as exc:
+                state.error = exc
+                raise
+
+    return Guarded

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from crm_infra.errors import DatabaseError
+from crm_infra.fakes._sql_errors import refuse
 from crm_infra.fakes._sql_types import remember_exact
 
 __all__ = [
@@ -113,8 +114,16 @@ def _exact(value: Any) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
+_INT64 = 2**63
+
+
 class NumericSum:
-    """sum() of numeric values, exactly, as PostgreSQL adds numerics."""
+    """sum() of numeric or bigint values, exactly, as PostgreSQL adds numerics.
+
+    A sum of integers (bigint values) stays an integer in SQLite, exact to 64 bits, so that the
+    decoder gives the ``Decimal`` PostgreSQL gives (``Decimal('3')``); other sums are doubles.
+    A total that neither holds exactly is refused: the fake would answer other digits.
+    """
 
     def __init__(self) -> None:
         self.total: Decimal | None = None
@@ -125,10 +134,20 @@ class NumericSum:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         self.total = amount if self.total is None else self.total + amount
 
-    def finalize(self) -> float | None:
-        # A sum of values of at most 15 digits is exact as a double: comparisons, ordering
-        # and the decoder (through repr) all see the exact value.
-        return None if self.total is None else float(self.total)
+    def finalize(self) -> int | float | None:
+        total = self.total
+        if total is None:
+            return None
+        if int(total.as_tuple().exponent) >= 0 and -_INT64 <= total < _INT64:
+            return int(total)
+        # Comparisons, ordering and the decoder (through repr) all see the exact value.
+        as_double = float(total)
+        if Decimal(repr(as_double)) != total:
+            raise refuse(
+                f"a sum() of {total} (beyond what it holds exactly: 64-bit integers, and "
+                "numerics a double holds exactly)"
+            )
+        return as_double
 
 
 class NumericAvg:

@@ -19,6 +19,8 @@ __all__ = [
     "BOOL",
     "COMPARISONS",
     "INT",
+    "INT4",
+    "INT8",
     "INTERVAL_SECONDS",
     "NUMERIC",
     "TEXT",
@@ -28,7 +30,9 @@ __all__ = [
     "pg_name",
 ]
 
-INT = PgType("int")
+INT = PgType("int")  # width not known before run time (see Scopes.int_width)
+INT4 = PgType("int", precision=32)
+INT8 = PgType("int", precision=64)
 TEXT = PgType("text")
 BOOL = PgType("bool")
 NUMERIC = PgType("numeric")
@@ -78,10 +82,18 @@ class Source:
 
 
 class Scopes:
-    """Resolve columns to types, per SELECT/DML node, as PostgreSQL's name resolution does."""
+    """Resolve columns to types, per SELECT/DML node, as PostgreSQL's name resolution does.
 
-    def __init__(self, schema: Schema) -> None:
+    Args:
+        schema: the tables.
+        param_bits: the integer width of an int parameter: 64 where the client sends them as
+            int8 (``PostgresClient``'s user-scoped statements), 0 where psycopg picks int2,
+            int4 or int8 by the value, at run time (the admin path).
+    """
+
+    def __init__(self, schema: Schema, *, param_bits: int = 64) -> None:
         self.schema = schema
+        self.param_bits = param_bits
         self.ctes: dict[str, list[tuple[str, PgType]]] = {}
         self._cache: dict[int, list[Source]] = {}
         self.extra: dict[int, list[Source]] = {}
@@ -177,7 +189,9 @@ class Scopes:
         if isinstance(node, exp.Literal):
             if node.is_string:
                 return TEXT
-            return INT if node.is_int else NUMERIC
+            if node.is_int:
+                return INT4 if -(2**31) <= int(node.name) < 2**31 else INT8
+            return NUMERIC
         if isinstance(node, exp.Boolean):
             return BOOL
         if isinstance(node, exp.Null):
@@ -186,13 +200,14 @@ class Scopes:
             return PARAM
         if isinstance(node, exp.Cast):
             return pg_type_from_datatype(node.to) or UNKNOWN
-        if isinstance(node, exp.Count | exp.Length | exp.RowNumber | exp.Rank | exp.DenseRank):
-            return INT
+        if isinstance(node, exp.Count | exp.RowNumber | exp.Rank | exp.DenseRank):
+            return INT8
+        if isinstance(node, exp.Length):
+            return INT4
         if isinstance(node, exp.Window):
             return self.type_of(node.this)
         if isinstance(node, exp.Sum):
-            inner = self.type_of(node.this)
-            return INT if inner.kind == "int" else NUMERIC
+            return self._sum_type(node)
         if isinstance(node, exp.Avg):
             return NUMERIC
         if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg):
@@ -201,7 +216,7 @@ class Scopes:
             for arg in [node.this, *node.expressions]:
                 kind = self.type_of(arg)
                 if kind.kind not in {"null", "param"}:
-                    return kind
+                    return self._int_typed(node, kind)
             return UNKNOWN
         if isinstance(node, exp.Nullif):
             return self.type_of(node.this)
@@ -210,7 +225,7 @@ class Scopes:
             known = [t for t in types if t.kind not in {"null", "param"}]
             if any(k.kind == "numeric" for k in known):
                 return NUMERIC
-            return known[0] if known else UNKNOWN
+            return self._int_typed(node, known[0]) if known else UNKNOWN
         if isinstance(node, exp.Concat):
             return TEXT
         if isinstance(node, exp.Round):
@@ -231,7 +246,7 @@ class Scopes:
                 if branch is not None:
                     kind = self.type_of(branch)
                     if kind.kind not in {"null", "param"}:
-                        return kind
+                        return self._int_typed(node, kind)
             return UNKNOWN
         if isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
             if self.type_of(node.this).kind not in {"timestamptz", "param", "null"}:
@@ -241,7 +256,7 @@ class Scopes:
             kinds = {self.type_of(node.this).kind, self.type_of(node.expression).kind}
             kinds -= {"null", "param"}
             if kinds <= {"int"}:
-                return INT
+                return self._int_typed(node, INT)
             if isinstance(node, exp.Mod):
                 raise refuse("modulo of non-integers")
             if kinds <= {"int", "numeric"}:
@@ -253,6 +268,91 @@ class Scopes:
             out = self.output(node.this)
             return out[0][1] if out else UNKNOWN
         return UNKNOWN
+
+    def _sum_type(self, node: exp.Sum) -> PgType:
+        """Return sum()'s type: bigint over smallint and integer, numeric over bigint."""
+        if self.type_of(node.this).kind != "int":
+            return NUMERIC
+        bits, decided_at_run_time = self.int_width(node.this)
+        if bits == 64:
+            return NUMERIC
+        if decided_at_run_time:
+            raise refuse(
+                "sum() of an integer expression with a parameter whose width psycopg picks by "
+                "its value (the result is bigint or numeric; add a cast such as %s::bigint)"
+            )
+        return INT8
+
+    def _int_typed(self, node: exp.Expr, found: PgType) -> PgType:
+        """Return ``found`` with the integer width PostgreSQL gives ``node``.
+
+        The width is None when a parameter's value may still widen it (bigint cannot widen).
+        """
+        if found.kind != "int":
+            return found
+        bits, decided_at_run_time = self.int_width(node)
+        known = bits == 64 or (bits > 0 and not decided_at_run_time)
+        return attrs.evolve(found, precision=bits if known else None)
+
+    def _is_int(self, node: exp.Expr | None) -> bool:
+        return node is not None and self.type_of(node).kind == "int"
+
+    def int_bits(self, node: exp.Expr) -> int:
+        """Return the bits of the integer type PostgreSQL gives ``node`` (0: decided at run time).
+
+        ``0`` only when parameters alone decide it; see :meth:`int_width`.
+        """
+        return self.int_width(node)[0]
+
+    def int_width(self, node: exp.Expr) -> tuple[int, bool]:  # noqa: PLR0911
+        """Return the bits of ``node``'s integer type, and whether a parameter may widen it.
+
+        The bits are those known before run time (0 when only parameters decide them); the
+        flag is true when an int parameter whose width psycopg picks by its value (the admin
+        path) takes part in the result's type, so that the type may be wider.
+        """
+        while isinstance(node, exp.Paren | exp.Alias):
+            node = node.this
+        if isinstance(node, exp.Parameter):
+            return self.param_bits, self.param_bits == 0
+        if isinstance(node, exp.Literal) and node.is_int:
+            return (32 if -(2**31) <= int(node.name) < 2**31 else 64), False
+        if isinstance(node, exp.Null):
+            return 0, False  # NULL takes the other operand's type
+        if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+            return _widest([self.int_width(node.this), self.int_width(node.expression)])
+        if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg | exp.Nullif):
+            return self.int_width(node.this)
+        if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.Case):
+            if isinstance(node, exp.Case):
+                args = [i.args.get("true") for i in node.args.get("ifs") or []]
+                args.append(node.args.get("default"))
+            else:
+                args = [node.this, *node.expressions]
+            # The common type of the branches: the widest integer among them.
+            return _widest(
+                [
+                    self.int_width(a)
+                    for a in args
+                    if a is not None and (self._is_int(a) or isinstance(a.unnest(), exp.Parameter))
+                ],
+                default=32,
+            )
+        if isinstance(node, exp.Subquery):
+            selects = node.this.selects if isinstance(node.this, exp.Select) else []
+            return self.int_width(selects[0]) if len(selects) == 1 else (64, False)
+        # Columns, casts, count(), sum(), length(), window functions: their type says it.
+        # A column without a width is one a parameter decided (see _int_typed).
+        precision = self.type_of(node).precision
+        return (precision, False) if precision else (32, True)
+
+
+def _widest(widths: list[tuple[int, bool]], default: int = 0) -> tuple[int, bool]:
+    """Return the widest of integer widths, and whether any may be widened at run time."""
+    return (
+        max((bits for bits, _ in widths), default=default),
+        any(flag for _, flag in widths),
+    )
 
 
 def _folded(identifier: exp.Expr) -> str:

@@ -119,48 +119,6 @@ def _written_name(node: exp.Func) -> str:
     return match.group(1).lower()
 
 
-def _int_bits(node: exp.Expr, scopes: Scopes, param_bits: int) -> int:  # noqa: PLR0911
-    """Return the bits of the integer type PostgreSQL gives ``node`` (0: decided at run time).
-
-    The PostgreSQL client sends a user-scoped statement's int parameters as int8 (it
-    prepares them so); the admin path lets psycopg pick int2, int4 or int8 by the value.
-    """
-    while isinstance(node, exp.Paren | exp.Alias):
-        node = node.this
-    if isinstance(node, exp.Parameter):
-        return param_bits
-    if isinstance(node, exp.Literal):
-        return 32 if -(2**31) <= int(node.name) < 2**31 else 64
-    if isinstance(node, exp.Column | exp.Cast):
-        return scopes.type_of(node).precision or 32
-    if isinstance(node, exp.Length):
-        return 32
-    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
-        parts = [
-            _int_bits(node.this, scopes, param_bits),
-            _int_bits(node.expression, scopes, param_bits),
-        ]
-        return max(parts)  # 0 (decided at run time) only when both sides are parameters
-    if isinstance(node, exp.Min | exp.Max | exp.Abs | exp.Neg | exp.Nullif):
-        return _int_bits(node.this, scopes, param_bits)
-    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.Case):
-        if isinstance(node, exp.Case):
-            args = [i.args.get("true") for i in node.args.get("ifs") or []]
-            args.append(node.args.get("default"))
-        else:
-            args = [node.this, *node.expressions]
-        widths = [_int_bits(a, scopes, param_bits) for a in args if _is_int(a, scopes)]
-        return max(widths, default=32)
-    if isinstance(node, exp.Subquery):
-        selects = node.this.selects if isinstance(node.this, exp.Select) else []
-        return _int_bits(selects[0], scopes, param_bits) if len(selects) == 1 else 64
-    return 64  # count(), sum(), row_number()... are bigint
-
-
-def _is_int(node: exp.Expr | None, scopes: Scopes) -> bool:
-    return node is not None and scopes.type_of(node).kind == "int"
-
-
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
@@ -235,7 +193,9 @@ class Translator:
         tree = self._parse(split.text)
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)
-        scopes = Scopes(self.schema)
+        # PostgresClient sends a user-scoped statement's int parameters as int8 (it prepares
+        # them so); on the admin path psycopg picks int2, int4 or int8 by the value.
+        scopes = Scopes(self.schema, param_bits=0 if self.admin else 64)
         if isinstance(tree, exp.Update):
             self._set_defaults(tree)
         self._check_constructs(tree)
@@ -802,10 +762,12 @@ class Translator:
             avg.replace(fn("pg_numeric_avg", avg.this))
         for node in list(tree.find_all(exp.Sum)):
             kind = scopes.type_of(node.this).kind
-            if kind == "numeric":
-                node.replace(fn("pg_numeric_sum", node.this))
-            elif kind not in {"int", "null"}:
+            if kind not in {"int", "numeric", "null"}:
                 raise refuse(f"sum() over {kind} values")
+            # sum() of numeric, and of bigint, is numeric: added exactly, as PostgreSQL does
+            # (SQLite's sum() would give an int, or fail beyond 64 bits).
+            if scopes.type_of(node).kind == "numeric":
+                node.replace(fn("pg_numeric_sum", node.this))
 
     def _rewrite_numeric_arithmetic(self, tree: exp.Expr, scopes: Scopes) -> None:
         # SQLite would add doubles (1.1 + 2.2 = 3.3000000000000003); PostgreSQL adds decimals.
@@ -832,11 +794,7 @@ class Translator:
                 found.append((node, integer[type(node)]))
             elif kind == "int" and type(node) in checked:
                 found.append((node, checked[type(node)]))
-                param_bits = 0 if self.admin else 64
-                bits[id(node)] = (
-                    _int_bits(node.this, scopes, param_bits),
-                    _int_bits(node.expression, scopes, param_bits),
-                )
+                bits[id(node)] = (scopes.int_bits(node.this), scopes.int_bits(node.expression))
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")
