@@ -217,3 +217,27 @@ def test_a_connection_left_in_pipeline_mode_is_never_used(client: PostgresClient
         client.execute("SELECT 1 AS one", user_id=uuid4())
     assert conn.closed
     assert client.execute_scalar("SELECT 1 AS one", user_id=uuid4()) == 1
+
+
+def test_a_result_value_python_cannot_load_is_not_called_bad_input(
+    client: PostgresClient,
+) -> None:
+    user = _user(client)
+    contact = client.execute_scalar(
+        "INSERT INTO contacts (name) VALUES ('Ann') RETURNING id", user_id=user
+    )
+    update = "UPDATE contacts SET name = 'Bea' WHERE id = %s RETURNING 'infinity'::date AS d"
+    with pytest.raises(DatabaseError, match="the statement ran") as caught:
+        client.execute(update, (contact,), user_id=user)
+    assert not isinstance(caught.value, DatabaseInputError)
+    # It ran, and outside a transaction block it committed: the error says so, and it did.
+    assert client.execute("SELECT name FROM contacts", user_id=user) == [{"name": "Bea"}]
+    with pytest.raises(DatabaseError, match="the statement ran") as caught:
+        client.execute_admin("SELECT 'infinity'::date AS d")
+    assert not isinstance(caught.value, DatabaseInputError)
+    with (
+        pytest.raises(DatabaseError, match="the statement ran") as caught,
+        client.transaction(user) as tx,
+    ):
+        tx.execute("SELECT 'infinity'::date AS d")
+    assert not isinstance(caught.value, DatabaseInputError)

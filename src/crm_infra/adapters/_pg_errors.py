@@ -54,6 +54,7 @@ __all__ = [
     "PostgresTransactionUsageError",
     "PostgresUnavailableError",
     "PostgresUnsafeRoleError",
+    "ResultLoadError",
     "input_error",
     "password_of",
     "raise_translated",
@@ -157,6 +158,18 @@ def _is_policy_violation(exc: psycopg.Error) -> bool:
         return bool(source == _POLICY_CHECK_FUNCTION)
     # A server (or proxy) that leaves the source out: the English text is all there is.
     return "row-level security" in str(exc.diag.message_primary or "")
+
+
+class ResultLoadError(psycopg.InterfaceError):
+    """A value in a statement's result that psycopg cannot load into Python (a date past the
+    year 9999, ``infinity``...). The statement itself ran: not an input error."""
+
+    @classmethod
+    def wrap(cls, exc: psycopg.DataError) -> ResultLoadError:
+        return cls(
+            "the statement ran (outside a transaction block, its writes are committed), but "
+            f"its result holds a value Python cannot load: {exc}"
+        )
 
 
 def _classify(exc: psycopg.Error) -> type[PostgresError]:

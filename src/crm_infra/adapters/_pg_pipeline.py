@@ -32,6 +32,7 @@ from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import DictRow
 
+from crm_infra.adapters._pg_errors import ResultLoadError
 from crm_infra.ports import Row
 
 __all__ = ["Outcome", "PipelineState", "run_pipelined", "type_oids"]
@@ -172,5 +173,8 @@ def _rows(tx: pg_abc.Transformer, result: PGresult, encoding: str) -> list[Row]:
     def make_row(values: Sequence[Any]) -> Row:
         return dict(zip(names, values, strict=True))
 
-    rows: list[Row] = tx.load_rows(0, result.ntuples, make_row)
+    try:
+        rows: list[Row] = tx.load_rows(0, result.ntuples, make_row)
+    except psycopg.DataError as exc:
+        raise ResultLoadError.wrap(exc) from exc
     return rows

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import ClientCursor
 from psycopg.rows import DictRow, dict_row
 
+from crm_infra.adapters._pg_errors import ResultLoadError
 from crm_infra.adapters._pg_pipeline import PipelineState, run_pipelined, type_oids
 from crm_infra.ports import Params, Row
 
@@ -399,4 +400,11 @@ def fetch_last(cur: psycopg.Cursor[DictRow]) -> list[Row]:
     """Return the rows of the cursor's last result set; ``[]`` when it returned no rows."""
     while cur.nextset():
         pass
-    return cur.fetchall() if cur.description is not None else []
+    if cur.description is None:
+        return []
+    try:
+        return cur.fetchall()
+    except psycopg.DataError as exc:
+        if exc.sqlstate:
+            raise
+        raise ResultLoadError.wrap(exc) from exc
