@@ -241,3 +241,16 @@ def test_a_result_value_python_cannot_load_is_not_called_bad_input(
     ):
         tx.execute("SELECT 'infinity'::date AS d")
     assert not isinstance(caught.value, DatabaseInputError)
+
+
+def test_an_int_python_cannot_write_as_text_is_bad_input(client: PostgresClient) -> None:
+    huge = 10**5000  # past Python's 4300-digit limit for int-to-text conversion
+    user = uuid4()
+    with pytest.raises(DatabaseInputError, match="cannot be sent"):
+        client.execute("SELECT %s::numeric AS n", (huge,), user_id=user)
+    with (
+        pytest.raises(DatabaseInputError, match="cannot be sent"),
+        client.transaction(user) as tx,
+    ):
+        tx.execute("SELECT %s::numeric AS n", (huge,))
+    assert client.execute_scalar("SELECT 1 AS one", user_id=user) == 1

@@ -60,6 +60,7 @@ __all__ = [
     "raise_translated",
     "scrub",
     "translate_errors",
+    "unsendable_error",
 ]
 
 
@@ -105,6 +106,15 @@ def input_error(operation: str) -> PostgresInputError:
     return PostgresInputError(
         f"{operation} failed: a parameter cannot be encoded as UTF-8 text (a lone surrogate?); "
         "nothing was sent",
+        operation=operation,
+    )
+
+
+def unsendable_error(operation: str, exc: ValueError) -> PostgresInputError:
+    """Return the error for a parameter psycopg cannot turn into text (an int of over 4300
+    digits: Python's own limit)."""
+    return PostgresInputError(
+        f"{operation} failed: a parameter cannot be sent ({exc}); nothing was sent",
         operation=operation,
     )
 
@@ -242,3 +252,5 @@ def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iter
     except UnicodeEncodeError:
         # Not chained: the codec error holds the whole value (.object), which may be secret.
         raise input_error(operation) from None
+    except ValueError as exc:
+        raise unsendable_error(operation, exc) from exc

@@ -47,6 +47,7 @@ from crm_infra.adapters._pg_errors import (
     raise_translated,
     scrub,
     translate_errors,
+    unsendable_error,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
 from crm_infra.adapters._pg_statements import StatementCache, changes_user_identity, fetch_last
@@ -691,6 +692,8 @@ class PostgresClient:
         except UnicodeEncodeError:
             # Not chained: the codec error holds the whole value (.object).
             raise input_error(_describe("execute", query)) from None
+        except ValueError as exc:
+            raise unsendable_error(_describe("execute", query), exc) from exc
         finally:
             watchdog.disarm(key, conn)
             self._give_back(pool, conn)
