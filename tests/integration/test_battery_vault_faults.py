@@ -9,8 +9,6 @@ from the cache; the same client works again once the fault is gone.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from crm_infra import BackendUnavailableError
 from crm_infra.adapters import VaultClient
 from crm_infra.adapters.vault import VaultAuthError, VaultUnavailableError
+from crm_infra.devservers._freeze import freeze, thaw
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from tests.fixtures.openbao import TEST_SECRETS, VaultMount, create_token
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -96,13 +95,13 @@ def test_a_frozen_server_fails_reads_within_the_timeout_and_recovers_on_thaw(
 ) -> None:
     with VaultClient(own_server.addr, own_server.token, timeout=TIMEOUT_S) as client:
         url = client.get_valkey_url()  # the keep-alive connection is open now
-        os.kill(own_server.pid, signal.SIGSTOP)
+        freeze(own_server.pid)
         try:
             error = _unavailable(client.get_valkey_url)
             assert f"no answer within {TIMEOUT_S:g} s" in str(error)
             _unavailable(client.health_check)
         finally:
-            os.kill(own_server.pid, signal.SIGCONT)
+            thaw(own_server.pid)
         assert client.get_valkey_url() == url
         assert client.health_check() is True
 

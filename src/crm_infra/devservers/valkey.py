@@ -14,7 +14,6 @@ import importlib.util
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 from urllib.parse import quote
+
+from crm_infra.devservers._freeze import freeze, thaw
 
 __all__ = ["ValkeyDevServer", "ValkeyServerError", "find_valkey_server"]
 
@@ -249,14 +250,14 @@ class ValkeyDevServer:
         """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
         if self._process is None or not self.is_running:
             raise ValkeyServerError("pause: the server is not running")
-        os.kill(self._process.pid, signal.SIGSTOP)
+        freeze(self._process.pid)
         self._paused = True
 
     def resume(self) -> None:
         """Unfreeze the server after :meth:`pause` (SIGCONT)."""
         if self._process is not None and self._paused:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, signal.SIGCONT)
+                thaw(self._process.pid)
         self._paused = False
 
     # --- internals ---------------------------------------------------------------------------
