@@ -10,6 +10,8 @@ The shared server at 127.0.0.1:5432 is never touched: see :mod:`tests.fixtures.p
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 import uuid
@@ -232,6 +234,53 @@ def test_after_a_restart_while_idle_one_call_fails_and_the_rest_succeed(
             admin.append("ok")
     assert admin.count("failed") <= 1
     assert admin[-2:] == ["ok", "ok"]
+
+
+def _replacements(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("replacing the idle ones" in r.getMessage() for r in caplog.records)
+
+
+def test_connections_held_across_a_restart_replace_the_pool_once(
+    private_cluster: PrivateCluster,
+    private_db: BootstrappedDatabase,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crm_infra.adapters.postgres")
+    with PostgresClient(private_db.app_url, 4, min_pool_size=4, pool_timeout=3) as db:
+        db.pool.wait(timeout=10)
+        user = uuid.uuid4()
+        with contextlib.ExitStack() as held:
+            raws = [held.enter_context(db.connection(user)) for _ in range(3)]
+            private_cluster.restart("fast")
+            # The idle fourth connection is dead too: the call that meets it fails, and has
+            # the pool replace its idle connections (the one replacement this test expects).
+            fresh, _errors = _until_ok(
+                lambda: db.execute_scalar("SELECT pg_backend_pid() AS pid", user_id=user)
+            )
+            for raw in raws:  # each comes back dead, a second apart
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("SELECT 1")
+                time.sleep(1.1)
+            with contextlib.suppress(DatabaseUnavailableError):
+                held.close()  # their commits fail: the server they began on is gone
+        # One replacement for the restart, not one per dead connection: a dead one opened
+        # before the last replacement starts none, so fresh connections are kept.
+        assert _replacements(caplog) == 1
+        pids = {db.execute_scalar("SELECT pg_backend_pid() AS pid", user_id=user) for _ in range(8)}
+        assert fresh in pids  # the connection opened after the restart was kept
+
+
+def test_a_connection_the_client_closed_replaces_nothing(
+    private_db: BootstrappedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crm_infra.adapters.postgres")
+    with PostgresClient(private_db.app_url, 3, min_pool_size=3) as db:
+        db.pool.wait(timeout=10)
+        user = uuid.uuid4()
+        with pytest.raises(PostgresError, match="closed"), db.connection(user) as raw:
+            raw.close()  # the caller's own doing, not the server's (so nothing is committed)
+        assert _replacements(caplog) == 0
+        assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
 
 
 # --- a frozen server --------------------------------------------------------------------------

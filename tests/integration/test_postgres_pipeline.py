@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dis
 import sys
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -254,3 +255,49 @@ def test_an_int_python_cannot_write_as_text_is_bad_input(client: PostgresClient)
     ):
         tx.execute("SELECT %s::numeric AS n", (huge,))
     assert client.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+
+
+def test_a_table_that_changed_shape_is_planned_afresh_in_the_next_transaction(
+    client: PostgresClient, pg_database: BootstrappedDatabase
+) -> None:
+    table = f"shape_{uuid4().hex[:12]}"
+    superuser = make_conninfo(pg_database.superuser_url, dbname=pg_database.database)
+    user = uuid4()
+    with psycopg.connect(superuser, autocommit=True) as su:
+        su.execute(f"CREATE TABLE {table} (a int)")
+        su.execute(f"INSERT INTO {table} VALUES (1)")
+        su.execute(f"GRANT SELECT ON {table} TO {pg_database.app_role}")
+        try:
+            with client.transaction(user) as tx:
+                assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1}]
+            su.execute(f"ALTER TABLE {table} ADD COLUMN b int DEFAULT 2")
+            # Inside a transaction the error aborts it (nothing can be retried there)...
+            with pytest.raises(DatabaseError), client.transaction(user) as tx:
+                tx.execute(f"SELECT * FROM {table}")
+            # ...but the stale statement is forgotten: the next transaction prepares it again.
+            with client.transaction(user) as tx:
+                assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1, "b": 2}]
+        finally:
+            su.execute(f"DROP TABLE {table}")
+
+
+def test_a_call_refused_before_any_io_leaves_no_deadline_behind(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    # statement_timeout 0.2 s: the client's own deadline is 2.2 s.
+    with PostgresClient(
+        pg_database.app_url,
+        1,
+        min_pool_size=1,
+        statement_timeout=0.2,
+        admin_connection_url=pg_database.admin_url,
+        admin_statement_timeout=0.2,
+    ) as db:
+        user = uuid4()
+        with pytest.raises(DatabaseInputError), db.transaction(user) as tx:
+            tx.execute("SELECT %s::text AS v", ("\ud800",))  # refused while encoding
+        with pytest.raises(DatabaseInputError):
+            db.execute_admin("SELECT %s::text AS v", ("\ud800",))
+        time.sleep(2.6)  # past the deadline the refused calls would have armed
+        assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+        assert db.execute_admin("SELECT 2 AS two") == [{"two": 2}]

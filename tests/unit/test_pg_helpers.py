@@ -7,7 +7,11 @@ from uuid import uuid4
 import pytest
 
 from crm_infra.adapters._pg_errors import password_of, scrub
-from crm_infra.adapters._pg_statements import _has_statement_break, to_dollar_placeholders
+from crm_infra.adapters._pg_statements import (
+    _has_statement_break,
+    changes_user_identity,
+    to_dollar_placeholders,
+)
 
 
 def test_positional_placeholders_become_dollar_numbers() -> None:
@@ -81,3 +85,56 @@ def test_scrub_removes_known_and_password_shaped_secrets() -> None:
 )
 def test_statement_breaks_are_found_outside_literals(query: str, several: bool) -> None:
     assert _has_statement_break(query) is several
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SET app.current_user_id = 1",
+        "set session role other",
+        "RESET ROLE",
+        "SELECT 1; SET ROLE other",
+        "/* why */ SET SESSION AUTHORIZATION other",
+        'SET "app".current_user_id = 1',
+        'SELECT "set_config"(\'app.current_user_id\', %s, true)',
+        "SELECT pg_catalog.set_config('app.current_user_id', %s, true)",
+        "DO $$BEGIN PERFORM set_config('app.current_user_id', 'x', true); END$$",
+        "DO $f$BEGIN IF true THEN SET ROLE other; END IF; END$f$",
+    ],
+)
+def test_sql_that_changes_the_user_or_role_is_found(query: str) -> None:
+    assert changes_user_identity(query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "UPDATE accounts SET role = %s WHERE id = %s",  # a column named role
+        'UPDATE accounts SET "role" = %s',
+        "INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET role = 2",
+        'SELECT 1 AS "reset role"',
+        "INSERT INTO contacts (name) VALUES ('set_config(x)')",
+        "SELECT E'it\\'s time to reset role'",
+        "VALUES ($$please set role now$$)",
+        "SELECT current_setting('app.current_user_id', true)",
+        "SELECT 1 -- set_config(",
+    ],
+)
+def test_ordinary_sql_is_not_taken_for_an_identity_change(query: str) -> None:
+    assert not changes_user_identity(query)
+
+
+@pytest.mark.parametrize(
+    "text", ["/* " * 20000, "'" + "a" * 50000, "$a$ " * 20001, '"' * 30001, "E'" + "\\'" * 20000]
+)
+def test_unclosed_quotes_and_comments_run_to_the_end_of_the_text(text: str) -> None:
+    # Read as the server reads them: nothing after an unclosed opener is a statement break.
+    assert not _has_statement_break("SELECT " + text + "; SELECT 2")
+    # For the identity check a dollar-quoted body is code (a DO block); the rest is not.
+    assert changes_user_identity(text + " SET ROLE other") == text.startswith("$")
+
+
+def test_deeply_nested_dollar_quotes_are_read_without_running_out_of_stack() -> None:
+    tags = [f"$t{i}$" for i in range(600)]
+    query = "DO " + "".join(tags) + " SET ROLE other; " + "".join(reversed(tags))
+    assert changes_user_identity(query)

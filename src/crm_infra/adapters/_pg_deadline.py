@@ -72,7 +72,7 @@ class Watchdog:
         return fired
 
     def ended(self, conn: Any) -> bool:
-        """Return True when the deadline is what closed ``conn`` (not the server)."""
+        """Return True when the deadline is what broke ``conn`` (not the server)."""
         return conn in self._ended
 
     def timeout_error(self, operation: str) -> PostgresTimeoutError:
@@ -98,7 +98,9 @@ class Watchdog:
             if self.disarm(key, conn):
                 raise self.timeout_error(operation) from exc
             raise
-        else:
+        finally:
+            # Whatever ended the block (also an error before any I/O, an interrupt): a
+            # deadline left armed would later break the connection under its next user.
             self.disarm(key, conn)
 
     @contextmanager

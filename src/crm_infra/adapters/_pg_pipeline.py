@@ -139,8 +139,10 @@ def run_pipelined(
         pgconn.exit_pipeline_mode()
     except BaseException:
         # Interrupted or disconnected before the Sync was read: what the server still has
-        # to say is unknown, so the connection cannot be used again.
-        conn.close()
+        # to say is unknown, so the connection cannot be used again. (One the server broke
+        # is left as it is, so that the pool sees it was the server.)
+        if not conn.closed:
+            conn.close()
         raise
     prepared = parse is not None and results[0].status == ExecStatus.COMMAND_OK
     for result in results:

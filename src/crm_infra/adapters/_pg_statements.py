@@ -141,9 +141,12 @@ def _preparable(query: str) -> bool:
 
 
 # Things a ';' may hide in: quoted strings and identifiers, dollar quotes, comments.
+# An opener left unclosed runs to the end of the text (as the server would read it), which also
+# keeps the scan linear on text full of openers.
 _SKIPPABLE = re.compile(
-    r"""\b[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
-    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?\1",
+    r"""\b[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)|'(?:[^']|'')*(?:'|\Z)|"(?:[^"]|"")*(?:"|\Z)"""
+    r"|--[^\n]*|/\*.*?(?:\*/|\Z)"
+    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?(?:\1|\Z)",
     re.DOTALL,
 )
 
@@ -159,8 +162,10 @@ def _has_statement_break(query: str) -> bool:
 # on another role. (Reading current_setting('app.current_user_id', true) is fine.)
 _IDENTITY_CHANGE = re.compile(
     r"\bset_config\s*\("
-    r"|\b(?:set|reset)\s+(?:(?:session|local)\s+)?"
-    r"(?:app\s*\.\s*current_user_id|\"app\"\s*\.|role\b|session\s+authorization\b)",
+    # SET and RESET as statements (at the start, after ';', or in a PL/pgSQL block), never the
+    # SET clause of an UPDATE (``SET role = ...`` on a column named role is fine).
+    r"|(?:^|;|\b(?:begin|then|else|loop)\b)\s*(?:set|reset)\s+(?:(?:session|local)\s+)?"
+    r"(?:app\s*\.\s*current_user_id|role\b|session\s+authorization\b)",
     re.IGNORECASE,
 )
 
@@ -169,20 +174,26 @@ _IDENTITY_CHANGE = re.compile(
 # name ("set_config" calls set_config); a dollar-quoted body (a DO block, a function body) is
 # code, so it is read like the rest.
 _IDENTITY_TOKENS = re.compile(
-    r"""\b[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/"""
-    r'|"((?:[^"]|"")*)"'
-    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)(.*?)\2",
+    r"""\b[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)|'(?:[^']|'')*(?:'|\Z)|--[^\n]*|/\*.*?(?:\*/|\Z)"""
+    r'|"((?:[^"]|"")*)(?:"|\Z)'
+    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)(.*?)(?:\2|\Z)",
     re.DOTALL,
 )
+_MAX_DOLLAR_NESTING = 16
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$")
 
 
-def _identity_code(query: str) -> str:
+def _identity_code(query: str, depth: int = 0) -> str:
     def replace(match: re.Match[str]) -> str:
         identifier, _tag, body = match.groups()
         if identifier is not None:
             return identifier.replace('""', '"')
         if body is not None:
-            return f" {_identity_code(body)} "
+            if depth >= _MAX_DOLLAR_NESTING:  # deeper than real code nests: all of it is code
+                inner = _DOLLAR_TAG.sub(" ; ", body)
+            else:
+                inner = _identity_code(body, depth + 1)
+            return f" ; {inner} ; "
         return " "
 
     return _IDENTITY_TOKENS.sub(replace, query)
@@ -264,16 +275,30 @@ class StatementCache:
         conn.execute("DEALLOCATE ALL")
         self.prepare_connection(conn)
 
-    def is_prepared(self, conn: psycopg.Connection[DictRow], query: str, params: Params) -> bool:
-        """Return True when :meth:`run` would send ``query`` as an EXECUTE of a statement
-        already prepared on ``conn``, not as its text."""
+    def _key(self, query: str, params: Params) -> tuple[str, tuple[str | None, ...]] | None:
         query = query.strip().rstrip(";").rstrip()
         converted = to_dollar_placeholders(query, params) if params else (query, [])
         if converted is None or not _preparable(query):
-            return False
+            return None
         sql, values = converted
         types = tuple(_pg_type(v) for v in values)
-        return None not in types and (sql, types) in self.state(conn).names
+        return None if None in types else (sql, types)
+
+    def is_prepared(self, conn: psycopg.Connection[DictRow], query: str, params: Params) -> bool:
+        """Return True when :meth:`run` would send ``query`` as an EXECUTE of a statement
+        already prepared on ``conn``, not as its text."""
+        key = self._key(query, params)
+        return key is not None and key in self.state(conn).names
+
+    def forget_if_stale(
+        self, conn: psycopg.Connection[DictRow], query: str, params: Params, error: psycopg.Error
+    ) -> None:
+        """After ``error`` from running ``query``: when it says the tables changed shape since
+        the statement was prepared, forget the statement, so the next run prepares it afresh
+        (its name is never reused; the server drops it with the connection)."""
+        key = self._key(query, params)
+        if key is not None and changed_shape(error):
+            self.state(conn).names.pop(key, None)
 
     def run(
         self,
@@ -351,7 +376,7 @@ class StatementCache:
         error = outcome.error
         if error is None:
             return outcome.rows
-        if prepare is None and _changed_shape(error):
+        if prepare is None and changed_shape(error):
             # The statement's tables changed shape since it was prepared (``SELECT *`` after
             # a new column): the call ran nothing, so prepare it afresh and run it again.
             del state.names[key]
@@ -360,7 +385,7 @@ class StatementCache:
         raise error
 
 
-def _changed_shape(error: psycopg.Error) -> bool:
+def changed_shape(error: psycopg.Error) -> bool:
     """Return True for "cached plan must not change result type" (told by where it is raised,
     which does not depend on the server's message language)."""
     return (

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -141,7 +142,8 @@ class _UserTxState:
         self.pending = []
         try:
             rows = self._send(statements, query, params, pending)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            statements.forget_if_stale(self.conn, query, params, exc)
             self._after_error(statements, query, params, begun_before, pending_before)
             raise
         except UnicodeEncodeError:
@@ -452,6 +454,9 @@ class PostgresClient:
         self._admin_lock = threading.Lock()
         self._replace_lock = threading.Lock()
         self._replaced_at: dict[str, float] = {}
+        self._opened_at: weakref.WeakKeyDictionary[PgConnection, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._admin_conninfo: str | None = None
         self._closed = False
@@ -502,7 +507,7 @@ class PostgresClient:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=self._configure if app else None,
+            configure=self._configure if app else self._note_opened,
             check=self._check,
             timeout=self._pool_timeout,
             name=name,
@@ -510,7 +515,11 @@ class PostgresClient:
         pool.open(wait=False)
         return pool
 
+    def _note_opened(self, conn: PgConnection) -> None:
+        self._opened_at[conn] = time.monotonic()
+
     def _configure(self, conn: PgConnection) -> None:
+        self._note_opened(conn)
         self._statements.prepare_connection(conn)
 
     def _check(self, conn: PgConnection) -> None:
@@ -594,8 +603,10 @@ class PostgresClient:
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
-        if conn.closed and not (self._watchdog.ended(conn) or self._admin_watchdog.ended(conn)):
-            self._replace_idle_connections(pool)
+        # Broken by the server: not closed by the client (``broken`` is False after close())
+        # nor by the deadline (whose close() comes after libpq saw the socket end).
+        if conn.broken and not (self._watchdog.ended(conn) or self._admin_watchdog.ended(conn)):
+            self._replace_idle_connections(pool, conn)
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
             conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
@@ -628,16 +639,19 @@ class PostgresClient:
             self._statements.state(conn).last_used = time.monotonic()
         pool.putconn(conn)
 
-    def _replace_idle_connections(self, pool: ConnectionPool[PgConnection]) -> None:
-        """A call found its connection closed by the server (a restart, a failover, backends
-        terminated): the pool's other connections, opened before, are most likely dead too.
-        Replace them all now, so that the next calls wait briefly for fresh connections
-        instead of each failing on one more dead one. At most once a second per pool."""
-        now = time.monotonic()
+    def _replace_idle_connections(
+        self, pool: ConnectionPool[PgConnection], conn: PgConnection
+    ) -> None:
+        """``conn`` was broken by the server (a restart, a failover, backends terminated): the
+        pool's other connections, opened before, are most likely dead too. Replace them all
+        now, so that the next calls wait briefly for fresh connections instead of each failing
+        on one more dead one. A connection opened before the pool's last replacement was
+        covered by it: it starts none (else every dead one would replace the fresh ones)."""
+        opened = self._opened_at.get(conn, -math.inf)
         with self._replace_lock:
-            if now - self._replaced_at.get(pool.name, -math.inf) < 1.0:
+            if opened <= self._replaced_at.get(pool.name, -math.inf):
                 return
-            self._replaced_at[pool.name] = now
+            self._replaced_at[pool.name] = time.monotonic()
         logger.warning(
             "a pooled connection was closed by the server; replacing the idle ones (%s)",
             pool.name,
