@@ -1170,3 +1170,216 @@ def test_sums_the_fake_cannot_type_are_answered_by_postgresql_or_refused(
     else:
         assert outcome == [{"s": expected}]
         assert type(outcome[0]["s"]) is type(expected)
+
+
+# --- a parameter's integer type follows how PostgresClient sends it -----------------------------
+#
+# A user-scoped statement with parameters of the usual types is PREPAREd: an int is declared
+# int8, and None (like a str) is declared unknown, so the server gives it the type of what it
+# meets (an integer column). A list parameter (for `= ANY(%s)`) or several statements make the
+# client run the statement unprepared, with the values written into the text as literals: an
+# int is then an `integer` literal when it fits, `bigint` beyond, and None is NULL.
+
+ANY_SUBJECT = " AND subject = ANY(%s)"
+SUBJECTS = ["a", "b", "c"]
+
+
+@pytest.fixture
+def ranked(db: ContractDB, alice: UUID) -> UUID:
+    """Alice's tickets: two urgent ones (priorities 1 and 2), one not (priority 3)."""
+    add_ticket(db, alice, "a", priority=1, urgent=True)
+    add_ticket(db, alice, "b", priority=2, urgent=True)
+    add_ticket(db, alice, "c", priority=3, urgent=False)
+    return alice
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "expected"),
+    [
+        # None is untyped: it takes the integer column's type, so the sum is bigint (an int).
+        (
+            "SELECT sum(CASE WHEN urgent THEN priority ELSE %s END) AS s FROM tickets",
+            (None,),
+            3,
+        ),
+        ("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (None,), 6),
+        ("SELECT sum(coalesce(priority, %s)) AS s FROM tickets", (None,), 6),
+        ("SELECT sum(greatest(%s, priority)) AS s FROM tickets", (None,), 6),
+        # A prepared int is bigint: the sum is numeric (a Decimal).
+        ("SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets", (5,), Decimal(10)),
+        ("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (0,), Decimal(0)),
+        # Unprepared (a list parameter): an int that fits is an integer literal.
+        (
+            "SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets WHERE true"
+            + ANY_SUBJECT,
+            (5, SUBJECTS),
+            10,
+        ),
+        (
+            "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
+            (0, SUBJECTS),
+            6,
+        ),
+        (
+            "SELECT sum(coalesce(%s, priority)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
+            (None, SUBJECTS),
+            6,
+        ),
+        # ... and one beyond integer is a bigint literal.
+        (
+            "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
+            (2**40, SUBJECTS),
+            Decimal(6),
+        ),
+        (
+            "SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets WHERE true"
+            + ANY_SUBJECT,
+            (-(2**31) - 1, SUBJECTS),
+            Decimal(-(2**32) - 2),
+        ),
+        (
+            "SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets WHERE true"
+            + ANY_SUBJECT,
+            (-(2**31), SUBJECTS),
+            -(2**32),
+        ),
+    ],
+)
+def test_a_sums_type_follows_how_its_parameters_are_sent(
+    db: ContractDB, ranked: UUID, query: str, params: tuple[Any, ...], expected: Any
+) -> None:
+    rows = db.execute(query, params, user_id=ranked)
+    assert rows == [{"s": expected}]
+    assert type(rows[0]["s"]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        # None takes the integer column's type: integer * integer overflows.
+        ("SELECT coalesce(%s, priority) * 2147483647 AS p FROM tickets", (None,)),
+        (
+            "SELECT CASE WHEN urgent THEN %s ELSE priority END * 2147483647 AS p FROM tickets",
+            (None,),
+        ),
+        # Unprepared, an int that fits is an integer literal.
+        ("SELECT %s * 2147483647 AS p FROM tickets WHERE true" + ANY_SUBJECT, (2, SUBJECTS)),
+        (
+            "SELECT coalesce(priority, %s) * 2147483647 AS p FROM tickets WHERE true"
+            + ANY_SUBJECT,
+            (0, SUBJECTS),
+        ),
+        (
+            "SELECT coalesce(%s, priority) * 2147483647 AS p FROM tickets WHERE true"
+            + ANY_SUBJECT,
+            (None, SUBJECTS),
+        ),
+    ],
+)
+def test_integer_parameters_sent_as_integer_overflow_as_integer(
+    db: ContractDB, ranked: UUID, query: str, params: tuple[Any, ...]
+) -> None:
+    with pytest.raises(DatabaseError, match="integer out of range") as caught:
+        db.execute(query, params, user_id=ranked)
+    assert not isinstance(caught.value, UnsupportedQueryError)
+    assert "bigint" not in str(caught.value)
+
+
+def test_prepared_int_parameters_are_bigint_in_arithmetic(db: ContractDB, ranked: UUID) -> None:
+    rows = db.execute(
+        "SELECT %s * 2147483647 AS p, coalesce(priority, %s) * 2147483647 AS q FROM tickets"
+        " WHERE subject = 'c'",
+        (2, 0),
+        user_id=ranked,
+    )
+    assert rows == [{"p": 2 * 2147483647, "q": 3 * 2147483647}]
+    big = db.execute(
+        "SELECT %s * 2147483647 AS p FROM tickets WHERE subject = 'c'" + ANY_SUBJECT,
+        (2**31, SUBJECTS),  # unprepared, but a bigint literal
+        user_id=ranked,
+    )
+    assert big == [{"p": 2**31 * 2147483647}]
+
+
+def test_a_transactions_statements_are_prepared_too(db: ContractDB, ranked: UUID) -> None:
+    with db.transaction(ranked) as tx:
+        untyped = tx.execute("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (None,))
+        wide = tx.execute("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (0,))
+        literal = tx.execute(
+            "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
+            (0, SUBJECTS),
+        )
+    assert (untyped, wide, literal) == ([{"s": 6}], [{"s": Decimal(0)}], [{"s": 6}])
+    assert [type(r[0]["s"]) for r in (untyped, wide, literal)] == [int, Decimal, int]
+
+
+def test_several_statements_send_their_parameters_as_literals(
+    db: ContractDB, ranked: UUID
+) -> None:
+    rows = db.execute(
+        "SELECT 1 AS one; SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets",
+        (5,),
+        user_id=ranked,
+    )
+    assert rows == [{"s": 10}]
+    assert type(rows[0]["s"]) is int
+
+
+def test_the_same_text_with_other_parameter_types_is_typed_afresh(
+    db: ContractDB, ranked: UUID
+) -> None:
+    """The fake's translation cache must not hand one call's types to the next."""
+    query = "SELECT sum(coalesce(%s, priority)) AS s FROM tickets"
+    outcomes = [db.execute(query, params, user_id=ranked) for params in ((None,), (0,), (None,))]
+    assert outcomes == [[{"s": 6}], [{"s": Decimal(0)}], [{"s": 6}]]
+    assert [type(o[0]["s"]) for o in outcomes] == [int, Decimal, int]
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("SELECT (priority + %s) * 2147483647 AS p FROM tickets WHERE subject = 'c'", (None,)),
+        (
+            "SELECT (priority + %s) * 2147483647 AS p FROM tickets WHERE subject = 'c'"
+            + ANY_SUBJECT,
+            (1, SUBJECTS),
+        ),
+    ],
+)
+def test_integer_arithmetic_with_an_untyped_or_literal_parameter_stays_integer(
+    db: ContractDB, ranked: UUID, query: str, params: tuple[Any, ...]
+) -> None:
+    outcome: list[dict[str, Any]] | DatabaseError
+    try:
+        outcome = db.execute(query, params, user_id=ranked)
+    except DatabaseError as exc:
+        outcome = exc
+    if params[0] is None:
+        assert outcome == [{"p": None}]
+    else:
+        assert isinstance(outcome, DatabaseError)
+        assert not isinstance(outcome, UnsupportedQueryError)
+        assert "integer out of range" in str(outcome)
+        assert "bigint" not in str(outcome)
+    prepared = db.execute(
+        "SELECT (priority + %s) * 2147483647 AS p FROM tickets WHERE subject = 'c'", (1,), ranked
+    )
+    assert prepared == [{"p": 4 * 2147483647}]  # a prepared int is bigint
+
+
+def test_a_case_of_parameters_alone_is_answered_by_postgresql_or_refused(
+    db: ContractDB, ranked: UUID
+) -> None:
+    """None next to a bigint parameter is bigint too; the fake may refuse to type it."""
+    outcome: list[dict[str, Any]] | UnsupportedQueryError
+    try:
+        outcome = db.execute(
+            "SELECT sum(CASE WHEN urgent THEN %s ELSE %s END) AS s FROM tickets", (None, 5), ranked
+        )
+    except UnsupportedQueryError as refused:
+        outcome = refused
+    if isinstance(outcome, UnsupportedQueryError):
+        assert "sum() over unknown values" in str(outcome)
+    else:
+        assert outcome == [{"s": Decimal(5)}]
+        assert type(outcome[0]["s"]) is Decimal

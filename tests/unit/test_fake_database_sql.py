@@ -12,6 +12,7 @@ import pytest
 from crm_infra import DatabaseError, IntegrityError, UnsupportedQueryError
 from crm_infra.fakes import InMemoryUserScopedDB
 from crm_infra.fakes._sql_params import split_placeholders
+from crm_infra.fakes._sql_paths import CONTEXT
 from crm_infra.fakes._sql_schema import split_statements
 
 ALICE = UUID("00000000-0000-4000-8000-00000000000a")
@@ -187,8 +188,29 @@ def test_translations_are_cached_by_sql_text(db: InMemoryUserScopedDB) -> None:
     sql = "SELECT name FROM contacts WHERE name = %s"
     q(db, sql, ("Ann",))
     cached = db._cache[(False, True, sql)]
+    assert not cached.depends_on_widths  # no parameter's integer width goes into a type
     q(db, sql, ("Cy",))
     assert db._cache[(False, True, sql)] is cached
+
+
+def test_translations_are_cached_by_the_widths_of_int_parameters(
+    db: InMemoryUserScopedDB,
+) -> None:
+    sql = "SELECT sum(coalesce(%s, priority)) AS s FROM tickets"
+    unprepared = sql + " WHERE subject = ANY(%s)"
+    q(db, sql, (3,))  # prepared: int8
+    q(db, sql, (None,))  # untyped
+    q(db, unprepared, (3, ["a"]))  # unprepared: an integer literal
+    q(db, unprepared, (2**40, ["a"]))  # unprepared: a bigint literal
+    q(db, unprepared, (7, ["a"]))  # the same widths as (3, ...)
+    assert db._cache[(False, True, sql)].depends_on_widths
+    widths = {key[3] for key in db._cache if len(key) == 4 and key[2] in {sql, unprepared}}
+    assert widths == {(64,), (CONTEXT,), (32, CONTEXT), (64, CONTEXT)}
+    assert db._cache[(False, True, sql, (64,))] is not db._cache[(False, True, sql, (CONTEXT,))]
+    # The admin path's widths are picked by the values, at run time (checked then).
+    admin = "SELECT coalesce(%s, priority) * 2 AS p FROM tickets"
+    db.execute_admin(admin, (3,))
+    assert not db._cache[(True, True, admin)].depends_on_widths
 
 
 # --- refusals --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sqlglot import exp
 
 from crm_infra.errors import DatabaseError
 from crm_infra.fakes._sql_errors import refuse
+from crm_infra.fakes._sql_paths import CONTEXT, RUN_TIME
 from crm_infra.fakes._sql_schema import Schema, Table
 from crm_infra.fakes._sql_types import UNKNOWN, PgType, pg_type_from_datatype
 
@@ -86,14 +87,17 @@ class Scopes:
 
     Args:
         schema: the tables.
-        param_bits: the integer width of an int parameter: 64 where the client sends them as
-            int8 (``PostgresClient``'s user-scoped statements), 0 where psycopg picks int2,
-            int4 or int8 by the value, at run time (the admin path).
+        param_bits: for ``$1``, ``$2``..., the integer width each parameter has as the client
+            sends it (see :mod:`._sql_paths`): 64 (a prepared int: int8, or a bigint literal),
+            32 (an integer literal), ``RUN_TIME`` (psycopg picks int2, int4 or int8 by the
+            value: the admin path) or ``CONTEXT`` (none of its own, like an untyped NULL: it
+            takes the type of what it meets). A parameter beyond the tuple is ``RUN_TIME``.
     """
 
-    def __init__(self, schema: Schema, *, param_bits: int = 64) -> None:
+    def __init__(self, schema: Schema, *, param_bits: tuple[int, ...] = ()) -> None:
         self.schema = schema
         self.param_bits = param_bits
+        self.widths_used = False  # whether a parameter's width went into a type
         self.ctes: dict[str, list[tuple[str, PgType]]] = {}
         self._cache: dict[int, list[Source]] = {}
         self.extra: dict[int, list[Source]] = {}
@@ -304,6 +308,14 @@ class Scopes:
         """
         return self.int_width(node)[0]
 
+    def param_bits_of(self, node: exp.Parameter) -> int:
+        """Return the width of ``$n`` as the client sends it (see the class's ``param_bits``)."""
+        index = int(node.this.name) - 1
+        if index >= len(self.param_bits):
+            return RUN_TIME
+        self.widths_used = True
+        return self.param_bits[index]
+
     def int_width(self, node: exp.Expr) -> tuple[int, bool]:  # noqa: PLR0911
         """Return the bits of ``node``'s integer type, and whether a parameter may widen it.
 
@@ -314,7 +326,10 @@ class Scopes:
         while isinstance(node, exp.Paren | exp.Alias):
             node = node.this
         if isinstance(node, exp.Parameter):
-            return self.param_bits, self.param_bits == 0
+            bits = self.param_bits_of(node)
+            if bits == CONTEXT:
+                return 0, False  # like NULL: it takes the other operands' type
+            return bits, bits == RUN_TIME
         if isinstance(node, exp.Literal) and node.is_int:
             return (32 if -(2**31) <= int(node.name) < 2**31 else 64), False
         if isinstance(node, exp.Null):

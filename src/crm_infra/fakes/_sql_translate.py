@@ -25,6 +25,7 @@ from sqlglot.errors import ParseError, SqlglotError
 from crm_infra.errors import DatabaseError
 from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
 from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
+from crm_infra.fakes._sql_paths import CONTEXT, ParamWidths
 from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
 from crm_infra.fakes._sql_scopes import (
@@ -147,6 +148,8 @@ class Translation:
     columns: tuple[OutputColumn, ...]
     returns_rows: bool
     then: tuple[str, ...] = ()  # more SQLite statements to run after ``sql`` (TRUNCATE)
+    # Whether it holds only for parameters of the integer widths it was made for.
+    depends_on_widths: bool = False
     names: tuple[str, ...] = attrs.field(init=False)
     computes_quotients: bool = attrs.field(init=False)
     decoders: tuple[Callable[[Any], Any], ...] = attrs.field(init=False)
@@ -180,8 +183,14 @@ class Translator:
         self.admin = admin
         self.app_role = app_role
 
-    def translate(self, query: str, *, with_params: bool = True) -> Translation:
+    def translate(
+        self, query: str, *, with_params: bool = True, widths: ParamWidths = ()
+    ) -> Translation:
         """Return the SQLite form of ``query`` and how to bind and decode it.
+
+        ``widths`` (from :func:`._sql_paths.param_widths`) gives each user-scoped parameter
+        the integer width it has as ``PostgresClient`` sends it: the translation holds for
+        calls whose parameters have the same widths. The admin path's are decided at run time.
 
         Raises:
             UnsupportedQueryError: a construct the fake cannot run faithfully.
@@ -193,9 +202,7 @@ class Translator:
         tree = self._parse(split.text)
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)
-        # PostgresClient sends a user-scoped statement's int parameters as int8 (it prepares
-        # them so); on the admin path psycopg picks int2, int4 or int8 by the value.
-        scopes = Scopes(self.schema, param_bits=0 if self.admin else 64)
+        scopes = Scopes(self.schema, param_bits=self._param_bits(split, widths))
         if isinstance(tree, exp.Update):
             self._set_defaults(tree)
         self._check_constructs(tree)
@@ -229,6 +236,20 @@ class Translator:
             array_params=frozenset(arrays),
             columns=tuple(columns),
             returns_rows=returns_rows,
+            depends_on_widths=scopes.widths_used,
+        )
+
+    def _param_bits(self, split: SplitQuery, widths: ParamWidths) -> tuple[int, ...]:
+        """Return the width of ``$1``, ``$2``... (RUN_TIME throughout on the admin path)."""
+        if self.admin:
+            return ()
+        if split.named:
+            by_name = {item[0]: item[1] for item in widths if isinstance(item, tuple)}
+            return tuple(by_name.get(str(k), CONTEXT) for k in split.keys)
+        positional = [item for item in widths if isinstance(item, int)]
+        count = len(positional)
+        return tuple(
+            positional[k] if isinstance(k, int) and k < count else CONTEXT for k in split.keys
         )
 
     def _truncate(self, tree: exp.TruncateTable, split: SplitQuery) -> Translation:
@@ -794,7 +815,13 @@ class Translator:
                 found.append((node, integer[type(node)]))
             elif kind == "int" and type(node) in checked:
                 found.append((node, checked[type(node)]))
-                bits[id(node)] = (scopes.int_bits(node.this), scopes.int_bits(node.expression))
+                this, other = scopes.int_width(node.this), scopes.int_width(node.expression)
+                # An operand without a type of its own (NULL, an untyped parameter) takes the
+                # other one's; 0 left is a width psycopg picks by the value, at run time.
+                bits[id(node)] = (
+                    this[0] or (0 if this[1] else other[0]),
+                    other[0] or (0 if other[1] else this[0]),
+                )
         for operation, name in found:
             if name == "pg_numeric_div":
                 self._refuse_in_arithmetic(operation, "a numeric quotient")

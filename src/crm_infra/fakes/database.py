@@ -47,6 +47,7 @@ from crm_infra.fakes._sql_params import (
     bind_order,
     split_placeholders,
 )
+from crm_infra.fakes._sql_paths import ParamWidths, user_widths
 from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
@@ -70,7 +71,9 @@ class _Compiled:
     schema: Schema
     ddl: tuple[str, ...]
     translators: dict[bool, Translator]
-    translations: dict[tuple[bool, bool, str], Translation]  # (admin, with params, SQL text)
+    # (admin, with params, SQL text), and with the parameters' integer widths appended (see
+    # _sql_paths) for a translation that depends on them
+    translations: dict[tuple[bool, bool, str] | tuple[bool, bool, str, ParamWidths], Translation]
 
 
 _compiled: dict[tuple[tuple[tuple[str, int, int], ...], str], _Compiled] = {}
@@ -481,14 +484,29 @@ class InMemoryUserScopedDB:
                 txn.aborted = True
                 raise
 
-    def _translation(self, admin: bool, query: str, with_params: bool) -> Translation:
+    def _translation(
+        self, admin: bool, query: str, params: Params, with_params: bool, several: bool
+    ) -> Translation:
         key = (admin, with_params, query)
         found = self._cache.get(key)
+        if found is not None and not found.depends_on_widths:
+            return found  # the hot path: one look-up
+        # How PostgresClient sends the parameters decides their integer types (on the admin
+        # path, psycopg picks them by the values at run time: the translation checks then).
+        widths = user_widths(query, params, several=several) if with_params and not admin else ()
+        if found is not None:  # it depends on the widths: look for these ones
+            found = self._cache.get((admin, with_params, query, widths))
         if found is None:
-            found = self._translators[admin].translate(query, with_params=with_params)
+            found = self._translators[admin].translate(
+                query, with_params=with_params, widths=widths
+            )
             if len(self._cache) >= _MAX_CACHED_TRANSLATIONS:
                 self._cache.clear()  # generated SQL texts could otherwise grow it forever
-            self._cache[key] = found
+            # Whether a translation depends on the widths is the same for every widths: the
+            # first one made tells the next calls where to look.
+            self._cache.setdefault(key, found)
+            if found.depends_on_widths:
+                self._cache[(admin, with_params, query, widths)] = found
         return found
 
     def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
@@ -533,7 +551,7 @@ class InMemoryUserScopedDB:
         try:
             rows: list[Row] = []
             for piece, piece_params in zip(pieces, slices, strict=True):
-                rows = self._run_one(user, piece, piece_params, with_params)
+                rows = self._run_one(user, piece, piece_params, with_params, several=True)
         except BaseException:
             self._conn.execute("ROLLBACK TO SAVEPOINT crm_several")
             self._conn.execute("RELEASE SAVEPOINT crm_several")
@@ -542,10 +560,16 @@ class InMemoryUserScopedDB:
         return rows
 
     def _run_one(
-        self, user: str | None, query: str, params: Params, with_params: bool
+        self,
+        user: str | None,
+        query: str,
+        params: Params,
+        with_params: bool,
+        *,
+        several: bool = False,
     ) -> list[Row]:
         _refuse_untextable(params, query)
-        translation = self._translation(user is None, query, with_params)
+        translation = self._translation(user is None, query, params, with_params, several)
         values = self._bind(translation, params)
         state = self._state
         state.current_user_id = user
