@@ -363,6 +363,113 @@ def test_a_frozen_server_fails_admin_calls_by_the_client_deadline(
         _until_ok(lambda: db.execute_admin("SELECT 1"))
 
 
+class _DomainError(Exception):
+    pass
+
+
+def _frozen_client(db: BootstrappedDatabase, **settings: Any) -> PostgresClient:
+    return PostgresClient(
+        db.app_url,
+        1,
+        min_pool_size=1,
+        pool_timeout=3,
+        statement_timeout=1,
+        connect_timeout=2,
+        **settings,
+    )
+
+
+def _rollback_after_the_block_raised(
+    cluster: PrivateCluster, db: PostgresClient, user: UUID
+) -> None:
+    with db.transaction(user) as tx:
+        tx.execute("SELECT 1 AS one")
+        cluster.pause()
+        raise _DomainError("the block failed")
+
+
+def _commit_after_a_rolled_back_savepoint(
+    cluster: PrivateCluster, db: PostgresClient, user: UUID
+) -> None:
+    with db.transaction(user) as tx:
+        tx.execute("SELECT 1 AS one")
+        with contextlib.suppress(PostgresError), db.transaction(user) as inner:
+            inner.execute("SELECT 1 / 0")
+        cluster.pause()
+
+
+def _begin_of_a_raw_connection(cluster: PrivateCluster, db: PostgresClient, user: UUID) -> None:
+    cluster.pause()
+    with db.connection(user):
+        pass
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        _rollback_after_the_block_raised,
+        _commit_after_a_rolled_back_savepoint,
+        _begin_of_a_raw_connection,
+    ],
+)
+def test_the_clients_own_statements_never_wait_forever_on_a_frozen_server(
+    private_cluster: PrivateCluster,
+    private_db: BootstrappedDatabase,
+    step: Callable[[PrivateCluster, PostgresClient, UUID], None],
+) -> None:
+    with _frozen_client(private_db) as db:
+        user = uuid.uuid4()
+        assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+        try:
+            error, elapsed = _in_thread(lambda: step(private_cluster, db, user), 15)
+        finally:
+            private_cluster.resume()
+        # The block's own error, or the deadline's; either way within the short deadline.
+        assert error is not None
+        assert elapsed < 8
+        _until_ok(lambda: db.execute_scalar("SELECT 1 AS one", user_id=user))
+
+
+def test_the_idle_ping_has_a_deadline_on_a_frozen_server(
+    private_cluster: PrivateCluster, private_db: BootstrappedDatabase
+) -> None:
+    with _frozen_client(private_db, health_check_interval=0.5) as db:
+        user = uuid.uuid4()
+        assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+        time.sleep(1.0)  # idle past health_check_interval: the next borrow pings first
+        private_cluster.pause()
+        try:
+            error, elapsed = _in_thread(
+                lambda: db.execute_scalar("SELECT 1 AS one", user_id=user), 15
+            )
+        finally:
+            private_cluster.resume()
+        assert isinstance(error, DatabaseUnavailableError | QueryTimeoutError), error
+        assert elapsed < 10
+        _until_ok(lambda: db.execute_scalar("SELECT 1 AS one", user_id=user))
+
+
+def test_a_restart_found_by_the_idle_ping_replaces_the_pool_at_once(
+    private_cluster: PrivateCluster,
+    private_db: BootstrappedDatabase,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crm_infra.adapters.postgres")
+    with PostgresClient(
+        private_db.app_url, 4, min_pool_size=4, pool_timeout=5, health_check_interval=0.5
+    ) as db:
+        db.pool.wait(timeout=10)
+        user = uuid.uuid4()
+        time.sleep(1.0)
+        private_cluster.restart("fast")
+        started = time.monotonic()
+        assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+        # One dead connection found by its ping replaces the rest: no ping-and-back-off
+        # through every dead one until pool_timeout.
+        assert time.monotonic() - started < 4
+        assert _replacements(caplog) == 1
+
+
 def test_a_frozen_server_fails_new_connections_within_the_connect_timeout(
     private_cluster: PrivateCluster, private_db: BootstrappedDatabase
 ) -> None:

@@ -294,6 +294,36 @@ def test_bad_settings_are_a_config_error(pg_database: BootstrappedDatabase) -> N
         PostgresClient(pg_database.app_url, 0)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("statement_timeout", float("nan")),
+        ("statement_timeout", 0),
+        ("admin_statement_timeout", float("inf")),
+        ("connect_timeout", float("inf")),
+        ("pool_timeout", float("nan")),
+    ],
+)
+def test_timeouts_must_be_positive_finite_seconds(
+    pg_database: BootstrappedDatabase, setting: str, value: float
+) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        PostgresClient(pg_database.app_url, 1, **{setting: value})  # type: ignore[arg-type]  # one float setting, named by the test
+
+
+def test_a_value_error_of_the_callers_own_passes_through_admin_transaction(
+    pg_db: PostgresClient,
+) -> None:
+    class NotFound(ValueError):
+        pass
+
+    with pytest.raises(NotFound), pg_db.admin_transaction() as tx:  # noqa: PT012 - the block body is what is tested
+        tx.execute("SELECT 1 AS one")
+        raise NotFound("customer 42")
+    with pytest.raises(UnicodeEncodeError), pg_db.admin_transaction():
+        "\ud800".encode()
+
+
 def test_a_broken_connection_is_replaced(pg_database: BootstrappedDatabase) -> None:
     with PostgresClient(
         pg_database.app_url,

@@ -100,6 +100,11 @@ def test_statement_breaks_are_found_outside_literals(query: str, several: bool) 
         "SELECT pg_catalog.set_config('app.current_user_id', %s, true)",
         "DO $$BEGIN PERFORM set_config('app.current_user_id', 'x', true); END$$",
         "DO $f$BEGIN IF true THEN SET ROLE other; END IF; END$f$",
+        "DO $$BEGIN IF a THEN NULL; ELSIF b THEN SET ROLE other; END IF; END$$",
+        "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql SET ROLE other AS 'SELECT 1'",
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql SET role = other AS 'SELECT 1'",
+        "ALTER ROLE CURRENT_USER SET ROLE other",
+        "ALTER FUNCTION f() SET app.current_user_id TO 'x'",
     ],
 )
 def test_sql_that_changes_the_user_or_role_is_found(query: str) -> None:
@@ -136,5 +141,10 @@ def test_unclosed_quotes_and_comments_run_to_the_end_of_the_text(text: str) -> N
 
 def test_deeply_nested_dollar_quotes_are_read_without_running_out_of_stack() -> None:
     tags = [f"$t{i}$" for i in range(600)]
-    query = "DO " + "".join(tags) + " SET ROLE other; " + "".join(reversed(tags))
+    query = "DO " + " ".join(tags) + " SET ROLE other; " + " ".join(reversed(tags))
     assert changes_user_identity(query)
+
+
+def test_a_dollar_sign_inside_a_name_opens_no_quote() -> None:
+    assert _has_statement_break("SELECT 1 AS cost$usd$; SELECT 2 AS two")
+    assert not _has_statement_break("SELECT $q$a;b$q$ AS text")

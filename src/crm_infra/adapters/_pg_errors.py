@@ -60,6 +60,7 @@ __all__ = [
     "raise_translated",
     "scrub",
     "translate_errors",
+    "translate_input_errors",
     "unsendable_error",
 ]
 
@@ -249,6 +250,22 @@ def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iter
         raise
     except psycopg.Error as exc:
         raise_translated(exc, operation, secrets)
+
+
+@contextmanager
+def translate_input_errors(operation: str) -> Iterator[None]:
+    """Around a call that turns parameters into text: what it cannot turn is an input error.
+
+    Only there: a ValueError of the caller's own (in an ``admin_transaction()`` body, say)
+    passes through as it is.
+
+    Raises:
+        PostgresInputError: a parameter cannot be encoded or written as text.
+    """
+    try:
+        yield
+    except InfraError:
+        raise
     except UnicodeEncodeError:
         # Not chained: the codec error holds the whole value (.object), which may be secret.
         raise input_error(operation) from None

@@ -146,7 +146,8 @@ def _preparable(query: str) -> bool:
 _SKIPPABLE = re.compile(
     r"""\b[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)|'(?:[^']|'')*(?:'|\Z)|"(?:[^"]|"")*(?:"|\Z)"""
     r"|--[^\n]*|/\*.*?(?:\*/|\Z)"
-    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?(?:\1|\Z)",
+    # A dollar quote opens only where an identifier cannot go on (``cost$usd$`` is a name).
+    r"|(?<![A-Za-z0-9_$])(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$).*?(?:\1|\Z)",
     re.DOTALL,
 )
 
@@ -160,14 +161,20 @@ def _has_statement_break(query: str) -> bool:
 
 # What would let user-scoped SQL act as someone else: setting the RLS user itself, or taking
 # on another role. (Reading current_setting('app.current_user_id', true) is fine.)
+_STATEMENT_START = r"(?:^|;|\b(?:begin|then|else|elsif|loop)\b)\s*"
+_SET = r"\b(?:set|reset)\s+(?:(?:session|local)\s+)?"
 _IDENTITY_CHANGE = re.compile(
     r"\bset_config\s*\("
-    # SET and RESET as statements (at the start, after ';', or in a PL/pgSQL block), never the
-    # SET clause of an UPDATE (``SET role = ...`` on a column named role is fine).
-    r"|(?:^|;|\b(?:begin|then|else|loop)\b)\s*(?:set|reset)\s+(?:(?:session|local)\s+)?"
-    r"(?:app\s*\.\s*current_user_id|role\b|session\s+authorization\b)",
+    # The RLS user or the session authorization, set anywhere (also the SET clause of a
+    # function or a role): no column goes by those names.
+    rf"|{_SET}(?:app\s*\.\s*current_user_id|session\s+authorization\b)"
+    # SET ROLE as a statement, never the SET clause of an UPDATE of a column named role.
+    rf"|{_STATEMENT_START}{_SET}role\b",
     re.IGNORECASE,
 )
+# In DDL (CREATE FUNCTION ... SET role = x, ALTER ROLE ... SET ROLE x) a role set anywhere counts.
+_DDL = re.compile(rf"{_STATEMENT_START}(?:create|alter)\b", re.IGNORECASE)
+_SET_ROLE = re.compile(rf"{_SET}role\b", re.IGNORECASE)
 
 
 # For the identity check: string literals and comments go; a quoted identifier counts as its
@@ -176,11 +183,11 @@ _IDENTITY_CHANGE = re.compile(
 _IDENTITY_TOKENS = re.compile(
     r"""\b[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)|'(?:[^']|'')*(?:'|\Z)|--[^\n]*|/\*.*?(?:\*/|\Z)"""
     r'|"((?:[^"]|"")*)(?:"|\Z)'
-    r"|(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)(.*?)(?:\2|\Z)",
+    r"|(?<![A-Za-z0-9_$])(\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)(.*?)(?:\2|\Z)",
     re.DOTALL,
 )
 _MAX_DOLLAR_NESTING = 16
-_DOLLAR_TAG = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$")
+_DOLLAR_TAG = re.compile(r"(?<![A-Za-z0-9_$])(?:\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)")
 
 
 def _identity_code(query: str, depth: int = 0) -> str:
@@ -206,7 +213,10 @@ def changes_user_identity(query: str) -> bool:
     A guard against mistakes in trusted SQL, not a sandbox: SQL built to hide a call (text
     run by ``query_to_xml``, say) is not found.
     """
-    return _IDENTITY_CHANGE.search(_identity_code(query)) is not None
+    code = _identity_code(query)
+    if _IDENTITY_CHANGE.search(code) is not None:
+        return True
+    return _DDL.search(code) is not None and _SET_ROLE.search(code) is not None
 
 
 class ConnState:

@@ -13,6 +13,7 @@ Errors are translated in one place (:func:`translate_errors`); see ``_pg_errors`
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -48,6 +49,7 @@ from crm_infra.adapters._pg_errors import (
     raise_translated,
     scrub,
     translate_errors,
+    translate_input_errors,
     unsendable_error,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
@@ -271,6 +273,7 @@ class _UserTransaction:
         _refuse_identity_change("transaction.execute", query)
         with (
             translate_errors(op, self._client._secrets),
+            translate_input_errors(op),
             self._client._watchdog.guard(state.conn, op),
         ):
             return state.run(self._client._statements, query, params)
@@ -340,6 +343,7 @@ class _AdminTransaction:
             )
         with (
             translate_errors(op, self._client._secrets),
+            translate_input_errors(op),
             self._client._admin_watchdog.guard(self._conn, op),
         ):
             return _run_admin(self._conn, query, params)
@@ -371,6 +375,31 @@ def _run_admin(conn: PgConnection, query: str, params: Params) -> list[Row]:
     with conn.cursor() as cur:
         cur.execute(query, params if params else None)
         return fetch_last(cur)
+
+
+def _setting_problems(
+    *,
+    pool_size: int,
+    min_size: int,
+    admin_pool_size: int,
+    timeouts: dict[str, float],
+    limits: dict[str, float | None],
+) -> list[str]:
+    """Return what is wrong with the client's settings, one phrase each."""
+    problems = []
+    if pool_size < 1:
+        problems.append(f"pool_size must be at least 1 (got {pool_size})")
+    if not 0 <= min_size <= pool_size:
+        problems.append(f"min_pool_size must be between 0 and pool_size (got {min_size})")
+    if admin_pool_size < 1:
+        problems.append(f"admin_pool_size must be at least 1 (got {admin_pool_size})")
+    for name, value in timeouts.items():
+        if not (value > 0 and math.isfinite(value)):
+            problems.append(f"{name} must be a positive number of seconds (got {value})")
+    for name, limit in limits.items():
+        if limit is not None and not (limit > 0 and math.isfinite(limit)):
+            problems.append(f"{name} must be None or a positive number of seconds (got {limit})")
+    return problems
 
 
 class PostgresClient:
@@ -423,16 +452,16 @@ class PostgresClient:
         self._secrets = (password_of(connection_url), password_of(admin_connection_url or ""))
         self._url_shown = scrub(connection_url, self._secrets)
         min_size = min(2, pool_size) if min_pool_size is None else min_pool_size
-        problems = []
-        if pool_size < 1:
-            problems.append(f"pool_size must be at least 1 (got {pool_size})")
-        if not 0 <= min_size <= pool_size:
-            problems.append(f"min_pool_size must be between 0 and pool_size (got {min_size})")
-        if admin_pool_size < 1:
-            problems.append(f"admin_pool_size must be at least 1 (got {admin_pool_size})")
-        for name, value in (("connect_timeout", connect_timeout), ("pool_timeout", pool_timeout)):
-            if not value > 0:
-                problems.append(f"{name} must be positive (got {value})")
+        problems = _setting_problems(
+            pool_size=pool_size,
+            min_size=min_size,
+            admin_pool_size=admin_pool_size,
+            timeouts={"connect_timeout": connect_timeout, "pool_timeout": pool_timeout},
+            limits={
+                "statement_timeout": statement_timeout,
+                "admin_statement_timeout": admin_statement_timeout,
+            },
+        )
         if problems:
             raise PostgresConfigError(
                 "PostgresClient: " + "; ".join(problems), operation="configure"
@@ -461,22 +490,40 @@ class PostgresClient:
         self._admin_conninfo: str | None = None
         self._closed = False
 
-        with translate_errors(f"connect to {self._url_shown}", self._secrets):
-            conninfo = self._conninfo(connection_url, statement_timeout)
-            if admin_connection_url is not None:
-                self._admin_conninfo = self._conninfo(admin_connection_url, admin_statement_timeout)
-            with psycopg.connect(conninfo, autocommit=True) as probe:
-                check_user_facing_role(probe)
-            self._pool: ConnectionPool[PgConnection] = self._make_pool(
-                conninfo, "crm-app", min_size, pool_size
-            )
-        # The server enforces statement_timeout; this is the backstop for when it cannot.
+        # The server enforces statement_timeout; these are the backstop for when it cannot.
         self._watchdog = Watchdog(
             None if statement_timeout is None else statement_timeout + GRACE_S
         )
         self._admin_watchdog = Watchdog(
             None if admin_statement_timeout is None else admin_statement_timeout + GRACE_S
         )
+        # The client's own short statements (a ping, BEGIN, ROLLBACK, the session reset) answer
+        # at once from a live server: they get the connect timeout, whatever statement_timeout.
+        self._short_watchdog = Watchdog(float(self._connect_timeout))
+        self._watchdogs = (self._watchdog, self._admin_watchdog, self._short_watchdog)
+        self._pools: dict[str, ConnectionPool[PgConnection]] = {}
+        try:
+            with translate_errors(f"connect to {self._url_shown}", self._secrets):
+                conninfo = self._conninfo(connection_url, statement_timeout)
+                if admin_connection_url is not None:
+                    self._admin_conninfo = self._conninfo(
+                        admin_connection_url, admin_statement_timeout
+                    )
+                with psycopg.connect(conninfo, autocommit=True) as probe:
+                    check_user_facing_role(probe)
+                self._pool: ConnectionPool[PgConnection] = self._make_pool(
+                    conninfo, "crm-app", min_size, pool_size
+                )
+        except BaseException as exc:
+            for watchdog in self._watchdogs:
+                watchdog.close()
+            if isinstance(exc, UnicodeEncodeError):
+                raise PostgresConfigError(
+                    "PostgresClient: a connection URL cannot be encoded as UTF-8 (a lone "
+                    "surrogate?)",
+                    operation="configure",
+                ) from None
+            raise
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -508,10 +555,11 @@ class PostgresClient:
             max_size=max_size,
             open=False,
             configure=self._configure if app else self._note_opened,
-            check=self._check,
+            check=functools.partial(self._check, name),
             timeout=self._pool_timeout,
             name=name,
         )
+        self._pools[name] = pool
         pool.open(wait=False)
         return pool
 
@@ -520,13 +568,38 @@ class PostgresClient:
 
     def _configure(self, conn: PgConnection) -> None:
         self._note_opened(conn)
-        self._statements.prepare_connection(conn)
+        with self._short_watchdog.guard(conn, "prepare a new connection"):
+            self._statements.prepare_connection(conn)
 
-    def _check(self, conn: PgConnection) -> None:
+    def _check(self, pool_name: str, conn: PgConnection) -> None:
         # Ping only connections that sat idle a while: a ping per borrow would double the
         # round trips of every execute.
-        if time.monotonic() - self._statements.state(conn).last_used > self._health_check_interval:
-            ConnectionPool.check_connection(conn)
+        if time.monotonic() - self._statements.state(conn).last_used <= self._health_check_interval:
+            return
+        try:
+            with self._short_watchdog.guard(conn, "health check of a pooled connection"):
+                ConnectionPool.check_connection(conn)
+        except Exception:
+            # Found dead while idle (a restart the pool has not seen yet): the others too.
+            if self._broken_by_server(conn):
+                self._replace_idle_connections(self._pools[pool_name], conn)
+            raise
+
+    def _broken_by_server(self, conn: PgConnection) -> bool:
+        # ``broken`` is False after the client's own close(); a deadline closes only after
+        # libpq saw the socket end, so it is told apart by the watchdog that fired.
+        return conn.broken and not any(w.ended(conn) for w in self._watchdogs)
+
+    def _housekeeping(self, conn: PgConnection, sql: str, what: str) -> None:
+        """Run one of the client's own short statements; close ``conn`` if it fails."""
+        try:
+            with self._short_watchdog.guard(conn, what):
+                conn.execute(sql)
+        except (psycopg.Error, PostgresError) as exc:
+            logger.warning(
+                "%s failed, closing the connection: %s", what, scrub(str(exc), self._secrets)
+            )
+            conn.close()
 
     def _ensure_admin_pool(self, operation: str) -> ConnectionPool[PgConnection]:
         pool = self._admin_pool
@@ -603,36 +676,21 @@ class PostgresClient:
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
-        # Broken by the server: not closed by the client (``broken`` is False after close())
-        # nor by the deadline (whose close() comes after libpq saw the socket end).
-        if conn.broken and not (self._watchdog.ended(conn) or self._admin_watchdog.ended(conn)):
+        if self._broken_by_server(conn):
             self._replace_idle_connections(pool, conn)
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
             conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            try:
-                conn.rollback()
-            except psycopg.Error as exc:
-                logger.warning(
-                    "rollback before returning a connection failed, closing it: %s",
-                    scrub(str(exc), self._secrets),
-                )
-                conn.close()
+            # Not conn.rollback(): psycopg's own would wait forever on a frozen server.
+            self._housekeeping(conn, "ROLLBACK", "rollback before returning a connection")
         elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
         if not conn.closed:
             if not conn.autocommit:
                 conn.autocommit = True  # raw connection() users may have switched it off
             if reset:
-                try:
-                    conn.execute(_RESET_SESSION)
-                except psycopg.Error as exc:
-                    logger.warning(
-                        "resetting a connection after raw access failed, closing it: %s",
-                        scrub(str(exc), self._secrets),
-                    )
-                    conn.close()
+                self._housekeeping(conn, _RESET_SESSION, "resetting a connection after raw access")
         if conn.closed:
             self._statements.forget(conn)
         else:
@@ -790,7 +848,10 @@ class PostgresClient:
             if pending and conn.info.transaction_status == TransactionStatus.INERROR:
                 # A savepoint rolled back last: its ROLLBACK TO is what recovers the
                 # transaction, so it goes before the check.
-                with suppress(psycopg.Error):  # still aborted: the check below says so
+                with (
+                    suppress(psycopg.Error),  # still aborted: the check below says so
+                    self._short_watchdog.guard(conn, op),
+                ):
                     conn.execute(pending)
                 pending = ""
             if conn.info.transaction_status != TransactionStatus.INTRANS:
@@ -859,6 +920,7 @@ class PostgresClient:
         with (
             translate_errors(op, self._secrets),
             self._borrow(pool, op) as conn,
+            translate_input_errors(op),
             self._admin_watchdog.guard(conn, op),
         ):
             return _run_admin(conn, query, params)
@@ -925,13 +987,16 @@ class PostgresClient:
         uid = resolve_user_id(user_id)
         op = "connection"
         with self._borrow(self._pool, op, raw=True) as conn:
-            with translate_errors(op, self._secrets):
+            with translate_errors(op, self._secrets), self._short_watchdog.guard(conn, op):
                 ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
             try:
                 yield conn
             except BaseException:
                 raise  # _give_back rolls back
-            with translate_errors(f"{op} commit", self._secrets):
+            with (
+                translate_errors(f"{op} commit", self._secrets),
+                self._watchdog.guard(conn, f"{op} commit"),
+            ):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.commit()
 
@@ -961,8 +1026,8 @@ class PostgresClient:
         if self._closed:
             return
         self._closed = True
-        self._watchdog.close()
-        self._admin_watchdog.close()
+        for watchdog in self._watchdogs:
+            watchdog.close()
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()

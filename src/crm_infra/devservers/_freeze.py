@@ -26,7 +26,7 @@ def _all_stopped(pid: int) -> bool:
             continue  # the thread ended
         # The state follows the command name, which is in parentheses and may hold spaces.
         state = text[text.rindex(")") + 2]
-        if state not in "Tt":
+        if state not in "TtZX":  # stopped, or a zombie/dead task that runs nothing either
             return False
     return True
 
