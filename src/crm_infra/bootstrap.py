@@ -8,6 +8,7 @@ dropped again by :func:`drop_database`. The group roles are shared and never dro
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -18,6 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from crm_infra.adapters._pg_errors import password_of, translate_errors
+from crm_infra.errors import ConfigError
 from crm_infra.schema_files import bootstrap_roles_file
 
 __all__ = ["BootstrappedDatabase", "create_database", "drop_database"]
@@ -69,8 +71,14 @@ def create_database(
         sql_dir: where ``bootstrap/roles.sql`` lives (default: the packaged schema).
 
     Raises:
+        ConfigError: ``prefix`` is not a plain lowercase name (before any I/O).
         PostgresError: the server refused or could not be reached (passwords scrubbed).
     """
+    if re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", prefix) is None:
+        raise ConfigError(
+            f"create_database: prefix must be lowercase letters, digits and underscores, "
+            f"starting with a letter or underscore, at most 31 characters (got {prefix!r})"
+        )
     suffix = secrets.token_hex(6)
     database = f"{prefix}_{suffix}"
     app_role, admin_role = f"{prefix}_app_{suffix}", f"{prefix}_admin_{suffix}"

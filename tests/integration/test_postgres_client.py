@@ -299,6 +299,7 @@ def test_bad_settings_are_a_config_error(pg_database: BootstrappedDatabase) -> N
     [
         ("statement_timeout", float("nan")),
         ("statement_timeout", 0),
+        ("statement_timeout", 0.0004),  # the server's setting would round to 0: no limit
         ("admin_statement_timeout", float("inf")),
         ("connect_timeout", float("inf")),
         ("pool_timeout", float("nan")),
@@ -320,8 +321,24 @@ def test_a_value_error_of_the_callers_own_passes_through_admin_transaction(
     with pytest.raises(NotFound), pg_db.admin_transaction() as tx:  # noqa: PT012 - the block body is what is tested
         tx.execute("SELECT 1 AS one")
         raise NotFound("customer 42")
-    with pytest.raises(UnicodeEncodeError), pg_db.admin_transaction():
-        "\ud800".encode()
+
+
+def test_a_raw_block_that_leaves_psycopg_mid_transaction_does_not_spoil_the_pool(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    with PostgresClient(pg_database.app_url, 1, min_pool_size=1) as client:
+        user = uuid4()
+        with pytest.raises(PostgresError), client.connection(user) as raw:  # noqa: PT012 - the block body is what is tested
+            left_open = raw.transaction()  # psycopg's own block, entered and never left
+            left_open.__enter__()
+            raw.execute("SELECT 1")
+        # psycopg refused to roll that back, so the connection was closed, not pooled.
+        assert client.execute_scalar("SELECT 1 AS one", user_id=user) == 1
+        with client.connection(user) as raw:
+            assert raw.execute("SELECT 2 AS two").fetchone() == {"two": 2}
+        with client.transaction(user) as tx:
+            assert tx.execute("SELECT 3 AS three") == [{"three": 3}]
+        del left_open  # only now may it end (on the closed connection)
 
 
 def test_a_broken_connection_is_replaced(pg_database: BootstrappedDatabase) -> None:

@@ -6,8 +6,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from crm_infra import DatabaseError, RowSecurityError
-from crm_infra.adapters import PostgresClient
+from crm_infra import ConfigError, DatabaseError, RowSecurityError
+from crm_infra.adapters import PostgresClient, PostgresError
+from crm_infra.bootstrap import create_database
 
 
 def make_user(db: PostgresClient) -> UUID:
@@ -47,3 +48,17 @@ def test_a_missing_privilege_is_not_a_row_security_error(pg_db: PostgresClient) 
         pg_db.execute("INSERT INTO users (email) VALUES ('x@example.com')", user_id=uuid4())
     assert not isinstance(caught.value, RowSecurityError)
     assert getattr(caught.value, "sqlstate", None) == "42501"
+
+
+def test_a_url_that_cannot_be_encoded_never_shows_its_password() -> None:
+    url = "postgresql://postgres:s3cr\udcffet@127.0.0.1:1/postgres"
+    with pytest.raises(PostgresError) as caught:
+        create_database(url)
+    assert "s3cr" not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_a_database_name_prefix_must_be_a_plain_name() -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        create_database("postgresql://postgres@127.0.0.1:1/postgres", prefix="crm\x00x")

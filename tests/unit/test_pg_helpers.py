@@ -121,6 +121,7 @@ def test_sql_that_changes_the_user_or_role_is_found(query: str) -> None:
         "INSERT INTO contacts (name) VALUES ('set_config(x)')",
         "SELECT E'it\\'s time to reset role'",
         "VALUES ($$please set role now$$)",
+        "CREATE TEMP TABLE staged AS SELECT 1 AS id; UPDATE members SET role = %s",
         "SELECT current_setting('app.current_user_id', true)",
         "SELECT 1 -- set_config(",
     ],

@@ -37,8 +37,14 @@ class Watchdog:
         seconds: the deadline per statement; None guards nothing (and starts no thread).
     """
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        *,
+        reason: str = "statement_timeout plus a grace period",
+    ) -> None:
         self.seconds = seconds
+        self._reason = reason
         self._lock = threading.Lock()
         self._armed: dict[int, tuple[float, Any]] = {}
         self._fired: set[int] = set()
@@ -79,8 +85,8 @@ class Watchdog:
         """Return the error for a statement the deadline ended."""
         return PostgresTimeoutError(
             f"{operation} failed: no answer from the server within {self.seconds:g} s "
-            "(the client's own deadline: statement_timeout plus a grace period; the server "
-            "may be frozen or overloaded)",
+            f"(the client's own deadline: {self._reason}; the server may be frozen or "
+            "overloaded)",
             operation=operation,
         )
 

@@ -173,7 +173,7 @@ _IDENTITY_CHANGE = re.compile(
     re.IGNORECASE,
 )
 # In DDL (CREATE FUNCTION ... SET role = x, ALTER ROLE ... SET ROLE x) a role set anywhere counts.
-_DDL = re.compile(rf"{_STATEMENT_START}(?:create|alter)\b", re.IGNORECASE)
+_DDL = re.compile(r"\s*(?:create|alter)\b", re.IGNORECASE)
 _SET_ROLE = re.compile(rf"{_SET}role\b", re.IGNORECASE)
 
 
@@ -216,7 +216,10 @@ def changes_user_identity(query: str) -> bool:
     code = _identity_code(query)
     if _IDENTITY_CHANGE.search(code) is not None:
         return True
-    return _DDL.search(code) is not None and _SET_ROLE.search(code) is not None
+    return any(
+        _DDL.match(statement) is not None and _SET_ROLE.search(statement) is not None
+        for statement in code.split(";")
+    )
 
 
 class ConnState:

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
@@ -397,8 +397,9 @@ def _setting_problems(
         if not (value > 0 and math.isfinite(value)):
             problems.append(f"{name} must be a positive number of seconds (got {value})")
     for name, limit in limits.items():
-        if limit is not None and not (limit > 0 and math.isfinite(limit)):
-            problems.append(f"{name} must be None or a positive number of seconds (got {limit})")
+        # Under a millisecond the server's setting would round to 0: no limit at all.
+        if limit is not None and not (limit >= 0.001 and math.isfinite(limit)):
+            problems.append(f"{name} must be None or at least 0.001 seconds (got {limit})")
     return problems
 
 
@@ -499,7 +500,10 @@ class PostgresClient:
         )
         # The client's own short statements (a ping, BEGIN, ROLLBACK, the session reset) answer
         # at once from a live server: they get the connect timeout, whatever statement_timeout.
-        self._short_watchdog = Watchdog(float(self._connect_timeout))
+        self._short_watchdog = Watchdog(
+            float(self._connect_timeout),
+            reason="the connect timeout, which the client's own short statements get",
+        )
         self._watchdogs = (self._watchdog, self._admin_watchdog, self._short_watchdog)
         self._pools: dict[str, ConnectionPool[PgConnection]] = {}
         try:
@@ -509,7 +513,10 @@ class PostgresClient:
                     self._admin_conninfo = self._conninfo(
                         admin_connection_url, admin_statement_timeout
                     )
-                with psycopg.connect(conninfo, autocommit=True) as probe:
+                with (
+                    psycopg.connect(conninfo, autocommit=True) as probe,
+                    self._short_watchdog.guard(probe, "check the application role"),
+                ):
                     check_user_facing_role(probe)
                 self._pool: ConnectionPool[PgConnection] = self._make_pool(
                     conninfo, "crm-app", min_size, pool_size
@@ -590,11 +597,11 @@ class PostgresClient:
         # libpq saw the socket end, so it is told apart by the watchdog that fired.
         return conn.broken and not any(w.ended(conn) for w in self._watchdogs)
 
-    def _housekeeping(self, conn: PgConnection, sql: str, what: str) -> None:
-        """Run one of the client's own short statements; close ``conn`` if it fails."""
+    def _housekeeping(self, conn: PgConnection, action: Callable[[], object], what: str) -> None:
+        """Run one of the client's own short steps on ``conn``; close ``conn`` if it fails."""
         try:
             with self._short_watchdog.guard(conn, what):
-                conn.execute(sql)
+                action()
         except (psycopg.Error, PostgresError) as exc:
             logger.warning(
                 "%s failed, closing the connection: %s", what, scrub(str(exc), self._secrets)
@@ -682,15 +689,20 @@ class PostgresClient:
             conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            # Not conn.rollback(): psycopg's own would wait forever on a frozen server.
-            self._housekeeping(conn, "ROLLBACK", "rollback before returning a connection")
+            # psycopg's own rollback(): it also refuses (and so closes) a connection whose
+            # psycopg-level state is off (a transaction() block left open, two-phase).
+            self._housekeeping(conn, conn.rollback, "rollback before returning a connection")
         elif status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
         if not conn.closed:
             if not conn.autocommit:
                 conn.autocommit = True  # raw connection() users may have switched it off
             if reset:
-                self._housekeeping(conn, _RESET_SESSION, "resetting a connection after raw access")
+                self._housekeeping(
+                    conn,
+                    lambda: conn.execute(_RESET_SESSION),
+                    "resetting a connection after raw access",
+                )
         if conn.closed:
             self._statements.forget(conn)
         else:
@@ -993,10 +1005,9 @@ class PostgresClient:
                 yield conn
             except BaseException:
                 raise  # _give_back rolls back
-            with (
-                translate_errors(f"{op} commit", self._secrets),
-                self._watchdog.guard(conn, f"{op} commit"),
-            ):
+            # Not under the client's deadline: the block may have set its own statement_timeout,
+            # and a COMMIT cut short by the client may still have committed.
+            with translate_errors(f"{op} commit", self._secrets):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.commit()
 
