@@ -18,7 +18,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from crm_infra.adapters._pg_errors import password_of, translate_errors
+from crm_infra.adapters._pg_errors import (
+    password_of,
+    translate_errors,
+    translate_input_errors,
+)
 from crm_infra.errors import ConfigError
 from crm_infra.schema_files import bootstrap_roles_file
 
@@ -85,7 +89,10 @@ def create_database(
     app_password, admin_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     hidden = (password_of(superuser_url), app_password, admin_password)
     roles_sql = bootstrap_roles_file(sql_dir).read_text(encoding="utf-8")
-    with translate_errors("bootstrap: create database", hidden):
+    with (
+        translate_errors("bootstrap: create database", hidden),
+        translate_input_errors("bootstrap: create database"),
+    ):
         base = conninfo_to_dict(superuser_url)
         with psycopg.connect(superuser_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -95,6 +102,15 @@ def create_database(
                     superuser_url, dbname=database, autocommit=True, connect_timeout=5
                 ) as target:
                     target.execute(roles_sql)
+                    # Temporary tables have no row-level security and outlive a call on a
+                    # pooled connection: the application role gets none (PostgreSQL grants
+                    # them to PUBLIC by default).
+                    target.execute(
+                        sql.SQL(
+                            "REVOKE TEMPORARY ON DATABASE {0} FROM PUBLIC; "
+                            "GRANT TEMPORARY ON DATABASE {0} TO crm_admin"
+                        ).format(sql.Identifier(database))
+                    )
                     for role, password, flags, group in (
                         (app_role, app_password, "NOBYPASSRLS", "crm_app"),
                         (admin_role, admin_password, "BYPASSRLS", "crm_admin"),
@@ -144,6 +160,7 @@ def drop_database(created: BootstrappedDatabase) -> None:
     hidden = (password_of(created.superuser_url),)
     with (
         translate_errors("bootstrap: drop database", hidden),
+        translate_input_errors("bootstrap: drop database"),
         psycopg.connect(created.superuser_url, autocommit=True, connect_timeout=5) as conn,
     ):
         _drop(conn, created.database, (created.app_role, created.admin_role))

@@ -760,3 +760,25 @@ def test_a_nul_byte_in_sql_text_aborts_the_transaction_it_is_sent_in(
         with pytest.raises(DatabaseInputError):
             tx.execute("DELETE FROM contacts\x00 WHERE name = 'Ann'")
     assert db.execute("SELECT name FROM contacts", user_id=alice) == []
+
+
+# What user-scoped SQL would leave on a pooled connection for the next user is refused before
+# any I/O: temporary tables have no row-level security, and a session-level SET outlives the
+# call. (SET LOCAL inside a transaction is fine on PostgreSQL.)
+@pytest.mark.parametrize(
+    "query",
+    [
+        "CREATE TEMP TABLE staging (name text)",
+        "CREATE TEMPORARY TABLE staging AS SELECT name FROM contacts",
+        "SELECT name INTO TEMP staging FROM contacts",
+        "SET statement_timeout = 0",
+        "SET SESSION search_path = public",
+    ],
+)
+def test_user_scoped_sql_cannot_leave_state_for_the_next_user(
+    db: ContractDB, alice: UUID, query: str
+) -> None:
+    with pytest.raises(DatabaseError):
+        db.execute(query, user_id=alice)
+    with db.transaction(alice) as tx, pytest.raises(DatabaseError):
+        tx.execute(query)

@@ -430,6 +430,23 @@ def test_the_clients_own_statements_never_wait_forever_on_a_frozen_server(
         _until_ok(lambda: db.execute_scalar("SELECT 1 AS one", user_id=user))
 
 
+def test_health_check_has_a_deadline_even_without_a_statement_timeout(
+    private_cluster: PrivateCluster, private_db: BootstrappedDatabase
+) -> None:
+    with PostgresClient(
+        private_db.app_url, 1, min_pool_size=1, statement_timeout=None, connect_timeout=2
+    ) as db:
+        assert db.health_check()
+        private_cluster.pause()
+        try:
+            error, elapsed = _in_thread(db.health_check, 15)
+        finally:
+            private_cluster.resume()
+        assert isinstance(error, QueryTimeoutError), error
+        assert elapsed < 8
+        _until_ok(db.health_check)
+
+
 def test_the_idle_ping_has_a_deadline_on_a_frozen_server(
     private_cluster: PrivateCluster, private_db: BootstrappedDatabase
 ) -> None:

@@ -3,6 +3,7 @@ server can show (round trips, timeouts, pooled connections, raw access)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 
 from crm_infra import (
     ConfigError,
@@ -20,6 +22,7 @@ from crm_infra import (
     InvalidUserIdError,
     MissingUserContextError,
     QueryTimeoutError,
+    TransactionUsageError,
 )
 from crm_infra.adapters import PostgresClient, PostgresError
 from crm_infra.bootstrap import BootstrappedDatabase
@@ -407,3 +410,59 @@ def test_an_admin_block_that_swallows_an_error_is_rolled_back(pg_db: PostgresCli
         with pytest.raises(DatabaseError):
             tx.execute("INSERT INTO users (email) VALUES (NULL)")
     assert pg_db.execute_admin("SELECT email FROM users") == []
+
+
+def test_the_application_role_cannot_create_temporary_tables(pg_db: PostgresClient) -> None:
+    with pg_db.connection(uuid4()) as raw:
+        row = raw.execute(
+            "SELECT has_database_privilege(current_user, current_database(), 'TEMP') AS t"
+        ).fetchone()
+    assert row == {"t": False}
+
+
+def test_a_raw_block_that_swallowed_an_error_does_not_pass_for_committed(
+    pg_db: PostgresClient,
+) -> None:
+    user = make_user(pg_db)
+    with pytest.raises(TransactionUsageError, match="rolled back"), pg_db.connection(user) as raw:  # noqa: PT012 - the block body is what is tested
+        raw.execute("INSERT INTO contacts (name) VALUES ('Ann')")
+        with contextlib.suppress(psycopg.Error):
+            raw.execute("SELECT 1 / 0")
+    assert pg_db.execute("SELECT name FROM contacts", user_id=user) == []
+
+
+@pytest.mark.parametrize("change", ["tpc", "read_only", "row_factory", "isolation_level"])
+def test_what_a_raw_block_changes_in_psycopg_never_reaches_the_next_borrower(
+    pg_database: BootstrappedDatabase, change: str
+) -> None:
+    with PostgresClient(
+        pg_database.app_url,
+        1,
+        min_pool_size=1,
+        admin_connection_url=pg_database.admin_url,
+        admin_pool_size=1,
+    ) as client:
+        user = uuid4()
+        with (
+            contextlib.suppress(psycopg.Error, DatabaseError, RuntimeError),
+            client.admin_connection() as raw,
+        ):
+            if change == "tpc":
+                raw.autocommit = False
+                raw.tpc_begin(raw.xid(1, "crm", "test"))
+                raw.execute("SELECT 1")
+                raise RuntimeError("left mid two-phase")
+            if change == "read_only":
+                raw.read_only = True
+            elif change == "row_factory":
+                raw.row_factory = tuple_row  # type: ignore[assignment]
+            else:
+                raw.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        assert client.execute_admin("SELECT 1 AS one") == [{"one": 1}]
+        with client.admin_transaction() as tx:
+            tx.execute("CREATE TEMP TABLE probe (a int)")
+            assert tx.execute("SELECT 2 AS two") == [{"two": 2}]
+        with client.admin_connection() as raw:
+            assert raw.read_only is None
+            assert raw.isolation_level is None
+        assert client.execute_scalar("SELECT 3 AS three", user_id=user) == 3

@@ -301,3 +301,46 @@ def test_a_call_refused_before_any_io_leaves_no_deadline_behind(
         time.sleep(2.6)  # past the deadline the refused calls would have armed
         assert db.execute_scalar("SELECT 1 AS one", user_id=user) == 1
         assert db.execute_admin("SELECT 2 AS two") == [{"two": 2}]
+
+
+def test_an_interrupt_while_a_connection_is_given_back_loses_no_pool_slot(
+    client: PostgresClient,
+) -> None:
+    code = PostgresClient._tidy.__code__
+    armed = [True]
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code is code and event == "call" and armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt("while tidying")
+        return None
+
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.execute("SELECT 1 AS one", user_id=uuid4())
+    finally:
+        sys.settrace(None)
+    # The pool of one still has its slot (the interrupted connection was closed and replaced).
+    assert client.execute_scalar("SELECT 2 AS two", user_id=uuid4()) == 2
+
+
+def test_a_statement_that_fails_to_parse_uses_up_no_name(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    cache = StatementCache(max_per_connection=2)
+    conn: psycopg.Connection[DictRow]
+    with psycopg.connect(
+        pg_database.app_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
+    ) as conn:
+        cache.prepare_connection(conn)
+        user = str(uuid4())
+        for _ in range(5):
+            with pytest.raises(psycopg.errors.SyntaxError):
+                cache.run(conn, "SELEC %s::int AS n", (1,), user=user)
+        for i in range(2):
+            assert cache.run(conn, f"SELECT %s::int + {i} AS n", (1,), user=user) == [
+                {"n": 1 + i}
+            ]
+        names = conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall()
+        assert [r["name"] for r in names] == ["_crm_s1", "_crm_s2", "_crm_set_user"]

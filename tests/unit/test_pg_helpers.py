@@ -105,6 +105,7 @@ def test_statement_breaks_are_found_outside_literals(query: str, several: bool) 
         "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql SET role = other AS 'SELECT 1'",
         "ALTER ROLE CURRENT_USER SET ROLE other",
         "ALTER FUNCTION f() SET app.current_user_id TO 'x'",
+        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql SET role = other",
     ],
 )
 def test_sql_that_changes_the_user_or_role_is_found(query: str) -> None:

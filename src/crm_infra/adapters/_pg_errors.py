@@ -250,9 +250,6 @@ def translate_errors(operation: str, secrets: Iterable[str | None] = ()) -> Iter
         raise
     except psycopg.Error as exc:
         raise_translated(exc, operation, secrets)
-    except UnicodeEncodeError:
-        # Not chained: the codec error holds the whole value (.object): a URL's password, say.
-        raise input_error(operation) from None
 
 
 @contextmanager

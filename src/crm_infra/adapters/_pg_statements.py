@@ -41,6 +41,7 @@ __all__ = [
     "StatementCache",
     "changes_user_identity",
     "fetch_last",
+    "leaves_session_state",
     "to_dollar_placeholders",
 ]
 
@@ -190,12 +191,16 @@ _MAX_DOLLAR_NESTING = 16
 _DOLLAR_TAG = re.compile(r"(?<![A-Za-z0-9_$])(?:\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)")
 
 
-def _identity_code(query: str, depth: int = 0) -> str:
+def _identity_code(query: str, depth: int = 0, *, bodies: bool = True) -> str:
+    """``query`` with literals and comments blanked and quoted names unquoted. With ``bodies``
+    each dollar-quoted body is read as code of its own (statements split off by ``;``);
+    without, a body is blanked, so the statement it sits in stays whole."""
+
     def replace(match: re.Match[str]) -> str:
         identifier, _tag, body = match.groups()
         if identifier is not None:
             return identifier.replace('""', '"')
-        if body is not None:
+        if body is not None and bodies:
             if depth >= _MAX_DOLLAR_NESTING:  # deeper than real code nests: all of it is code
                 inner = _DOLLAR_TAG.sub(" ; ", body)
             else:
@@ -206,6 +211,13 @@ def _identity_code(query: str, depth: int = 0) -> str:
     return _IDENTITY_TOKENS.sub(replace, query)
 
 
+def _ddl_sets_role(code: str) -> bool:
+    return any(
+        _DDL.match(statement) is not None and _SET_ROLE.search(statement) is not None
+        for statement in code.split(";")
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def changes_user_identity(query: str) -> bool:
     """Return True when ``query`` would set the RLS user or switch roles (outside literals).
@@ -214,12 +226,27 @@ def changes_user_identity(query: str) -> bool:
     run by ``query_to_xml``, say) is not found.
     """
     code = _identity_code(query)
-    if _IDENTITY_CHANGE.search(code) is not None:
+    if _IDENTITY_CHANGE.search(code) is not None or _ddl_sets_role(code):
         return True
-    return any(
-        _DDL.match(statement) is not None and _SET_ROLE.search(statement) is not None
-        for statement in code.split(";")
-    )
+    # CREATE FUNCTION ... AS $$...$$ LANGUAGE sql SET role = x: the clause after the body.
+    return _ddl_sets_role(_identity_code(query, bodies=False))
+
+
+# What user-scoped SQL would leave behind on the pooled connection for the next user: a
+# temporary table (no row-level security; it outlives the call) or a session-level setting.
+_SESSION_STATE = re.compile(
+    rf"\b(?:temp|temporary)\s+(?:table|view|sequence)\b|\binto\s+(?:temp|temporary)\b"
+    rf"|\bpg_temp\s*\."
+    rf"|{_STATEMENT_START}set\s+(?!local\b)(?!transaction\b)(?!constraints\b)",
+    re.IGNORECASE,
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def leaves_session_state(query: str) -> bool:
+    """Return True when ``query`` would create temporary objects or change a session-level
+    setting (``SET x``, not ``SET LOCAL x``), which the next borrower of the connection sees."""
+    return _SESSION_STATE.search(_identity_code(query)) is not None
 
 
 class ConnState:
@@ -240,6 +267,11 @@ class ConnState:
             return None
         self.issued += 1
         return f"_crm_s{self.issued}"
+
+    def release(self, name: str) -> None:
+        """Take back the name just issued, which the server never got (its Parse failed)."""
+        if name == f"_crm_s{self.issued}":
+            self.issued -= 1
 
 
 class StatementCache:
@@ -386,6 +418,8 @@ class StatementCache:
         )
         if outcome.prepared and name:
             state.names[key] = name  # the server has it, even if running it then failed
+        elif prepare is not None and name:
+            state.release(name)  # its Parse failed: the server has no such statement
         error = outcome.error
         if error is None:
             return outcome.rows

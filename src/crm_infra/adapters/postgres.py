@@ -53,7 +53,12 @@ from crm_infra.adapters._pg_errors import (
     unsendable_error,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
-from crm_infra.adapters._pg_statements import StatementCache, changes_user_identity, fetch_last
+from crm_infra.adapters._pg_statements import (
+    StatementCache,
+    changes_user_identity,
+    fetch_last,
+    leaves_session_state,
+)
 from crm_infra.ports import Params, Row
 from crm_infra.user_context import UserId, resolve_user_id
 
@@ -323,6 +328,13 @@ def _refuse_identity_change(operation: str, query: str) -> None:
             "roles; the client sets the user itself (pass user_id=... or use user_context)",
             operation=operation,
         )
+    if leaves_session_state(query):
+        raise PostgresRowSecurityError(
+            f"{operation} refused: user-scoped SQL may not leave state on the pooled "
+            "connection for the next user: no temporary tables (they have no row-level "
+            "security) and no session-level SET (use SET LOCAL inside transaction())",
+            operation=operation,
+        )
 
 
 class _AdminTransaction:
@@ -487,6 +499,9 @@ class PostgresClient:
         self._opened_at: weakref.WeakKeyDictionary[PgConnection, float] = (
             weakref.WeakKeyDictionary()
         )
+        self._thresholds: weakref.WeakKeyDictionary[PgConnection, int | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._admin_conninfo: str | None = None
         self._closed = False
@@ -572,6 +587,7 @@ class PostgresClient:
 
     def _note_opened(self, conn: PgConnection) -> None:
         self._opened_at[conn] = time.monotonic()
+        self._thresholds[conn] = conn.prepare_threshold
 
     def _configure(self, conn: PgConnection) -> None:
         self._note_opened(conn)
@@ -634,6 +650,17 @@ class PostgresClient:
             if isinstance(exc, PoolTimeout):
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
+        try:
+            self._check_borrowed(pool, conn, operation)
+        except BaseException:
+            if not conn.closed:  # interrupted, not refused: the connection itself is fine
+                pool.putconn(conn)
+            raise
+        return conn
+
+    def _check_borrowed(
+        self, pool: ConnectionPool[PgConnection], conn: PgConnection, operation: str
+    ) -> None:
         pgconn = conn.pgconn
         if (
             not conn.autocommit
@@ -652,7 +679,6 @@ class PostgresClient:
                 f"({status}); it has been discarded",
                 operation=operation,
             )
-        return conn
 
     def _held_by_open_block(self, pool: ConnectionPool[PgConnection]) -> str:
         """Say so when a block open in this context holds one of ``pool``'s connections."""
@@ -683,31 +709,55 @@ class PostgresClient:
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
+        try:
+            self._tidy(pool, conn, raw=reset)
+        except BaseException:
+            conn.close()  # interrupted while tidying: not known to be clean
+            raise
+        finally:
+            if conn.closed:
+                self._statements.forget(conn)
+            else:
+                self._statements.state(conn).last_used = time.monotonic()
+            pool.putconn(conn)  # always: a slot is never lost, a closed one is replaced
+
+    def _tidy(self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool) -> None:
         if self._broken_by_server(conn):
             self._replace_idle_connections(pool, conn)
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
             conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
-        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            # psycopg's own rollback(): it also refuses (and so closes) a connection whose
-            # psycopg-level state is off (a transaction() block left open, two-phase).
-            self._housekeeping(conn, conn.rollback, "rollback before returning a connection")
-        elif status == TransactionStatus.ACTIVE:
+        if status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
-        if not conn.closed:
-            if not conn.autocommit:
-                conn.autocommit = True  # raw connection() users may have switched it off
-            if reset:
-                self._housekeeping(
-                    conn,
-                    lambda: conn.execute(_RESET_SESSION),
-                    "resetting a connection after raw access",
-                )
+        elif not conn.closed and (
+            raw or status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+        ):
+            # psycopg's own rollback(), after raw access whatever the server's status: it
+            # refuses (and so the connection is closed) when psycopg's own state is off (a
+            # transaction() block left open, a two-phase transaction).
+            self._housekeeping(conn, conn.rollback, "rollback before returning a connection")
         if conn.closed:
-            self._statements.forget(conn)
-        else:
-            self._statements.state(conn).last_used = time.monotonic()
-        pool.putconn(conn)
+            return
+        if raw and self._settings_changed(conn):
+            conn.close()  # a raw user changed how psycopg reads or runs: not the pool's
+            return
+        if not conn.autocommit:
+            conn.autocommit = True  # raw connection() users may have switched it off
+        if raw:
+            self._housekeeping(
+                conn,
+                lambda: conn.execute(_RESET_SESSION),
+                "resetting a connection after raw access",
+            )
+
+    def _settings_changed(self, conn: PgConnection) -> bool:
+        return (
+            conn.row_factory is not dict_row
+            or conn.read_only is not None
+            or conn.isolation_level is not None
+            or conn.deferrable is not None
+            or conn.prepare_threshold != self._thresholds.get(conn, conn.prepare_threshold)
+        )
 
     def _replace_idle_connections(
         self, pool: ConnectionPool[PgConnection], conn: PgConnection
@@ -760,8 +810,9 @@ class PostgresClient:
         pool = self._pool
         conn = self._getconn(pool, "execute")
         watchdog = self._watchdog
-        key = watchdog.arm(conn)
+        key = id(conn)  # what arm() returns; known before it runs, for the finally below
         try:
+            watchdog.arm(conn)
             try:
                 return self._statements.run(conn, query, params, user=str(uid))
             except psycopg.errors.InvalidSqlStatementName:
@@ -779,8 +830,10 @@ class PostgresClient:
         except ValueError as exc:
             raise unsendable_error(_describe("execute", query), exc) from exc
         finally:
-            watchdog.disarm(key, conn)
-            self._give_back(pool, conn)
+            try:
+                watchdog.disarm(key, conn)
+            finally:
+                self._give_back(pool, conn)
 
     def execute_one(
         self, query: str, params: Params = (), user_id: UserId | None = None
@@ -912,7 +965,7 @@ class PostgresClient:
         with (
             translate_errors("health_check", self._secrets),
             self._borrow(self._pool, "health_check") as conn,
-            self._watchdog.guard(conn, "health_check"),
+            self._short_watchdog.guard(conn, "health_check"),
         ):
             conn.execute("SELECT 1")
         return True
@@ -1007,6 +1060,13 @@ class PostgresClient:
                 raise  # _give_back rolls back
             # Not under the client's deadline: the block may have set its own statement_timeout,
             # and a COMMIT cut short by the client may still have committed.
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                # PostgreSQL would answer COMMIT with a rollback, and say nothing.
+                raise PostgresTransactionUsageError(
+                    f"{op} commit failed: an error inside the block aborted the transaction "
+                    "and was caught; everything in it was rolled back",
+                    operation=f"{op} commit",
+                )
             with translate_errors(f"{op} commit", self._secrets):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.commit()
