@@ -770,7 +770,9 @@ def test_a_nul_byte_in_sql_text_aborts_the_transaction_it_is_sent_in(
     [
         "CREATE TEMP TABLE staging (name text)",
         "CREATE TEMPORARY TABLE staging AS SELECT name FROM contacts",
-        "SELECT name INTO TEMP staging FROM contacts",
+        "DECLARE held CURSOR WITH HOLD FOR SELECT name FROM contacts",
+        "LISTEN crm_events",
+        "SELECT pg_advisory_lock(42)",
         "SET statement_timeout = 0",
         "SET SESSION search_path = public",
     ],

@@ -418,6 +418,8 @@ def test_the_application_role_cannot_create_temporary_tables(pg_db: PostgresClie
             "SELECT has_database_privilege(current_user, current_database(), 'TEMP') AS t"
         ).fetchone()
     assert row == {"t": False}
+    with pytest.raises(DatabaseError, match="permission denied"):
+        pg_db.execute("SELECT name INTO TEMP staging FROM contacts", user_id=uuid4())
 
 
 def test_a_raw_block_that_swallowed_an_error_does_not_pass_for_committed(
@@ -466,3 +468,23 @@ def test_what_a_raw_block_changes_in_psycopg_never_reaches_the_next_borrower(
             assert raw.read_only is None
             assert raw.isolation_level is None
         assert client.execute_scalar("SELECT 3 AS three", user_id=user) == 3
+
+
+def test_a_raw_connection_is_never_handed_on(pg_database: BootstrappedDatabase) -> None:
+    with PostgresClient(pg_database.app_url, 1, min_pool_size=1) as client:
+        user = uuid4()
+        with client.connection(user) as raw:
+            raw_pid = raw.info.backend_pid
+
+            class Shouting(psycopg.adapt.Loader):
+                def load(self, data: psycopg.abc.Buffer) -> str:
+                    return bytes(data).decode().upper()
+
+            raw.adapters.register_loader("text", Shouting)  # psycopg state no reset undoes
+            raw.execute("DECLARE held CURSOR WITH HOLD FOR SELECT 1")
+        row = client.execute_one(
+            "SELECT pg_backend_pid() AS pid, 'quiet'::text AS word", user_id=user
+        )
+        assert row is not None
+        assert row["pid"] != raw_pid
+        assert row["word"] == "quiet"

@@ -46,8 +46,8 @@ def test_a_failed_give_back_logs_no_password(
     with PostgresClient(
         marked_url, 1, min_pool_size=1, admin_connection_url=pg_database.admin_url
     ) as client:
-        with pytest.raises(RuntimeError), client.connection(uuid4()) as conn:  # noqa: PT012 - the block body is what is tested
-            pid = conn.info.backend_pid
+        with pytest.raises(RuntimeError), client.transaction(uuid4()) as tx:  # noqa: PT012 - the block body is what is tested
+            pid = tx.execute_scalar("SELECT pg_backend_pid() AS pid")
             with psycopg.connect(pg_database.superuser_url, autocommit=True) as su:
                 su.execute("SELECT pg_terminate_backend(%s)", (pid,))
             raise RuntimeError("boom")  # the rollback on the way out meets a dead backend

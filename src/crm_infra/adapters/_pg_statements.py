@@ -233,10 +233,16 @@ def changes_user_identity(query: str) -> bool:
 
 
 # What user-scoped SQL would leave behind on the pooled connection for the next user: a
-# temporary table (no row-level security; it outlives the call) or a session-level setting.
+# temporary object or a cursor WITH HOLD (no row-level security; they outlive the call), a
+# session-level setting, a LISTEN, a session-level advisory lock. (SELECT ... INTO TEMP, too
+# close to INSERT INTO temp to tell apart here, is refused by the server: the application
+# role has no TEMPORARY privilege.)
 _SESSION_STATE = re.compile(
-    rf"\b(?:temp|temporary)\s+(?:table|view|sequence)\b|\binto\s+(?:temp|temporary)\b"
-    rf"|\bpg_temp\s*\."
+    rf"{_STATEMENT_START}create\s+(?:(?:global|local)\s+)?(?:temp|temporary)\s"
+    rf"|{_STATEMENT_START}create\s+(?:table|view|sequence)\s+pg_temp\s*\."
+    rf"|{_STATEMENT_START}declare\b[^;]*?\bwith\s+hold\b"
+    rf"|{_STATEMENT_START}listen\b"
+    rf"|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\("
     rf"|{_STATEMENT_START}set\s+(?!local\b)(?!transaction\b)(?!constraints\b)",
     re.IGNORECASE,
 )

@@ -82,17 +82,6 @@ PgConnection = psycopg.Connection[DictRow]
 
 _BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
 
-# What a raw block may leave in its session (a session-level user setting, SET ROLE, timeouts,
-# cursors, LISTEN, advisory locks, temporary tables), undone before the connection goes back
-# to the pool. DISCARD ALL would also drop the client's prepared statements (and cannot run in
-# a message of several statements); each of its other parts can, including for a role that is
-# not superuser (SET SESSION AUTHORIZATION DEFAULT returns to the login role).
-_RESET_SESSION = (
-    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; UNLISTEN *; "
-    "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
-)
-
-
 def _describe(operation: str, query: str) -> str:
     first = " ".join(query.split())
     return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
@@ -499,9 +488,6 @@ class PostgresClient:
         self._opened_at: weakref.WeakKeyDictionary[PgConnection, float] = (
             weakref.WeakKeyDictionary()
         )
-        self._thresholds: weakref.WeakKeyDictionary[PgConnection, int | None] = (
-            weakref.WeakKeyDictionary()
-        )
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._admin_conninfo: str | None = None
         self._closed = False
@@ -513,7 +499,7 @@ class PostgresClient:
         self._admin_watchdog = Watchdog(
             None if admin_statement_timeout is None else admin_statement_timeout + GRACE_S
         )
-        # The client's own short statements (a ping, BEGIN, ROLLBACK, the session reset) answer
+        # The client's own short statements (a ping, BEGIN, ROLLBACK, the role check) answer
         # at once from a live server: they get the connect timeout, whatever statement_timeout.
         self._short_watchdog = Watchdog(
             float(self._connect_timeout),
@@ -587,7 +573,6 @@ class PostgresClient:
 
     def _note_opened(self, conn: PgConnection) -> None:
         self._opened_at[conn] = time.monotonic()
-        self._thresholds[conn] = conn.prepare_threshold
 
     def _configure(self, conn: PgConnection) -> None:
         self._note_opened(conn)
@@ -702,15 +687,15 @@ class PostgresClient:
         try:
             yield conn
         finally:
-            self._give_back(pool, conn, reset=raw)
+            self._give_back(pool, conn, raw=raw)
 
     def _give_back(
-        self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, reset: bool = False
+        self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool = False
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
         try:
-            self._tidy(pool, conn, raw=reset)
+            self._tidy(pool, conn, raw=raw)
         except BaseException:
             conn.close()  # interrupted while tidying: not known to be clean
             raise
@@ -724,40 +709,20 @@ class PostgresClient:
     def _tidy(self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool) -> None:
         if self._broken_by_server(conn):
             self._replace_idle_connections(pool, conn)
+        if raw:
+            # A raw block can change more than any reset undoes (psycopg adapters and notice
+            # handlers, a transaction() block left open, two-phase state, held cursors,
+            # LISTEN, session advisory locks...): its connection is never handed on. Its
+            # transaction has ended (committed or rolled back); the server ends the rest.
+            conn.close()
+            return
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
             conn.close()  # interrupted between entering pipeline mode and the Sync
         status = conn.pgconn.transaction_status
         if status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
-        elif not conn.closed and (
-            raw or status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-        ):
-            # psycopg's own rollback(), after raw access whatever the server's status: it
-            # refuses (and so the connection is closed) when psycopg's own state is off (a
-            # transaction() block left open, a two-phase transaction).
+        elif status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             self._housekeeping(conn, conn.rollback, "rollback before returning a connection")
-        if conn.closed:
-            return
-        if raw and self._settings_changed(conn):
-            conn.close()  # a raw user changed how psycopg reads or runs: not the pool's
-            return
-        if not conn.autocommit:
-            conn.autocommit = True  # raw connection() users may have switched it off
-        if raw:
-            self._housekeeping(
-                conn,
-                lambda: conn.execute(_RESET_SESSION),
-                "resetting a connection after raw access",
-            )
-
-    def _settings_changed(self, conn: PgConnection) -> bool:
-        return (
-            conn.row_factory is not dict_row
-            or conn.read_only is not None
-            or conn.isolation_level is not None
-            or conn.deferrable is not None
-            or conn.prepare_threshold != self._thresholds.get(conn, conn.prepare_threshold)
-        )
 
     def _replace_idle_connections(
         self, pool: ConnectionPool[PgConnection], conn: PgConnection
@@ -887,7 +852,7 @@ class PostgresClient:
             except BaseException:
                 handle._close()
                 self._user_tx.reset(token)
-                raise  # _give_back rolls back
+                raise  # closing the connection rolls back
             handle._close()
             self._user_tx.reset(token)
             self._commit(state)
@@ -1041,13 +1006,15 @@ class PostgresClient:
         """Yield a raw psycopg connection inside a transaction set up for one user.
 
         The user setting is transaction-local; the transaction commits on normal exit and
-        rolls back on an exception. Afterwards the session is reset (``RESET ALL``, the login
-        role back, cursors, LISTEN, advisory locks and temporary tables dropped) before the
-        connection returns to the pool, so nothing the block set at session level (a
-        ``set_config(..., false)``, ``SET ROLE``, a timeout) reaches the next borrower.
+        rolls back on an exception. Afterwards the connection is closed, not pooled (the pool
+        opens a fresh one), so nothing the block did to its session or to psycopg's
+        connection (a ``set_config(..., false)``, ``SET ROLE``, adapters, held cursors,
+        LISTEN, advisory locks) reaches the next borrower.
 
         Raises:
             InvalidUserIdError, MissingUserContextError: before any I/O.
+            PostgresTransactionUsageError: the block caught an error that aborted the
+                transaction (everything in it was rolled back).
         """
         uid = resolve_user_id(user_id)
         op = "connection"
@@ -1076,7 +1043,7 @@ class PostgresClient:
         """Yield a raw psycopg connection of the admin role (BYPASSRLS), in autocommit.
 
         Use only for migrations and cross-user batch work, never for one user's request. The
-        session is reset afterwards, as after :meth:`connection`.
+        connection is closed afterwards, as after :meth:`connection`.
 
         Raises:
             PostgresConfigError: no ``admin_connection_url`` was given.
