@@ -141,3 +141,23 @@ def test_a_plain_member_of_the_app_role_is_accepted(
 ) -> None:
     with PostgresClient(make_login_role("NOBYPASSRLS IN ROLE crm_app"), 1) as client:
         assert client.execute("SELECT 1 AS one", user_id=uuid4()) == [{"one": 1}]
+
+
+def test_a_role_that_may_create_temporary_tables_is_refused(
+    pg_database: BootstrappedDatabase,
+) -> None:
+    superuser = make_conninfo(pg_database.superuser_url, dbname=pg_database.database)
+    grant = sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
+        sql.Identifier(pg_database.database), sql.Identifier(pg_database.app_role)
+    )
+    with psycopg.connect(superuser, autocommit=True) as su:
+        su.execute(grant)
+        try:
+            with pytest.raises(UnsafeRoleError, match="temporary tables"):
+                PostgresClient(pg_database.app_url, 1)
+        finally:
+            su.execute(
+                sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM {}").format(
+                    sql.Identifier(pg_database.database), sql.Identifier(pg_database.app_role)
+                )
+            )

@@ -10,6 +10,7 @@ from crm_infra.adapters._pg_errors import password_of, scrub
 from crm_infra.adapters._pg_statements import (
     _has_statement_break,
     changes_user_identity,
+    leaves_session_state,
     to_dollar_placeholders,
 )
 
@@ -150,3 +151,25 @@ def test_deeply_nested_dollar_quotes_are_read_without_running_out_of_stack() -> 
 def test_a_dollar_sign_inside_a_name_opens_no_quote() -> None:
     assert _has_statement_break("SELECT 1 AS cost$usd$; SELECT 2 AS two")
     assert not _has_statement_break("SELECT $q$a;b$q$ AS text")
+
+
+@pytest.mark.parametrize(
+    ("query", "leaves"),
+    [
+        ("SELECT name INTO TEMP stash FROM contacts", True),
+        ("SELECT a INTO pg_temp.x FROM t", True),
+        ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", True),
+        ('DECLARE "h;x" CURSOR WITH HOLD FOR SELECT 1', True),
+        ("UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'", True),
+        ("ALTER ROLE CURRENT_USER SET search_path = pg_catalog", True),
+        ("SELECT pg_advisory_lock(1)", True),
+        ("LISTEN events", True),
+        ("INSERT INTO temp (a) VALUES (1)", False),
+        ("MERGE INTO temp t USING s ON true WHEN MATCHED THEN DELETE", False),
+        ("SELECT pg_advisory_xact_lock(1)", False),
+        ("SELECT temp_password, is_temporary FROM accounts", False),
+        ("SET LOCAL statement_timeout = 0", False),
+    ],
+)
+def test_what_would_stay_on_the_pooled_connection_is_found(query: str, leaves: bool) -> None:
+    assert leaves_session_state(query) is leaves

@@ -36,11 +36,12 @@ WHERE r.rolname = %s
 """
 
 _WHO_QUERY = "SELECT current_user::text AS current_role, session_user::text AS session_role"
+_TEMP_QUERY = "SELECT has_database_privilege(current_database(), 'TEMPORARY') AS temp"
 
 
 def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
     """Refuse a role that is superuser, has BYPASSRLS, or owns (or may act as the owner of)
-    a user-scoped table, or may SET ROLE to such a role.
+    a user-scoped table, or may SET ROLE to such a role, or may create temporary tables.
 
     Both the session user (the login role, which ``SET ROLE NONE`` returns to) and the current
     user are checked, and they must be the same: a superuser URL with ``options=-c role=crm_app``
@@ -64,6 +65,14 @@ def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
             )
             problems += [f"login role {session!r}: {p}" for p in _role_problems(cur, session)]
         problems += _role_problems(cur, current)
+        cur.execute(_TEMP_QUERY)
+        temp = cur.fetchone()
+        if temp is not None and next(iter(temp.values() if isinstance(temp, dict) else temp)):
+            problems.append(
+                "it may create temporary tables in this database (they have no row-level "
+                "security and outlive a call on a pooled connection); run REVOKE TEMPORARY ON "
+                "DATABASE <db> FROM PUBLIC (and from the role), GRANT TEMPORARY ... TO crm_admin"
+            )
     if problems:
         raise PostgresUnsafeRoleError(
             f"refusing to use role {current!r} for user-facing work: {'; '.join(problems)}. "

@@ -191,20 +191,23 @@ _MAX_DOLLAR_NESTING = 16
 _DOLLAR_TAG = re.compile(r"(?<![A-Za-z0-9_$])(?:\$[A-Za-z_][A-Za-z0-9_]*\$|\$\$)")
 
 
-def _identity_code(query: str, depth: int = 0, *, bodies: bool = True) -> str:
+def _identity_code(
+    query: str, depth: int = 0, *, bodies: bool = True, names: bool = True
+) -> str:
     """``query`` with literals and comments blanked and quoted names unquoted. With ``bodies``
     each dollar-quoted body is read as code of its own (statements split off by ``;``);
-    without, a body is blanked, so the statement it sits in stays whole."""
+    without, a body is blanked, so the statement it sits in stays whole. Without ``names`` a
+    quoted name becomes a neutral ``_`` (``"h;x"`` holds no statement break)."""
 
     def replace(match: re.Match[str]) -> str:
         identifier, _tag, body = match.groups()
         if identifier is not None:
-            return identifier.replace('""', '"')
+            return identifier.replace('""', '"') if names else " _ "
         if body is not None and bodies:
             if depth >= _MAX_DOLLAR_NESTING:  # deeper than real code nests: all of it is code
                 inner = _DOLLAR_TAG.sub(" ; ", body)
             else:
-                inner = _identity_code(body, depth + 1)
+                inner = _identity_code(body, depth + 1, names=names)
             return f" ; {inner} ; "
         return " "
 
@@ -239,7 +242,14 @@ def changes_user_identity(query: str) -> bool:
 # role has no TEMPORARY privilege.)
 _SESSION_STATE = re.compile(
     rf"{_STATEMENT_START}create\s+(?:(?:global|local)\s+)?(?:temp|temporary)\s"
-    rf"|{_STATEMENT_START}create\s+(?:table|view|sequence)\s+pg_temp\s*\."
+    rf"|{_STATEMENT_START}create\s+(?:or\s+replace\s+)?(?:table|view|sequence)\s+pg_temp\s*\."
+    rf"|{_STATEMENT_START}create\s+or\s+replace\s+(?:temp|temporary)\s"
+    rf"|{_STATEMENT_START}select\b[^;]*\binto\s+(?:(?:temp|temporary)\b|pg_temp\s*\.)"
+    # The client's own prepared statements live on the connection: another user's call
+    # must find them as the client left them.
+    rf"|{_STATEMENT_START}(?:prepare|deallocate)\b"
+    rf"|\bupdate\s+(?:pg_catalog\s*\.\s*)?pg_settings\b"
+    rf"|{_STATEMENT_START}alter\s+(?:role|user|database)\b[^;]*\b(?:set|reset)\b"
     rf"|{_STATEMENT_START}declare\b[^;]*?\bwith\s+hold\b"
     rf"|{_STATEMENT_START}listen\b"
     rf"|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\("
@@ -252,7 +262,7 @@ _SESSION_STATE = re.compile(
 def leaves_session_state(query: str) -> bool:
     """Return True when ``query`` would create temporary objects or change a session-level
     setting (``SET x``, not ``SET LOCAL x``), which the next borrower of the connection sees."""
-    return _SESSION_STATE.search(_identity_code(query)) is not None
+    return _SESSION_STATE.search(_identity_code(query, names=False)) is not None
 
 
 class ConnState:

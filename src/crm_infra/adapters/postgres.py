@@ -82,6 +82,25 @@ PgConnection = psycopg.Connection[DictRow]
 
 _BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
 
+class _ClosedOnPurpose(logging.Filter):
+    """Drop psycopg_pool's "discarding closed connection" warning for connections the client
+    closed on purpose (after raw access): the pool replaces them, as it should, quietly."""
+
+    def __init__(self) -> None:
+        super().__init__("psycopg.pool")
+        self.connections: weakref.WeakSet[object] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "discarding closed connection: %s" or not record.args:
+            return True
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        return args[0] not in self.connections
+
+
+_closed_on_purpose = _ClosedOnPurpose()
+logging.getLogger("psycopg.pool").addFilter(_closed_on_purpose)
+
+
 def _describe(operation: str, query: str) -> str:
     first = " ".join(query.split())
     return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
@@ -714,6 +733,7 @@ class PostgresClient:
             # handlers, a transaction() block left open, two-phase state, held cursors,
             # LISTEN, session advisory locks...): its connection is never handed on. Its
             # transaction has ended (committed or rolled back); the server ends the rest.
+            _closed_on_purpose.connections.add(conn)
             conn.close()
             return
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
