@@ -7,6 +7,7 @@ import dis
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 from uuid import UUID, uuid4
@@ -97,26 +98,34 @@ def test_a_statement_is_prepared_once_even_when_its_first_run_fails(
     assert _session_state(client)["prepared"] == before + 1
 
 
-def test_a_table_that_changed_shape_is_planned_again(
-    client: PostgresClient, pg_database: BootstrappedDatabase
-) -> None:
+@contextmanager
+def _one_row_table(db: BootstrappedDatabase) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """A table ``(a int)`` holding 1 that the app role may read, and a superuser connection
+    to change its shape; dropped afterwards."""
     table = f"shape_{uuid4().hex[:12]}"
-    superuser = make_conninfo(pg_database.superuser_url, dbname=pg_database.database)
+    superuser = make_conninfo(db.superuser_url, dbname=db.database)
     with psycopg.connect(superuser, autocommit=True) as su:
         su.execute(f"CREATE TABLE {table} (a int)")
         su.execute(f"INSERT INTO {table} VALUES (1)")
-        su.execute(f"GRANT SELECT ON {table} TO {pg_database.app_role}")
+        su.execute(f"GRANT SELECT ON {table} TO {db.app_role}")
         try:
-            user = uuid4()
-            assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1}]
-            prepared = _session_state(client)["prepared"]
-            su.execute(f"ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'")
-            # The prepared plan's result type no longer holds; the server says so without
-            # running anything, and the client prepares the statement afresh.
-            assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1, "b": "new"}]
-            assert _session_state(client)["prepared"] == prepared  # the stale one is gone
+            yield table, su
         finally:
             su.execute(f"DROP TABLE {table}")
+
+
+def test_a_table_that_changed_shape_is_planned_again(
+    client: PostgresClient, pg_database: BootstrappedDatabase
+) -> None:
+    with _one_row_table(pg_database) as (table, su):
+        user = uuid4()
+        assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1}]
+        prepared = _session_state(client)["prepared"]
+        su.execute(f"ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'")
+        # The prepared plan's result type no longer holds; the server says so without
+        # running anything, and the client prepares the statement afresh.
+        assert client.execute(f"SELECT * FROM {table}", user_id=user) == [{"a": 1, "b": "new"}]
+        assert _session_state(client)["prepared"] == prepared  # the stale one is gone
 
 
 def test_a_full_statement_cache_runs_statements_unnamed(
@@ -260,25 +269,17 @@ def test_an_int_python_cannot_write_as_text_is_bad_input(client: PostgresClient)
 def test_a_table_that_changed_shape_is_planned_afresh_in_the_next_transaction(
     client: PostgresClient, pg_database: BootstrappedDatabase
 ) -> None:
-    table = f"shape_{uuid4().hex[:12]}"
-    superuser = make_conninfo(pg_database.superuser_url, dbname=pg_database.database)
     user = uuid4()
-    with psycopg.connect(superuser, autocommit=True) as su:
-        su.execute(f"CREATE TABLE {table} (a int)")
-        su.execute(f"INSERT INTO {table} VALUES (1)")
-        su.execute(f"GRANT SELECT ON {table} TO {pg_database.app_role}")
-        try:
-            with client.transaction(user) as tx:
-                assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1}]
-            su.execute(f"ALTER TABLE {table} ADD COLUMN b int DEFAULT 2")
-            # Inside a transaction the error aborts it (nothing can be retried there)...
-            with pytest.raises(DatabaseError), client.transaction(user) as tx:
-                tx.execute(f"SELECT * FROM {table}")
-            # ...but the stale statement is forgotten: the next transaction prepares it again.
-            with client.transaction(user) as tx:
-                assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1, "b": 2}]
-        finally:
-            su.execute(f"DROP TABLE {table}")
+    with _one_row_table(pg_database) as (table, su):
+        with client.transaction(user) as tx:
+            assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1}]
+        su.execute(f"ALTER TABLE {table} ADD COLUMN b int DEFAULT 2")
+        # Inside a transaction the error aborts it (nothing can be retried there)...
+        with pytest.raises(DatabaseError), client.transaction(user) as tx:
+            tx.execute(f"SELECT * FROM {table}")
+        # ...but the stale statement is forgotten: the next transaction prepares it again.
+        with client.transaction(user) as tx:
+            assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1, "b": 2}]
 
 
 def test_a_call_refused_before_any_io_leaves_no_deadline_behind(

@@ -32,6 +32,7 @@ from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from crm_infra._sql_text import shown, untextable_reason
 from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
     PostgresConfigError,
@@ -306,22 +307,12 @@ class _UserTransaction:
 
 
 def _refuse_untextable_sql(operation: str, query: str) -> None:
-    """Refuse SQL text the server cannot receive whole, before any I/O.
-
-    libpq ends the text at a NUL byte, so ``DELETE FROM t\\0 WHERE id = %s`` would delete
-    every row; a lone surrogate has no UTF-8 form.
-    """
-    if "\x00" in query:
-        why = "the SQL text contains a NUL (0x00) byte, where PostgreSQL would end it"
-    else:
-        try:
-            query.encode("utf-8")
-        except UnicodeEncodeError:
-            why = "the SQL text cannot be encoded as UTF-8 (a lone surrogate?)"
-        else:
-            return
-    op = _describe(operation, query.encode("utf-8", "backslashreplace").decode("utf-8"))
-    raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
+    """Refuse SQL text the server cannot receive whole (see ``untextable_reason``), before
+    any I/O."""
+    why = untextable_reason(query)
+    if why is not None:
+        op = _describe(operation, shown(query))
+        raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
 
 
 def _refuse_identity_change(operation: str, query: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from crm_infra._sql_text import shown, untextable_reason
 from crm_infra.errors import (
     DatabaseError,
     DatabaseInputError,
@@ -179,20 +180,10 @@ def _refuse_untextable(params: Params, query: str) -> None:
 
 
 def _refuse_untextable_sql(query: str) -> None:
-    """Refuse SQL text PostgreSQL cannot receive whole, as ``PostgresClient`` does: libpq would
-    end the text at a NUL byte (``DELETE FROM t\\0 WHERE ...`` would delete every row), and a
-    lone surrogate has no UTF-8 form."""
-    why = None
-    if "\x00" in query:
-        why = "the SQL text contains a NUL (0x00) byte, where PostgreSQL would end it"
-    else:
-        try:
-            query.encode("utf-8")
-        except UnicodeEncodeError:
-            why = "the SQL text cannot be encoded as UTF-8 (a lone surrogate?)"
+    """Refuse SQL text PostgreSQL cannot receive whole, as ``PostgresClient`` does."""
+    why = untextable_reason(query)
     if why is not None:
-        shown = _short(query.encode("utf-8", "backslashreplace").decode("utf-8"))
-        raise DatabaseInputError(f"execute: {shown} failed: {why}; nothing ran")
+        raise DatabaseInputError(f"execute: {_short(shown(query))} failed: {why}; nothing ran")
 
 
 def _short(query: str) -> str:
