@@ -128,15 +128,23 @@ def test_a_table_that_changed_shape_is_planned_again(
         assert _session_state(client)["prepared"] == prepared  # the stale one is gone
 
 
+@contextmanager
+def _cached_connection(
+    db: BootstrappedDatabase, cache: StatementCache
+) -> Iterator[psycopg.Connection[DictRow]]:
+    """An application-role connection set up as the pool sets one up, for ``cache``."""
+    with psycopg.connect(
+        db.app_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
+    ) as conn:
+        cache.prepare_connection(conn)
+        yield conn
+
+
 def test_a_full_statement_cache_runs_statements_unnamed(
     pg_database: BootstrappedDatabase,
 ) -> None:
     cache = StatementCache(max_per_connection=1)
-    conn: psycopg.Connection[DictRow]
-    with psycopg.connect(
-        pg_database.app_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
-    ) as conn:
-        cache.prepare_connection(conn)
+    with _cached_connection(pg_database, cache) as conn:
         user = str(uuid4())
         for i in range(4):
             rows = cache.run(conn, f"SELECT %s::int + {i} AS n", (1,), user=user)
@@ -330,11 +338,7 @@ def test_a_statement_that_fails_to_parse_uses_up_no_name(
     pg_database: BootstrappedDatabase,
 ) -> None:
     cache = StatementCache(max_per_connection=2)
-    conn: psycopg.Connection[DictRow]
-    with psycopg.connect(
-        pg_database.app_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
-    ) as conn:
-        cache.prepare_connection(conn)
+    with _cached_connection(pg_database, cache) as conn:
         user = str(uuid4())
         for _ in range(5):
             with pytest.raises(psycopg.errors.SyntaxError):
