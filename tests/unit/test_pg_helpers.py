@@ -7,12 +7,8 @@ from uuid import uuid4
 import pytest
 
 from crm_infra.adapters._pg_errors import password_of, scrub
-from crm_infra.adapters._pg_statements import (
-    _has_statement_break,
-    changes_user_identity,
-    leaves_session_state,
-    to_dollar_placeholders,
-)
+from crm_infra.adapters._pg_sql_checks import changes_user_identity, leaves_session_state
+from crm_infra.adapters._pg_statements import _has_statement_break, to_dollar_placeholders
 
 
 def test_positional_placeholders_become_dollar_numbers() -> None:

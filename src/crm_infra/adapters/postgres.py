@@ -54,12 +54,8 @@ from crm_infra.adapters._pg_errors import (
     unsendable_error,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
-from crm_infra.adapters._pg_statements import (
-    StatementCache,
-    changes_user_identity,
-    fetch_last,
-    leaves_session_state,
-)
+from crm_infra.adapters._pg_sql_checks import changes_user_identity, leaves_session_state
+from crm_infra.adapters._pg_statements import StatementCache, fetch_last
 from crm_infra.ports import Params, Row
 from crm_infra.user_context import UserId, resolve_user_id
 
