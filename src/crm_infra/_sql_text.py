@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["shown", "untextable_reason"]
 
 
+@functools.lru_cache(maxsize=4096)  # on every execute: once per distinct text, not per call
 def untextable_reason(query: str) -> str | None:
     """Return why PostgreSQL cannot receive ``query`` whole, or None when it can.
 

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
@@ -604,11 +604,14 @@ class PostgresClient:
         # libpq saw the socket end, so it is told apart by the watchdog that fired.
         return conn.broken and not any(w.ended(conn) for w in self._watchdogs)
 
-    def _housekeeping(self, conn: PgConnection, action: Callable[[], object], what: str) -> None:
-        """Run one of the client's own short steps on ``conn``; close ``conn`` if it fails."""
+    def _rollback_or_close(self, conn: PgConnection) -> None:
+        """Roll back with psycopg's own rollback() (it refuses when psycopg's state is off, a
+        transaction() block left open say), under the short deadline; close ``conn`` if that
+        fails."""
+        what = "rollback before returning a connection"
         try:
             with self._short_watchdog.guard(conn, what):
-                action()
+                conn.rollback()
         except (psycopg.Error, PostgresError) as exc:
             logger.warning(
                 "%s failed, closing the connection: %s", what, scrub(str(exc), self._secrets)
@@ -729,7 +732,7 @@ class PostgresClient:
         if status == TransactionStatus.ACTIVE:
             conn.close()  # interrupted mid-call: its protocol state is unknown
         elif status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            self._housekeeping(conn, conn.rollback, "rollback before returning a connection")
+            self._rollback_or_close(conn)
 
     def _replace_idle_connections(
         self, pool: ConnectionPool[PgConnection], conn: PgConnection
