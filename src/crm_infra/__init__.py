@@ -32,6 +32,7 @@ from crm_infra.errors import (
     SecretStoreError,
     SecretStoreUnavailableError,
     TransactionUsageError,
+    UnsafeQueryError,
     UnsafeRoleError,
     UnsupportedQueryError,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "StartupError",
     "Transaction",
     "TransactionUsageError",
+    "UnsafeQueryError",
     "UnsafeRoleError",
     "UnsupportedQueryError",
     "UserId",

@@ -25,6 +25,7 @@ imports hvac, psycopg or redis. Where a builtin means the same thing, the error 
     │   ├── RowSecurityError                      a write that row-level security refuses
     │   ├── NoRowsError (ValueError)              execute_scalar found no row
     │   ├── TransactionUsageError                 e.g. nesting a transaction for another user
+    │   ├── UnsafeQueryError (ValueError)         user-scoped SQL that is not one data statement
     │   ├── UnsupportedQueryError                 SQL the in-memory fake cannot run faithfully
     │   ├── MigrationError                        a migration failed or was edited after applying
     │   ├── UnsafeRoleError                       a user-facing role that would bypass RLS
@@ -66,6 +67,7 @@ __all__ = [
     "SecretStoreError",
     "SecretStoreUnavailableError",
     "TransactionUsageError",
+    "UnsafeQueryError",
     "UnsafeRoleError",
     "UnsupportedQueryError",
 ]
@@ -155,6 +157,12 @@ class TransactionUsageError(DatabaseError):
 
     For example: nesting ``transaction()`` for a different user than the enclosing one.
     """
+
+
+class UnsafeQueryError(DatabaseError, ValueError):
+    """User-scoped SQL refused before any I/O: not exactly one data statement (SELECT, INSERT,
+    UPDATE, DELETE, MERGE), or one that could act beyond its own user and call (set the user,
+    change the session, run SQL text). The message names the construct as it was written."""
 
 
 class UnsupportedQueryError(DatabaseError):

@@ -21,6 +21,7 @@ from crm_infra import (
     NoRowsError,
     RowSecurityError,
     TransactionUsageError,
+    UnsafeQueryError,
     user_context,
 )
 from crm_infra.ports import Params
@@ -675,7 +676,8 @@ def test_a_savepoint_recovers_from_a_statement_refused_by_the_client(
 
 
 # SQL that would change who the statement runs as: the client sets the user itself, so
-# user-scoped SQL that sets it again (or switches roles) is refused before any I/O.
+# user-scoped SQL that sets it again (or switches roles) is refused before any I/O; inside a
+# transaction the refusal aborts it, as a failed statement would.
 _IDENTITY_CHANGES = [
     "SELECT set_config('app.current_user_id', %s, false), (SELECT count(*) FROM contacts)",
     "SELECT SET_CONFIG('app.current_user_id', %s, true) AS x",
@@ -693,9 +695,13 @@ def test_user_scoped_sql_cannot_set_the_user_itself(
     db: ContractDB, alice: UUID, bob: UUID, query: str
 ) -> None:
     add_contact(db, bob, "Bea")
-    with pytest.raises(DatabaseError):
+    with pytest.raises(UnsafeQueryError):
         db.execute(query, (str(bob),), user_id=alice)
-    with db.transaction(alice) as tx, pytest.raises(DatabaseError):
+    with (
+        pytest.raises(TransactionUsageError),
+        db.transaction(alice) as tx,
+        pytest.raises(UnsafeQueryError),
+    ):
         tx.execute(query, (str(bob),))
     assert db.execute("SELECT name FROM contacts", user_id=alice) == []
 
@@ -739,7 +745,7 @@ def test_a_nul_byte_in_sql_text_aborts_the_transaction_it_is_sent_in(
 
 # What user-scoped SQL would leave on a pooled connection for the next user is refused before
 # any I/O: temporary tables have no row-level security, and a session-level SET outlives the
-# call. (SET LOCAL inside a transaction is fine on PostgreSQL.)
+# call. Session control of any kind (SET LOCAL too) is not user-scoped SQL.
 @pytest.mark.parametrize(
     "query",
     [
@@ -758,7 +764,11 @@ def test_a_nul_byte_in_sql_text_aborts_the_transaction_it_is_sent_in(
 def test_user_scoped_sql_cannot_leave_state_for_the_next_user(
     db: ContractDB, alice: UUID, query: str
 ) -> None:
-    with pytest.raises(DatabaseError):
+    with pytest.raises(UnsafeQueryError):
         db.execute(query, user_id=alice)
-    with db.transaction(alice) as tx, pytest.raises(DatabaseError):
+    with (
+        pytest.raises(TransactionUsageError),
+        db.transaction(alice) as tx,
+        pytest.raises(UnsafeQueryError),
+    ):
         tx.execute(query)

@@ -21,6 +21,7 @@ from crm_infra import (
     IntegrityError,
     RowSecurityError,
     TransactionUsageError,
+    UnsafeQueryError,
     UnsupportedQueryError,
 )
 from tests.contract.conftest import ContractDB
@@ -194,22 +195,22 @@ def test_percent_signs_are_doubled_only_with_params(db: ContractDB, alice: UUID)
     assert db.execute("SELECT '100%' AS pct", user_id=alice) == [{"pct": "100%"}]
 
 
-def test_several_statements_run_as_one_and_return_the_last_result(
-    db: ContractDB, alice: UUID
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("INSERT INTO contacts (name) VALUES (%s); SELECT name FROM contacts", ("Ann",)),
+        ("INSERT INTO contacts (name) VALUES ('Ann'); SELECT 1 AS one", ()),
+        ("SELECT 1 AS one;; SELECT 2 AS two", ()),
+    ],
+)
+def test_several_statements_in_one_call_are_refused_and_nothing_runs(
+    db: ContractDB, alice: UUID, query: str, params: tuple[str, ...]
 ) -> None:
-    rows = db.execute(
-        "INSERT INTO contacts (name) VALUES (%s); SELECT name, '5%%' AS p FROM contacts",
-        ("Ann",),
-        user_id=alice,
-    )
-    assert rows == [{"name": "Ann", "p": "5%"}]
-    with pytest.raises(IntegrityError):
-        db.execute(
-            "INSERT INTO contacts (name) VALUES ('Ben'); "
-            "INSERT INTO tickets (subject, priority) VALUES ('x', 9)",
-            user_id=alice,
-        )
-    assert db.execute("SELECT name FROM contacts", user_id=alice) == [{"name": "Ann"}]
+    # One call is one statement: several go through transaction(), so their values never
+    # travel inside SQL text.
+    with pytest.raises(UnsafeQueryError, match=r"2 statements.*transaction\(\)"):
+        db.execute(query, params, user_id=alice)
+    assert db.execute("SELECT name FROM contacts", user_id=alice) == []
 
 
 def test_a_named_parameter_may_repeat(db: ContractDB, people: UUID) -> None:
@@ -1174,11 +1175,10 @@ def test_sums_the_fake_cannot_type_are_answered_by_postgresql_or_refused(
 
 # --- a parameter's integer type follows how PostgresClient sends it -----------------------------
 #
-# A user-scoped statement with parameters of the usual types is PREPAREd: an int is declared
-# int8, and None (like a str) is declared unknown, so the server gives it the type of what it
-# meets (an integer column). A list parameter (for `= ANY(%s)`) or several statements make the
-# client run the statement unprepared, with the values written into the text as literals: an
-# int is then an `integer` literal when it fits, `bigint` beyond, and None is NULL.
+# Every user-scoped value travels as a protocol parameter of a declared type: an int is int8
+# (numeric beyond), and None (like a str) is unknown, so the server gives it the type of what
+# it meets (an integer column). A list (for `= ANY(%s)`) is an array and changes nothing of
+# the other parameters.
 
 ANY_SUBJECT = " AND subject = ANY(%s)"
 SUBJECTS = ["a", "b", "c"]
@@ -1208,24 +1208,23 @@ def ranked(db: ContractDB, alice: UUID) -> UUID:
         # A prepared int is bigint: the sum is numeric (a Decimal).
         ("SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets", (5,), Decimal(10)),
         ("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (0,), Decimal(0)),
-        # Unprepared (a list parameter): an int that fits is an integer literal.
+        # A list beside them changes nothing: an int is still bigint.
         (
             "SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets WHERE true"
             + ANY_SUBJECT,
             (5, SUBJECTS),
-            10,
+            Decimal(10),
         ),
         (
             "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
             (0, SUBJECTS),
-            6,
+            Decimal(6),
         ),
         (
             "SELECT sum(coalesce(%s, priority)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
             (None, SUBJECTS),
             6,
         ),
-        # ... and one beyond integer is a bigint literal.
         (
             "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
             (2**40, SUBJECTS),
@@ -1241,7 +1240,7 @@ def ranked(db: ContractDB, alice: UUID) -> UUID:
             "SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets WHERE true"
             + ANY_SUBJECT,
             (-(2**31), SUBJECTS),
-            -(2**32),
+            Decimal(-(2**32)),
         ),
     ],
 )
@@ -1261,13 +1260,6 @@ def test_a_sums_type_follows_how_its_parameters_are_sent(
         (
             "SELECT CASE WHEN urgent THEN %s ELSE priority END * 2147483647 AS p FROM tickets",
             (None,),
-        ),
-        # Unprepared, an int that fits is an integer literal.
-        ("SELECT %s * 2147483647 AS p FROM tickets WHERE true" + ANY_SUBJECT, (2, SUBJECTS)),
-        (
-            "SELECT coalesce(priority, %s) * 2147483647 AS p FROM tickets WHERE true"
-            + ANY_SUBJECT,
-            (0, SUBJECTS),
         ),
         (
             "SELECT coalesce(%s, priority) * 2147483647 AS p FROM tickets WHERE true"
@@ -1295,34 +1287,22 @@ def test_prepared_int_parameters_are_bigint_in_arithmetic(db: ContractDB, ranked
     assert rows == [{"p": 2 * 2147483647, "q": 3 * 2147483647}]
     big = db.execute(
         "SELECT %s * 2147483647 AS p FROM tickets WHERE subject = 'c'" + ANY_SUBJECT,
-        (2**31, SUBJECTS),  # unprepared, but a bigint literal
+        (2**31, SUBJECTS),
         user_id=ranked,
     )
     assert big == [{"p": 2**31 * 2147483647}]
 
 
-def test_a_transactions_statements_are_prepared_too(db: ContractDB, ranked: UUID) -> None:
+def test_a_transactions_parameters_are_typed_alike(db: ContractDB, ranked: UUID) -> None:
     with db.transaction(ranked) as tx:
         untyped = tx.execute("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (None,))
         wide = tx.execute("SELECT sum(coalesce(%s, priority)) AS s FROM tickets", (0,))
-        literal = tx.execute(
+        listed = tx.execute(
             "SELECT sum(coalesce(priority, %s)) AS s FROM tickets WHERE true" + ANY_SUBJECT,
             (0, SUBJECTS),
         )
-    assert (untyped, wide, literal) == ([{"s": 6}], [{"s": Decimal(0)}], [{"s": 6}])
-    assert [type(r[0]["s"]) for r in (untyped, wide, literal)] == [int, Decimal, int]
-
-
-def test_several_statements_send_their_parameters_as_literals(
-    db: ContractDB, ranked: UUID
-) -> None:
-    rows = db.execute(
-        "SELECT 1 AS one; SELECT sum(CASE WHEN urgent THEN %s ELSE 0 END) AS s FROM tickets",
-        (5,),
-        user_id=ranked,
-    )
-    assert rows == [{"s": 10}]
-    assert type(rows[0]["s"]) is int
+    assert (untyped, wide, listed) == ([{"s": 6}], [{"s": Decimal(0)}], [{"s": Decimal(6)}])
+    assert [type(r[0]["s"]) for r in (untyped, wide, listed)] == [int, Decimal, Decimal]
 
 
 def test_the_same_text_with_other_parameter_types_is_typed_afresh(
@@ -1346,7 +1326,7 @@ def test_the_same_text_with_other_parameter_types_is_typed_afresh(
         ),
     ],
 )
-def test_integer_arithmetic_with_an_untyped_or_literal_parameter_stays_integer(
+def test_integer_arithmetic_with_an_untyped_parameter_stays_integer(
     db: ContractDB, ranked: UUID, query: str, params: tuple[Any, ...]
 ) -> None:
     outcome: list[dict[str, Any]] | DatabaseError
@@ -1357,10 +1337,7 @@ def test_integer_arithmetic_with_an_untyped_or_literal_parameter_stays_integer(
     if params[0] is None:
         assert outcome == [{"p": None}]
     else:
-        assert isinstance(outcome, DatabaseError)
-        assert not isinstance(outcome, UnsupportedQueryError)
-        assert "integer out of range" in str(outcome)
-        assert "bigint" not in str(outcome)
+        assert outcome == [{"p": 4 * 2147483647}]  # an int is bigint, list or not
     prepared = db.execute(
         "SELECT (priority + %s) * 2147483647 AS p FROM tickets WHERE subject = 'c'", (1,), ranked
     )

@@ -10,8 +10,8 @@ from uuid import UUID
 import pytest
 
 from crm_infra import DatabaseError, IntegrityError, UnsupportedQueryError
+from crm_infra._sql_params import split_placeholders
 from crm_infra.fakes import InMemoryUserScopedDB
-from crm_infra.fakes._sql_params import split_placeholders
 from crm_infra.fakes._sql_paths import CONTEXT
 from crm_infra.fakes._sql_schema import split_statements
 
@@ -42,9 +42,9 @@ def names(rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def test_placeholders_are_split_as_psycopg_does() -> None:
-    split = split_placeholders("SELECT %s, '%%', %s")
+    split = split_placeholders("SELECT %s, '%%', %s", spaced=True)
     assert split.text == "SELECT $1 , '%', $2 "
-    named = split_placeholders("SELECT %(a)s, %(b)s, %(a)s")
+    named = split_placeholders("SELECT %(a)s, %(b)s, %(a)s", spaced=True)
     assert named.text == "SELECT $1 , $2 , $1 "
     assert named.keys == ("a", "b")
 

@@ -7,6 +7,8 @@
     ├── PostgresRowSecurityError (RowSecurityError)   42501 raised by a policy check
     ├── PostgresNoRowsError (NoRowsError)         execute_scalar found no row
     ├── PostgresTransactionUsageError (TransactionUsageError)
+    ├── PostgresUnsafeQueryError (UnsafeQueryError)   refused before any I/O
+    ├── PostgresParamsError (TypeError)           params of the wrong kind for the placeholders
     ├── PostgresUnsafeRoleError (UnsafeRoleError)
     ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03, the client's deadline
     ├── PostgresInputError (DatabaseInputError)   a parameter PostgreSQL text cannot hold
@@ -40,6 +42,7 @@ from crm_infra.errors import (
     QueryTimeoutError,
     RowSecurityError,
     TransactionUsageError,
+    UnsafeQueryError,
     UnsafeRoleError,
 )
 
@@ -49,10 +52,12 @@ __all__ = [
     "PostgresInputError",
     "PostgresIntegrityError",
     "PostgresNoRowsError",
+    "PostgresParamsError",
     "PostgresRowSecurityError",
     "PostgresTimeoutError",
     "PostgresTransactionUsageError",
     "PostgresUnavailableError",
+    "PostgresUnsafeQueryError",
     "PostgresUnsafeRoleError",
     "ResultLoadError",
     "input_error",
@@ -88,6 +93,16 @@ class PostgresNoRowsError(PostgresError, NoRowsError):
 
 class PostgresTransactionUsageError(PostgresError, TransactionUsageError):
     """A transaction was used in a way that cannot be honoured safely."""
+
+
+class PostgresUnsafeQueryError(PostgresError, UnsafeQueryError):
+    """User-scoped SQL refused before any I/O: not one data statement, or one that could act
+    beyond its user and call. The message names the construct as it was written."""
+
+
+class PostgresParamsError(PostgresError, TypeError):
+    """Parameters of the wrong kind for the placeholders (a str, a mapping for ``%s``...);
+    nothing was sent, and a transaction goes on as if the call had not been made."""
 
 
 class PostgresUnsafeRoleError(PostgresError, UnsafeRoleError):

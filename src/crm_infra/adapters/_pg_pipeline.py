@@ -1,32 +1,39 @@
-"""``execute`` in one round trip at the cost of a plain query: a libpq pipeline.
+"""One user-scoped call in one round trip: a libpq pipeline up to one Sync.
 
-For a user-scoped ``execute`` of one preparable statement the client sends, through libpq's
-pipeline mode on the connection's ``pgconn``::
+For a user-scoped ``execute`` the client sends, through libpq's pipeline mode on the
+connection's ``pgconn``::
 
-    [Parse _crm_sN]  Bind/Execute _crm_set_user(uuid)  Bind/Execute _crm_sN(values)  Sync
+    [head statements]  set-user (unnamed)  [Close S]  [Parse S]  Bind/Execute S(values)  Sync
+
+The set-user statement (``set_config('app.current_user_id', $1, true)``, with the statement
+timeout beside it) is parsed afresh, unnamed, in every call: no SQL that ran earlier in the
+session (or, behind PgBouncer, in another client's transaction) could have replaced it, so
+nothing in a pooled session decides who a call runs as. ``S`` is the caller's statement under
+a content-addressed name (:func:`statement_name`), so a server connection that has a statement
+of that name has the same statement; its plan is reused. Values travel as protocol
+parameters, never inside SQL text.
 
 The extended protocol runs everything up to the Sync in order, in one implicit transaction
 when the connection starts idle in autocommit (the caller asserts it), so the
-transaction-local user setting is in force for the statement and gone at the Sync. Server
-plans are reused (named statements), values travel as text parameters of the declared types,
-never spliced into SQL, and the client does one write and reads until the Sync: about the
-client and server work of a raw pooled query.
-
-This works below psycopg's public API (pipeline mode on ``pgconn``, psycopg's generators and
-``Connection.wait``), which is why ``pyproject.toml`` pins psycopg's minor version. After an
+transaction-local settings are in force for the statement and gone at the Sync. After an
 error the results are drained to the Sync, so the connection stays usable; a call interrupted
 before the Sync was read leaves the protocol state unknown, so the connection is closed.
+
+This works below psycopg's public API (pipeline mode on ``pgconn``, psycopg's generators and
+``Connection.wait``), which is why ``pyproject.toml`` pins psycopg's minor version.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Generator, Sequence
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
-from psycopg.adapt import PyFormat, Transformer
+from psycopg.adapt import Transformer
 from psycopg.generators import fetch_many, send
 from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult
@@ -35,31 +42,37 @@ from psycopg.rows import DictRow
 from crm_infra.adapters._pg_errors import ResultLoadError
 from crm_infra.ports import Row
 
-__all__ = ["Outcome", "PipelineState", "run_pipelined", "type_oids"]
+__all__ = [
+    "SET_USER",
+    "SET_USER_AND_TIMEOUT",
+    "Outcome",
+    "PipelineState",
+    "Step",
+    "run_pipelined",
+    "statement_name",
+]
 
-# The declared parameter types of ``_pg_statements._pg_type`` as OIDs (0: let the server infer).
-_OIDS = {
-    "unknown": 0,
-    "bool": 16,
-    "bytea": 17,
-    "int8": 20,
-    "float8": 701,
-    "date": 1082,
-    "time": 1083,
-    "timestamp": 1114,
-    "timestamptz": 1184,
-    "interval": 1186,
-    "timetz": 1266,
-    "numeric": 1700,
-    "uuid": 2950,
-}
-
-SET_USER = b"_crm_set_user"
+# Unnamed, parsed in every call (see the module docstring). The backend's pid comes back so
+# that the client can tell a direct connection (the pid it was given at connect time) from a
+# pooler's (PgBouncer hands out its own), which decides how far its statement cache is known.
+SET_USER = b"SELECT set_config('app.current_user_id', $1, true), pg_backend_pid()"
+SET_USER_AND_TIMEOUT = (
+    b"SELECT set_config('app.current_user_id', $1, true), "
+    b"set_config('statement_timeout', $2, true), pg_backend_pid()"
+)
+_TEXT_OID = 25
 
 
-def type_oids(types: Sequence[str | None]) -> list[int]:
-    """Return the OIDs to declare for the given type names (all known to ``_pg_type``)."""
-    return [_OIDS[t or "unknown"] for t in types]
+@functools.lru_cache(maxsize=8192)
+def statement_name(sql: str, oids: tuple[int, ...]) -> bytes:
+    """Return the content-addressed name of ``sql`` prepared with parameter types ``oids``.
+
+    Two connections (or two processes behind one PgBouncer) that prepare the same text with
+    the same types get the same name, and a name never stands for another statement, so a
+    server connection that already has the name has this very statement.
+    """
+    digest = hashlib.sha256(f"{sql}\x00{','.join(map(str, oids))}".encode()).hexdigest()
+    return f"_crm_{digest[:40]}".encode()
 
 
 class PipelineState:
@@ -73,69 +86,93 @@ class PipelineState:
         self.encoding = conn.info.encoding
 
 
-_TEXT_FORMATS: dict[int, list[PyFormat]] = {}
+class Step:
+    """Which message of a pipeline an error came from (indexes into the results)."""
 
-
-def _text_formats(count: int) -> list[PyFormat]:
-    formats = _TEXT_FORMATS.get(count)
-    if formats is None:
-        formats = _TEXT_FORMATS.setdefault(count, [PyFormat.TEXT] * count)
-    return formats
+    HEAD = "head"
+    SET_USER = "set-user"
+    CLOSE = "close"
+    PARSE = "parse"
+    RUN = "run"
 
 
 class Outcome(NamedTuple):
-    """What one pipelined call gave: its rows, or the error the server answered with."""
+    """What one pipelined call gave: its rows, or the error the server answered with and
+    the step it answered it to; the backend's pid when the set-user statement ran."""
 
     rows: list[Row]
     error: psycopg.Error | None
-    prepared: bool  # the statement was prepared by this call (even if running it then failed)
+    failed: str | None  # a Step, when error
+    pid: int | None
+    parsed: bool  # the Parse of the statement succeeded in this call
 
 
 def run_pipelined(
     conn: psycopg.Connection[DictRow],
     state: PipelineState,
     *,
-    name: str,
-    prepare: tuple[str, list[int]] | None,
-    user: str,
-    values: Sequence[Any],
+    head: Sequence[bytes] = (),
+    set_user: Sequence[bytes] | None = None,
+    after: Sequence[bytes] = (),
+    name: bytes,
+    sql: bytes,
+    oids: Sequence[int],
+    params: Sequence[bytes | None] | None,
+    parse: bool,
+    close: bool = False,
 ) -> Outcome:
-    """Run prepared statement ``name`` for ``user`` in one round trip.
+    """Run the caller's statement, with what goes before it, in one round trip.
 
     Args:
-        conn: a connection idle in autocommit, not in pipeline mode.
+        conn: a connection not in pipeline mode (idle in autocommit, or in a transaction).
         state: the connection's :class:`PipelineState`.
-        name: the statement's name (``""``: the unnamed statement, prepared in this call).
-        prepare: ``(sql with $n placeholders, declared type OIDs)`` to prepare ``name`` first,
-            or None when the connection has it already.
-        user: the user id (a UUID's text) to set transaction-locally.
-        values: the statement's parameter values, in ``$n`` order.
+        head: statements without parameters to run first (``BEGIN``...).
+        set_user: the set-user statement's values (user id[, timeout]), or None to set none.
+        after: statements without parameters to run after the user setting (savepoints).
+        name: the statement's name; ``b""`` runs it unnamed (parsed in this call).
+        sql: the statement's text with ``$n`` placeholders.
+        oids: the declared parameter types.
+        params: the dumped parameter values, in ``$n`` order.
+        parse: send a Parse of ``name`` first (ignored for the unnamed statement).
+        close: DEALLOCATE ``name`` before the Parse (its plan went stale).
 
     Returns:
-        The rows (``[]`` for a statement without a result), or the error the server answered
-        with (the connection is idle again), and whether ``prepare`` succeeded.
+        The rows (``[]`` for a statement without a result), or the server's error and step.
 
     Raises:
-        psycopg.Error: the connection failed (it is closed). Errors of encoding the SQL or
-            dumping ``values`` come before any I/O, with the connection untouched.
-        UnicodeEncodeError: the SQL text or a value cannot be encoded (before any I/O).
+        psycopg.Error: the connection failed (it is closed). Nothing is sent when encoding
+            fails (the caller encodes and dumps before calling).
     """
-    tx = state.transformer
-    encoding = state.encoding
-    # Everything that can fail on the caller's input happens before anything is sent.
-    params = tx.dump_sequence(values, _text_formats(len(values))) if values else None
-    statement = name.encode(encoding)
-    parse = None if prepare is None else (prepare[0].encode(encoding), prepare[1])
-    user_param = [user.encode()]
     pgconn = conn.pgconn
+    steps: list[str] = []
     try:
         pgconn.enter_pipeline_mode()
-        if parse is not None:
-            pgconn.send_prepare(statement, parse[0], param_types=parse[1])
-        pgconn.send_query_prepared(SET_USER, user_param)
-        pgconn.send_query_prepared(statement, params)
+        for statement in head:
+            pgconn.send_query_params(statement, None)
+            steps.append(Step.HEAD)
+        if set_user is not None:
+            pgconn.send_query_params(
+                SET_USER if len(set_user) == 1 else SET_USER_AND_TIMEOUT,
+                set_user,
+                param_types=[_TEXT_OID] * len(set_user),
+            )
+            steps.append(Step.SET_USER)
+        for statement in after:
+            pgconn.send_query_params(statement, None)
+            steps.append(Step.HEAD)
+        if not name:
+            pgconn.send_query_params(sql, params, param_types=oids)
+        else:
+            if close:
+                pgconn.send_query_params(b"DEALLOCATE " + name, None)
+                steps.append(Step.CLOSE)
+            if parse:
+                pgconn.send_prepare(name, sql, param_types=oids)
+                steps.append(Step.PARSE)
+            pgconn.send_query_prepared(name, params)
+        steps.append(Step.RUN)
         pgconn.pipeline_sync()
-        results = conn.wait(_exchange(pgconn, 2 if parse is None else 3))
+        results = conn.wait(_exchange(pgconn, len(steps)))
         pgconn.exit_pipeline_mode()
     except BaseException:
         # Interrupted or disconnected before the Sync was read: what the server still has
@@ -144,11 +181,23 @@ def run_pipelined(
         if not conn.closed:
             conn.close()
         raise
-    prepared = parse is not None and results[0].status == ExecStatus.COMMAND_OK
-    for result in results:
-        if result.status == ExecStatus.FATAL_ERROR:
-            return Outcome([], pg_errors.error_from_result(result, encoding=encoding), prepared)
-    return Outcome(_rows(tx, results[-1], encoding), None, prepared)
+    return _outcome(state, steps, results)
+
+
+def _outcome(state: PipelineState, steps: list[str], results: list[PGresult]) -> Outcome:
+    pid = None
+    parsed = False
+    for step, result in zip(steps, results, strict=True):
+        status = result.status
+        if status == ExecStatus.FATAL_ERROR:
+            error = pg_errors.error_from_result(result, encoding=state.encoding)
+            return Outcome([], error, step, pid, parsed)
+        if step == Step.SET_USER and status == ExecStatus.TUPLES_OK and result.ntuples:
+            value = result.get_value(0, result.nfields - 1)
+            pid = int(value) if value is not None else None
+        elif step == Step.PARSE:
+            parsed = status == ExecStatus.COMMAND_OK
+    return Outcome(_rows(state.transformer, results[-1], state.encoding), None, None, pid, parsed)
 
 
 def _exchange(pgconn: PGconn, expected: int) -> Generator[Any, Any, list[PGresult]]:

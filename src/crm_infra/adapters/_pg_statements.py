@@ -1,189 +1,209 @@
-"""One round trip per user-scoped statement, with reused plans.
+"""User-scoped statements: checked once per text, sent as one pipeline, named by content.
 
-``execute`` of one preparable statement goes as a libpq pipeline (:mod:`._pg_pipeline`).
-Everything else (statements inside ``transaction()``, SQL that cannot be prepared, values of
-other types) sends ONE simple-Query message::
+Every user-scoped statement, inside ``transaction()`` or not, goes through
+:func:`._pg_pipeline.run_pipelined` as ONE data statement (:mod:`crm_infra._sql_guard`) with its
+values as protocol parameters: no user's value ever travels inside SQL text, so
+``pg_stat_activity`` and ``pg_prepared_statements`` show templates only.
 
-    [BEGIN;] EXECUTE _crm_set_user('<uuid>'); EXECUTE _crm_sN(<literals>)
+Statement names are content-addressed (``_crm_`` + a hash of the text and parameter types), so
+the client's per-connection cache is a hint that is exact on a direct connection and may be
+wrong behind a transaction pooler such as PgBouncer, where each transaction may get another
+server connection. Either way an error that means *nothing ran* is answered by running the
+call again, once, the way the error asks:
 
-``_crm_set_user`` is ``SELECT set_config('app.current_user_id', $1, true)``, prepared when the
-pool opens the connection; ``PREPARE _crm_sN(<types>) AS <statement>`` goes before the EXECUTE
-the first time a connection sees that SQL text with those parameter types. The protocol runs
-every statement of one simple Query in order, in one implicit transaction when the
-connection is idle in autocommit, so the transaction-local setting is in force for the
-statement and is gone when the message ends. Literals are quoted by psycopg's
-``ClientCursor`` (libpq's escaping, for the connection's encoding), and server plans are
-reused through the per-connection cache as psycopg's own prepared statements are.
+- ``42P05`` (the Parse found the name taken): the server connection has this very statement;
+  run it without the Parse.
+- ``26000`` (the Bind found no such statement): run it with the Parse.
+- ``0A000`` from ``RevalidateCachedQuery`` (a table changed shape since the plan was made):
+  deallocate it, parse it afresh, run it.
+
+Inside a transaction, only its first statement may be run again (the transaction is rolled
+back and begun anew); after it, the transaction stays on one server connection, whose
+statements the client knows exactly on a direct connection and otherwise only for what this
+transaction prepared or ran: the rest goes unnamed (parsed in the call), never guessed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from decimal import Decimal
-from typing import Any
-from uuid import UUID
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import psycopg
-from psycopg import ClientCursor
-from psycopg.rows import DictRow, dict_row
+from psycopg.adapt import PyFormat
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow
 
+from crm_infra._sql_guard import Refusal, user_sql_verdict
+from crm_infra._sql_params import SplitQuery, bind_order, split_placeholders, verbatim
 from crm_infra.adapters._pg_errors import ResultLoadError
-from crm_infra.adapters._pg_pipeline import PipelineState, run_pipelined, type_oids
-from crm_infra.adapters._pg_sql_checks import DOLLAR_OPEN, LITERAL_OR_COMMENT, QUOTED_NAME
+from crm_infra.adapters._pg_pipeline import PipelineState, Step, run_pipelined, statement_name
 from crm_infra.ports import Params, Row
 
 __all__ = [
+    "Call",
+    "Checked",
     "ConnState",
     "StatementCache",
+    "SyntaxRefusal",
+    "UnsafeSql",
+    "changed_shape",
+    "check_call",
     "fetch_last",
-    "to_dollar_placeholders",
+    "prepare_call",
 ]
 
-_PLACEHOLDER = re.compile(r"%(?:\(([^)]+)\))?s|%%|%")
-_PREPARABLE = frozenset(
-    {"select", "insert", "update", "delete", "values", "with", "table", "merge"}
-)
-_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.DOTALL)
-
-# The parameter types psycopg's own binding gives these Python types, as far as the result's
-# Python type goes. ``unknown`` lets the server infer from context (psycopg sends str and None
-# untyped too). A value of any other type makes the call run unprepared.
-_PG_TYPE: dict[type, str] = {
-    str: "unknown",
-    type(None): "unknown",
-    bool: "bool",
-    float: "float8",
-    Decimal: "numeric",
-    UUID: "uuid",
-    dt.date: "date",
-    dt.time: "time",
-    dt.timedelta: "interval",
-    bytes: "bytea",
-}
+_INT8_OID = 20
+_NUMERIC_OID = 1700
 _INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
+_MAX_ATTEMPTS = 3  # as cached, as the error said, then unnamed (which cannot miss)
 
 
-def to_dollar_placeholders(query: str, params: Params) -> tuple[str, list[Any]] | None:
-    """Return ``query`` with ``$n`` placeholders and the values in ``$n`` order.
+class UnsafeSql(Exception):
+    """User-scoped SQL the guard refuses (see :class:`crm_infra._sql_guard.Refusal`)."""
 
-    Follows psycopg's placeholder rules (``%s``, ``%(name)s``, ``%%``); returns None when the
-    query mixes styles, uses another format, or does not match the parameters, so that the
-    caller falls back to psycopg, which raises the proper error.
-    """
-    if isinstance(params, str | bytes | bytearray):
-        return None  # not a sequence of values: psycopg raises its TypeError
-    if isinstance(params, Mapping):
-        plan = _plan(query, True)
-        if plan is None or not all(name in params for name in plan[1]):
-            return None
-        return plan[0], [params[name] for name in plan[1]]
-    plan = _plan(query, False)
-    if plan is None or plan[1] != len(params):
-        return None
-    return plan[0], list(params)
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message())
+        self.refusal = refusal
 
 
-@functools.lru_cache(maxsize=1024)
-def _plan(query: str, named: bool) -> tuple[str, Any] | None:
-    """Parse placeholders once per query text: ($n text, names in order | count)."""
-    names: dict[str, int] = {}
-    count = 0
-    failed = False
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal failed, count
-        piece, name = match.group(0), match.group(1)
-        if piece == "%%":
-            return "%"
-        if piece == "%" or named != (name is not None):
-            failed = True
-            return piece
-        if named:
-            if name not in names:
-                names[name] = len(names) + 1
-            return f"${names[name]}"
-        count += 1
-        return f"${count}"
-
-    converted = _PLACEHOLDER.sub(replace, query)
-    if failed:
-        return None
-    return converted, (list(names) if named else count)
+class SyntaxRefusal(Exception):
+    """User-scoped SQL PostgreSQL's grammar rejects; refused before any I/O."""
 
 
-def _pg_type(value: Any) -> str | None:
-    kind = type(value)
-    if kind is int:
-        return "int8" if _INT8_MIN <= value <= _INT8_MAX else "numeric"
-    if kind is dt.datetime:
-        return "timestamp" if value.tzinfo is None else "timestamptz"
-    if kind is dt.time and value.tzinfo is not None:
-        return "timetz"
-    return _PG_TYPE.get(kind)
+class _UserStatement(NamedTuple):
+    split: SplitQuery
+    sql: bytes
+    refusal: Refusal | None
+    syntax_error: str | None
 
 
-@functools.lru_cache(maxsize=1024)
-def _preparable(query: str) -> bool:
-    """Return True for one statement of a kind PREPARE accepts (several run unprepared)."""
-    head = _LEADING_NOISE.sub("", query, count=1)
-    word = re.match(r"[A-Za-z]+", head)
-    if word is None or word.group(0).lower() not in _PREPARABLE:
+_STATEMENTS: dict[tuple[str, bool], _UserStatement] = {}
+_STATEMENTS_LOCK = threading.Lock()
+_MAX_STATEMENTS = 4096
+
+
+def _user_statement(query: str, with_params: bool) -> _UserStatement:
+    """Split and classify ``query`` once per distinct text (``with_params``: psycopg's
+    placeholder rules apply; without, the text is sent as written)."""
+    key = (query, with_params)
+    found = _STATEMENTS.get(key)
+    if found is not None:
+        return found
+    split = split_placeholders(query) if with_params else verbatim(query)
+    verdict = user_sql_verdict(split.text)
+    refusal = verdict.refusal
+    if refusal is None and verdict.syntax_error is None and _own_dollar_parameters(split):
+        refusal = Refusal(
+            "$n placeholders of its own",
+            "",
+            "would take values meant for the %s placeholders; write %s (or %(name)s) for "
+            "every value and pass them as params",
+        )
+    found = _UserStatement(split, split.text.encode(), refusal, verdict.syntax_error)
+    with _STATEMENTS_LOCK:
+        if len(_STATEMENTS) >= _MAX_STATEMENTS:
+            _STATEMENTS.clear()  # generated SQL texts could otherwise grow it forever
+        _STATEMENTS[key] = found
+    return found
+
+
+def _own_dollar_parameters(split: SplitQuery) -> bool:
+    """Return True when the caller's SQL holds ``$n`` parameters of its own (besides what
+    ``%s`` became): the server would bind them to the wrong values, or to none."""
+    if not split.keys:
+        return "$" in split.text and _has_parameters(split.text)
+    return _has_parameters(split.text, expected=split.count)
+
+
+def _has_parameters(text: str, expected: int = 0) -> bool:
+    from pglast.parser import ParseError, scan  # noqa: PLC0415 - only for texts with a "$"
+
+    try:
+        found = [t for t in scan(text) if t.name == "PARAM"]
+    except ParseError:
         return False
-    code = _SKIPPABLE.sub(" ", query)
-    # A ``$1`` of the caller's own would clash with the placeholders: the server's own error
-    # for it ("there is no parameter $1") comes from the unprepared path.
-    return ";" not in code and _DOLLAR_PARAMETER.search(code) is None
+    return len(found) != expected if expected else bool(found)
 
 
-# Things a ';' may hide in: quoted strings and identifiers, dollar quotes, comments.
-_SKIPPABLE = re.compile(
-    rf"{LITERAL_OR_COMMENT}|{QUOTED_NAME}|{DOLLAR_OPEN}.*?(?:(?P=tag)|\Z)", re.DOTALL
-)
+class Checked(NamedTuple):
+    """A user-scoped statement the guard accepted, with its values in ``$n`` order."""
+
+    statement: _UserStatement
+    values: list[Any] | None
 
 
-_DOLLAR_PARAMETER = re.compile(r"\$\d")
+class Call(NamedTuple):
+    """One user-scoped statement ready to send: checked, its values dumped, its name known."""
+
+    sql: bytes
+    name: bytes
+    oids: tuple[int, ...]
+    params: list[bytes | None] | None
 
 
-def _has_statement_break(query: str) -> bool:
-    return ";" in _SKIPPABLE.sub(" ", query)
+def check_call(query: str, params: Params) -> Checked:
+    """Check ``query`` and fit ``params`` to its placeholders; no connection is needed.
+
+    Raises:
+        UnsafeSql: the guard refuses the statement.
+        SyntaxRefusal: PostgreSQL's grammar rejects it.
+        crm_infra._sql_params.ClientSideError: placeholders and params do not fit.
+        crm_infra._sql_params.ParamsShapeError: params of the wrong kind (a TypeError).
+    """
+    statement = _user_statement(query, bool(params))
+    if statement.refusal is not None:
+        raise UnsafeSql(statement.refusal)
+    if statement.syntax_error is not None:
+        raise SyntaxRefusal(statement.syntax_error)
+    return Checked(statement, bind_order(statement.split, params) if params else None)
+
+
+def prepare_call(state: ConnState, checked: Checked) -> Call:
+    """Dump the values of ``checked`` for sending on the connection of ``state``.
+
+    Raises:
+        psycopg.ProgrammingError: a value psycopg cannot adapt.
+        UnicodeEncodeError: a value that cannot be encoded.
+        ValueError: a value psycopg cannot write as text.
+    """
+    statement, values = checked
+    if values is None:
+        return Call(statement.sql, statement_name(statement.split.text, ()), (), None)
+    tx = state.pipeline.transformer
+    dumped = tx.dump_sequence(values, [PyFormat.TEXT] * len(values))
+    oids = list(tx.types or ())
+    for i, value in enumerate(values):
+        if type(value) is int:
+            # One declared type for every int, whatever its size (psycopg picks int2, int4 or
+            # int8 by value): one statement, one plan. Documented: ``%s::int`` where needed.
+            oids[i] = _INT8_OID if _INT8_MIN <= value <= _INT8_MAX else _NUMERIC_OID
+    key = tuple(oids)
+    params = [None if value is None else bytes(value) for value in dumped]
+    return Call(statement.sql, statement_name(statement.split.text, key), key, params)
 
 
 class ConnState:
-    """What the client knows about one pooled connection: its prepared statements, a reusable
-    cursor, and when it was last handed back (for the idle health check)."""
+    """What the client knows about one pooled connection: the statements it has (exactly on
+    a direct connection, as a hint behind a pooler), those whose plan went stale, whether it
+    is direct, and when it was last handed back (for the idle health check)."""
 
-    __slots__ = ("cursor", "issued", "last_used", "names", "pipeline")
+    __slots__ = ("direct", "last_used", "names", "pipeline", "stale")
 
     def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
-        self.names: dict[tuple[str, tuple[str | None, ...]], str] = {}
-        self.issued = 0
+        self.names: set[bytes] = set()
+        self.stale: set[bytes] = set()
+        self.direct = False  # until a call shows the server's pid is the one we connected to
         self.last_used = time.monotonic()
-        self.cursor = ClientCursor(conn, row_factory=dict_row)
         self.pipeline = PipelineState(conn)
-
-    def new_name(self, limit: int) -> str | None:
-        if self.issued >= limit:
-            return None
-        self.issued += 1
-        return f"_crm_s{self.issued}"
-
-    def release(self, name: str) -> None:
-        """Take back the name just issued, which the server never got (its Parse failed)."""
-        if name == f"_crm_s{self.issued}":
-            self.issued -= 1
 
 
 class StatementCache:
     """Per-connection state, keyed by connection; see :class:`ConnState`.
 
-    Statement names are never reused, so a statement whose PREPARE may or may not have run
-    (the message failed) is simply forgotten. A new connection starts with an empty cache,
-    which is what "cleared on reconnect" needs; ``forget`` empties one connection's cache.
+    A new connection starts with an empty cache, which is what "cleared on reconnect" needs;
+    ``forget`` empties one connection's cache.
     """
 
     def __init__(self, max_per_connection: int = 256) -> None:
@@ -196,8 +216,8 @@ class StatementCache:
         entry = self._by_conn.get(conn)
         if entry is None:
             with self._lock:
-                # The state's cursor refers to its connection, so weak keys alone would never
-                # let go: drop closed connections whenever a new one shows up (rare).
+                # The state's transformer refers to its connection, so weak keys alone would
+                # never let go: drop closed connections whenever a new one shows up (rare).
                 for old in [c for c in self._by_conn if c.closed]:
                     del self._by_conn[old]
                 entry = self._by_conn.setdefault(conn, ConnState(conn))
@@ -213,127 +233,142 @@ class StatementCache:
         with self._lock:
             self._by_conn.clear()
 
-    def prepare_connection(self, conn: psycopg.Connection[DictRow]) -> None:
-        """Prepare the user-setting statement on a new connection (the pool's ``configure``)."""
-        conn.execute(_PREPARE_SET_USER)
-        self.state(conn)
-
-    def reset(self, conn: psycopg.Connection[DictRow]) -> None:
-        """Deallocate everything on ``conn`` (idle) and start its cache afresh."""
-        self.forget(conn)
-        conn.execute("DEALLOCATE ALL")
-        self.prepare_connection(conn)
-
-    def _key(self, query: str, params: Params) -> tuple[str, tuple[str | None, ...]] | None:
-        query = query.strip().rstrip(";").rstrip()
-        converted = to_dollar_placeholders(query, params) if params else (query, [])
-        if converted is None or not _preparable(query):
-            return None
-        sql, values = converted
-        types = tuple(_pg_type(v) for v in values)
-        return None if None in types else (sql, types)
-
-    def is_prepared(self, conn: psycopg.Connection[DictRow], query: str, params: Params) -> bool:
-        """Return True when :meth:`run` would send ``query`` as an EXECUTE of a statement
-        already prepared on ``conn``, not as its text."""
-        key = self._key(query, params)
-        return key is not None and key in self.state(conn).names
-
-    def forget_if_stale(
-        self, conn: psycopg.Connection[DictRow], query: str, params: Params, error: psycopg.Error
-    ) -> None:
-        """After ``error`` from running ``query``: when it says the tables changed shape since
-        the statement was prepared, forget the statement, so the next run prepares it afresh
-        (its name is never reused; the server drops it with the connection)."""
-        key = self._key(query, params)
-        if key is not None and changed_shape(error):
-            self.state(conn).names.pop(key, None)
-
     def run(
         self,
         conn: psycopg.Connection[DictRow],
-        query: str,
-        params: Params,
+        call: Call,
         *,
-        user: str | None = None,
-        before: str = "",
-        after: str = "",
+        set_user: Sequence[bytes],
+        head: Sequence[bytes] = (),
+        after: Sequence[bytes] = (),
+        confirmed: set[bytes] | None = None,
     ) -> list[Row]:
-        """Send one simple-Query message; return the last statement's rows.
+        """Run ``call`` as the user in ``set_user``: on its own (autocommit), or as the first
+        statement of a transaction (``head`` holds its ``BEGIN``, ``after`` savepoints).
 
-        The message is ``before``, then the user setting when ``user`` is given, then
-        ``after``, then the statement (prepared on first sight, then EXECUTEd).
+        An answer that means nothing ran is met by running the call again (see the module
+        docstring); a transaction begun by ``head`` is rolled back first.
 
-        Args:
-            conn: an idle or in-transaction connection (the caller checks which it expects).
-            query: the caller's statement; ``%s``/``%(name)s`` placeholders when ``params``.
-            params: values for ``query``; empty means the text is sent as written.
-            user: the user id to set transaction-locally, or None to set nothing.
-            before: statements without placeholders to send first (e.g. ``BEGIN; ``).
-            after: statements without placeholders to send after the user setting.
+        Raises:
+            psycopg.Error: the server's error, or the connection failed (then it is closed).
         """
         state = self.state(conn)
-        cur = state.cursor
-        head = before + (_EXECUTE_SET_USER if user is not None else "") + after
-        head_params = [user] if user is not None else []
-        query = query.strip().rstrip(";").rstrip()
-        converted = to_dollar_placeholders(query, params) if params else (query, [])
-        if converted is None or not _preparable(query):
-            return _run_unprepared(cur, head, head_params, query, params)
-        sql, values = converted
-        types = tuple(_pg_type(v) for v in values)
-        if None in types:
-            return _run_unprepared(cur, head, head_params, query, params)
-        key = (sql, types)
-        name = state.names.get(key)
-        if user is not None and not before and not after:
-            return self._run_pipelined(conn, state, key, name=name, user=user, values=values)
-        if name is not None:
-            cur.execute(head + _call(name, len(values)), [*head_params, *values])
-            return fetch_last(cur)
-        name = state.new_name(self._max)
-        if name is None:  # cache full: run unprepared rather than evict a live plan
-            return _run_unprepared(cur, head, head_params, query, params)
-        declared = f"({', '.join(t for t in types if t)})" if types else ""
-        # The newline ends a trailing ``--`` comment, which would otherwise swallow the EXECUTE.
-        prepare = f"PREPARE {name}{declared} AS {sql.replace('%', '%%')}\n; "
-        cur.execute(head + prepare + _call(name, len(values)), [*head_params, *values])
-        state.names[key] = name  # only once the server has it
-        return fetch_last(cur)
+        name = call.name
+        known = name in state.names
+        if not known and len(state.names) >= self._max:
+            name = b""  # the cache is full: let the server plan it in this call, unnamed
+        parse, close = not known, name in state.stale
+        sent_head = tuple(head)
+        for attempt in range(_MAX_ATTEMPTS):
+            outcome = run_pipelined(
+                conn,
+                state.pipeline,
+                head=sent_head,
+                set_user=set_user,
+                after=after,
+                name=name,
+                sql=call.sql,
+                oids=call.oids,
+                params=call.params,
+                parse=parse,
+                close=close,
+            )
+            if outcome.pid is not None:
+                state.direct = outcome.pid == conn.pgconn.backend_pid
+            if name and (outcome.parsed or outcome.error is None):
+                state.names.add(name)
+                state.stale.discard(name)
+                if confirmed is not None:
+                    confirmed.add(name)
+            error = outcome.error
+            if error is None:
+                return outcome.rows
+            again = _nothing_ran(outcome.failed, error) if name else None
+            if again is None or attempt == _MAX_ATTEMPTS - 1:
+                self._note_failure(state, name, outcome.failed, error)
+                raise error
+            parse, close = again
+            if parse:
+                state.names.discard(name)
+            if attempt == _MAX_ATTEMPTS - 2:
+                # Behind a pooler the next try may meet yet another server connection: the
+                # last one goes unnamed, which every server connection runs alike.
+                name, parse, close = b"", False, False
+            if head and conn.pgconn.transaction_status == TransactionStatus.INERROR:
+                sent_head = (b"ROLLBACK", *head)  # the transaction begun by head is aborted
+            else:
+                sent_head = tuple(head)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run_pipelined(
+    def run_in_transaction(
         self,
         conn: psycopg.Connection[DictRow],
-        state: ConnState,
-        key: tuple[str, tuple[str | None, ...]],
+        call: Call,
         *,
-        name: str | None,
-        user: str,
-        values: list[Any],
+        head: Sequence[bytes],
+        confirmed: set[bytes],
     ) -> list[Row]:
-        prepare = None
-        if name is None:
-            name = state.new_name(self._max)
-            if name is None:  # cache full: let the server plan it each time, unnamed
-                name = ""
-            prepare = (key[0], type_oids(key[1]))
+        """Run ``call`` in the transaction open on ``conn`` (after its first statement).
+
+        Nothing is run twice here (the transaction is the caller's): a statement goes
+        prepared only when the server connection is known to have it, or known not to.
+
+        Raises:
+            psycopg.Error: the server's error, or the connection failed (then it is closed).
+        """
+        state = self.state(conn)
+        name = call.name
+        stale = name in state.stale
+        if not stale and (name in confirmed or (state.direct and name in state.names)):
+            parse = False
+        elif state.direct and (stale or len(state.names) < self._max):
+            parse = True
+        else:
+            name, parse, stale = b"", False, False  # unknown here: parsed in the call, unnamed
         outcome = run_pipelined(
-            conn, state.pipeline, name=name, prepare=prepare, user=user, values=values
+            conn,
+            state.pipeline,
+            head=head,
+            name=name,
+            sql=call.sql,
+            oids=call.oids,
+            params=call.params,
+            parse=parse,
+            close=stale,
         )
-        if outcome.prepared and name:
-            state.names[key] = name  # the server has it, even if running it then failed
-        elif prepare is not None and name:
-            state.release(name)  # its Parse failed: the server has no such statement
-        error = outcome.error
-        if error is None:
-            return outcome.rows
-        if prepare is None and changed_shape(error):
-            # The statement's tables changed shape since it was prepared (``SELECT *`` after
-            # a new column): the call ran nothing, so prepare it afresh and run it again.
-            del state.names[key]
-            conn.execute(f"DEALLOCATE {name}")
-            return self._run_pipelined(conn, state, key, name=None, user=user, values=values)
-        raise error
+        if name and (outcome.parsed or outcome.error is None):
+            state.names.add(name)
+            state.stale.discard(name)
+            confirmed.add(name)
+        if outcome.error is not None:
+            self._note_failure(state, name, outcome.failed, outcome.error)
+            raise outcome.error
+        return outcome.rows
+
+    @staticmethod
+    def _note_failure(
+        state: ConnState, name: bytes, step: str | None, error: psycopg.Error
+    ) -> None:
+        if not name:
+            return
+        if step == Step.RUN and changed_shape(error):
+            state.stale.add(name)  # the next use deallocates and parses it afresh
+        elif error.sqlstate == "26000" and step in (Step.RUN, Step.CLOSE):
+            state.names.discard(name)
+            state.stale.discard(name)
+
+
+def _nothing_ran(step: str | None, error: psycopg.Error) -> tuple[bool, bool] | None:
+    """Return how to run a call again after ``error`` at ``step`` when nothing of it ran:
+    ``(parse, close)``; None when something may have run (or it would fail again)."""
+    state = error.sqlstate
+    if step == Step.PARSE and state == "42P05":
+        return False, False  # the name is taken: by this very statement
+    if step in (Step.RUN, Step.CLOSE) and state == "26000":
+        return True, False  # this server connection lacks it
+    if step == Step.RUN and changed_shape(error):
+        return True, True
+    return None
 
 
 def changed_shape(error: psycopg.Error) -> bool:
@@ -342,34 +377,6 @@ def changed_shape(error: psycopg.Error) -> bool:
     return (
         error.sqlstate == "0A000" and error.diag.source_function == "RevalidateCachedQuery"
     )
-
-
-# Prepared once per connection, so the per-call setting costs the server no parse or plan.
-_PREPARE_SET_USER = (
-    "PREPARE _crm_set_user(text) AS SELECT set_config('app.current_user_id', $1, true)"
-)
-_EXECUTE_SET_USER = "EXECUTE _crm_set_user(%s); "
-
-
-@functools.lru_cache(maxsize=4096)
-def _call(name: str, count: int) -> str:
-    return f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
-
-
-def _run_unprepared(
-    cur: ClientCursor[DictRow],
-    head: str,
-    head_params: Sequence[Any],
-    query: str,
-    params: Params,
-) -> list[Row]:
-    # psycopg applies its own placeholder rules (and raises its own errors) to ``query``.
-    text = cur.mogrify(head, head_params) if head_params else head
-    if params:
-        cur.execute(text.replace("%", "%%") + query, params)
-    else:
-        cur.execute(text + query)
-    return fetch_last(cur)
 
 
 def fetch_last(cur: psycopg.Cursor[DictRow]) -> list[Row]:

@@ -2,11 +2,13 @@
 
 User-facing work runs as an application role that RLS binds (checked at start-up), from one
 pool; admin work (migrations, cross-user batches) runs as a BYPASSRLS role from a second pool
-opened on first use. Each user-scoped ``execute`` is ONE round trip: the transaction-local
-``set_config('app.current_user_id', ..., true)`` travels with the statement, in one libpq
-pipeline up to one Sync (see :mod:`crm_infra.adapters._pg_pipeline`) or, for SQL that cannot be
-prepared, in one simple-Query message (:mod:`crm_infra.adapters._pg_statements`), so the user
-setting cannot outlive the statement or leak through the pool.
+opened on first use. Each user-scoped ``execute`` is ONE round trip: the transaction-local user
+setting (and statement timeout) travels with the statement in one libpq pipeline up to one
+Sync (:mod:`crm_infra.adapters._pg_pipeline`), so it cannot outlive the statement or leak
+through the pool. The SQL of every user-scoped call is checked first, once per distinct text,
+by PostgreSQL's own grammar (:mod:`crm_infra._sql_guard`): exactly one data statement, nothing
+that acts on the session. No startup ``options`` are sent and nothing relies on session state,
+so the client is correct behind PgBouncer in transaction mode as well as directly.
 
 Errors are translated in one place (:func:`translate_errors`); see ``_pg_errors`` for the tree.
 """
@@ -26,12 +28,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from crm_infra._sql_params import ClientSideError, ParamsShapeError
 from crm_infra._sql_text import shown, untextable_reason
 from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
 from crm_infra.adapters._pg_errors import (
@@ -40,10 +42,12 @@ from crm_infra.adapters._pg_errors import (
     PostgresInputError,
     PostgresIntegrityError,
     PostgresNoRowsError,
+    PostgresParamsError,
     PostgresRowSecurityError,
     PostgresTimeoutError,
     PostgresTransactionUsageError,
     PostgresUnavailableError,
+    PostgresUnsafeQueryError,
     PostgresUnsafeRoleError,
     input_error,
     password_of,
@@ -54,8 +58,23 @@ from crm_infra.adapters._pg_errors import (
     unsendable_error,
 )
 from crm_infra.adapters._pg_roles import check_user_facing_role
-from crm_infra.adapters._pg_sql_checks import changes_user_identity, leaves_session_state
-from crm_infra.adapters._pg_statements import StatementCache, fetch_last
+from crm_infra.adapters._pg_statements import (
+    Call,
+    Checked,
+    StatementCache,
+    SyntaxRefusal,
+    UnsafeSql,
+    check_call,
+    fetch_last,
+    prepare_call,
+)
+from crm_infra.adapters._pg_transactions import (
+    AdminTransaction,
+    UserTransaction,
+    UserTxState,
+    describe,
+    first_value,
+)
 from crm_infra.ports import Params, Row
 from crm_infra.user_context import UserId, resolve_user_id
 
@@ -66,10 +85,12 @@ __all__ = [
     "PostgresInputError",
     "PostgresIntegrityError",
     "PostgresNoRowsError",
+    "PostgresParamsError",
     "PostgresRowSecurityError",
     "PostgresTimeoutError",
     "PostgresTransactionUsageError",
     "PostgresUnavailableError",
+    "PostgresUnsafeQueryError",
     "PostgresUnsafeRoleError",
 ]
 
@@ -77,7 +98,25 @@ logger = logging.getLogger(__name__)
 
 PgConnection = psycopg.Connection[DictRow]
 
-_BEGIN_AS_USER = "BEGIN; SELECT set_config('app.current_user_id', %s, true)"
+# The raw connection() block's user setting: the same statement as the pipeline's, sent with
+# its values as parameters.
+_SET_USER = "SELECT set_config('app.current_user_id', %s, true)"
+_SET_USER_AND_TIMEOUT = (
+    "SELECT set_config('app.current_user_id', %s, true), "
+    "set_config('statement_timeout', %s, true)"
+)
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
+
+class _Lease:
+    """The connection one call holds. It is stored here in the same statement that takes it
+    from the pool, so an interrupt cannot come between taking it and owning it."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self) -> None:
+        self.conn: PgConnection | None = None
+
 
 class _ClosedOnPurpose(logging.Filter):
     """Drop psycopg_pool's "discarding closed connection" warning for connections the client
@@ -98,290 +137,49 @@ _closed_on_purpose = _ClosedOnPurpose()
 logging.getLogger("psycopg.pool").addFilter(_closed_on_purpose)
 
 
-def _describe(operation: str, query: str) -> str:
-    first = " ".join(query.split())
-    return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
-
-
-class _UserTxState:
-    """One open user transaction: its connection, user, and statements not yet sent.
-
-    What the server's transaction looks like is known from libpq's transaction status after
-    every message, never assumed: a message the server rejected as a whole (a syntax error is
-    found before anything in it runs) or that psycopg refused to send leaves the server where
-    it was, and a statement that ended the transaction leaves it idle.
-    """
-
-    def __init__(self, conn: PgConnection, user_id: UUID) -> None:
-        self.conn = conn
-        self.user_id = user_id
-        self.pending: list[str] = []  # savepoint statements not sent yet
-        self.begun = False
-        self.savepoints = 0  # names issued
-        self.depth = 0  # savepoints open
-        # The savepoint depth at which a statement failed that the server never saw; as on the
-        # server, the transaction (or that savepoint) is aborted until the savepoint is left.
-        self.failed_at: int | None = None
-        # Why the server's transaction is not the one this handle stands for (unusable).
-        self.broken: str | None = None
-
-    def check_usable(self, operation: str) -> None:
-        """Raise unless a statement may run now (the transaction is known and not aborted)."""
-        if self.broken is not None:
-            raise PostgresTransactionUsageError(
-                f"{operation} failed: {self.broken}", operation=operation
-            )
-        if self.failed_at is not None:
-            raise PostgresTransactionUsageError(
-                f"{operation} failed: an earlier statement of this transaction failed, so it "
-                "is aborted; only leaving the nested transaction() block it failed in recovers",
-                operation=operation,
-            )
-
-    def run(self, statements: StatementCache, query: str, params: Params) -> list[Row]:
-        if (
-            self.begun
-            and any(p.startswith("SAVEPOINT ") for p in self.pending)
-            and not statements.is_prepared(self.conn, query, params)
-        ):
-            # The server parses a whole message before running any of it: a syntax error in
-            # this SQL would keep the SAVEPOINT from existing while still aborting the
-            # transaction, which no rollback to it could then recover. So it goes first, on
-            # its own (once per savepoint, and only when the SQL is not prepared already).
-            self._flush(statements)
-        begun_before, pending_before = self.begun, self.pending
-        pending = "".join(self.pending)
-        self.pending = []
-        try:
-            rows = self._send(statements, query, params, pending)
-        except psycopg.Error as exc:
-            statements.forget_if_stale(self.conn, query, params, exc)
-            self._after_error(statements, query, params, begun_before, pending_before)
-            raise
-        except UnicodeEncodeError:
-            # Refused while quoting (a lone surrogate): nothing was sent, and, like any
-            # statement refused before it ran, it aborts the transaction or its savepoint.
-            self.begun, self.pending = begun_before, pending_before
-            self.failed_at = self.depth
-            raise
-        except (TypeError, ValueError):  # after UnicodeEncodeError, a ValueError too
-            # Parameters of the wrong kind: psycopg refuses them before sending anything, so
-            # the server is where it was and the next statement carries what this one would.
-            expected = TransactionStatus.INTRANS if begun_before else TransactionStatus.IDLE
-            if self.conn.pgconn.transaction_status == expected:
-                self.begun, self.pending = begun_before, pending_before
-            else:
-                self.broken = "a statement failed in the client after it was sent"
-            raise
-        if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
-            self.broken = (
-                "a statement ended the transaction (COMMIT, ROLLBACK or the like inside "
-                "transaction()); what followed would run outside it, so nothing more runs"
-            )
-            raise PostgresTransactionUsageError(
-                f"transaction.execute failed: {self.broken}", operation="transaction.execute"
-            )
-        return rows
-
-    def _flush(self, statements: StatementCache) -> None:
-        pending = "".join(self.pending)
-        self.pending = []
-        try:
-            statements.state(self.conn).cursor.execute(pending)
-        except psycopg.Error:
-            self._after_error(statements, "", (), True, [])
-            raise
-
-    def _send(
-        self, statements: StatementCache, query: str, params: Params, pending: str
-    ) -> list[Row]:
-        if self.begun:
-            return statements.run(self.conn, query, params, before=pending)
-        self.begun = True
-        user = str(self.user_id)
-        try:
-            return statements.run(
-                self.conn, query, params, user=user, before="BEGIN; ", after=pending
-            )
-        except psycopg.errors.InvalidSqlStatementName:
-            # Our statements were deallocated (DISCARD ALL through raw access). Nothing has
-            # happened in this transaction yet, so it can start again.
-            self.conn.rollback()
-            statements.reset(self.conn)
-            return statements.run(
-                self.conn, query, params, user=user, before="BEGIN; ", after=pending
-            )
-
-    def _after_error(
-        self,
-        statements: StatementCache,
-        query: str,
-        params: Params,
-        begun_before: bool,
-        pending_before: list[str],
-    ) -> None:
-        status = self.conn.pgconn.transaction_status
-        if status == TransactionStatus.INERROR:
-            return  # the server aborted it; a savepoint's ROLLBACK TO recovers, as usual
-        unsent = (status == TransactionStatus.IDLE and not begun_before) or (
-            status == TransactionStatus.INTRANS
-            and begun_before
-            and _refused_by_client(statements, self.conn, query, params)
-        )
-        if unsent:
-            # Nothing of the message ran: keep what it was to carry for the next one.
-            self.begun, self.pending = begun_before, pending_before
-            self.failed_at = self.depth
-        elif status == TransactionStatus.INTRANS:
-            self.begun = True  # it ran; reading its result failed
-            self.failed_at = self.depth
-        else:
-            self.broken = (
-                "the connection is no longer in this transaction "
-                f"({TransactionStatus(status).name}); nothing more runs in it"
-            )
-
-
-def _refused_by_client(
-    statements: StatementCache, conn: PgConnection, query: str, params: Params
-) -> bool:
-    """Return True when psycopg cannot render ``query`` with ``params`` (so sent nothing)."""
-    if not params:
-        return False
-    try:
-        statements.state(conn).cursor.mogrify(query, params)
-    except psycopg.Error:
-        return True
-    return False
-
-
-class _UserTransaction:
-    """The handle ``transaction()`` yields: every call runs in its one transaction and user."""
-
-    def __init__(self, client: PostgresClient, state: _UserTxState) -> None:
-        self._client = client
-        self._state = state
-        self._open = True
-
-    def _close(self) -> None:
-        self._open = False
-
-    def execute(self, query: str, params: Params = ()) -> list[Row]:
-        """Run ``query`` inside the transaction; return all rows (``[]`` without a result)."""
-        op = _describe("transaction.execute", query)
-        if not self._open:
-            raise PostgresTransactionUsageError(
-                f"{op} failed: the transaction block has ended", operation=op
-            )
-        state = self._state
-        state.check_usable(op)
-        try:
-            _refuse_untextable_sql("transaction.execute", query)
-        except PostgresInputError:
-            state.failed_at = state.depth  # refused before it ran: aborted, as on the server
-            raise
-        _refuse_identity_change("transaction.execute", query)
-        with (
-            translate_errors(op, self._client._secrets),
-            translate_input_errors(op),
-            self._client._watchdog.guard(state.conn, op),
-        ):
-            return state.run(self._client._statements, query, params)
-
-    def execute_one(self, query: str, params: Params = ()) -> Row | None:
-        """Run ``query`` inside the transaction; return the first row or None."""
-        rows = self.execute(query, params)
-        return rows[0] if rows else None
-
-    def execute_scalar(self, query: str, params: Params = ()) -> Any:
-        """Run ``query`` inside the transaction; return the first column of the first row.
-
-        Raises:
-            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
-        """
-        return _first_value(self.execute(query, params), "transaction.execute_scalar", query)
-
-
 def _refuse_untextable_sql(operation: str, query: str) -> None:
     """Refuse SQL text the server cannot receive whole (see ``untextable_reason``), before
     any I/O."""
     why = untextable_reason(query)
     if why is not None:
-        op = _describe(operation, shown(query))
+        op = describe(operation, shown(query))
         raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
 
 
-def _refuse_identity_change(operation: str, query: str) -> None:
-    """Refuse user-scoped SQL that would set the RLS user or switch roles, before any I/O.
+def _check(operation: str, query: str, params: Params) -> Checked:
+    """Check user-scoped ``query`` and fit ``params`` to it, before any I/O.
 
-    The client sets the user for every statement; SQL that sets it again (``set_config``,
-    ``SET app.current_user_id``) or takes on another role could act as another user.
+    Raises:
+        PostgresInputError: text the server cannot receive whole.
+        PostgresUnsafeQueryError: not one data statement, or one that acts on the session.
+        PostgresError: a syntax error, or placeholders that do not fit the params.
+        PostgresParamsError: params of the wrong kind (also a TypeError).
     """
-    if changes_user_identity(query):
-        raise PostgresRowSecurityError(
-            f"{operation} refused: user-scoped SQL may not set app.current_user_id or switch "
-            "roles; the client sets the user itself (pass user_id=... or use user_context)",
-            operation=operation,
-        )
-    if leaves_session_state(query):
-        raise PostgresRowSecurityError(
-            f"{operation} refused: user-scoped SQL may not leave state on the pooled "
-            "connection for the next user: no temporary tables (they have no row-level "
-            "security) and no session-level SET (use SET LOCAL inside transaction())",
-            operation=operation,
-        )
+    _refuse_untextable_sql(operation, query)
+    try:
+        return check_call(query, params)
+    except UnsafeSql as exc:
+        op = describe(operation, shown(query))
+        raise PostgresUnsafeQueryError(
+            f"{op} refused: {exc.refusal.message()}; nothing was sent", operation=op
+        ) from None
+    except SyntaxRefusal as exc:
+        op = describe(operation, shown(query))
+        raise PostgresError(
+            f"{op} failed: {exc} (SQLSTATE 42601); nothing was sent",
+            sqlstate="42601",
+            operation=op,
+        ) from None
+    except ParamsShapeError as exc:
+        op = describe(operation, shown(query))
+        raise PostgresParamsError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+    except ClientSideError as exc:
+        op = describe(operation, shown(query))
+        raise PostgresError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
 
 
-class _AdminTransaction:
-    """The handle ``admin_transaction()`` yields; runs as the admin role, bypassing RLS."""
-
-    def __init__(self, client: PostgresClient, conn: PgConnection) -> None:
-        self._client = client
-        self._conn = conn
-        self._open = True
-
-    def execute(self, query: str, params: Params = ()) -> list[Row]:
-        """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
-        _refuse_untextable_sql("admin_transaction.execute", query)
-        op = _describe("admin_transaction.execute", query)
-        if not self._open:
-            raise PostgresTransactionUsageError(
-                f"{op} failed: the transaction block has ended", operation=op
-            )
-        with (
-            translate_errors(op, self._client._secrets),
-            translate_input_errors(op),
-            self._client._admin_watchdog.guard(self._conn, op),
-        ):
-            return _run_admin(self._conn, query, params)
-
-    def execute_one(self, query: str, params: Params = ()) -> Row | None:
-        """Run ``query`` in the admin transaction; return the first row or None."""
-        rows = self.execute(query, params)
-        return rows[0] if rows else None
-
-    def execute_scalar(self, query: str, params: Params = ()) -> Any:
-        """Run ``query`` in the admin transaction; return the first column of the first row.
-
-        Raises:
-            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
-        """
-        return _first_value(self.execute(query, params), "admin_transaction.execute_scalar", query)
-
-
-def _first_value(rows: list[Row], operation: str, query: str) -> Any:
-    if not rows:
-        op = _describe(operation, query)
-        raise PostgresNoRowsError(f"{op} failed: the query returned no rows", operation=op)
-    return next(iter(rows[0].values()))
-
-
-def _run_admin(conn: PgConnection, query: str, params: Params) -> list[Row]:
-    # No params: the text goes as written (simple protocol, several statements allowed, no
-    # placeholder processing), as with psycopg's own ``execute(query)``.
-    with conn.cursor() as cur:
-        cur.execute(query, params if params else None)
-        return fetch_last(cur)
+def _milliseconds(seconds: float | None) -> str | None:
+    return None if seconds is None else str(max(1, round(seconds * 1000)))
 
 
 def _setting_problems(
@@ -481,8 +279,12 @@ class PostgresClient:
         self._admin_pool_size = admin_pool_size
         self._application_name = application_name
         self._admin_statement_timeout = admin_statement_timeout
+        # Sent with the user setting in every call: transaction-local, never a startup option
+        # (PgBouncer refuses those, and a pooled session must not carry it).
+        self._timeout_value = _milliseconds(statement_timeout)
+        self._admin_timeout_value = _milliseconds(admin_statement_timeout)
         self._statements = StatementCache()
-        self._user_tx: ContextVar[_UserTxState | None] = ContextVar(
+        self._user_tx: ContextVar[UserTxState | None] = ContextVar(
             f"crm_pg_user_tx_{id(self)}", default=None
         )
         self._admin_tx: ContextVar[PgConnection | None] = ContextVar(
@@ -515,11 +317,9 @@ class PostgresClient:
         self._pools: dict[str, ConnectionPool[PgConnection]] = {}
         try:
             with translate_errors(f"connect to {self._url_shown}", self._secrets):
-                conninfo = self._conninfo(connection_url, statement_timeout)
+                conninfo = self._conninfo(connection_url)
                 if admin_connection_url is not None:
-                    self._admin_conninfo = self._conninfo(
-                        admin_connection_url, admin_statement_timeout
-                    )
+                    self._admin_conninfo = self._conninfo(admin_connection_url)
                 with (
                     psycopg.connect(conninfo, autocommit=True) as probe,
                     self._short_watchdog.guard(probe, "check the application role"),
@@ -541,26 +341,25 @@ class PostgresClient:
 
     # --- set-up ----------------------------------------------------------------------------
 
-    def _conninfo(self, url: str, statement_timeout: float | None) -> str:
-        options = conninfo_to_dict(url).get("options") or ""
-        if statement_timeout is not None:
-            # Startup options are also what RESET ALL returns to.
-            options = f"{options} -c statement_timeout={int(statement_timeout * 1000)}".strip()
+    def _conninfo(self, url: str) -> str:
+        # No statement timeout among the startup options: PgBouncer refuses them (and one
+        # that ignores them would silently drop it). It travels with every call instead.
         extra: dict[str, Any] = {"connect_timeout": self._connect_timeout}
-        if options:
-            extra["options"] = options
         if "application_name" not in conninfo_to_dict(url):
             extra["application_name"] = self._application_name
         return make_conninfo(url, **extra)
 
     def _make_pool(
-        self, conninfo: str, name: str, min_size: int, max_size: int, *, app: bool = True
+        self, conninfo: str, name: str, min_size: int, max_size: int
     ) -> ConnectionPool[PgConnection]:
-        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
-        if app:
-            # psycopg's own automatic prepared statements stay off here: on a rollback it
-            # answers with DEALLOCATE ALL, which would drop ours (we prepare our own).
-            kwargs["prepare_threshold"] = None
+        # psycopg's own automatic prepared statements stay off: their names (_pg3_0...) mean
+        # different statements on different connections, which breaks behind PgBouncer, and
+        # on a rollback psycopg answers with DEALLOCATE ALL. The client prepares its own.
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "prepare_threshold": None,
+        }
         pool: ConnectionPool[PgConnection] = ConnectionPool(
             conninfo,
             connection_class=psycopg.Connection[DictRow],
@@ -568,7 +367,7 @@ class PostgresClient:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=self._configure if app else self._note_opened,
+            configure=self._note_opened,
             check=functools.partial(self._check, name),
             timeout=self._pool_timeout,
             name=name,
@@ -579,11 +378,6 @@ class PostgresClient:
 
     def _note_opened(self, conn: PgConnection) -> None:
         self._opened_at[conn] = time.monotonic()
-
-    def _configure(self, conn: PgConnection) -> None:
-        self._note_opened(conn)
-        with self._short_watchdog.guard(conn, "prepare a new connection"):
-            self._statements.prepare_connection(conn)
 
     def _check(self, pool_name: str, conn: PgConnection) -> None:
         # Ping only connections that sat idle a while: a ping per borrow would double the
@@ -631,43 +425,33 @@ class PostgresClient:
         with self._admin_lock:
             if self._admin_pool is None:
                 self._admin_pool = self._make_pool(
-                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size, app=False
+                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size
                 )
             return self._admin_pool
 
     # --- borrowing ---------------------------------------------------------------------------
 
-    def _getconn(self, pool: ConnectionPool[PgConnection], operation: str) -> PgConnection:
+    def _lend(self, pool: ConnectionPool[PgConnection], lease: _Lease, operation: str) -> None:
+        """Take a connection from ``pool`` into ``lease`` (the caller gives it back in a
+        ``finally``), checked to be idle in autocommit."""
         try:
-            conn = pool.getconn()
+            lease.conn = pool.getconn()  # taken and owned in one statement
         except psycopg.Error as exc:
             if isinstance(exc, PoolTimeout):
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
-        try:
-            self._check_borrowed(pool, conn, operation)
-        except BaseException:
-            if not conn.closed:  # interrupted, not refused: the connection itself is fine
-                pool.putconn(conn)
-            raise
-        return conn
-
-    def _check_borrowed(
-        self, pool: ConnectionPool[PgConnection], conn: PgConnection, operation: str
-    ) -> None:
-        pgconn = conn.pgconn
+        pgconn = lease.conn.pgconn
         if (
-            not conn.autocommit
+            not lease.conn.autocommit
             or pgconn.transaction_status != TransactionStatus.IDLE
             or pgconn.pipeline_status != PipelineStatus.OFF
         ):
             # The one-round-trip protocol relies on it: without autocommit and idle, the
-            # set_config would join someone's open transaction.
+            # user setting would join someone's open transaction.
             status = TransactionStatus(pgconn.transaction_status).name
             if pgconn.pipeline_status != PipelineStatus.OFF:
                 status += ", in pipeline mode"
-            conn.close()
-            pool.putconn(conn)
+            lease.conn.close()
             raise PostgresTransactionUsageError(
                 f"{operation} failed: a pooled connection was not idle in autocommit "
                 f"({status}); it has been discarded",
@@ -692,17 +476,36 @@ class PostgresClient:
     def _borrow(
         self, pool: ConnectionPool[PgConnection], operation: str, *, raw: bool = False
     ) -> Iterator[PgConnection]:
-        conn = self._getconn(pool, operation)
+        lease = _Lease()
         try:
-            yield conn
+            self._lend(pool, lease, operation)
+            assert lease.conn is not None
+            yield lease.conn
         finally:
-            self._give_back(pool, conn, raw=raw)
+            self._release(pool, lease, raw=raw)
+
+    def _release(
+        self, pool: ConnectionPool[PgConnection], lease: _Lease, *, raw: bool = False
+    ) -> None:
+        """Give the leased connection back, once, whatever interrupts the giving."""
+        if lease.conn is None:
+            return
+        try:
+            self._give_back(pool, lease, raw=raw)
+        except BaseException:
+            if lease.conn is not None:  # interrupted before the pool had it: no slot is lost
+                conn, lease.conn = lease.conn, None
+                conn.close()
+                pool.putconn(conn)
+            raise
 
     def _give_back(
-        self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool = False
+        self, pool: ConnectionPool[PgConnection], lease: _Lease, *, raw: bool = False
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
+        conn = lease.conn
+        assert conn is not None
         try:
             self._tidy(pool, conn, raw=raw)
         except BaseException:
@@ -714,6 +517,7 @@ class PostgresClient:
             else:
                 self._statements.state(conn).last_used = time.monotonic()
             pool.putconn(conn)  # always: a slot is never lost, a closed one is replaced
+            lease.conn = None
 
     def _tidy(self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool) -> None:
         if self._broken_by_server(conn):
@@ -753,14 +557,33 @@ class PostgresClient:
         )
         pool.drain()
 
+    def _set_user(self, uid: UUID) -> list[bytes]:
+        user = str(uid).encode()
+        timeout = self._timeout_value
+        return [user] if timeout is None else [user, timeout.encode()]
+
+    def _prepare(self, conn: PgConnection, checked: Checked, operation: str, query: str) -> Call:
+        """Dump the values of ``checked`` for ``conn``; errors say nothing was sent."""
+        try:
+            return prepare_call(self._statements.state(conn), checked)
+        except psycopg.Error as exc:  # a value psycopg cannot adapt
+            raise_translated(exc, describe(operation, query), self._secrets)
+        except UnicodeEncodeError:
+            # Not chained: the codec error holds the whole value (.object).
+            raise input_error(describe(operation, query)) from None
+        except ValueError as exc:
+            raise unsendable_error(describe(operation, query), exc) from exc
+
     # --- UserScopedDB ------------------------------------------------------------------------
 
     def execute(self, query: str, params: Params = (), user_id: UserId | None = None) -> list[Row]:
         """Run ``query`` for one user in its own transaction, in one round trip.
 
         Args:
-            query: SQL with ``%s`` or ``%(name)s`` placeholders (none: sent as written).
-            params: the values for the placeholders.
+            query: ONE data statement (SELECT, INSERT, UPDATE, DELETE or MERGE) with ``%s`` or
+                ``%(name)s`` placeholders (without params it is sent as written).
+            params: the values for the placeholders; they travel as protocol parameters,
+                never inside SQL text (a list becomes an array: ``= ANY(%s)``).
             user_id: the user whose rows are visible; default the current ``user_context``.
 
         Returns:
@@ -774,41 +597,34 @@ class PostgresClient:
         Raises:
             InvalidUserIdError: ``user_id`` is not a UUID (before any I/O).
             MissingUserContextError: no ``user_id`` and no current user (before any I/O).
+            PostgresUnsafeQueryError: not one data statement, or one that would act on the
+                session or on other sessions (before any I/O; an ``UnsafeQueryError``).
             PostgresRowSecurityError: row-level security refused a write.
             PostgresIntegrityError: a constraint refused a write.
             PostgresError: any other failure (see the subclasses).
         """
         uid = resolve_user_id(user_id)
-        _refuse_untextable_sql("execute", query)
-        _refuse_identity_change("execute", query)
+        checked = _check("execute", query, params)
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
-        conn = self._getconn(pool, "execute")
+        lease = _Lease()
         watchdog = self._watchdog
-        key = id(conn)  # what arm() returns; known before it runs, for the finally below
         try:
-            watchdog.arm(conn)
+            self._lend(pool, lease, "execute")
+            conn = lease.conn
+            assert conn is not None
+            call = self._prepare(conn, checked, "execute", query)
+            key = watchdog.arm(conn)
             try:
-                return self._statements.run(conn, query, params, user=str(uid))
-            except psycopg.errors.InvalidSqlStatementName:
-                # Someone deallocated our statements on this connection (DISCARD ALL through
-                # a raw connection). The failed message committed nothing: run it again.
-                self._statements.reset(conn)
-                return self._statements.run(conn, query, params, user=str(uid))
-        except psycopg.Error as exc:
-            if watchdog.disarm(key, conn):
-                raise watchdog.timeout_error(_describe("execute", query)) from exc
-            raise_translated(exc, _describe("execute", query), self._secrets)
-        except UnicodeEncodeError:
-            # Not chained: the codec error holds the whole value (.object).
-            raise input_error(_describe("execute", query)) from None
-        except ValueError as exc:
-            raise unsendable_error(_describe("execute", query), exc) from exc
-        finally:
-            try:
-                watchdog.disarm(key, conn)
+                return self._statements.run(conn, call, set_user=self._set_user(uid))
+            except psycopg.Error as exc:
+                if watchdog.disarm(key, conn):
+                    raise watchdog.timeout_error(describe("execute", query)) from exc
+                raise_translated(exc, describe("execute", query), self._secrets)
             finally:
-                self._give_back(pool, conn)
+                watchdog.disarm(key, conn)
+        finally:
+            self._release(pool, lease)
 
     def execute_one(
         self, query: str, params: Params = (), user_id: UserId | None = None
@@ -823,23 +639,23 @@ class PostgresClient:
         Raises:
             PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
         """
-        return _first_value(self.execute(query, params, user_id), "execute_scalar", query)
+        return first_value(self.execute(query, params, user_id), "execute_scalar", query)
 
     @contextmanager
-    def transaction(self, user_id: UserId | None = None) -> Iterator[_UserTransaction]:
+    def transaction(self, user_id: UserId | None = None) -> Iterator[UserTransaction]:
         """Open one transaction for one user; commit on normal exit, roll back on an exception.
 
         BEGIN and the user setting travel with the first statement; a block that runs none
-        does no I/O. Nested for the same user it is a savepoint.
+        does no I/O. Nested for the same user it is a savepoint. Each statement is checked
+        as :meth:`execute`'s is: one data statement (transaction control is the block's).
 
-        A failed statement aborts the transaction (or the savepoint it is in), also one the
-        server rejected unread or psycopg refused to send; leaving a nested block with the
-        exception recovers. A statement that ends the transaction (``COMMIT``...) stops it.
+        A failed statement aborts the transaction (or the savepoint it is in), also one
+        refused before it was sent; leaving a nested block with the exception recovers.
 
         Raises:
             PostgresTransactionUsageError: nested inside a transaction of another user; the
                 block swallowed an error that aborted the transaction (it was rolled back); a
-                statement ended the transaction; a statement after any of these.
+                statement after any of these.
         """
         uid = resolve_user_id(user_id)
         outer = self._user_tx.get()
@@ -854,20 +670,37 @@ class PostgresClient:
                 yield handle
             return
         with self._borrow(self._pool, "transaction") as conn:
-            state = _UserTxState(conn, uid)
+            state = UserTxState(conn, uid, self._set_user(uid))
             token = self._user_tx.set(state)
-            handle = _UserTransaction(self, state)
+            handle = UserTransaction(state, self._run_in_transaction)
             try:
                 yield handle
             except BaseException:
-                handle._close()
+                handle.close()
                 self._user_tx.reset(token)
-                raise  # closing the connection rolls back
-            handle._close()
+                raise  # _give_back rolls back
+            handle.close()
             self._user_tx.reset(token)
             self._commit(state)
 
-    def _commit(self, state: _UserTxState) -> None:
+    def _run_in_transaction(
+        self, state: UserTxState, query: str, params: Params, operation: str
+    ) -> list[Row]:
+        try:
+            checked = _check("transaction.execute", query, params)
+            call = self._prepare(state.conn, checked, "transaction.execute", query)
+        except PostgresParamsError:
+            raise  # refused for its kind, as psycopg refuses it: the transaction goes on
+        except PostgresError:
+            state.refused()  # refused before it was sent: aborted, as on the server
+            raise
+        with (
+            translate_errors(operation, self._secrets),
+            self._watchdog.guard(state.conn, operation),
+        ):
+            return state.run(self._statements, call)
+
+    def _commit(self, state: UserTxState) -> None:
         op = "transaction commit"
         conn = state.conn
         aborted = PostgresTransactionUsageError(
@@ -884,7 +717,7 @@ class PostgresClient:
         if not state.begun:
             return
         with translate_errors(op, self._secrets):
-            pending, state.pending = "".join(state.pending), []
+            pending, state.pending = b"".join(s + b"; " for s in state.pending), []
             if pending and conn.info.transaction_status == TransactionStatus.INERROR:
                 # A savepoint rolled back last: its ROLLBACK TO is what recovers the
                 # transaction, so it goes before the check.
@@ -893,42 +726,42 @@ class PostgresClient:
                     self._short_watchdog.guard(conn, op),
                 ):
                     conn.execute(pending)
-                pending = ""
+                pending = b""
             if conn.info.transaction_status != TransactionStatus.INTRANS:
                 raise aborted  # _give_back rolls back
             with self._watchdog.guard(conn, op):
-                conn.execute(pending + "COMMIT")
+                conn.execute(pending + b"COMMIT")
 
     @contextmanager
-    def _savepoint(self, state: _UserTxState) -> Iterator[_UserTransaction]:
+    def _savepoint(self, state: UserTxState) -> Iterator[UserTransaction]:
         state.savepoints += 1
         state.depth += 1
         depth = state.depth
-        name = f"_crm_sp{state.savepoints}"
-        opening = f"SAVEPOINT {name}; "
+        name = f"_crm_sp{state.savepoints}".encode()
+        opening = b"SAVEPOINT " + name
         # Deferred like BEGIN: sent with the next statement, dropped if none comes.
         state.pending.append(opening)
-        handle = _UserTransaction(self, state)
+        handle = UserTransaction(state, self._run_in_transaction)
         try:
             yield handle
         except BaseException:
-            handle._close()
+            handle.close()
             state.depth -= 1
             if state.failed_at is not None and state.failed_at >= depth:
                 state.failed_at = None  # rolled back to the savepoint, as the server does
             if opening in state.pending:
                 state.pending.remove(opening)
             else:
-                state.pending.append(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}; ")
+                state.pending += [b"ROLLBACK TO SAVEPOINT " + name, b"RELEASE SAVEPOINT " + name]
             raise
-        handle._close()
+        handle.close()
         state.depth -= 1
         if state.failed_at is not None and state.failed_at >= depth:
             state.failed_at = depth - 1  # released while aborted: the enclosing level is too
         if opening in state.pending:
             state.pending.remove(opening)
         else:
-            state.pending.append(f"RELEASE SAVEPOINT {name}; ")
+            state.pending.append(b"RELEASE SAVEPOINT " + name)
 
     def health_check(self) -> bool:
         """Return True when the application pool's server answers.
@@ -950,12 +783,17 @@ class PostgresClient:
     def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` as the admin role, bypassing row-level security; return all rows.
 
+        Without params the text goes as written (several statements allowed). With
+        ``admin_statement_timeout`` set, the call runs in one transaction that carries the
+        timeout, so a statement that cannot run in a transaction block (``CREATE INDEX
+        CONCURRENTLY``, ``VACUUM``) needs ``admin_statement_timeout=None``.
+
         Raises:
             PostgresConfigError: no ``admin_connection_url`` was given.
             PostgresError: the statement failed (see the subclasses).
         """
         _refuse_untextable_sql("execute_admin", query)
-        op = _describe("execute_admin", query)
+        op = describe("execute_admin", query)
         pool = self._ensure_admin_pool(op)
         with (
             translate_errors(op, self._secrets),
@@ -963,10 +801,26 @@ class PostgresClient:
             translate_input_errors(op),
             self._admin_watchdog.guard(conn, op),
         ):
+            timeout = self._admin_timeout_value
+            if timeout is None:
+                return _run_admin(conn, query, params)
+            with conn.transaction():
+                conn.execute(_SET_TIMEOUT, [timeout])
+                return _run_admin(conn, query, params)
+
+    def _run_admin_in(
+        self, conn: PgConnection, query: str, params: Params, operation: str
+    ) -> list[Row]:
+        _refuse_untextable_sql("admin_transaction.execute", query)
+        with (
+            translate_errors(operation, self._secrets),
+            translate_input_errors(operation),
+            self._admin_watchdog.guard(conn, operation),
+        ):
             return _run_admin(conn, query, params)
 
     @contextmanager
-    def admin_transaction(self) -> Iterator[_AdminTransaction]:
+    def admin_transaction(self) -> Iterator[AdminTransaction]:
         """Open one admin transaction; commit on normal exit, roll back on an exception.
 
         Nested, it is a savepoint of the enclosing admin transaction.
@@ -986,22 +840,28 @@ class PostgresClient:
         with self._borrow(pool, op) as conn:
             token = self._admin_tx.set(conn)
             try:
-                with self._admin_block(conn) as handle:
+                with self._admin_block(conn, outermost=True) as handle:
                     yield handle
             finally:
                 self._admin_tx.reset(token)
 
     @contextmanager
-    def _admin_block(self, conn: PgConnection) -> Iterator[_AdminTransaction]:
-        handle = _AdminTransaction(self, conn)
+    def _admin_block(
+        self, conn: PgConnection, *, outermost: bool = False
+    ) -> Iterator[AdminTransaction]:
+        handle = AdminTransaction(self, conn)
         with (
             translate_errors("admin_transaction", self._secrets),
             self._admin_watchdog.guard_edges(conn.transaction(), conn, "admin_transaction"),
         ):
+            timeout = self._admin_timeout_value
+            if outermost and timeout is not None:
+                with self._admin_watchdog.guard(conn, "admin_transaction"):
+                    conn.execute(_SET_TIMEOUT, [timeout])
             try:
                 yield handle
             finally:
-                handle._open = False
+                handle.close()
             if conn.info.transaction_status == TransactionStatus.INERROR:
                 raise PostgresTransactionUsageError(
                     "admin_transaction failed: an error inside the block aborted the "
@@ -1015,11 +875,14 @@ class PostgresClient:
     def connection(self, user_id: UserId | None = None) -> Iterator[PgConnection]:
         """Yield a raw psycopg connection inside a transaction set up for one user.
 
-        The user setting is transaction-local; the transaction commits on normal exit and
-        rolls back on an exception. Afterwards the connection is closed, not pooled (the pool
-        opens a fresh one), so nothing the block did to its session or to psycopg's
-        connection (a ``set_config(..., false)``, ``SET ROLE``, adapters, held cursors,
-        LISTEN, advisory locks) reaches the next borrower.
+        The user setting (and the statement timeout) are transaction-local; the transaction
+        commits on normal exit and rolls back on an exception. Afterwards the connection is
+        closed, not pooled (the pool opens a fresh one), so nothing the block did to its
+        session or to psycopg's connection (a ``set_config(..., false)``, ``SET ROLE``,
+        adapters, held cursors, LISTEN, advisory locks) reaches the next borrower. The SQL
+        of a raw block is NOT checked: it is trusted code. Behind PgBouncer in transaction
+        mode, only the block's transaction is guaranteed one server connection: anything
+        that relies on session state beyond it does not work there.
 
         Raises:
             InvalidUserIdError, MissingUserContextError: before any I/O.
@@ -1030,7 +893,12 @@ class PostgresClient:
         op = "connection"
         with self._borrow(self._pool, op, raw=True) as conn:
             with translate_errors(op, self._secrets), self._short_watchdog.guard(conn, op):
-                ClientCursor(conn).execute(_BEGIN_AS_USER, [str(uid)])
+                conn.execute("BEGIN")
+                timeout = self._timeout_value
+                if timeout is None:
+                    conn.execute(_SET_USER, [str(uid)])
+                else:
+                    conn.execute(_SET_USER_AND_TIMEOUT, [str(uid), timeout])
             try:
                 yield conn
             except BaseException:
@@ -1094,3 +962,11 @@ class PostgresClient:
             f"PostgresClient(url={self._url_shown!r}, pool_size={self._pool_size}, "
             f"admin={admin}, {state})"
         )
+
+
+def _run_admin(conn: PgConnection, query: str, params: Params) -> list[Row]:
+    # No params: the text goes as written (simple protocol, several statements allowed, no
+    # placeholder processing), as with psycopg's own ``execute(query)``.
+    with conn.cursor() as cur:
+        cur.execute(query, params if params else None)
+        return fetch_last(cur)

@@ -22,9 +22,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
+from crm_infra._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.errors import DatabaseError
 from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
-from crm_infra.fakes._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.fakes._sql_paths import CONTEXT, ParamWidths
 from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
@@ -198,7 +198,7 @@ class Translator:
                 app role has no privilege for...).
         """
         # Without parameters the text is sent as written: no placeholders, `%%` stays `%%`.
-        split = split_placeholders(query) if with_params else verbatim(query)
+        split = split_placeholders(query, spaced=True) if with_params else verbatim(query)
         tree = self._parse(split.text)
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)

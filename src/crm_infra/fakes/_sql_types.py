@@ -34,8 +34,8 @@ import psycopg
 from psycopg.adapt import PyFormat
 from sqlglot import exp
 
+from crm_infra._sql_params import ClientSideError
 from crm_infra.errors import DatabaseError, UnsupportedQueryError
-from crm_infra.fakes._sql_params import ClientSideError
 
 __all__ = [
     "PgType",

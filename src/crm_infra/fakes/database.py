@@ -29,6 +29,12 @@ from typing import Any
 
 import attrs
 
+from crm_infra._sql_params import (
+    ClientSideError,
+    ParamsShapeError,
+    bind_order,
+    split_placeholders,
+)
 from crm_infra._sql_text import shown, untextable_reason
 from crm_infra.errors import (
     DatabaseError,
@@ -42,12 +48,6 @@ from crm_infra.errors import (
 from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
 from crm_infra.fakes._sql_errors import UnparsableQueryError
 from crm_infra.fakes._sql_functions import SessionState, register_functions
-from crm_infra.fakes._sql_params import (
-    ClientSideError,
-    ParamsShapeError,
-    bind_order,
-    split_placeholders,
-)
 from crm_infra.fakes._sql_paths import ParamWidths, user_widths
 from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
 from crm_infra.fakes._sql_translate import Translation, Translator
@@ -531,7 +531,7 @@ class InMemoryUserScopedDB:
         else:
             sequence = list(params)
             for piece in pieces:
-                count = len(split_placeholders(piece).keys)
+                count = len(split_placeholders(piece, spaced=True).keys)
                 slices.append(sequence[:count])
                 sequence = sequence[count:]
             if sequence:

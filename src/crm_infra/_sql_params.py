@@ -1,11 +1,14 @@
 """Placeholders as psycopg reads them: ``%s``, ``%(name)s`` and ``%%``, anywhere in the text.
 
-psycopg does not look inside string literals either, so ``'100%'`` needs ``%%`` on both backends.
-The query is rewritten to PostgreSQL's own ``$1``, ``$2``... before parsing.
+Shared by ``PostgresClient`` (which sends the ``$n`` text and the values as protocol
+parameters) and the in-memory fake, so both accept and refuse the same placeholders with the
+same errors as psycopg. psycopg does not look inside string literals either, so ``'100%'``
+needs ``%%`` on both backends. The query is rewritten to PostgreSQL's own ``$1``, ``$2``...
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,12 +60,19 @@ def verbatim(query: str) -> SplitQuery:
     return SplitQuery(query, (), named=False, count=0)
 
 
-def split_placeholders(query: str) -> SplitQuery:
+@functools.lru_cache(maxsize=4096)  # once per distinct text, not per call
+def split_placeholders(query: str, *, spaced: bool = False) -> SplitQuery:
     """Rewrite psycopg placeholders to ``$n``, as psycopg itself validates them.
+
+    Args:
+        query: the caller's SQL.
+        spaced: put a space after each ``$n`` (sqlglot cannot tokenize ``$1,``); the text
+            PostgreSQL gets has none, exactly as psycopg writes it.
 
     Raises:
         ClientSideError: a malformed or mixed placeholder (psycopg's ProgrammingError).
     """
+    tail = " " if spaced else ""
     out: list[str] = []
     keys: list[int | str] = []
     name_slot: dict[str, int] = {}
@@ -86,13 +96,13 @@ def split_placeholders(query: str) -> SplitQuery:
         if name is None:
             kinds.add("positional")
             keys.append(len(keys))
-            out.append(f"${len(keys)} ")  # the space: sqlglot cannot tokenize `$1,`
+            out.append(f"${len(keys)}{tail}")
         else:
             kinds.add("named")
             if name not in name_slot:
                 keys.append(name)
                 name_slot[name] = len(keys)
-            out.append(f"${name_slot[name]} ")
+            out.append(f"${name_slot[name]}{tail}")
     out.append(query[last:])
     if len(kinds) > 1:
         raise ClientSideError("positional and named placeholders cannot be mixed")

@@ -1,0 +1,205 @@
+"""The handles ``transaction()`` and ``admin_transaction()`` yield, and the user
+transaction's state machine.
+
+A user transaction sends nothing until its first statement: ``BEGIN``, the user setting and the
+statement travel in one pipeline (:meth:`StatementCache.run`), and each savepoint goes with the
+statement after it. What the server's transaction looks like is known from libpq's transaction
+status after every message, never assumed: a statement that ended the transaction leaves it
+idle, and one refused before it was sent leaves the server where it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow
+
+from crm_infra.adapters._pg_errors import (
+    PostgresNoRowsError,
+    PostgresTransactionUsageError,
+)
+from crm_infra.adapters._pg_statements import Call, StatementCache
+from crm_infra.ports import Params, Row
+
+if TYPE_CHECKING:
+    from crm_infra.adapters.postgres import PostgresClient
+
+__all__ = ["AdminTransaction", "UserTransaction", "UserTxState", "describe", "first_value"]
+
+PgConnection = psycopg.Connection[DictRow]
+
+
+def describe(operation: str, query: str) -> str:
+    """Name an operation with the start of its SQL, for messages."""
+    first = " ".join(query.split())
+    return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
+
+
+def first_value(rows: list[Row], operation: str, query: str) -> Any:
+    """Return the first column of the first row, or raise :class:`PostgresNoRowsError`."""
+    if not rows:
+        op = describe(operation, query)
+        raise PostgresNoRowsError(f"{op} failed: the query returned no rows", operation=op)
+    return next(iter(rows[0].values()))
+
+
+class _Queries(Protocol):
+    def execute(self, query: str, params: Params = ()) -> list[Row]: ...
+
+
+class _RowHelpers:
+    """``execute_one`` and ``execute_scalar``, written once over a handle's ``execute``."""
+
+    _scalar_operation = "execute_scalar"
+
+    def execute_one(self: _Queries, query: str, params: Params = ()) -> Row | None:
+        """Run ``query`` like ``execute``; return the first row or None."""
+        rows = self.execute(query, params)
+        return rows[0] if rows else None
+
+    def execute_scalar(self: _Queries, query: str, params: Params = ()) -> Any:
+        """Run ``query`` like ``execute``; return the first column of the first row.
+
+        Raises:
+            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
+        """
+        operation = getattr(self, "_scalar_operation", "execute_scalar")
+        return first_value(self.execute(query, params), operation, query)
+
+
+class UserTxState:
+    """One open user transaction: its connection, user, and statements not yet sent."""
+
+    def __init__(self, conn: PgConnection, user_id: UUID, set_user: list[bytes]) -> None:
+        self.conn = conn
+        self.user_id = user_id
+        self.set_user = set_user
+        self.pending: list[bytes] = []  # savepoint statements not sent yet
+        self.begun = False
+        self.savepoints = 0  # names issued
+        self.depth = 0  # savepoints open
+        # Statements this transaction's server connection is known to have (behind a pooler
+        # the client's cache is only a hint; within one transaction the connection is fixed).
+        self.confirmed: set[bytes] = set()
+        # The savepoint depth at which a statement failed that the server never saw; as on the
+        # server, the transaction (or that savepoint) is aborted until the savepoint is left.
+        self.failed_at: int | None = None
+        # Why the server's transaction is not the one this handle stands for (unusable).
+        self.broken: str | None = None
+
+    def check_usable(self, operation: str) -> None:
+        """Raise unless a statement may run now (the transaction is known and not aborted)."""
+        if self.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: {self.broken}", operation=operation
+            )
+        if self.failed_at is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: an earlier statement of this transaction failed, so it "
+                "is aborted; only leaving the nested transaction() block it failed in recovers",
+                operation=operation,
+            )
+
+    def refused(self) -> None:
+        """A statement was refused before it was sent: as on the server, it aborts the
+        transaction (or the savepoint it is in)."""
+        self.failed_at = self.depth
+
+    def run(self, statements: StatementCache, call: Call) -> list[Row]:
+        """Send ``call`` with whatever is pending; return its rows."""
+        pending, self.pending = self.pending, []
+        try:
+            if self.begun:
+                rows = statements.run_in_transaction(
+                    self.conn, call, head=pending, confirmed=self.confirmed
+                )
+            else:
+                rows = statements.run(
+                    self.conn,
+                    call,
+                    set_user=self.set_user,
+                    head=(b"BEGIN",),
+                    after=pending,
+                    confirmed=self.confirmed,
+                )
+        except psycopg.Error:
+            self._after_error()
+            raise
+        self.begun = True
+        if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
+            self.broken = (
+                "a statement ended the transaction; what followed would run outside it, so "
+                "nothing more runs"
+            )
+            raise PostgresTransactionUsageError(
+                f"transaction.execute failed: {self.broken}", operation="transaction.execute"
+            )
+        return rows
+
+    def _after_error(self) -> None:
+        status = self.conn.pgconn.transaction_status
+        if status == TransactionStatus.INERROR:
+            self.begun = True  # the server aborted it; a savepoint's ROLLBACK TO recovers
+        elif status != TransactionStatus.INTRANS or not self.begun:
+            self.broken = (
+                "the connection is no longer in this transaction "
+                f"({TransactionStatus(status).name}); nothing more runs in it"
+            )
+
+
+class UserTransaction(_RowHelpers):
+    """The handle ``transaction()`` yields: every call runs in its one transaction and user."""
+
+    _scalar_operation = "transaction.execute_scalar"
+
+    def __init__(
+        self,
+        state: UserTxState,
+        run: Callable[[UserTxState, str, Params, str], list[Row]],
+    ) -> None:
+        self._state = state
+        self._run = run
+        self._open = True
+
+    def close(self) -> None:
+        """End the handle: later calls raise (the block has ended)."""
+        self._open = False
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` inside the transaction; return all rows (``[]`` without a result)."""
+        op = describe("transaction.execute", query)
+        if not self._open:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: the transaction block has ended", operation=op
+            )
+        self._state.check_usable(op)
+        return self._run(self._state, query, params, op)
+
+
+class AdminTransaction(_RowHelpers):
+    """The handle ``admin_transaction()`` yields; runs as the admin role, bypassing RLS."""
+
+    _scalar_operation = "admin_transaction.execute_scalar"
+
+    def __init__(self, client: PostgresClient, conn: PgConnection) -> None:
+        self._client = client
+        self._conn = conn
+        self._open = True
+
+    def close(self) -> None:
+        """End the handle: later calls raise (the block has ended)."""
+        self._open = False
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
+        op = describe("admin_transaction.execute", query)
+        if not self._open:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: the transaction block has ended", operation=op
+            )
+        return self._client._run_admin_in(self._conn, query, params, op)
+
