@@ -20,11 +20,12 @@ Shared by ``PostgresClient`` and the in-memory fake, which give the same refusal
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 
 import attrs
 from pglast import ast, parse_sql
-from pglast.parser import ParseError, scan
+from pglast.parser import ParseError, parse_sql_json, scan
 
 __all__ = ["DATA_STATEMENTS", "Refusal", "Verdict", "user_sql_verdict"]
 
@@ -145,9 +146,19 @@ def user_sql_verdict(text: str) -> Verdict:
     Never raises on any input: a text the grammar rejects gives ``syntax_error``.
     """
     try:
+        # The JSON form first: libpg_query guards its own stack, and json.loads raises
+        # RecursionError on a tree too deep for pglast's own (recursive, unguarded) build of
+        # Python nodes, which a few thousand UNIONs would crash with a segmentation fault.
+        json.loads(parse_sql_json(text))
         statements = parse_sql(text)
     except ParseError as exc:
         return Verdict(syntax_error=_syntax_message(text, exc))
+    except RecursionError:
+        return Verdict(
+            refusal=Refusal(
+                "a statement nested this deeply", "", "is deeper than the client parses"
+            )
+        )
     if len(statements) != 1 or statements[0].stmt is None:
         return Verdict(refusal=_not_one_statement(len(statements)))
     raw = statements[0]
@@ -207,7 +218,7 @@ def _first_denied(text: str, tree: ast.Node, start: int) -> Refusal | None:
     for node in _walk(tree):
         refusal = _denied(text, node)
         if refusal is not None:
-            if node is tree and not isinstance(node, ast.FuncCall):
+            if node is tree and type(node).__name__ not in _WRITES:
                 # The statement itself: named by its leading words as written.
                 setting = isinstance(node, ast.VariableSetStmt)
                 written = _leading_words(text, start, 5 if setting else 3, names=setting)
@@ -347,15 +358,17 @@ def _leading_words(text: str, start: int, count: int, *, names: bool = False) ->
         tokens = scan(text[start:])
     except ParseError:  # pragma: no cover - the text parsed already
         return text[start : start + 20]
-    words: list[str] = []
-    for token in tokens[:count]:
+    last = None
+    for index, token in enumerate(tokens[:count]):
         word = text[start + token.start : start + token.end + 1]
         if names and (word == "=" or word.upper() == "TO"):
             break
-        if token.kind == "NO_KEYWORD" and words and not (names and token.name != "ASCII_61"):
+        if token.kind == "NO_KEYWORD" and index and not names:
             break
-        words.append(word)
-    return " ".join(words) or text[start : start + 20]
+        last = token
+    if last is None:
+        return text[start : start + 20]
+    return text[start + tokens[0].start : start + last.end + 1]
 
 
 def _identifiers(tree: ast.Node) -> Iterator[str]:

@@ -32,12 +32,12 @@ def test_the_message_text_alone_does_not_make_a_row_security_error(
     pg_db: PostgresClient,
 ) -> None:
     # The same SQLSTATE and the same English words, raised by something other than a policy:
-    # only where the server raised it (not its translatable text) tells the two apart.
+    # only where the server raised it (not its translatable text) tells the two apart. (The
+    # admin path may run a DO block; user-scoped SQL may not.)
     with pytest.raises(DatabaseError) as caught:
-        pg_db.execute(
+        pg_db.execute_admin(
             "DO $$ BEGIN RAISE EXCEPTION 'new row violates row-level security policy for "
-            "table \"contacts\"' USING ERRCODE = '42501'; END $$",
-            user_id=uuid4(),
+            "table \"contacts\"' USING ERRCODE = '42501'; END $$"
         )
     assert not isinstance(caught.value, RowSecurityError)
     assert getattr(caught.value, "sqlstate", None) == "42501"

@@ -24,10 +24,12 @@ from crm_infra import (
     IntegrityError,
     RowSecurityError,
     TransactionUsageError,
+    UnsafeQueryError,
 )
-from crm_infra.adapters import PostgresClient, PostgresError, _pg_pipeline
-from crm_infra.adapters._pg_statements import StatementCache
+from crm_infra.adapters import PostgresClient, _pg_pipeline
+from crm_infra.adapters._pg_statements import StatementCache, check_call, prepare_call
 from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.ports import Params, Row
 
 
 @pytest.fixture
@@ -129,40 +131,50 @@ def test_a_table_that_changed_shape_is_planned_again(
 
 
 @contextmanager
-def _cached_connection(
-    db: BootstrappedDatabase, cache: StatementCache
-) -> Iterator[psycopg.Connection[DictRow]]:
-    """An application-role connection set up as the pool sets one up, for ``cache``."""
+def _cached_connection(db: BootstrappedDatabase) -> Iterator[psycopg.Connection[DictRow]]:
+    """An application-role connection set up as the pool sets one up."""
     with psycopg.connect(
         db.app_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
     ) as conn:
-        cache.prepare_connection(conn)
         yield conn
+
+
+def _run(
+    cache: StatementCache, conn: psycopg.Connection[DictRow], query: str, params: Params
+) -> list[Row]:
+    call = prepare_call(cache.state(conn), check_call(query, params))
+    return cache.run(conn, call, set_user=[str(uuid4()).encode()])
+
+
+def _prepared_names(conn: psycopg.Connection[DictRow]) -> list[str]:
+    rows = conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall()
+    return [r["name"] for r in rows]
 
 
 def test_a_full_statement_cache_runs_statements_unnamed(
     pg_database: BootstrappedDatabase,
 ) -> None:
     cache = StatementCache(max_per_connection=1)
-    with _cached_connection(pg_database, cache) as conn:
-        user = str(uuid4())
+    with _cached_connection(pg_database) as conn:
         for i in range(4):
-            rows = cache.run(conn, f"SELECT %s::int + {i} AS n", (1,), user=user)
-            assert rows == [{"n": 1 + i}]
-        names = conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall()
-        assert [r["name"] for r in names] == ["_crm_s1", "_crm_set_user"]
+            assert _run(cache, conn, f"SELECT %s::int + {i} AS n", (1,)) == [{"n": 1 + i}]
+        names = _prepared_names(conn)
+        assert len(names) == 1
+        assert names[0].startswith("_crm_")
 
 
-@pytest.mark.parametrize("query", ["SELECT $1 AS x", "SELECT %s::int AS a, $2 AS b"])
-def test_a_dollar_parameter_in_the_sql_is_a_plain_error_not_an_outage(
+@pytest.mark.parametrize(
+    "query", ["SELECT $1 AS x", "SELECT $1::int AS x", "SELECT %s::int AS a, $2 AS b"]
+)
+def test_a_dollar_parameter_in_the_sql_is_refused_before_any_io(
     client: PostgresClient, query: str
 ) -> None:
+    # The server would bind it to the wrong value or to none (a protocol error, which would
+    # look like an outage): refused first, naming it.
     params = (1,) if "%s" in query else ()
-    with pytest.raises(DatabaseError) as caught:
+    with pytest.raises(UnsafeQueryError, match=r"\$n placeholders of its own") as caught:
         client.execute(query, params, user_id=uuid4())
     assert not isinstance(caught.value, BackendUnavailableError)
-    assert isinstance(caught.value, PostgresError)
-    assert caught.value.sqlstate == "42P02"  # there is no parameter $n
     assert client.execute_scalar("SELECT 1 AS one", user_id=uuid4()) == 1
 
 
@@ -282,12 +294,19 @@ def test_a_table_that_changed_shape_is_planned_afresh_in_the_next_transaction(
         with client.transaction(user) as tx:
             assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1}]
         su.execute(f"ALTER TABLE {table} ADD COLUMN b int DEFAULT 2")
-        # Inside a transaction the error aborts it (nothing can be retried there)...
-        with pytest.raises(DatabaseError), client.transaction(user) as tx:
-            tx.execute(f"SELECT * FROM {table}")
-        # ...but the stale statement is forgotten: the next transaction prepares it again.
+        # As a transaction's first statement it is run again (the transaction begun anew)...
         with client.transaction(user) as tx:
             assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1, "b": 2}]
+        su.execute(f"ALTER TABLE {table} ADD COLUMN c int DEFAULT 3")
+        # ...after another statement the error aborts the transaction (nothing can be run
+        # again there)...
+        with pytest.raises(DatabaseError), client.transaction(user) as tx:  # noqa: PT012 - the block body is what is tested
+            tx.execute("SELECT 1 AS one")
+            tx.execute(f"SELECT * FROM {table}")
+        # ...but the stale statement is known: the next transaction prepares it afresh.
+        with client.transaction(user) as tx:
+            tx.execute("SELECT 1 AS one")
+            assert tx.execute(f"SELECT * FROM {table}") == [{"a": 1, "b": 2, "c": 3}]
 
 
 def test_a_call_refused_before_any_io_leaves_no_deadline_behind(
@@ -334,18 +353,14 @@ def test_an_interrupt_while_a_connection_is_given_back_loses_no_pool_slot(
     assert client.execute_scalar("SELECT 2 AS two", user_id=uuid4()) == 2
 
 
-def test_a_statement_that_fails_to_parse_uses_up_no_name(
+def test_a_statement_that_fails_to_parse_takes_no_place_in_the_cache(
     pg_database: BootstrappedDatabase,
 ) -> None:
     cache = StatementCache(max_per_connection=2)
-    with _cached_connection(pg_database, cache) as conn:
-        user = str(uuid4())
+    with _cached_connection(pg_database) as conn:
         for _ in range(5):
-            with pytest.raises(psycopg.errors.SyntaxError):
-                cache.run(conn, "SELEC %s::int AS n", (1,), user=user)
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                _run(cache, conn, "SELECT %s::int AS n FROM no_such_table", (1,))
         for i in range(2):
-            assert cache.run(conn, f"SELECT %s::int + {i} AS n", (1,), user=user) == [
-                {"n": 1 + i}
-            ]
-        names = conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall()
-        assert [r["name"] for r in names] == ["_crm_s1", "_crm_s2", "_crm_set_user"]
+            assert _run(cache, conn, f"SELECT %s::int + {i} AS n", (1,)) == [{"n": 1 + i}]
+        assert len(_prepared_names(conn)) == 2  # both prepared: the cache had room

@@ -378,6 +378,7 @@ class PostgresClient:
 
     def _note_opened(self, conn: PgConnection) -> None:
         self._opened_at[conn] = time.monotonic()
+        self._statements.state(conn)  # from now on its idle time counts
 
     def _check(self, pool_name: str, conn: PgConnection) -> None:
         # Ping only connections that sat idle a while: a ping per borrow would double the
