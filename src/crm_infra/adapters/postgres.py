@@ -483,7 +483,11 @@ class PostgresClient:
             assert lease.conn is not None
             yield lease.conn
         finally:
-            self._release(pool, lease, raw=raw)
+            try:
+                self._release(pool, lease, raw=raw)
+            except BaseException:
+                self._release(pool, lease, raw=raw)  # interrupted before it could start
+                raise
 
     def _release(
         self, pool: ConnectionPool[PgConnection], lease: _Lease, *, raw: bool = False
@@ -625,7 +629,11 @@ class PostgresClient:
             finally:
                 watchdog.disarm(key, conn)
         finally:
-            self._release(pool, lease)
+            try:
+                self._release(pool, lease)
+            except BaseException:
+                self._release(pool, lease)  # interrupted before it could start
+                raise
 
     def execute_one(
         self, query: str, params: Params = (), user_id: UserId | None = None
@@ -672,16 +680,18 @@ class PostgresClient:
             return
         with self._borrow(self._pool, "transaction") as conn:
             state = UserTxState(conn, uid, self._set_user(uid))
-            token = self._user_tx.set(state)
             handle = UserTransaction(state, self._run_in_transaction)
             try:
+                self._user_tx.set(state)
                 yield handle
             except BaseException:
                 handle.close()
-                self._user_tx.reset(token)
                 raise  # _give_back rolls back
+            finally:
+                # Not reset(token): an interrupt could come between set() and keeping the
+                # token. No block is open around this one (checked above).
+                self._user_tx.set(None)
             handle.close()
-            self._user_tx.reset(token)
             self._commit(state)
 
     def _run_in_transaction(
@@ -839,12 +849,12 @@ class PostgresClient:
             return
         pool = self._ensure_admin_pool(op)
         with self._borrow(pool, op) as conn:
-            token = self._admin_tx.set(conn)
             try:
+                self._admin_tx.set(conn)
                 with self._admin_block(conn, outermost=True) as handle:
                     yield handle
             finally:
-                self._admin_tx.reset(token)
+                self._admin_tx.set(None)  # as in transaction(): no token to lose
 
     @contextmanager
     def _admin_block(
