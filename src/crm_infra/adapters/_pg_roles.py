@@ -8,7 +8,47 @@ import psycopg
 
 from crm_infra.adapters._pg_errors import PostgresUnsafeRoleError
 
-__all__ = ["check_user_facing_role"]
+__all__ = [
+    "LARGE_OBJECT_WRITERS",
+    "REVOKED_FUNCTIONS",
+    "SERVER_FILE_FUNCTIONS",
+    "SQL_TEXT_FUNCTIONS",
+    "check_user_facing_role",
+]
+
+# Built-in functions that run SQL text given as a string, or fetch from a cursor named by one
+# (found in the catalog: docs/database.md says how). Revoked from PUBLIC, granted back to
+# crm_owner and crm_admin.
+SQL_TEXT_FUNCTIONS = (
+    "pg_catalog.query_to_xml(text, boolean, boolean, text)",
+    "pg_catalog.query_to_xmlschema(text, boolean, boolean, text)",
+    "pg_catalog.query_to_xml_and_xmlschema(text, boolean, boolean, text)",
+    "pg_catalog.cursor_to_xml(refcursor, integer, boolean, boolean, text)",
+    "pg_catalog.cursor_to_xmlschema(refcursor, boolean, boolean, text)",
+    "pg_catalog.ts_stat(text)",
+    "pg_catalog.ts_stat(text, text)",
+    "pg_catalog.ts_rewrite(tsquery, text)",
+)
+# Large objects have no row-level security and outlive the call: creating, changing or deleting
+# one is refused (reading one needs SELECT on it, which the application role is never given).
+# Revoked from PUBLIC, granted back to crm_owner and crm_admin.
+LARGE_OBJECT_WRITERS = (
+    "pg_catalog.lo_creat(integer)",
+    "pg_catalog.lo_create(oid)",
+    "pg_catalog.lo_from_bytea(oid, bytea)",
+    "pg_catalog.lo_put(oid, bigint, bytea)",
+    "pg_catalog.lowrite(integer, bytea)",
+    "pg_catalog.lo_truncate(integer, integer)",
+    "pg_catalog.lo_truncate64(integer, bigint)",
+    "pg_catalog.lo_unlink(oid)",
+)
+# Server-side file access: PostgreSQL keeps these to superusers already; granted to nobody.
+SERVER_FILE_FUNCTIONS = (
+    "pg_catalog.lo_import(text)",
+    "pg_catalog.lo_import(text, oid)",
+    "pg_catalog.lo_export(oid, text)",
+)
+REVOKED_FUNCTIONS = SQL_TEXT_FUNCTIONS + LARGE_OBJECT_WRITERS + SERVER_FILE_FUNCTIONS
 
 # A "user-scoped table" here is any table with a user_id column or with RLS enabled. Membership
 # (not just inheritance) counts: a member can SET ROLE to the owner and disable RLS, or to a
