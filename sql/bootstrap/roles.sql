@@ -35,9 +35,10 @@ GRANT USAGE ON SCHEMA public TO crm_app;
 
 -- What no check of the SQL text can see: dynamic SQL. The application role gets no procedural
 -- language (no DO, no new functions), no built-in function that runs SQL given as a string,
--- no temporary tables (no row-level security; they outlive a call on a pooled connection) and
--- no UPDATE of pg_settings (its rule calls set_config at session level). Migrations may still
--- use plpgsql: the owner and admin roles get back what PUBLIC loses.
+-- no temporary tables (no row-level security; they outlive a call on a pooled connection),
+-- no UPDATE of pg_settings (its rule calls set_config at session level) and no CREATE in
+-- schema public (see the end of the file). Migrations may still use plpgsql: the owner and
+-- admin roles get back what PUBLIC loses.
 --
 -- The database's name is only known at run time, hence the dynamic SQL. Untrusted languages
 -- (plpython3u...) take no GRANT or REVOKE: only superusers may use them anyway.
@@ -105,3 +106,8 @@ REVOKE EXECUTE ON FUNCTION
 FROM PUBLIC;
 
 REVOKE UPDATE ON pg_catalog.pg_settings FROM PUBLIC;
+
+-- Objects created in a schema of the search path are what every later call finds by name.
+-- PostgreSQL 15 no longer lets PUBLIC create in schema public; a database made by an older
+-- version (or upgraded from one) still does.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;

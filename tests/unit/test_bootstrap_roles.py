@@ -44,10 +44,11 @@ def test_the_file_grants_back_all_but_the_server_file_functions() -> None:
     assert not set(granted) & set(SERVER_FILE_FUNCTIONS)
 
 
-def test_the_file_revokes_languages_temporary_and_pg_settings_updates() -> None:
+def test_the_file_revokes_languages_temporary_pg_settings_updates_and_create() -> None:
     statements = _statements()
     text = " ".join(statements)
     assert "REVOKE UPDATE ON pg_catalog.pg_settings FROM PUBLIC" in statements
+    assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in statements
     assert "EXECUTE format('REVOKE USAGE ON LANGUAGE %I FROM PUBLIC', lang)" in text
     assert "EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database())" in (
         text
