@@ -101,16 +101,10 @@ def create_database(
                 with psycopg.connect(
                     superuser_url, dbname=database, autocommit=True, connect_timeout=5
                 ) as target:
+                    # Everything the database itself must refuse (temporary tables,
+                    # procedural languages, functions that run SQL text) is in this one file,
+                    # so a superuser who runs only the file by hand gets all of it too.
                     target.execute(roles_sql)
-                    # Temporary tables have no row-level security and outlive a call on a
-                    # pooled connection: the application role gets none (PostgreSQL grants
-                    # them to PUBLIC by default).
-                    target.execute(
-                        sql.SQL(
-                            "REVOKE TEMPORARY ON DATABASE {0} FROM PUBLIC; "
-                            "GRANT TEMPORARY ON DATABASE {0} TO crm_admin"
-                        ).format(sql.Identifier(database))
-                    )
                     for role, password, flags, group in (
                         (app_role, app_password, "NOBYPASSRLS", "crm_app"),
                         (admin_role, admin_password, "BYPASSRLS", "crm_admin"),

@@ -24,6 +24,13 @@ What the audit demands of every table with a ``user_id`` column (outside the sys
 And of every view or materialized view that reads such a table (directly or through other
 views): ``security_invoker = true`` (a materialized view is always a finding: it stores every
 user's rows and cannot apply RLS when read).
+
+And of every SECURITY DEFINER function, in any schema, that the application role (``crm_app``
+or a login role that is a member of it) may execute: its owner must not bypass row-level
+security (a superuser, BYPASSRLS, or a member of such a role) nor own, or be a member of the
+owner of, a user-scoped table (a table with a ``user_id`` column or with RLS enabled). Such a
+function runs as its owner whoever calls it: ``SELECT * FROM every_contact()`` would return
+every user's rows to anyone.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
 MIGRATIONS_TABLE = "crm_schema_migrations"
 _LOCK = 0x63726D2D6D696772  # "crm-migr"
 _OWNER = "crm_owner"  # the group role that owns the schema (sql/bootstrap/roles.sql)
+_APP = "crm_app"  # the group role user-facing work runs as (sql/bootstrap/roles.sql)
 
 _CREATE_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -67,7 +75,10 @@ _FAIL_CLOSED = frozenset(
 
 @attrs.frozen
 class RlsFinding:
-    """One gap in row-level security: the table or view and what is wrong with it."""
+    """One gap in row-level security: the table, view or function and what is wrong with it.
+
+    A function is named with its schema and argument types, ``public.every_contact(uuid)``.
+    """
 
     relation: str
     problem: str
@@ -195,6 +206,47 @@ WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_s
 ORDER BY 1
 """
 
+# SECURITY DEFINER functions the application role may execute, with what their owner can do.
+# "The application role" is crm_app and every role that is a member of it, superusers aside
+# (pg_has_role counts a superuser as a member of everything): a grant to one login role counts.
+_DEFINERS = """
+WITH app AS (
+    SELECT m.oid, m.rolname::text AS name
+    FROM pg_roles a
+    JOIN pg_roles m ON m.oid = a.oid OR (NOT m.rolsuper AND pg_has_role(m.oid, a.oid, 'MEMBER'))
+    WHERE a.rolname = %s
+),
+scoped AS (
+    SELECT t.relowner, t.oid::regclass::text AS name
+    FROM pg_class t
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE t.relkind IN ('r', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_%%'
+      AND (t.relrowsecurity OR EXISTS (
+            SELECT 1 FROM pg_attribute a
+            WHERE a.attrelid = t.oid AND a.attname = 'user_id' AND NOT a.attisdropped))
+)
+SELECT format('%%I.%%I(%%s)', n.nspname, p.proname,
+              (SELECT coalesce(string_agg(format_type(u.t, NULL), ', ' ORDER BY u.i), '')
+               FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, i))) AS name,
+       o.rolname::text AS owner, o.rolsuper AS superuser, o.rolbypassrls AS bypassrls,
+       ARRAY(SELECT b.rolname::text FROM pg_roles b
+             WHERE (b.rolsuper OR b.rolbypassrls) AND b.oid <> o.oid
+               AND pg_has_role(o.oid, b.oid, 'MEMBER')
+             ORDER BY 1) AS bypassing_roles,
+       ARRAY(SELECT DISTINCT t.name FROM scoped t
+             WHERE pg_has_role(o.oid, t.relowner, 'MEMBER') ORDER BY 1) AS owned_tables,
+       ARRAY(SELECT app.name FROM app
+             WHERE has_function_privilege(app.oid, p.oid, 'EXECUTE') ORDER BY 1) AS callers
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_roles o ON o.oid = p.proowner
+WHERE p.prosecdef
+  AND EXISTS (SELECT 1 FROM app WHERE has_function_privilege(app.oid, p.oid, 'EXECUTE'))
+ORDER BY 1
+"""
+
 _INVOKER_ON = {f"security_invoker={v}" for v in ("true", "on", "1", "yes")}
 
 _NEEDS = {  # polcmd -> (needs USING, needs WITH CHECK)
@@ -261,6 +313,46 @@ def _audit(execute: Callable[[str, Params], list[Row]]) -> list[RlsFinding]:
             continue
         flagged.add(name)
         findings.append(RlsFinding(name, problem))
+    findings.extend(_definer_findings(execute(_DEFINERS, (_APP,))))
+    return findings
+
+
+def _definer_findings(functions: list[Row]) -> list[RlsFinding]:
+    findings: list[RlsFinding] = []
+    for function in functions:
+        powers = []
+        if function["superuser"]:
+            powers.append("is a superuser")  # and so everything below: say only this
+        else:
+            if function["bypassrls"]:
+                powers.append("has BYPASSRLS")
+            if function["bypassing_roles"]:
+                powers.append(
+                    f"is a member of {', '.join(function['bypassing_roles'])} "
+                    "(superuser or BYPASSRLS)"
+                )
+            if function["owned_tables"]:
+                powers.append(
+                    "owns, or is a member of the owner of, user-scoped tables "
+                    f"{', '.join(function['owned_tables'])} (an owner can switch row-level "
+                    "security off)"
+                )
+        if not powers:
+            continue
+        name = str(function["name"])
+        # crm_app itself when it may (then every member may); else the members granted it.
+        callers = [_APP] if _APP in function["callers"] else list(function["callers"])
+        findings.append(
+            RlsFinding(
+                name,
+                f"is SECURITY DEFINER, so it runs as its owner {function['owner']} whoever "
+                f"calls it, and that owner {'; '.join(powers)}: {', '.join(callers)} may "
+                "execute it and so bypass row-level security; fix: REVOKE EXECUTE ON FUNCTION "
+                f"{name} FROM PUBLIC, {', '.join(callers)} (or make it SECURITY INVOKER, or "
+                "give it an owner that row-level security binds and that owns no user-scoped "
+                "table)",
+            )
+        )
     return findings
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from crm_infra import MigrationError
 from crm_infra.adapters import PostgresClient
@@ -321,3 +325,143 @@ def test_a_migrations_table_made_by_the_login_role_is_handed_to_the_owner(
     assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) != []
     assert apply_migrations(admin) == SHIPPED
     assert admin.execute_admin(_OWNED_BY_LOGIN_ROLES) == []
+
+
+_ROLE_PREFIX = f"crm_test_definer_{secrets.token_hex(4)}_"
+
+
+@pytest.fixture
+def superuser(fresh: BootstrappedDatabase) -> Iterator[psycopg.Connection[tuple[object]]]:
+    """A superuser connection into the fresh database; roles it made are dropped afterwards."""
+    with psycopg.connect(
+        make_conninfo(fresh.superuser_url, dbname=fresh.database), autocommit=True
+    ) as conn:
+        yield conn
+        for (role,) in conn.execute(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE %s", (f"{_ROLE_PREFIX}%",)
+        ).fetchall():
+            conn.execute(sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(sql.Identifier(role)))
+
+
+EVERY_CONTACT = (
+    "CREATE FUNCTION every_contact() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER "
+    "AS 'SELECT name FROM contacts ORDER BY name'"
+)
+
+
+def _definer_owner(su: psycopg.Connection[tuple[object]], options: str) -> str:
+    role = f"{_ROLE_PREFIX}{secrets.token_hex(3)}"
+    su.execute(sql.SQL("CREATE ROLE {} NOLOGIN " + options).format(sql.Identifier(role)))
+    su.execute(
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {0}; GRANT SELECT ON contacts TO {0}").format(
+            sql.Identifier(role)
+        )
+    )
+    return role
+
+
+def test_audit_flags_a_security_definer_function_that_returns_every_users_rows(
+    admin: PostgresClient,
+    fresh: BootstrappedDatabase,
+    superuser: psycopg.Connection[tuple[object]],
+    sql_dir: Path,
+) -> None:
+    """The reproduction: owned by a BYPASSRLS role, executable by PUBLIC, it leaks every row."""
+    apply_migrations(admin, sql_dir)
+    ann, bob = (
+        admin.execute_admin("INSERT INTO users (email) VALUES (%s) RETURNING id", (email,))[0]["id"]
+        for email in ("ann@example.com", "bob@example.com")
+    )
+    for user, name in ((ann, "Ann's contact"), (bob, "Bob's contact")):
+        admin.execute_admin("INSERT INTO contacts (user_id, name) VALUES (%s, %s)", (user, name))
+    owner = _definer_owner(superuser, "BYPASSRLS")
+    superuser.execute(EVERY_CONTACT)
+    superuser.execute(
+        sql.SQL("ALTER FUNCTION every_contact() OWNER TO {}").format(sql.Identifier(owner))
+    )
+    with psycopg.connect(fresh.app_url, autocommit=True) as app, app.transaction():
+        app.execute("SELECT set_config('app.current_user_id', %s, true)", (str(ann),))
+        assert app.execute("SELECT name FROM contacts").fetchall() == [("Ann's contact",)]
+        leaked = app.execute("SELECT * FROM every_contact()").fetchall()
+        assert leaked == [("Ann's contact",), ("Bob's contact",)]  # what the audit is for
+
+    findings = audit_rls(admin)
+    assert [f.relation for f in findings] == ["public.every_contact()"]
+    problem = findings[0].problem
+    assert f"runs as its owner {owner}" in problem
+    assert "has BYPASSRLS" in problem
+    assert "REVOKE EXECUTE ON FUNCTION public.every_contact() FROM PUBLIC, crm_app" in problem
+    with pytest.raises(MigrationError, match=r"public\.every_contact\(\)"):
+        apply_migrations(admin, sql_dir)
+
+    superuser.execute("REVOKE EXECUTE ON FUNCTION every_contact() FROM PUBLIC")
+    assert audit_rls(admin) == []
+    (sql_dir / "004_notes.sql").write_text(PROTECTED_TABLE)
+    assert apply_migrations(admin, sql_dir) == ["004_notes.sql"]
+
+
+@pytest.mark.parametrize(
+    ("owner_options", "said"),
+    [
+        pytest.param(None, "is a superuser", id="superuser"),
+        pytest.param("BYPASSRLS", "has BYPASSRLS", id="bypassrls"),
+        pytest.param("IN ROLE crm_admin", "is a member of crm_admin", id="member-of-admin"),
+        pytest.param("IN ROLE crm_owner", "owner of, user-scoped tables", id="table-owner"),
+    ],
+)
+def test_audit_flags_a_definer_whose_owner_bypasses_rls_or_owns_user_tables(
+    admin: PostgresClient,
+    superuser: psycopg.Connection[tuple[object]],
+    owner_options: str | None,
+    said: str,
+) -> None:
+    apply_migrations(admin)
+    superuser.execute(EVERY_CONTACT.replace("every_contact()", "every_contact(uuid, text[])"))
+    if owner_options is not None:
+        owner = _definer_owner(superuser, owner_options)
+        superuser.execute(
+            sql.SQL("ALTER FUNCTION every_contact(uuid, text[]) OWNER TO {}").format(
+                sql.Identifier(owner)
+            )
+        )
+    findings = audit_rls(admin)
+    assert [f.relation for f in findings] == ["public.every_contact(uuid, text[])"]
+    assert said in findings[0].problem
+
+
+def test_audit_flags_a_definer_granted_to_one_login_role(
+    admin: PostgresClient,
+    fresh: BootstrappedDatabase,
+    superuser: psycopg.Connection[tuple[object]],
+) -> None:
+    apply_migrations(admin)
+    superuser.execute(EVERY_CONTACT)
+    superuser.execute("REVOKE EXECUTE ON FUNCTION every_contact() FROM PUBLIC")
+    superuser.execute(
+        sql.SQL("GRANT EXECUTE ON FUNCTION every_contact() TO {}").format(
+            sql.Identifier(fresh.app_role)
+        )
+    )
+    findings = audit_rls(admin)
+    assert [f.relation for f in findings] == ["public.every_contact()"]
+    assert f"FROM PUBLIC, {fresh.app_role} " in findings[0].problem
+
+
+def test_audit_accepts_functions_that_cannot_bypass_rls_for_the_app_role(
+    admin: PostgresClient, superuser: psycopg.Connection[tuple[object]]
+) -> None:
+    apply_migrations(admin)
+    # Runs as the caller: row-level security applies.
+    superuser.execute(
+        EVERY_CONTACT.replace("every_contact()", "invoker()").replace(
+            "SECURITY DEFINER", "SECURITY INVOKER"
+        )
+    )
+    # The application role may not execute it.
+    superuser.execute(EVERY_CONTACT.replace("every_contact()", "admins_only()"))
+    superuser.execute("REVOKE EXECUTE ON FUNCTION admins_only() FROM PUBLIC")
+    # Its owner is bound by row-level security and owns no user-scoped table.
+    plain = _definer_owner(superuser, "NOBYPASSRLS")
+    superuser.execute(EVERY_CONTACT.replace("every_contact()", "bound()"))
+    superuser.execute(sql.SQL("ALTER FUNCTION bound() OWNER TO {}").format(sql.Identifier(plain)))
+    assert audit_rls(admin) == []
