@@ -197,6 +197,21 @@ def test_the_round_trip_counter_counts_through_the_bouncer(pgbouncer: PgBouncer)
         assert proxy.connections == 1
 
 
+def test_the_round_trip_counter_outlives_a_bouncer_restart(
+    start_pgbouncer: Callable[..., PgBouncer],
+) -> None:
+    bouncer = start_pgbouncer()
+    with RoundTripCounter(bouncer.host, bouncer.port) as proxy:
+        url = bouncer.url("app", port=proxy.port)
+        bouncer.stop()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url, connect_timeout=2)  # refused upstream: closed, not hung
+        bouncer.start()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert proxy.connections == 1
+
+
 def test_session_mode_gives_each_client_its_own_server_connection(
     pgbouncer_session_mode: PgBouncer,
 ) -> None:
