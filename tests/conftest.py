@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.openbao",
     "tests.fixtures.valkey",
     "tests.fixtures.postgres",
+    "tests.fixtures.pgbouncer",
 ]
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"

@@ -17,8 +17,9 @@ from crm_infra.ports import AdminDB, UserScopedDB
 DB_BACKENDS: dict[str, str] = {
     "memory": "memory_db",
     "postgres": "pg_db",
+    "pgbouncer": "pgbouncer_db",  # PostgreSQL through PgBouncer, transaction mode
 }
-REAL_BACKENDS = frozenset({"postgres"})  # marked ``real``: left out by --skip-real
+REAL_BACKENDS = frozenset({"postgres", "pgbouncer"})  # marked ``real``: left out by --skip-real
 
 
 class ContractDB(UserScopedDB, AdminDB, Protocol):

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -29,7 +29,7 @@ from crm_infra import (
 )
 from crm_infra.adapters import PostgresClient
 from crm_infra.fakes import InMemoryUserScopedDB
-from tests.contract.conftest import ContractDB
+from tests.contract.conftest import DB_BACKENDS, REAL_BACKENDS, ContractDB
 from tests.fixtures.postgres import truncate_all
 
 pytestmark = pytest.mark.real  # needs PostgreSQL; left out by --skip-real
@@ -247,6 +247,12 @@ def snapshot(db: ContractDB) -> list[Any]:
     ]
 
 
+@pytest.fixture(params=sorted(REAL_BACKENDS))
+def real_db(request: pytest.FixtureRequest) -> PostgresClient:
+    """Each real backend of the contract suite: PostgreSQL directly, and through PgBouncer."""
+    return cast(PostgresClient, request.getfixturevalue(DB_BACKENDS[request.param]))
+
+
 def fresh_pair(pg: PostgresClient) -> tuple[InMemoryUserScopedDB, PostgresClient]:
     truncate_all(pg)
     fake = InMemoryUserScopedDB()
@@ -277,10 +283,10 @@ READS = st.lists(
 )
 @given(seed=SEED, program=st.lists(STEPS, min_size=1, max_size=20), reads=READS)
 def test_random_programs_give_the_same_results_on_both_backends(
-    pg_db: PostgresClient, seed: list[Step], program: list[Step], reads: list[Step]
+    real_db: PostgresClient, seed: list[Step], program: list[Step], reads: list[Step]
 ) -> None:
     program = [*seed, *program, *reads]
-    fake, pg = fresh_pair(pg_db)
+    fake, pg = fresh_pair(real_db)
     on_fake, on_pg = Program(fake), Program(pg)
     try:
         for number, step in enumerate(program):
@@ -302,9 +308,9 @@ def test_random_programs_give_the_same_results_on_both_backends(
     name=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
 )
 def test_values_round_trip_the_same_on_both_backends(
-    pg_db: PostgresClient, value: Decimal, name: str
+    real_db: PostgresClient, value: Decimal, name: str
 ) -> None:
-    fake, pg = fresh_pair(pg_db)
+    fake, pg = fresh_pair(real_db)
     try:
         query = (
             "INSERT INTO tickets (subject, estimated_value) VALUES (%s, %s) "
@@ -399,9 +405,9 @@ def _seed_tickets(backend: ContractDB) -> None:
     descending=st.booleans(),
 )
 def test_random_filters_select_the_same_rows_on_both_backends(
-    pg_db: PostgresClient, condition: tuple[str, list[Any]], order: str, descending: bool
+    real_db: PostgresClient, condition: tuple[str, list[Any]], order: str, descending: bool
 ) -> None:
-    fake, pg = fresh_pair(pg_db)
+    fake, pg = fresh_pair(real_db)
     try:
         for backend in (fake, pg):
             _seed_tickets(backend)
@@ -455,9 +461,9 @@ def _expressions(draw: st.DrawFn) -> tuple[str, list[Any]]:
 )
 @given(expression=_expressions(), grouped=st.booleans())
 def test_random_expressions_compute_the_same_on_both_backends(
-    pg_db: PostgresClient, expression: tuple[str, list[Any]], grouped: bool
+    real_db: PostgresClient, expression: tuple[str, list[Any]], grouped: bool
 ) -> None:
-    fake, pg = fresh_pair(pg_db)
+    fake, pg = fresh_pair(real_db)
     try:
         for backend in (fake, pg):
             _seed_tickets(backend)
