@@ -34,6 +34,7 @@ import psycopg
 from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
 from psycopg.adapt import Transformer
+from psycopg import pq
 from psycopg.generators import fetch_many, send
 from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult
@@ -61,6 +62,10 @@ SET_USER_AND_TIMEOUT = (
     b"set_config('statement_timeout', $2, true), pg_backend_pid()"
 )
 _TEXT_OID = 25
+# The protocol's Close message (libpq 17+; psycopg's binary wheel bundles a newer libpq) drops
+# a statement without an SQL statement: no error when it is missing, and a pooler that tracks
+# prepared statements (PgBouncer 1.21+) sees it. Older libpq: DEALLOCATE, in SQL.
+_CLOSE_MESSAGE = pq.version() >= 170000
 
 
 @functools.lru_cache(maxsize=8192)
@@ -164,7 +169,10 @@ def run_pipelined(
             pgconn.send_query_params(sql, params, param_types=oids)
         else:
             if close:
-                pgconn.send_query_params(b"DEALLOCATE " + name, None)
+                if _CLOSE_MESSAGE:
+                    pgconn.send_close_prepared(name)
+                else:
+                    pgconn.send_query_params(b"DEALLOCATE " + name, None)
                 steps.append(Step.CLOSE)
             if parse:
                 pgconn.send_prepare(name, sql, param_types=oids)
