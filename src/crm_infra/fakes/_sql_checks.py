@@ -110,9 +110,7 @@ class UserSqlChecker:
         verdict = user_sql_verdict(split.text)
         refusal = verdict.refusal
         if refusal is None and verdict.syntax_error is None:
-            refusal = _own_parameters(split) or self._internal_name(
-                split.text, verdict.identifiers
-            )
+            refusal = _own_parameters(split) or self._internal_name(split.text, verdict.identifiers)
         found = CheckedSql(
             split,
             kind=verdict.kind if refusal is None else "",

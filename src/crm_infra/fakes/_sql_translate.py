@@ -498,6 +498,25 @@ class Translator:
                 raise refuse("DELETE ... USING")
             if isinstance(node, exp.Values) and not isinstance(node.parent, exp.Insert):
                 raise refuse("VALUES lists outside INSERT")
+            self._check_raw_words(node)
+
+    @staticmethod
+    def _check_raw_words(node: exp.Expr) -> None:
+        """Refuse what sqlglot would hand SQLite as a bare word of the user's text.
+
+        Identifiers go out quoted; a ``Var`` goes out as written, so only the few sqlglot
+        makes of the supported grammar pass (interval units, ``DO UPDATE``/``DO NOTHING``).
+        ``@x`` is PostgreSQL's absolute value; sqlglot reads a parameter.
+        """
+        if isinstance(node, exp.Parameter) and not node.this.name.isdigit():
+            raise refuse("the prefix operator @ (absolute value)")
+        if isinstance(node, exp.Placeholder):
+            raise refuse(f"the placeholder {node.sql('postgres')}")
+        if isinstance(node, exp.Var) and not (
+            (isinstance(node.parent, exp.Interval) and node.arg_key == "unit")
+            or (isinstance(node.parent, exp.OnConflict) and node.arg_key == "action")
+        ):
+            raise refuse(f"the word {node.name} here")
 
     @staticmethod
     def _check_interval(node: exp.Interval) -> None:
