@@ -230,8 +230,8 @@ def test_the_admin_path_does_not_reach_internal_names_either(db: InMemoryUserSco
 @pytest.mark.parametrize(
     "query",
     [
-        # PostgreSQL nests block comments and SQLite does not: copied through, the comment
-        # would end early in SQLite.
+        # PostgreSQL nests block comments and SQLite does not: copied through as written, the
+        # comment would end early in SQLite.
         "SELECT name /* /* */ FROM _t_contacts -- */ FROM contacts",
         "SELECT name FROM contacts /* /* */ , _t_contacts -- */",
         "SELECT name FROM contacts /* /* */ WHERE false UNION SELECT name FROM _t_contacts -- */",

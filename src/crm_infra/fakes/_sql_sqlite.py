@@ -5,8 +5,9 @@ another SQLite name: every identifier is quoted (a quoted name in SQLite is only
 name), with backticks rather than double quotes, because SQLite reads a double-quoted name
 that matches no column as a string literal (its "DQS" misfeature, which Python 3.11's sqlite3
 cannot switch off): a typo would then be a wrong answer instead of an error. Comments are
-dropped: PostgreSQL nests ``/* ... */`` and SQLite does not, so a comment copied through could
-end early in SQLite and turn the rest of it into SQL that PostgreSQL never saw.
+dropped: PostgreSQL nests ``/* ... */`` and SQLite does not, so a comment copied through as
+written would end early in SQLite and turn the rest of it into SQL that PostgreSQL never saw
+(sqlglot escapes the markers inside a comment it writes; nothing here relies on it).
 """
 
 from __future__ import annotations
