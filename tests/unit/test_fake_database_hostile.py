@@ -542,3 +542,26 @@ def test_random_hostile_statements_never_cross_users(
         assert_never_crosses(fake, query)
         # ... and the next call, as Bob, behaves as on a fresh database.
         assert fake.execute("SELECT name FROM contacts", user_id=BOB) == [{"name": SECRET}]
+
+
+def test_a_name_sqlite_cannot_resolve_is_an_error_never_a_string(
+    db: InMemoryUserScopedDB,
+) -> None:
+    # SQLite reads a double-quoted name it cannot resolve as a string literal: `"c" IS NOT
+    # NULL` would be true. Quoted with backticks, it is an error, as on PostgreSQL a row
+    # with a NULL field is not NOT NULL.
+    with pytest.raises(DatabaseError, match="no such column"):
+        db.execute("SELECT c.name FROM contacts c WHERE c IS NOT NULL", user_id=ALICE)
+
+
+def test_only_changes_nothing_and_from_alias_column_lists_are_refused(
+    db: InMemoryUserScopedDB,
+) -> None:
+    assert db.execute("SELECT name FROM ONLY contacts", user_id=ALICE) == [{"name": "Ann"}]
+    assert db.execute("UPDATE ONLY contacts SET name = name RETURNING name", user_id=ALICE) == [
+        {"name": "Ann"}
+    ]
+    with pytest.raises(UnsupportedQueryError, match="column lists in a FROM item's alias"):
+        db.execute("SELECT x FROM contacts AS c(i, u, x)", user_id=ALICE)
+    with pytest.raises(UnsupportedQueryError, match="column lists in a FROM item's alias"):
+        db.execute("WITH a AS (SELECT 1 AS p) SELECT q FROM a AS b(q)", user_id=ALICE)

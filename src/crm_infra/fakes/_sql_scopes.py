@@ -115,6 +115,10 @@ class Scopes:
         return self._cache[key]
 
     def _source(self, item: exp.Expr) -> Source:
+        alias_node = item.args.get("alias")
+        if isinstance(alias_node, exp.TableAlias) and alias_node.columns:
+            # SQLite has no column list on a FROM item's alias (WITH a (x) AS ... it has).
+            raise refuse("column lists in a FROM item's alias (AS t(a, b))")
         if isinstance(item, exp.Table):
             name = item.name.lower()
             if item.args.get("db") or item.args.get("catalog"):

@@ -413,6 +413,7 @@ class Translator:
             # The schema's tables live in `public`, the only schema the fake knows.
             if table.text("db").lower() == "public" and not table.args.get("catalog"):
                 table.set("db", None)
+            table.set("only", None)  # no table inherits from another: ONLY changes nothing
         if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete | exp.TruncateTable):
             return tree
         if isinstance(tree, exp.Transaction | exp.Commit | exp.Rollback):
