@@ -568,9 +568,11 @@ class InMemoryUserScopedDB:
                     query, with_params=with_params, widths=widths, kind=kind
                 )
             except RefusedSql as exc:
-                if admin:
+                if admin:  # no user to protect, but no such name on PostgreSQL either
+                    refusal = exc.refusal
                     raise DatabaseError(
-                        f"{_describe(operation, query)} failed: {exc.refusal.message()}"
+                        f"{_describe(operation, query)} failed: {refusal.written} "
+                        f"{refusal.reason}"
                     ) from None
                 raise _refused(operation, query, exc.refusal) from None
             if len(self._cache) >= _MAX_CACHED_TRANSLATIONS:
