@@ -565,3 +565,46 @@ def test_only_changes_nothing_and_from_alias_column_lists_are_refused(
         db.execute("SELECT x FROM contacts AS c(i, u, x)", user_id=ALICE)
     with pytest.raises(UnsupportedQueryError, match="column lists in a FROM item's alias"):
         db.execute("WITH a AS (SELECT 1 AS p) SELECT q FROM a AS b(q)", user_id=ALICE)
+
+
+# --- what Alice's statement does never depends on Bob's rows ----------------------------------
+
+_TRAPS = [  # each fails on a row whose name starts with B, which only Bob has
+    "1 / (CASE WHEN name LIKE 'B%' THEN 0 ELSE 1 END) = 1",
+    "(CASE WHEN name LIKE 'B%' THEN 'x' ELSE '1' END)::int = 1",
+    "length(name) / (CASE WHEN name LIKE 'B%' THEN 0 ELSE 1 END) >= 0",
+    "name LIKE (CASE WHEN name LIKE 'B%' THEN 'a\\' ELSE 'A%' END)",
+    "EXISTS (SELECT 1 FROM tickets t WHERE 1 / (CASE WHEN t.subject > 'B' THEN 0 ELSE 1 END) = 1)",
+]
+_NEAR = ["", f"id = '{BOB_CONTACT}' AND ", f"user_id = '{BOB}' AND ", "id IS NOT NULL AND "]
+_SHAPES = [
+    "SELECT count(*) AS n FROM contacts WHERE {w}",
+    "SELECT count(*) AS n FROM (SELECT * FROM contacts) s WHERE {w}",
+    "SELECT count(*) AS n FROM tickets t RIGHT JOIN contacts c ON c.id = t.contact_id WHERE {w}",
+    "UPDATE contacts SET name = name WHERE {w}",
+    "DELETE FROM contacts WHERE {w}",
+]
+
+
+def outcome_of(fake: InMemoryUserScopedDB, query: str) -> Any:
+    try:
+        return fake.execute(query, user_id=ALICE)
+    except DatabaseError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.sampled_from(_SHAPES), near=st.sampled_from(_NEAR), trap=st.sampled_from(_TRAPS))
+def test_no_error_or_answer_tells_what_another_users_rows_hold(
+    shape: str, near: str, trap: str
+) -> None:
+    # PostgreSQL applies a policy before the statement's own conditions (a security barrier):
+    # a condition that fails on some value never meets another user's rows. Run once with
+    # Bob's rows and once without: Alice must see no difference at all.
+    query = shape.format(w=f"{near}({trap})")
+    with InMemoryUserScopedDB() as with_bob, InMemoryUserScopedDB() as without:
+        seed(with_bob)
+        seed(without)
+        without.execute_admin("DELETE FROM tickets WHERE user_id = %s", (BOB,))
+        without.execute_admin("DELETE FROM contacts WHERE user_id = %s", (BOB,))
+        assert outcome_of(with_bob, query) == outcome_of(without, query)

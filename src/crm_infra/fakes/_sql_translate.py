@@ -1092,4 +1092,6 @@ class Translator:
         where = tree.args.get("where") if tree is not None else None
         if where is None:
             return policy
-        return exp.and_(exp.paren(where.this), exp.paren(policy))
+        # The policy first: SQLite checks a row's terms in order, so the statement's own
+        # (which may fail on a value, as 1 / 0 does) only ever meet the user's rows.
+        return exp.and_(exp.paren(policy), exp.paren(where.this))
