@@ -47,7 +47,7 @@ from crm_infra.fakes._sql_scopes import (
     Source,
     pg_name,
 )
-from crm_infra.fakes._sql_sqlite import to_sqlite
+from crm_infra.fakes._sql_sqlite import quote, to_sqlite
 from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_type_from_datatype
 
 __all__ = ["CTE_PREFIX", "OutputColumn", "Translation", "Translator"]
@@ -358,7 +358,7 @@ class Translator:
             grew = bool(outside)
             names |= outside
         ordered = self._children_first(sorted(names), referencing)
-        deletes = tuple(f'DELETE FROM "{self.schema.tables[n].base_name}"' for n in ordered)
+        deletes = tuple(f"DELETE FROM {quote(self.schema.tables[n].base_name)}" for n in ordered)
         return Translation(
             sql=deletes[0],
             split=split,

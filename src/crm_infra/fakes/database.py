@@ -62,6 +62,7 @@ from crm_infra.fakes._sql_ddl import (
 from crm_infra.fakes._sql_functions import FAKE_FUNCTIONS, SessionState, register_functions
 from crm_infra.fakes._sql_paths import ParamWidths, user_widths
 from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
+from crm_infra.fakes._sql_sqlite import quote
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
 from crm_infra.ports import Params, Row, Transaction
@@ -71,6 +72,9 @@ from crm_infra.user_context import UserId, resolve_user_id
 __all__ = ["InMemoryUserScopedDB"]
 
 _MAX_CACHED_TRANSLATIONS = 10_000
+# The fake's own savepoints (quoted, under its internal _crm_ prefix, as every name it makes).
+_SEVERAL = quote("_crm_several")
+_SCRIPT = quote("_crm_script")
 _ABORTED = (
     "current transaction is aborted, commands ignored until end of transaction block "
     "(an earlier statement in this transaction failed)"
@@ -473,7 +477,7 @@ class InMemoryUserScopedDB:
         if txn.aborted:
             raise DatabaseError(_ABORTED)
         txn.depth += 1
-        name = f"crm_sp_{txn.depth}"
+        name = quote(f"_crm_sp_{txn.depth}")
         self._conn.execute(f"SAVEPOINT {name}")
         handle = _Handle(self, txn)
         try:
@@ -616,16 +620,16 @@ class InMemoryUserScopedDB:
     def _run_several(self, pieces: list[str], operation: str) -> list[Row]:
         # As one simple Query: one implicit transaction (all or nothing); the last result
         # comes back.
-        self._conn.execute("SAVEPOINT crm_several")
+        self._conn.execute(f"SAVEPOINT {_SEVERAL}")
         try:
             rows: list[Row] = []
             for piece in pieces:
                 rows = self._run_one(None, piece, (), False, operation)
         except BaseException:
-            self._conn.execute("ROLLBACK TO SAVEPOINT crm_several")
-            self._conn.execute("RELEASE SAVEPOINT crm_several")
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {_SEVERAL}")
+            self._conn.execute(f"RELEASE SAVEPOINT {_SEVERAL}")
             raise
-        self._conn.execute("RELEASE SAVEPOINT crm_several")
+        self._conn.execute(f"RELEASE SAVEPOINT {_SEVERAL}")
         return rows
 
     def _run_one(
@@ -658,15 +662,15 @@ class InMemoryUserScopedDB:
 
     def _run_script(self, statements: tuple[str, ...]) -> None:
         """Run parameterless statements as one: all of them, or none."""
-        self._conn.execute("SAVEPOINT crm_script")
+        self._conn.execute(f"SAVEPOINT {_SCRIPT}")
         try:
             for statement in statements:
                 self._conn.execute(statement)
         except BaseException:
-            self._conn.execute("ROLLBACK TO SAVEPOINT crm_script")
-            self._conn.execute("RELEASE SAVEPOINT crm_script")
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {_SCRIPT}")
+            self._conn.execute(f"RELEASE SAVEPOINT {_SCRIPT}")
             raise
-        self._conn.execute("RELEASE SAVEPOINT crm_script")
+        self._conn.execute(f"RELEASE SAVEPOINT {_SCRIPT}")
 
     def _bind(self, translation: Translation, params: Params) -> list[Any]:
         if not translation.keys and not params:
