@@ -1,8 +1,9 @@
-"""The fake's mirror of how PostgresClient sends parameters agrees with the client itself.
+"""The fake types int parameters as PostgresClient declares them.
 
-``crm_infra.fakes._sql_paths`` copies the pure helpers of
-``crm_infra.adapters._pg_statements`` (the fakes may not import the adapters); these tests
-decide each case both ways, so the copy cannot drift from ``StatementCache.run``.
+``crm_infra.fakes._sql_paths`` decides, per parameter, the integer width PostgreSQL will give
+it; the fakes may not import the adapters, so these tests ask the client itself (its
+``check_call`` and ``prepare_call``, which need no connection) what type it declares for each
+value, and check the fake agrees.
 """
 
 from __future__ import annotations
@@ -10,121 +11,87 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Decimal
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
+from psycopg.adapt import Transformer
 
-from crm_infra.adapters._pg_statements import _pg_type, _preparable, to_dollar_placeholders
-from crm_infra.fakes._sql_paths import CONTEXT, param_widths, runs_prepared
+from crm_infra.adapters._pg_statements import ConnState, check_call, prepare_call
+from crm_infra.fakes._sql_paths import CONTEXT, RUN_TIME, user_widths
 from crm_infra.ports import Params
 
-
-def client_prepares(query: str, params: Params) -> bool:
-    """Return what StatementCache.run decides: PREPARE with declared types, or literals."""
-    query = query.strip().rstrip(";").rstrip()
-    converted = to_dollar_placeholders(query, params) if params else (query, [])
-    if converted is None or not _preparable(query):
-        return False
-    return None not in [_pg_type(v) for v in converted[1]]
+_INT8, _NUMERIC, _UNKNOWN = 20, 1700, 0
+_BY_VALUE = {21, 23}  # int2, int4: psycopg's pick by the value
 
 
 class Level(enum.IntEnum):
     HIGH = 3
 
 
-SELECT = "SELECT id FROM contacts WHERE name = %s"
-QUERIES: list[tuple[str, Params]] = [
-    (SELECT, ("Ann",)),
-    (SELECT, (None,)),
-    (SELECT, (5,)),
-    (SELECT, (2**70,)),
-    (SELECT, (True,)),
-    (SELECT, (1.5,)),
-    (SELECT, (Decimal("1.5"),)),
-    (SELECT, (uuid4(),)),
-    (SELECT, (dt.date(2024, 1, 1),)),
-    (SELECT, (dt.datetime(2024, 1, 1, tzinfo=dt.UTC),)),
-    (SELECT, (dt.datetime(2024, 1, 1),)),
-    (SELECT, (dt.time(1, 2),)),
-    (SELECT, (dt.timedelta(seconds=1),)),
-    (SELECT, (b"x",)),
-    (SELECT, (["a"],)),
-    (SELECT, (("a",),)),
-    (SELECT, (Level.HIGH,)),
-    (SELECT, ({"a": 1},)),
-    (SELECT, ()),
-    (SELECT, ("a", "b")),
-    (SELECT, "a"),
-    (SELECT + ";", ("Ann",)),
-    ("  " + SELECT + " ;  ", ("Ann",)),
-    (SELECT + "; SELECT 1", ("Ann",)),
-    ("SELECT ';' AS x WHERE 1 = %s", (1,)),
-    ("SELECT 1 -- ; comment\n WHERE 1 = %s", (1,)),
-    ("SELECT $$;$$ AS x WHERE 1 = %s", (1,)),
-    ("SELECT $1 WHERE 1 = %s", (1,)),
-    ("SELECT '$1' AS x WHERE 1 = %s", (1,)),
-    ("(SELECT 1 WHERE 1 = %s)", (1,)),
-    ("/* c */ SELECT 1 WHERE 1 = %s", (1,)),
-    ("-- c\nSELECT 1 WHERE 1 = %s", (1,)),
-    ("with x AS (SELECT %s AS a) SELECT a FROM x", (1,)),
-    ("INSERT INTO contacts (name) VALUES (%s)", ("Ann",)),
-    ("UPDATE contacts SET name = %s", ("Ann",)),
-    ("DELETE FROM contacts WHERE name = %s", ("Ann",)),
-    ("VALUES (%s)", (1,)),
-    ("TABLE contacts", ()),
-    ("TRUNCATE contacts", ()),
-    ("SET LOCAL x = 1", ()),
-    ("EXPLAIN SELECT %s", (1,)),
-    ("SELECT 1 WHERE 'a' = ANY(%s)", (["a"],)),
-    ("SELECT %s, %s", (1, ["a"])),
-    ("SELECT %(a)s, %(b)s, %(a)s", {"a": 1, "b": None}),
-    ("SELECT %(a)s", {"a": 1, "unused": ["x"]}),
-    ("SELECT %(a)s", {"a": ["x"]}),
-    ("SELECT %(a)s, %(b)s", {"a": 1}),
-    ("SELECT %(a)s, %s", {"a": 1}),
-    ("SELECT %s", {"a": 1}),
-    ("SELECT %(a)s", (1,)),
-    ("SELECT %t", (1,)),
-    ("SELECT %b", (1,)),
-    ("SELECT %d", (1,)),
-    ("SELECT '100%%' AS p WHERE 1 = %s", (1,)),
-    ("SELECT '100%' AS p", ()),
-    ("SELECT %s", (1, 2)),
-    ("select 1 where 1 = %s", (1,)),
-    ("Select 1 WHERE 1 = %s", (1,)),
-    ("", ()),
-    (";", ()),
+class Count(int):
+    pass
+
+
+def declared(query: str, params: Params) -> tuple[int, ...]:
+    """Return the type oids PostgresClient declares for ``params``."""
+    state = cast(ConnState, SimpleNamespace(pipeline=SimpleNamespace(transformer=Transformer())))
+    return prepare_call(state, check_call(query, params)).oids
+
+
+def expected_width(value: Any, oid: int) -> int:
+    """Return the width the fake must give a value the client declares as ``oid``."""
+    if type(value) is int:
+        assert oid in {_INT8, _NUMERIC}
+        return 64  # beyond int8 the fake refuses the value when it binds it
+    if oid in _BY_VALUE or (oid in {_INT8, _NUMERIC} and isinstance(value, int)):
+        return RUN_TIME
+    return CONTEXT
+
+
+VALUES: list[Any] = [
+    5,
+    -(2**31),
+    2**40,
+    2**70,
+    None,
+    "Ann",
+    True,
+    1.5,
+    Decimal("1.5"),
+    uuid4(),
+    dt.date(2024, 1, 1),
+    dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    Level.HIGH,
+    Count(7),
+    Count(2**40),
+    ["a"],
+    [1, 2],
 ]
 
 
-@pytest.mark.parametrize(("query", "params"), QUERIES)
-def test_the_fake_decides_prepared_or_literal_as_the_client_does(
-    query: str, params: Params
-) -> None:
-    assert runs_prepared(query, params) == client_prepares(query, params)
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_each_parameter_has_the_width_the_client_declares(value: Any) -> None:
+    query = "SELECT 1 AS one WHERE %s IS NOT NULL"
+    (oid,) = declared(query, (value,))
+    assert user_widths((value,)) == (expected_width(value, oid),)
 
 
-def test_the_table_covers_both_outcomes() -> None:
-    outcomes = [client_prepares(q, p) for q, p in QUERIES]
-    assert outcomes.count(True) >= 10
-    assert outcomes.count(False) >= 10
+def test_a_list_beside_an_int_changes_nothing_of_the_int() -> None:
+    query = "SELECT %s AS a FROM contacts WHERE name = ANY(%s)"
+    assert declared(query, (5, ["a"]))[0] == _INT8
+    assert user_widths((5, ["a"])) == (64, CONTEXT)
+    assert user_widths([5, None]) == (64, CONTEXT)
 
 
-@pytest.mark.parametrize(
-    ("params", "prepared", "expected"),
-    [
-        ((5, None, "x", True, 1.5), True, (64, CONTEXT, CONTEXT, CONTEXT, CONTEXT)),
-        ((2**31 - 1, -(2**31), 2**31, -(2**31) - 1), False, (32, 32, 64, 64)),
-        ((2**40, None, ["a"]), False, (64, CONTEXT, CONTEXT)),
-        ((Level.HIGH,), False, (32,)),
-        ({"a": 5, "b": None}, True, (("a", 64), ("b", CONTEXT))),
-        ({"a": 5}, False, (("a", 32),)),
-        ((), True, ()),
-    ],
-)
-def test_int_parameters_have_the_width_of_their_path(
-    params: Params, prepared: bool, expected: tuple[Any, ...]
-) -> None:
-    assert param_widths(params, admin=False, prepared=prepared) == expected
-    assert param_widths(params, admin=True, prepared=prepared) == ()
+def test_named_parameters_are_keyed_by_name() -> None:
+    params = {"a": 5, "b": None, "c": Level.HIGH}
+    oids = declared("SELECT %(a)s, %(b)s, %(c)s", params)
+    assert oids[0] == _INT8
+    assert user_widths(params) == (("a", 64), ("b", CONTEXT), ("c", RUN_TIME))
+
+
+def test_no_params_and_params_of_the_wrong_kind_have_no_widths() -> None:
+    assert user_widths(()) == ()
+    assert user_widths("a") == ()

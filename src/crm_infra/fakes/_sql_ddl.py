@@ -13,15 +13,49 @@ from sqlglot import exp
 
 from crm_infra.fakes._sql_rewrite import rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
+from crm_infra.fakes._sql_sqlite import quote, to_sqlite
 
-__all__ = ["RLS_ERROR_PREFIX", "TYPE_CHECK_PREFIX", "schema_ddl"]
+__all__ = ["RLS_ERROR_PREFIX", "TYPE_CHECK_PREFIX", "internal_objects", "schema_ddl"]
 
 RLS_ERROR_PREFIX = "crm_fake_rls:"
 TYPE_CHECK_PREFIX = "crm_fake_type_"
+# (name suffix, event, row, policy expression): WITH CHECK on new rows; USING on the row an
+# upsert's DO UPDATE would change.
+_TRIGGERS = (
+    ("ins", "INSERT", "NEW", "check"),
+    ("upd_new", "UPDATE", "NEW", "check"),
+    ("upd_old", "UPDATE", "OLD", "using"),
+)
 
 
 def _sql(node: exp.Expr) -> str:
-    return node.sql(dialect="sqlite")
+    return to_sqlite(node)
+
+
+def _trigger_name(table: Table, suffix: str) -> str:
+    return f"_rls_{table.name}_{suffix}"
+
+
+def _type_check_name(column: str) -> str:
+    return f"{TYPE_CHECK_PREFIX}varchar_{column}"
+
+
+def internal_objects(schema: Schema) -> dict[str, str]:
+    """Return the names of what :func:`schema_ddl` creates that PostgreSQL has no such thing
+    as (lower case), each with what it is: the base tables behind the views, the triggers,
+    the constraints."""
+    found: dict[str, str] = {}
+    for table in schema.tables.values():
+        if table.rls_enabled:
+            found[table.base_name.lower()] = (
+                f"its table of every user's rows behind the view {table.name}"
+            )
+            for suffix, *_ in _TRIGGERS:
+                found[_trigger_name(table, suffix).lower()] = "one of its triggers"
+        for column in table.columns.values():
+            if column.type.kind == "text" and column.type.length is not None:
+                found[_type_check_name(column.name).lower()] = "one of its constraints"
+    return found
 
 
 def _table_ddl(schema: Schema, table: Table) -> str:  # noqa: PLR0912 (one pass per node kind)
@@ -49,7 +83,7 @@ def _table_ddl(schema: Schema, table: Table) -> str:  # noqa: PLR0912 (one pass 
         if column.type.kind == "text" and column.type.length is not None:
             extra.append(
                 exp.Constraint(
-                    this=exp.to_identifier(f"{TYPE_CHECK_PREFIX}varchar_{column.name}"),
+                    this=exp.to_identifier(_type_check_name(column.name)),
                     expressions=[
                         exp.CheckColumnConstraint(
                             this=exp.LTE(
@@ -102,16 +136,11 @@ def _policy_sql(table: Table, which: str, row: str | None) -> str:
 def _rls_ddl(table: Table) -> list[str]:
     base, name = table.base_name, table.name
     using = _policy_sql(table, "using", None)
-    statements = [f'CREATE VIEW "{name}" AS SELECT * FROM "{base}" WHERE {using}']
-    checks = [
-        ("ins", "INSERT", "NEW", "check"),
-        ("upd_new", "UPDATE", "NEW", "check"),
-        ("upd_old", "UPDATE", "OLD", "using"),
-    ]
-    for suffix, event, row, which in checks:
+    statements = [f"CREATE VIEW {quote(name)} AS SELECT * FROM {quote(base)} WHERE {using}"]
+    for suffix, event, row, which in _TRIGGERS:
         condition = _policy_sql(table, which, row)
         statements.append(
-            f'CREATE TRIGGER "_rls_{name}_{suffix}" BEFORE {event} ON "{base}" '
+            f"CREATE TRIGGER {quote(_trigger_name(table, suffix))} BEFORE {event} ON {quote(base)} "
             f"WHEN crm_rls_active() AND NOT COALESCE(({condition}), 0) "
             f"BEGIN SELECT RAISE(ABORT, '{RLS_ERROR_PREFIX}{name}:{event.lower()}'); END"
         )

@@ -10,10 +10,11 @@ TEST_AGAINST_PG = "test that query against PostgreSQL"
 
 
 class UnparsableQueryError(UnsupportedQueryError):
-    """SQL the fake cannot parse: most likely a syntax error, so it aborts a transaction.
+    """SQL that PostgreSQL's grammar accepts but the fake's translator cannot parse.
 
-    PostgreSQL parses a whole message before running any of it and aborts the transaction
-    it was sent in; a statement that PostgreSQL would run is still best tested against it.
+    Syntax errors are told by PostgreSQL's own grammar first (as ``PostgresClient`` tells
+    them, a plain ``DatabaseError`` that aborts a transaction); this is only what the fake
+    cannot run, which leaves a transaction going on, as PostgreSQL would run it.
     """
 
 

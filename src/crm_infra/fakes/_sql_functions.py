@@ -15,7 +15,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 
-from crm_infra.errors import DatabaseError, UnsupportedQueryError
+from crm_infra.errors import DatabaseError, RowSecurityError, UnsupportedQueryError
 from crm_infra.fakes._sql_numeric import (
     NumericAvg,
     NumericSum,
@@ -28,7 +28,13 @@ from crm_infra.fakes._sql_numeric import (
 )
 from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz
 
-__all__ = ["SessionState", "register_functions"]
+__all__ = ["FAKE_FUNCTIONS", "RLS_REFUSE", "SessionState", "register_functions"]
+
+RLS_REFUSE = "crm_rls_refuse"
+"""Raises row-level security's error for its table: the check an upsert's DO UPDATE makes on
+the existing row before its WHERE, as PostgreSQL does (see the translator)."""
+# Registered under PostgreSQL's own names: a user may call them.
+_POSTGRESQL_FUNCTIONS = frozenset({"current_setting", "gen_random_uuid"})
 
 
 class SessionState:
@@ -213,9 +219,15 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
     def cast_uuid(value: Any) -> str | None:
         return None if value is None else canonical_uuid(str(value))
 
+    def rls_refuse(table: str) -> None:
+        raise RowSecurityError(
+            f'new row violates row-level security policy (USING expression) for table "{table}"'
+        )
+
     fns: dict[str, tuple[int, Callable[..., Any], bool]] = {
         "current_setting": (-1, current_setting, True),
         "crm_rls_active": (0, lambda: 1 if state.rls_active else 0, True),
+        RLS_REFUSE: (1, rls_refuse, False),
         "pg_now": (0, pg_now, True),
         "gen_random_uuid": (0, lambda: str(uuid.uuid4()), False),
         "pg_cast_uuid": (1, cast_uuid, True),
@@ -249,8 +261,53 @@ def register_functions(conn: sqlite3.Connection, state: SessionState) -> None:
     for name, (nargs, fn, deterministic) in fns.items():
         wrapped = fn if name in cannot_raise else guarded(fn)
         conn.create_function(name, nargs, wrapped, deterministic=deterministic)
-    for name, aggregate in (("pg_numeric_avg", NumericAvg), ("pg_numeric_sum", NumericSum)):
+    aggregates: dict[str, Callable[[], _Aggregate]] = {
+        "pg_numeric_avg": NumericAvg,
+        "pg_numeric_sum": NumericSum,
+    }
+    for name, aggregate in aggregates.items():
         conn.create_aggregate(name, 1, _guarded_aggregate(aggregate, state))
+    # Every name registered is either PostgreSQL's or listed as internal to the fake.
+    assert fns.keys() | aggregates.keys() == FAKE_FUNCTIONS | _POSTGRESQL_FUNCTIONS
+
+
+FAKE_FUNCTIONS = frozenset(
+    {
+        "crm_rls_active",
+        RLS_REFUSE,
+        "pg_now",
+        "pg_cast_uuid",
+        "pg_cast_text",
+        "pg_cast_int",
+        "pg_cast_numeric",
+        "pg_cast_bool",
+        "pg_cast_timestamptz",
+        "pg_like",
+        "pg_ilike",
+        "pg_numeric_add",
+        "pg_numeric_sub",
+        "pg_numeric_mul",
+        "pg_numeric_div",
+        "pg_int_div",
+        "pg_int_add",
+        "pg_int_sub",
+        "pg_int_mul",
+        "pg_limit",
+        "pg_greatest",
+        "pg_least",
+        "pg_concat",
+        "pg_round",
+        "pg_timestamptz_add",
+        "pg_offset",
+        "pg_int_mod",
+        "pg_lower",
+        "pg_upper",
+        "pg_numeric_avg",
+        "pg_numeric_sum",
+    }
+)
+"""The functions the fake registers that PostgreSQL does not have: internal names, which no
+user-scoped statement may use."""
 
 
 class _Aggregate(Protocol):

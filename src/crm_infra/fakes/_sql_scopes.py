@@ -88,17 +88,17 @@ class Scopes:
     Args:
         schema: the tables.
         param_bits: for ``$1``, ``$2``..., the integer width each parameter has as the client
-            sends it (see :mod:`._sql_paths`): 64 (a prepared int: int8, or a bigint literal),
-            32 (an integer literal), ``RUN_TIME`` (psycopg picks int2, int4 or int8 by the
-            value: the admin path) or ``CONTEXT`` (none of its own, like an untyped NULL: it
-            takes the type of what it meets). A parameter beyond the tuple is ``RUN_TIME``.
+            sends it (see :mod:`._sql_paths`): 64 (an int: int8), ``RUN_TIME`` (psycopg picks
+            int2, int4 or int8 by the value: the admin path, an int subclass) or ``CONTEXT``
+            (none of its own, like an untyped NULL: it takes the type of what it meets). A
+            parameter beyond the tuple is ``RUN_TIME``.
     """
 
     def __init__(self, schema: Schema, *, param_bits: tuple[int, ...] = ()) -> None:
         self.schema = schema
         self.param_bits = param_bits
         self.widths_used = False  # whether a parameter's width went into a type
-        self.ctes: dict[str, list[tuple[str, PgType]]] = {}
+        self._cte_columns: dict[int, list[tuple[str, PgType]]] = {}  # by id of the CTE
         self._cache: dict[int, list[Source]] = {}
         self.extra: dict[int, list[Source]] = {}
 
@@ -115,13 +115,18 @@ class Scopes:
         return self._cache[key]
 
     def _source(self, item: exp.Expr) -> Source:
+        alias_node = item.args.get("alias")
+        if isinstance(alias_node, exp.TableAlias) and alias_node.columns:
+            # SQLite has no column list on a FROM item's alias (WITH a (x) AS ... it has).
+            raise refuse("column lists in a FROM item's alias (AS t(a, b))")
         if isinstance(item, exp.Table):
             name = item.name.lower()
             if item.args.get("db") or item.args.get("catalog"):
                 raise DatabaseError(f'relation "{item.sql("postgres")}" does not exist')
             alias = item.alias_or_name.lower()
-            if name in self.ctes and not item.args.get("db"):
-                return Source(alias, None, self.ctes[name])
+            cte = self.cte_of(item)
+            if cte is not None:
+                return Source(alias, None, self.cte_columns(cte))
             table = self.schema.tables.get(name)
             if table is None:
                 if isinstance(item.this, exp.Anonymous):
@@ -134,6 +139,51 @@ class Scopes:
                 raise refuse(f"{item.this.key} in FROM")
             return Source(item.alias.lower(), None, self.output(inner))
         raise refuse(f"{item.key} in FROM")
+
+    @staticmethod
+    def cte_of(table: exp.Table) -> exp.CTE | None:
+        """Return the WITH query ``table`` names, as PostgreSQL resolves it; None for a table.
+
+        A WITH query is visible in its own statement (subqueries included) and in the WITH
+        queries after it in the same list, never in its own body (no WITH RECURSIVE here) nor
+        outside its statement; the nearest enclosing one wins.
+        """
+        if table.args.get("db") or table.args.get("catalog") or _written_to(table):
+            return None  # what INSERT, UPDATE and DELETE write is always a table
+        name = table.name.lower()
+        below: exp.Expr = table
+        node = table.parent
+        while node is not None:
+            ctes: list[exp.CTE] = []
+            if isinstance(node, exp.With):
+                ctes = list(node.expressions)
+                # Coming up from the body of one of them: only those before it.
+                ctes = ctes[: next((i for i, c in enumerate(ctes) if c is below), len(ctes))]
+            else:
+                with_ = node.args.get("with_")
+                if isinstance(with_, exp.With) and with_ is not below:
+                    ctes = list(with_.expressions)
+            for cte in ctes:
+                if cte.alias.lower() == name:
+                    return cte
+            below, node = node, node.parent
+        return None
+
+    def cte_columns(self, cte: exp.CTE) -> list[tuple[str, PgType]]:
+        """Return the output columns of a WITH query (computed once)."""
+        key = id(cte)
+        found = self._cte_columns.get(key)
+        if found is None:
+            found = self.output(cte.this)
+            names = [_folded(c) for c in cte.args["alias"].columns]  # WITH a (x, y) AS
+            if len(names) > len(found):
+                raise DatabaseError(
+                    f"WITH query {cte.alias} has {len(found)} columns available but "
+                    f"{len(names)} columns specified"
+                )
+            found = [(n, t) for n, (_, t) in zip(names, found, strict=False)] + found[len(names) :]
+            self._cte_columns[key] = found
+        return found
 
     def output(self, query: exp.Expr) -> list[tuple[str, PgType]]:
         if isinstance(query, exp.Subquery):
@@ -159,8 +209,21 @@ class Scopes:
         raise refuse(f"{query.key} as a subquery")
 
     def column_type(self, column: exp.Column) -> PgType:
-        name = column.name.lower()
+        # As PostgreSQL folds it: "Q" is Q, q and Q are q.
+        name = _folded(column.this) if isinstance(column.this, exp.Identifier) else column.name
         qualifier = column.table.lower()
+        assigned = column.parent
+        if (
+            isinstance(assigned, exp.EQ)
+            and assigned.this is column
+            and isinstance(assigned.parent, exp.Update)
+            and assigned.arg_key == "expressions"
+        ):
+            # UPDATE ... SET column = ...: a column of the table written, whatever FROM holds.
+            target = self.extra.get(id(assigned.parent), [])[:1]
+            found = [t for source in target for n, t in source.columns if n == name]
+            if found:
+                return found[0]
         scope: exp.Expr | None = column
         while scope is not None:
             scope = scope.parent
@@ -360,6 +423,15 @@ class Scopes:
         # A column without a width is one a parameter decided (see _int_typed).
         precision = self.type_of(node).precision
         return (precision, False) if precision else (32, True)
+
+
+def _written_to(table: exp.Table) -> bool:
+    """Return True for the target of an INSERT, UPDATE or DELETE."""
+    node: exp.Expr = table
+    parent = table.parent
+    if isinstance(parent, exp.Schema) and table.arg_key == "this":
+        node, parent = parent, parent.parent  # INSERT INTO t (columns)
+    return isinstance(parent, exp.Insert | exp.Update | exp.Delete) and node.arg_key == "this"
 
 
 def _widest(widths: list[tuple[int, bool]], default: int = 0) -> tuple[int, bool]:

@@ -9,6 +9,13 @@ stored as that column holds it), then rewrites the tree for SQLite:
   DELETE is the base table, with the policy's USING added to UPDATE and DELETE (WITH CHECK is
   enforced by triggers); table privileges are checked as PostgreSQL checks the app role's grants;
 * admin path: every name points at the base tables, so nothing is filtered.
+
+Names resolve as PostgreSQL resolves them: a WITH query is visible only in the statement it
+belongs to (and in the WITH queries after it), so a reference outside that scope is to the
+table of that name, or to nothing. A statement that names anything internal to the fake (a
+base table, a function it registers; see :mod:`._sql_checks`) is refused whatever sqlglot made
+of the text, and the SQL handed to SQLite is written by :func:`._sql_sqlite.to_sqlite`: every
+identifier quoted, no comments.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
+from crm_infra._sql_guard import Refusal
 from crm_infra._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.errors import DatabaseError
+from crm_infra.fakes._sql_checks import InternalNames, RefusedSql, written_spelling
 from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
+from crm_infra.fakes._sql_functions import RLS_REFUSE
 from crm_infra.fakes._sql_paths import CONTEXT, ParamWidths
 from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
 from crm_infra.fakes._sql_schema import Schema, Table
@@ -37,9 +47,13 @@ from crm_infra.fakes._sql_scopes import (
     Source,
     pg_name,
 )
+from crm_infra.fakes._sql_sqlite import quote, to_sqlite
 from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_type_from_datatype
 
-__all__ = ["OutputColumn", "Translation", "Translator"]
+__all__ = ["CTE_PREFIX", "OutputColumn", "Translation", "Translator"]
+
+CTE_PREFIX = "_crm_cte_"
+"""What SQLite calls the statement's WITH queries (``_crm_cte_0``...): internal names."""
 
 _REFUSED_NODES: dict[type[exp.Expr], str] = {
     exp.Lock: "FOR UPDATE / FOR SHARE row locks (SKIP LOCKED, NOWAIT)",
@@ -54,6 +68,20 @@ _REFUSED_NODES: dict[type[exp.Expr], str] = {
     exp.Pivot: "PIVOT",
     exp.Bracket: "array subscripts",
     exp.SimilarTo: "SIMILAR TO",
+    # sqlglot would hand SQLite these as something else than PostgreSQL reads.
+    exp.ByteString: "E'...' strings with backslash escapes",
+    exp.UnicodeString: "U&'...' strings",
+    exp.BitString: "bit-string constants",
+    exp.HexString: "bit-string constants",
+    exp.National: "N'...' strings",
+}
+# The statement the guard classified, as sqlglot's trees spell it.
+_KINDS: dict[str, tuple[type[exp.Expr], ...]] = {
+    "SELECT": (exp.Query,),
+    "INSERT": (exp.Insert,),
+    "UPDATE": (exp.Update,),
+    "DELETE": (exp.Delete,),
+    "MERGE": (exp.Merge,),
 }
 
 _ALLOWED_FUNCS: tuple[type[exp.Expr], ...] = (
@@ -106,6 +134,13 @@ _CAST_SOURCES = {  # the conversions the fake's pg_cast_* functions make as Post
     "timestamptz": {"timestamptz", "text"},
 }
 _CAST_TARGETS = {"uuid", "text", "int", "numeric", "bool", "timestamptz"}
+
+
+def _rename(table: exp.Table, name: str) -> None:
+    """Point ``table`` at ``name`` in SQLite, keeping the name the statement knows it by."""
+    alias = table.alias_or_name
+    table.set("this", exp.to_identifier(name))
+    table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
 
 
 def _written_name(node: exp.Func) -> str:
@@ -178,35 +213,49 @@ class Translation:
 class Translator:
     """Translate statements for one path: ``user`` (RLS, app-role grants) or ``admin``."""
 
-    def __init__(self, schema: Schema, *, admin: bool, app_role: str = "crm_app") -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        admin: bool,
+        app_role: str = "crm_app",
+        internal: InternalNames | None = None,
+    ) -> None:
         self.schema = schema
         self.admin = admin
         self.app_role = app_role
+        self.internal = internal or InternalNames({})
 
     def translate(
-        self, query: str, *, with_params: bool = True, widths: ParamWidths = ()
+        self, query: str, *, with_params: bool = True, widths: ParamWidths = (), kind: str = ""
     ) -> Translation:
         """Return the SQLite form of ``query`` and how to bind and decode it.
 
-        ``widths`` (from :func:`._sql_paths.param_widths`) gives each user-scoped parameter
+        ``widths`` (from :func:`._sql_paths.user_widths`) gives each user-scoped parameter
         the integer width it has as ``PostgresClient`` sends it: the translation holds for
         calls whose parameters have the same widths. The admin path's are decided at run time.
+        ``kind`` is the statement PostgreSQL's grammar read (``SELECT``...; user path).
 
         Raises:
-            UnsupportedQueryError: a construct the fake cannot run faithfully.
+            RefusedSql: the statement names something internal to the fake.
+            UnsupportedQueryError: a construct the fake cannot run faithfully, or a statement
+                sqlglot reads as another kind than PostgreSQL's grammar.
             DatabaseError: a statement PostgreSQL would refuse too (unknown table, a write the
                 app role has no privilege for...).
         """
         # Without parameters the text is sent as written: no placeholders, `%%` stays `%%`.
         split = split_placeholders(query, spaced=True) if with_params else verbatim(query)
         tree = self._parse(split.text)
+        self._refuse_internal_names(tree, split.text)
+        if not self.admin:
+            self._check_kind(tree, kind)
         if isinstance(tree, exp.TruncateTable):
             return self._truncate(tree, split)
         scopes = Scopes(self.schema, param_bits=self._param_bits(split, widths))
         if isinstance(tree, exp.Update):
             self._set_defaults(tree)
         self._check_constructs(tree)
-        self._collect_ctes(tree, scopes)
+        self._check_ctes(tree)
         self._check_tables(tree, scopes)
         self._register_dml_scope(tree, scopes)
         found = {int(p.this.name) for p in tree.find_all(exp.Parameter)}
@@ -218,14 +267,14 @@ class Translator:
         param_types, arrays = self._param_types(tree, scopes, len(split.keys))
         self._typed_literals(tree, scopes)
         columns = self._outputs(tree, scopes)
-        self._check_privileges(tree)
+        self._check_privileges(tree, scopes)
         self._check_types(tree, scopes)
         self._rewrite_numeric_arithmetic(tree, scopes)  # first: it needs the aggregates' types
         self._rewrite_sums(tree, scopes)
         sqlite_tree = self._route_tables(tree, scopes)
         sqlite_tree = rewrite_expression(sqlite_tree, copy=False)
         try:
-            sql = sqlite_tree.sql(dialect="sqlite", unsupported_level=sqlglot.ErrorLevel.RAISE)
+            sql = to_sqlite(sqlite_tree)
         except SqlglotError as exc:
             raise refuse(f"this statement ({exc})") from None
         returns_rows = isinstance(tree, exp.Query) or bool(tree.args.get("returning"))
@@ -237,6 +286,31 @@ class Translator:
             columns=tuple(columns),
             returns_rows=returns_rows,
             depends_on_widths=scopes.widths_used,
+        )
+
+    def _refuse_internal_names(self, tree: exp.Expr, text: str) -> None:
+        """Refuse any name internal to the fake, however sqlglot read the text.
+
+        The guard refused those PostgreSQL's parser found already; this is the same check on
+        the tree whose names SQLite gets, so that no difference between the two parsers can
+        let one through.
+        """
+        for node in tree.walk():
+            if not isinstance(node, exp.Identifier | exp.Var | exp.Anonymous):
+                continue
+            name = node.name
+            why = self.internal.why(name)
+            if why is not None:
+                raise RefusedSql(Refusal(written_spelling(text, name), name.lower(), why))
+
+    @staticmethod
+    def _check_kind(tree: exp.Expr, kind: str) -> None:
+        """Refuse a statement sqlglot reads as another kind than PostgreSQL's grammar did."""
+        if isinstance(tree, _KINDS.get(kind, ())):
+            return
+        raise refuse(
+            f"this statement, which it reads as {tree.key.upper()} where PostgreSQL reads "
+            f"{kind or 'no data statement'}"
         )
 
     def _param_bits(self, split: SplitQuery, widths: ParamWidths) -> tuple[int, ...]:
@@ -284,7 +358,7 @@ class Translator:
             grew = bool(outside)
             names |= outside
         ordered = self._children_first(sorted(names), referencing)
-        deletes = tuple(f'DELETE FROM "{self.schema.tables[n].base_name}"' for n in ordered)
+        deletes = tuple(f"DELETE FROM {quote(self.schema.tables[n].base_name)}" for n in ordered)
         return Translation(
             sql=deletes[0],
             split=split,
@@ -339,6 +413,7 @@ class Translator:
             # The schema's tables live in `public`, the only schema the fake knows.
             if table.text("db").lower() == "public" and not table.args.get("catalog"):
                 table.set("db", None)
+            table.set("only", None)  # no table inherits from another: ONLY changes nothing
         if isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete | exp.TruncateTable):
             return tree
         if isinstance(tree, exp.Transaction | exp.Commit | exp.Rollback):
@@ -424,6 +499,25 @@ class Translator:
                 raise refuse("DELETE ... USING")
             if isinstance(node, exp.Values) and not isinstance(node.parent, exp.Insert):
                 raise refuse("VALUES lists outside INSERT")
+            self._check_raw_words(node)
+
+    @staticmethod
+    def _check_raw_words(node: exp.Expr) -> None:
+        """Refuse what sqlglot would hand SQLite as a bare word of the user's text.
+
+        Identifiers go out quoted; a ``Var`` goes out as written, so only the few sqlglot
+        makes of the supported grammar pass (interval units, ``DO UPDATE``/``DO NOTHING``).
+        ``@x`` is PostgreSQL's absolute value; sqlglot reads a parameter.
+        """
+        if isinstance(node, exp.Parameter) and not node.this.name.isdigit():
+            raise refuse("the prefix operator @ (absolute value)")
+        if isinstance(node, exp.Placeholder):
+            raise refuse(f"the placeholder {node.sql('postgres')}")
+        if isinstance(node, exp.Var) and not (
+            (isinstance(node.parent, exp.Interval) and node.arg_key == "unit")
+            or (isinstance(node.parent, exp.OnConflict) and node.arg_key == "action")
+        ):
+            raise refuse(f"the word {node.name} here")
 
     @staticmethod
     def _check_interval(node: exp.Interval) -> None:
@@ -449,14 +543,22 @@ class Translator:
         if name != "app.current_user_id":
             raise refuse("current_setting() of anything but 'app.current_user_id'")
 
-    def _collect_ctes(self, tree: exp.Expr, scopes: Scopes) -> None:
-        # Innermost first, so a CTE's body may use those it is nested in... or refers to.
-        for with_ in reversed(list(tree.find_all(exp.With))):
+    @staticmethod
+    def _check_ctes(tree: exp.Expr) -> None:
+        """Refuse what PostgreSQL refuses of WITH query names.
+
+        The fake resolves each name itself, as PostgreSQL does (the nearest WITH query in
+        scope, else the table), and SQLite gets every WITH query under a name of its own
+        (see :meth:`_route_tables`): a WITH query may be named like a table, or use the table
+        it is named like in its own body.
+        """
+        for with_ in tree.find_all(exp.With):
+            names: set[str] = set()
             for cte in with_.expressions:
                 name = cte.alias.lower()
-                if name in self.schema.tables:
-                    raise refuse(f"a WITH query named like the table {name}")
-                scopes.ctes[name] = scopes.output(cte.this)
+                if name in names:
+                    raise DatabaseError(f'WITH query name "{name}" specified more than once')
+                names.add(name)
 
     # parameters
 
@@ -598,24 +700,33 @@ class Translator:
         if not returning:
             return []
         table = self._target_table(tree)
-        alias = self._target_alias(tree)
+        # The name the statement knows the target by: its alias when it has one.
+        written = self._target_alias(tree)
+        target = written.lower()
         items: list[exp.Expr] = []
         for item in returning.expressions:
-            if isinstance(item, exp.Star) or (
-                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
-            ):
-                items += [exp.column(c) for c in table.columns]
+            star = isinstance(item, exp.Star)
+            if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                if item.table.lower() != target:
+                    raise refuse("RETURNING columns of another table than the one written")
+                star = True
+            if star:
+                items += [
+                    exp.column(exp.to_identifier(c, quoted=True), table=written)
+                    for c in table.columns
+                ]
             else:
                 items.append(item)
+        returning.set("expressions", items)
+        columns = self._columns(items, scopes)  # resolved as written, qualifiers and all
         # SQLite's RETURNING may only name the target table's columns, unqualified.
         for item in items:
             for column in item.find_all(exp.Column):
-                if column.table.lower() in {alias.lower(), table.name}:
+                if column.table.lower() == target:
                     column.set("table", None)
                 elif column.table:
                     raise refuse("RETURNING columns of another table than the one written")
-        returning.set("expressions", items)
-        return self._columns(items, scopes)
+        return columns
 
     def _target_alias(self, tree: exp.Expr) -> str:
         node = self._target_node(tree)
@@ -628,7 +739,7 @@ class Translator:
                 raise refuse(f"set-returning function {table.this.sql('postgres')} in FROM")
             name = table.name.lower()
             if table.args.get("db") or (
-                name not in self.schema.tables and name not in scopes.ctes
+                name not in self.schema.tables and scopes.cte_of(table) is None
             ):
                 raise DatabaseError(f'relation "{table.sql("postgres")}" does not exist')
 
@@ -669,7 +780,10 @@ class Translator:
                 if not sources:
                     raise DatabaseError(f'missing FROM-clause entry for table "{qualifier}"')
                 for source in sources:
-                    expanded += [exp.column(name, table=source.alias) for name, _ in source.columns]
+                    expanded += [
+                        exp.column(exp.to_identifier(name, quoted=True), table=source.alias)
+                        for name, _ in source.columns
+                    ]
             else:
                 expanded.append(item)
         select.set("expressions", expanded)
@@ -870,13 +984,9 @@ class Translator:
             raise DatabaseError(f'relation "{name}" does not exist')
         return table
 
-    def _check_privileges(self, tree: exp.Expr) -> None:
+    def _check_privileges(self, tree: exp.Expr, scopes: Scopes) -> None:
         if self.admin:
             return
-        cte_names = set()
-        with_ = tree.args.get("with_")
-        if with_ is not None:
-            cte_names = {c.alias.lower() for c in with_.expressions}
         target: Table | None = None
         if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
             target = self._target_table(tree)
@@ -897,7 +1007,7 @@ class Translator:
             if table is target_node:
                 continue
             name = table.name.lower()
-            if name in cte_names or name not in self.schema.tables:
+            if name not in self.schema.tables or scopes.cte_of(table) is not None:
                 continue
             self._require(name, "SELECT")
 
@@ -920,16 +1030,23 @@ class Translator:
     def _route_tables(self, tree: exp.Expr, scopes: Scopes) -> exp.Expr:
         target_node = self._target_node(tree)
         target = self._target_table(tree) if target_node is not None else None
-        cte_names: set[str] = set(scopes.ctes)
-        for table_node in list(tree.find_all(exp.Table)):
-            name = table_node.name.lower()
-            if name in cte_names or name not in self.schema.tables:
+        # Every name resolved first, as PostgreSQL resolves it; then renamed for SQLite.
+        resolved = [(t, scopes.cte_of(t)) for t in tree.find_all(exp.Table)]
+        ctes = {id(c): f"{CTE_PREFIX}{n}" for n, c in enumerate(tree.find_all(exp.CTE))}
+        for table_node, cte in resolved:
+            if cte is not None:
+                # Each WITH query gets a name of its own in SQLite, so SQLite cannot resolve
+                # it otherwise (a table or view of that name, itself inside its own body).
+                _rename(table_node, ctes[id(cte)])
                 continue
-            table = self.schema.tables[name]
+            name = table_node.name.lower()
+            table = self.schema.tables.get(name)
+            if table is None:
+                continue
             if (table_node is target_node or self.admin) and table.base_name != name:
-                alias = table_node.alias_or_name
-                table_node.set("this", exp.to_identifier(table.base_name))
-                table_node.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+                _rename(table_node, table.base_name)
+        for cte in tree.find_all(exp.CTE):
+            cte.args["alias"].set("this", exp.to_identifier(ctes[id(cte)]))
         if not self.admin and isinstance(tree, exp.Update | exp.Delete):
             assert target is not None
             table = target
@@ -943,9 +1060,28 @@ class Translator:
                 conflict.set(
                     "conflict_keys", [k.this if isinstance(k, exp.Ordered) else k for k in keys]
                 )
+                if not self.admin and target is not None and target.rls_enabled:
+                    self._check_existing_row_first(conflict, target, self._target_alias(tree))
         return tree
 
-    def _using_filter(self, table: Table, alias: str, tree: exp.Expr) -> exp.Expr:
+    def _check_existing_row_first(
+        self, conflict: exp.Expr, table: Table, alias: str
+    ) -> None:
+        """Check the existing row of a DO UPDATE against USING before its WHERE.
+
+        PostgreSQL refuses an existing row that fails the policy's USING before it looks at
+        DO UPDATE's WHERE; the fake's trigger sees only rows that are updated, so a WHERE
+        that is false would tell, by the missing error, what another user's row holds.
+        """
+        where = conflict.args.get("where")
+        if where is None:
+            return  # every conflicting row is updated: the trigger checks it
+        visible = fn("coalesce", exp.paren(self._using_filter(table, alias, None)), exp.false())
+        refused = fn(RLS_REFUSE, exp.Literal.string(table.name))
+        checked = exp.Case(ifs=[exp.If(this=visible, true=exp.paren(where.this))], default=refused)
+        conflict.set("where", exp.Where(this=checked))
+
+    def _using_filter(self, table: Table, alias: str, tree: exp.Expr | None) -> exp.Expr:
         usings = [p.using for p in table.policies.values() if p.using is not None]
         policy: exp.Expr = (
             exp.or_(*[exp.paren(u.copy()) for u in usings]) if usings else exp.false()
@@ -953,7 +1089,9 @@ class Translator:
         for column in policy.find_all(exp.Column):
             if not column.table:
                 column.set("table", exp.to_identifier(alias))
-        where = tree.args.get("where")
+        where = tree.args.get("where") if tree is not None else None
         if where is None:
             return policy
-        return exp.and_(exp.paren(where.this), exp.paren(policy))
+        # The policy first: SQLite checks a row's terms in order, so the statement's own
+        # (which may fail on a value, as 1 / 0 does) only ever meet the user's rows.
+        return exp.and_(exp.paren(policy), exp.paren(where.this))

@@ -9,6 +9,11 @@ faithfully raises :class:`UnsupportedQueryError` naming the construct; it never 
 differently from PostgreSQL. The contract suite (``tests/contract``) runs the same tests on
 both backends to prove it.
 
+User-scoped SQL goes through the same guard as ``PostgresClient`` (PostgreSQL's own grammar,
+:mod:`crm_infra._sql_guard`): exactly one data statement, nothing that acts on the session,
+refused with :class:`UnsafeQueryError` before anything runs; the fake also refuses, the same
+way, any name of its own (the base tables behind its views...), which PostgreSQL has not.
+
 Example::
 
     db = InMemoryUserScopedDB()
@@ -29,11 +34,12 @@ from typing import Any
 
 import attrs
 
+from crm_infra._sql_guard import Refusal, user_sql_verdict
 from crm_infra._sql_params import (
-    ClientSideError,
     ParamsShapeError,
     bind_order,
     split_placeholders,
+    verbatim,
 )
 from crm_infra._sql_text import shown, untextable_reason
 from crm_infra.errors import (
@@ -43,13 +49,20 @@ from crm_infra.errors import (
     NoRowsError,
     RowSecurityError,
     TransactionUsageError,
+    UnsafeQueryError,
     UnsupportedQueryError,
 )
-from crm_infra.fakes._sql_ddl import RLS_ERROR_PREFIX, TYPE_CHECK_PREFIX, schema_ddl
-from crm_infra.fakes._sql_errors import UnparsableQueryError
-from crm_infra.fakes._sql_functions import SessionState, register_functions
+from crm_infra.fakes._sql_checks import InternalNames, RefusedSql, UserSqlChecker
+from crm_infra.fakes._sql_ddl import (
+    RLS_ERROR_PREFIX,
+    TYPE_CHECK_PREFIX,
+    internal_objects,
+    schema_ddl,
+)
+from crm_infra.fakes._sql_functions import FAKE_FUNCTIONS, SessionState, register_functions
 from crm_infra.fakes._sql_paths import ParamWidths, user_widths
 from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
+from crm_infra.fakes._sql_sqlite import quote
 from crm_infra.fakes._sql_translate import Translation, Translator
 from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
 from crm_infra.ports import Params, Row, Transaction
@@ -59,6 +72,9 @@ from crm_infra.user_context import UserId, resolve_user_id
 __all__ = ["InMemoryUserScopedDB"]
 
 _MAX_CACHED_TRANSLATIONS = 10_000
+# The fake's own savepoints (quoted, under its internal _crm_ prefix, as every name it makes).
+_SEVERAL = quote("_crm_several")
+_SCRIPT = quote("_crm_script")
 _ABORTED = (
     "current transaction is aborted, commands ignored until end of transaction block "
     "(an earlier statement in this transaction failed)"
@@ -72,8 +88,10 @@ class _Compiled:
     schema: Schema
     ddl: tuple[str, ...]
     translators: dict[bool, Translator]
+    checker: UserSqlChecker
     # (admin, with params, SQL text), and with the parameters' integer widths appended (see
-    # _sql_paths) for a translation that depends on them
+    # _sql_paths) for a translation that depends on them; a user-scoped text only once the
+    # guard has passed it
     translations: dict[tuple[bool, bool, str] | tuple[bool, bool, str, ParamWidths], Translation]
 
 
@@ -90,17 +108,29 @@ def _compile(sql_dir: Path | None, app_role: str) -> _Compiled:
         found = _compiled.get(key)
         if found is None:
             schema = load_schema(files)
+            internal = _internal_names(schema)
             found = _Compiled(
                 schema=schema,
                 ddl=tuple(schema_ddl(schema)),
                 translators={
-                    False: Translator(schema, admin=False, app_role=app_role),
-                    True: Translator(schema, admin=True),
+                    False: Translator(
+                        schema, admin=False, app_role=app_role, internal=internal
+                    ),
+                    True: Translator(schema, admin=True, internal=internal),
                 },
+                checker=UserSqlChecker(internal),
                 translations={},
             )
             _compiled[key] = found
         return found
+
+
+def _internal_names(schema: Schema) -> InternalNames:
+    """Return every name the fake makes in SQLite that PostgreSQL has not."""
+    names = internal_objects(schema)
+    for function in FAKE_FUNCTIONS:
+        names.setdefault(function, "one of its SQL functions")
+    return InternalNames(names)
 
 
 class _TxnState:
@@ -186,6 +216,24 @@ def _refuse_untextable_sql(query: str) -> None:
         raise DatabaseInputError(f"execute: {_short(shown(query))} failed: {why}; nothing ran")
 
 
+def _describe(operation: str, query: str) -> str:
+    """Name an operation with the start of its SQL, as PostgresClient's messages do."""
+    first = " ".join(shown(query).split())
+    return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
+
+
+def _refused(operation: str, query: str, refusal: Refusal) -> UnsafeQueryError:
+    return UnsafeQueryError(
+        f"{_describe(operation, query)} refused: {refusal.message()}; nothing ran"
+    )
+
+
+def _syntax_error(operation: str, query: str, message: str) -> DatabaseError:
+    return DatabaseError(
+        f"{_describe(operation, query)} failed: {message} (SQLSTATE 42601); nothing ran"
+    )
+
+
 def _short(query: str) -> str:
     text = " ".join(query.split())
     return text if len(text) <= 120 else text[:117] + "..."
@@ -228,6 +276,7 @@ class InMemoryUserScopedDB:
         for statement in compiled.ddl:
             self._conn.execute(statement)
         self._translators = compiled.translators
+        self._checker = compiled.checker
         self._cache = compiled.translations
         self._split_cache: dict[str, list[str]] = {}
         self._lock = threading.RLock()
@@ -248,6 +297,9 @@ class InMemoryUserScopedDB:
         Raises:
             MissingUserContextError: no ``user_id`` and no current user (before any work).
             InvalidUserIdError: ``user_id`` is not a UUID.
+            UnsafeQueryError: not exactly one data statement, one that would act on the
+                session or on other sessions, or one naming something internal to the fake
+                (before anything runs; as ``PostgresClient``, except for the internal names).
             IntegrityError: a NOT NULL, UNIQUE, FOREIGN KEY or CHECK constraint refused a write.
             RowSecurityError: a row-level security policy refused a write.
             UnsupportedQueryError: SQL the fake cannot run faithfully.
@@ -262,7 +314,7 @@ class InMemoryUserScopedDB:
             raise self._lock_timed_out()
         try:
             self._refuse_inside_transaction("execute")
-            return self._autocommit(uid, query, params)
+            return self._autocommit(uid, query, params, "execute")
         finally:
             self._lock.release()
 
@@ -316,7 +368,7 @@ class InMemoryUserScopedDB:
         """
         with self._locked():
             self._refuse_inside_transaction("execute_admin")
-            return self._autocommit(None, query, params)
+            return self._autocommit(None, query, params, "execute_admin")
 
     def admin_transaction(self) -> AbstractContextManager[Transaction]:
         """Open one admin transaction; commit on normal exit, roll back on an exception.
@@ -373,11 +425,13 @@ class InMemoryUserScopedDB:
         if self._closed:
             raise DatabaseError("the in-memory database is closed")
 
-    def _autocommit(self, user: str | None, query: str, params: Params) -> list[Row]:
+    def _autocommit(
+        self, user: str | None, query: str, params: Params, operation: str
+    ) -> list[Row]:
         self._check_open()
         self._state.now_text = None  # now() is frozen lazily, on its first use in the statement
         # One statement outside BEGIN is its own transaction in SQLite too.
-        return self._run(user, query, params)
+        return self._run(user, query, params, operation)
 
     @contextmanager
     def _transaction(self, user: str | None) -> Iterator[Transaction]:
@@ -423,7 +477,7 @@ class InMemoryUserScopedDB:
         if txn.aborted:
             raise DatabaseError(_ABORTED)
         txn.depth += 1
-        name = f"crm_sp_{txn.depth}"
+        name = quote(f"_crm_sp_{txn.depth}")
         self._conn.execute(f"SAVEPOINT {name}")
         handle = _Handle(self, txn)
         try:
@@ -452,6 +506,7 @@ class InMemoryUserScopedDB:
         txn.aborted = False
 
     def _run_in(self, txn: _TxnState, query: str, params: Params) -> list[Row]:
+        operation = "admin_transaction.execute" if txn.user is None else "transaction.execute"
         with self._locked():
             if self._txn is not txn:
                 raise TransactionUsageError("this transaction handle is used after its block ended")
@@ -461,36 +516,69 @@ class InMemoryUserScopedDB:
                 txn.started = True
                 self._state.freeze_now()
             try:
-                return self._run(txn.user, query, params)
+                return self._run(txn.user, query, params, operation)
             except ParamsShapeError:
                 raise  # psycopg's TypeError: PostgresClient's transaction goes on after it
-            except UnparsableQueryError:
-                txn.aborted = True
-                raise
             except UnsupportedQueryError:
                 raise  # SQL that PostgreSQL would run: its transaction would go on
             except DatabaseError:
-                # Also SQL refused before it ran (a syntax error, parameters psycopg cannot
-                # bind): PostgresClient aborts the transaction for these too.
+                # Also SQL refused before it ran (UnsafeQueryError, a syntax error,
+                # parameters psycopg cannot bind): PostgresClient aborts the transaction for
+                # these too.
                 txn.aborted = True
                 raise
 
+    def _checked_kind(self, admin: bool, query: str, with_params: bool, operation: str) -> str:
+        """Check ``query`` as PostgresClient does before sending it; return its kind.
+
+        User-scoped: the guard (one data statement, nothing acting on the session) and the
+        fake's internal names. Admin: PostgreSQL's grammar only, for its syntax errors.
+
+        Raises:
+            UnsafeQueryError: the guard refuses the statement.
+            DatabaseError: a syntax error (nothing ran); placeholders psycopg refuses.
+        """
+        if admin:
+            split = split_placeholders(query) if with_params else verbatim(query)
+            syntax_error = user_sql_verdict(split.text).syntax_error
+            if syntax_error is not None:
+                raise _syntax_error(operation, query, syntax_error)
+            return ""
+        checked = self._checker.check(query, with_params=with_params)
+        if checked.refusal is not None:
+            raise _refused(operation, query, checked.refusal)
+        if checked.syntax_error is not None:
+            raise _syntax_error(operation, query, checked.syntax_error)
+        return checked.kind
+
     def _translation(
-        self, admin: bool, query: str, params: Params, with_params: bool, several: bool
+        self, admin: bool, query: str, params: Params, with_params: bool, operation: str
     ) -> Translation:
         key = (admin, with_params, query)
         found = self._cache.get(key)
         if found is not None and not found.depends_on_widths:
-            return found  # the hot path: one look-up
+            return found  # the hot path: one look-up (only texts the checks passed are here)
+        kind = self._checked_kind(admin, query, with_params, operation) if found is None else ""
         # How PostgresClient sends the parameters decides their integer types (on the admin
         # path, psycopg picks them by the values at run time: the translation checks then).
-        widths = user_widths(query, params, several=several) if with_params and not admin else ()
+        widths = user_widths(params) if with_params and not admin else ()
         if found is not None:  # it depends on the widths: look for these ones
             found = self._cache.get((admin, with_params, query, widths))
         if found is None:
-            found = self._translators[admin].translate(
-                query, with_params=with_params, widths=widths
-            )
+            if not kind and not admin:  # a new width for a text that passed already
+                kind = self._checked_kind(admin, query, with_params, operation)
+            try:
+                found = self._translators[admin].translate(
+                    query, with_params=with_params, widths=widths, kind=kind
+                )
+            except RefusedSql as exc:
+                if admin:  # no user to protect, but no such name on PostgreSQL either
+                    refusal = exc.refusal
+                    raise DatabaseError(
+                        f"{_describe(operation, query)} failed: {refusal.written} "
+                        f"{refusal.reason}"
+                    ) from None
+                raise _refused(operation, query, exc.refusal) from None
             if len(self._cache) >= _MAX_CACHED_TRANSLATIONS:
                 self._cache.clear()  # generated SQL texts could otherwise grow it forever
             # Whether a translation depends on the widths is the same for every widths: the
@@ -500,16 +588,25 @@ class InMemoryUserScopedDB:
                 self._cache[(admin, with_params, query, widths)] = found
         return found
 
-    def _run(self, user: str | None, query: str, params: Params) -> list[Row]:
+    def _run(self, user: str | None, query: str, params: Params, operation: str) -> list[Row]:
         if not isinstance(query, str):
             raise DatabaseError(f"query must be a str; got {type(query).__name__}")
         _refuse_untextable_sql(query)
         with_params = bool(params)
-        if ";" in query:
+        if user is None and ";" in query:
+            # The admin path sends a text without params as written: several statements
+            # run as one simple Query. (User-scoped SQL is one statement: the guard.)
             pieces = self._pieces(query)
             if len(pieces) > 1:
-                return self._run_several(user, pieces, params)
-        return self._run_one(user, query, params, with_params)
+                self._checked_kind(True, query, with_params, operation)
+                if with_params:
+                    raise DatabaseError(
+                        f"{_describe(operation, query)} failed: cannot insert multiple "
+                        "commands into a prepared statement (SQLSTATE 42601); with params "
+                        "the admin path runs one statement per call"
+                    )
+                return self._run_several(pieces, operation)
+        return self._run_one(user, query, params, with_params, operation)
 
     def _pieces(self, query: str) -> list[str]:
         found = self._split_cache.get(query)
@@ -520,47 +617,26 @@ class InMemoryUserScopedDB:
             self._split_cache[query] = found
         return found
 
-    def _run_several(self, user: str | None, pieces: list[str], params: Params) -> list[Row]:
-        # The client sends several statements as one simple Query, its parameters bound into
-        # the text: they run in one implicit transaction (all or nothing), and the last
-        # result comes back.
-        with_params = bool(params)
-        slices: list[Params] = []
-        if isinstance(params, Mapping) or not with_params:
-            slices = [params] * len(pieces)
-        else:
-            sequence = list(params)
-            for piece in pieces:
-                count = len(split_placeholders(piece, spaced=True).keys)
-                slices.append(sequence[:count])
-                sequence = sequence[count:]
-            if sequence:
-                raise ClientSideError(
-                    f"the query has fewer placeholders than the {len(params)} parameters passed"
-                )
-        self._conn.execute("SAVEPOINT crm_several")
+    def _run_several(self, pieces: list[str], operation: str) -> list[Row]:
+        # As one simple Query: one implicit transaction (all or nothing); the last result
+        # comes back.
+        self._conn.execute(f"SAVEPOINT {_SEVERAL}")
         try:
             rows: list[Row] = []
-            for piece, piece_params in zip(pieces, slices, strict=True):
-                rows = self._run_one(user, piece, piece_params, with_params, several=True)
+            for piece in pieces:
+                rows = self._run_one(None, piece, (), False, operation)
         except BaseException:
-            self._conn.execute("ROLLBACK TO SAVEPOINT crm_several")
-            self._conn.execute("RELEASE SAVEPOINT crm_several")
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {_SEVERAL}")
+            self._conn.execute(f"RELEASE SAVEPOINT {_SEVERAL}")
             raise
-        self._conn.execute("RELEASE SAVEPOINT crm_several")
+        self._conn.execute(f"RELEASE SAVEPOINT {_SEVERAL}")
         return rows
 
     def _run_one(
-        self,
-        user: str | None,
-        query: str,
-        params: Params,
-        with_params: bool,
-        *,
-        several: bool = False,
+        self, user: str | None, query: str, params: Params, with_params: bool, operation: str
     ) -> list[Row]:
         _refuse_untextable(params, query)
-        translation = self._translation(user is None, query, params, with_params, several)
+        translation = self._translation(user is None, query, params, with_params, operation)
         values = self._bind(translation, params)
         state = self._state
         state.current_user_id = user
@@ -586,15 +662,15 @@ class InMemoryUserScopedDB:
 
     def _run_script(self, statements: tuple[str, ...]) -> None:
         """Run parameterless statements as one: all of them, or none."""
-        self._conn.execute("SAVEPOINT crm_script")
+        self._conn.execute(f"SAVEPOINT {_SCRIPT}")
         try:
             for statement in statements:
                 self._conn.execute(statement)
         except BaseException:
-            self._conn.execute("ROLLBACK TO SAVEPOINT crm_script")
-            self._conn.execute("RELEASE SAVEPOINT crm_script")
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {_SCRIPT}")
+            self._conn.execute(f"RELEASE SAVEPOINT {_SCRIPT}")
             raise
-        self._conn.execute("RELEASE SAVEPOINT crm_script")
+        self._conn.execute(f"RELEASE SAVEPOINT {_SCRIPT}")
 
     def _bind(self, translation: Translation, params: Params) -> list[Any]:
         if not translation.keys and not params:
