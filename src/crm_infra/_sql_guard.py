@@ -27,7 +27,9 @@ import attrs
 from pglast import ast, parse_sql
 from pglast.parser import ParseError, parse_sql_json, scan
 
-__all__ = ["DATA_STATEMENTS", "Refusal", "Verdict", "user_sql_verdict"]
+from crm_infra._sql_params import SplitQuery
+
+__all__ = ["DATA_STATEMENTS", "Refusal", "Verdict", "parameter_refusal", "user_sql_verdict"]
 
 DATA_STATEMENTS = {
     "SelectStmt": "SELECT",
@@ -178,6 +180,35 @@ def user_sql_verdict(text: str) -> Verdict:
     if found is not None:
         return Verdict(refusal=found, identifiers=identifiers)
     return Verdict(kind=kind, identifiers=identifiers)
+
+
+def parameter_refusal(split: SplitQuery) -> Refusal | None:
+    """Refuse ``$n`` parameters the server would see besides what the ``%s`` placeholders
+    became (a ``$1`` of the caller's own, or a ``%s`` inside a string literal, which psycopg
+    rewrites there too): the server would bind them to the wrong values, or to none."""
+    text = split.text
+    if "$" not in text:
+        return None
+    expected = split.count if split.keys else 0
+    try:
+        found = sum(1 for token in scan(text) if token.name == "PARAM")
+    except ParseError:  # the guard reports the text itself
+        return None
+    if found == expected:
+        return None
+    if found < expected:
+        return Refusal(
+            "a %s inside a quoted string",
+            "",
+            "is a placeholder to psycopg there too, so the value would go nowhere; write %%s "
+            "for a literal percent-s",
+        )
+    return Refusal(
+        "$n placeholders of its own",
+        "",
+        "would take values meant for the %s placeholders, or none; write %s (or %(name)s) "
+        "for every value and pass them as params",
+    )
 
 
 def _not_one_statement(count: int) -> Refusal:

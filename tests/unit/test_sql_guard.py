@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from crm_infra._sql_guard import user_sql_verdict
+from crm_infra._sql_guard import parameter_refusal, user_sql_verdict
+from crm_infra._sql_params import split_placeholders, verbatim
 
 MERGE_ONE = (
     "MERGE INTO contacts c USING (SELECT 1 AS x) s ON false "
@@ -145,3 +146,26 @@ def test_identifiers_hold_names_but_not_literals() -> None:
     )
     assert {"_t_x", "c", "name", "n", "public", "contacts"} <= verdict.identifiers
     assert "_t_secret" not in verdict.identifiers
+
+
+@pytest.mark.parametrize(
+    ("query", "with_params", "named"),
+    [
+        ("SELECT $1 AS x", False, "$n placeholders of its own"),
+        ("SELECT %s::int AS a, $2 AS b", True, "$n placeholders of its own"),
+        ("SELECT $1, %s", True, "$n placeholders of its own"),
+        ("SELECT name FROM contacts WHERE name LIKE '%s' AND id = %s", True, "quoted string"),
+    ],
+)
+def test_parameters_the_placeholders_did_not_make_are_refused(
+    query: str, with_params: bool, named: str
+) -> None:
+    split = split_placeholders(query) if with_params else verbatim(query)
+    refusal = parameter_refusal(split)
+    assert refusal is not None
+    assert named in refusal.message()
+
+
+def test_the_placeholders_own_parameters_are_fine() -> None:
+    assert parameter_refusal(split_placeholders("SELECT %(a)s, %(a)s, '$x$'")) is None
+    assert parameter_refusal(verbatim("SELECT '$1' AS literal")) is None

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
-from psycopg.adapt import Transformer
 from psycopg import pq
+from psycopg.adapt import Transformer
 from psycopg.generators import fetch_many, send
 from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult

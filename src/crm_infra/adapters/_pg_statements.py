@@ -35,7 +35,7 @@ from psycopg.adapt import PyFormat
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
-from crm_infra._sql_guard import Refusal, user_sql_verdict
+from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
 from crm_infra._sql_params import SplitQuery, bind_order, split_placeholders, verbatim
 from crm_infra.adapters._pg_errors import ResultLoadError
 from crm_infra.adapters._pg_pipeline import PipelineState, Step, run_pipelined, statement_name
@@ -94,37 +94,14 @@ def _user_statement(query: str, with_params: bool) -> _UserStatement:
     split = split_placeholders(query) if with_params else verbatim(query)
     verdict = user_sql_verdict(split.text)
     refusal = verdict.refusal
-    if refusal is None and verdict.syntax_error is None and _own_dollar_parameters(split):
-        refusal = Refusal(
-            "$n placeholders of its own",
-            "",
-            "would take values meant for the %s placeholders; write %s (or %(name)s) for "
-            "every value and pass them as params",
-        )
+    if refusal is None and verdict.syntax_error is None:
+        refusal = parameter_refusal(split)
     found = _UserStatement(split, split.text.encode(), refusal, verdict.syntax_error)
     with _STATEMENTS_LOCK:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             _STATEMENTS.clear()  # generated SQL texts could otherwise grow it forever
         _STATEMENTS[key] = found
     return found
-
-
-def _own_dollar_parameters(split: SplitQuery) -> bool:
-    """Return True when the caller's SQL holds ``$n`` parameters of its own (besides what
-    ``%s`` became): the server would bind them to the wrong values, or to none."""
-    if not split.keys:
-        return "$" in split.text and _has_parameters(split.text)
-    return _has_parameters(split.text, expected=split.count)
-
-
-def _has_parameters(text: str, expected: int = 0) -> bool:
-    from pglast.parser import ParseError, scan  # noqa: PLC0415 - only for texts with a "$"
-
-    try:
-        found = [t for t in scan(text) if t.name == "PARAM"]
-    except ParseError:
-        return False
-    return len(found) != expected if expected else bool(found)
 
 
 class Checked(NamedTuple):

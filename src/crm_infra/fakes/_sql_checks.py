@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 from pglast.parser import ParseError, scan
 
-from crm_infra._sql_guard import Refusal, user_sql_verdict
+from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
 from crm_infra._sql_params import SplitQuery, split_placeholders, verbatim
 
 __all__ = ["CheckedSql", "InternalNames", "RefusedSql", "UserSqlChecker", "written_spelling"]
@@ -110,7 +110,8 @@ class UserSqlChecker:
         verdict = user_sql_verdict(split.text)
         refusal = verdict.refusal
         if refusal is None and verdict.syntax_error is None:
-            refusal = _own_parameters(split) or self._internal_name(split.text, verdict.identifiers)
+            refusal = parameter_refusal(split)
+            refusal = refusal or self._internal_name(split.text, verdict.identifiers)
         found = CheckedSql(
             split,
             kind=verdict.kind if refusal is None else "",
@@ -130,26 +131,6 @@ class UserSqlChecker:
         why = self.internal.why(name)
         assert why is not None  # first_used found it internal
         return Refusal(written_spelling(text, name), name.lower(), why)
-
-
-def _own_parameters(split: SplitQuery) -> Refusal | None:
-    """Refuse ``$n`` parameters of the caller's own, as ``PostgresClient`` does: besides what
-    ``%s`` became, the server would bind them to the wrong values, or to none."""
-    text = split.text
-    if "$" not in text:
-        return None
-    try:
-        found = sum(1 for token in scan(text) if token.name == "PARAM")
-    except ParseError:  # pragma: no cover - the text parsed already
-        return None
-    if found == (split.count if split.keys else 0):
-        return None
-    return Refusal(
-        "$n placeholders of its own",
-        "",
-        "would take values meant for the %s placeholders; write %s (or %(name)s) for every "
-        "value and pass them as params",
-    )
 
 
 def written_spelling(text: str, name: str) -> str:
