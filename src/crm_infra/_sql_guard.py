@@ -74,12 +74,22 @@ _DENIED_FUNCTIONS: dict[str, str] = {
     "cursor_to_xml": "reads a cursor of the session by name",
     "cursor_to_xmlschema": "reads a cursor of the session by name",
     "ts_stat": _RUNS_SQL_TEXT,
+    "setseed": "seeds the session's random numbers, which " + _OUTLIVES_THE_CALL,
+    "lastval": "reads what an earlier call on the pooled connection left in the session",
+    "currval": "reads what an earlier call on the pooled connection left in the session",
 }
-_DENIED_PREFIXES: dict[str, str] = {
-    "dblink": "opens or uses another database connection",
-    "lo_": "works on large objects, which have no row-level security and outlive the call",
-}
-_LARGE_OBJECT_IO = frozenset({"loread", "lowrite"})
+_LARGE_OBJECTS = "works on large objects, which have no row-level security and outlive the call"
+_DENIED_FUNCTIONS.update(
+    dict.fromkeys(
+        (
+            "lo_open", "lo_close", "lo_creat", "lo_create", "lo_import", "lo_export",
+            "lo_unlink", "lo_put", "lo_get", "lo_from_bytea", "lo_lseek", "lo_lseek64",
+            "lo_tell", "lo_tell64", "lo_truncate", "lo_truncate64", "loread", "lowrite",
+        ),
+        _LARGE_OBJECTS,
+    )
+)
+_DENIED_PREFIXES: dict[str, str] = {"dblink": "opens or uses another database connection"}
 
 # Statements refused wherever they appear, with why; named as the user wrote them.
 _DENIED_STATEMENTS: dict[str, str] = {
@@ -265,6 +275,8 @@ def _first_denied(text: str, tree: ast.Node, start: int) -> Refusal | None:
 def _denied(text: str, node: ast.Node) -> Refusal | None:
     if isinstance(node, ast.FuncCall):
         return _denied_function(text, node)
+    if isinstance(node, ast.ColumnRef | ast.A_Indirection):
+        return _denied_attribute(text, node)
     if isinstance(node, ast.VariableSetStmt):
         return _denied_setting(node)
     kind = type(node).__name__
@@ -297,17 +309,50 @@ def _denied_function(text: str, node: ast.FuncCall) -> Refusal | None:
     if not parts:
         return None
     name = parts[-1].lower()
-    reason = _DENIED_FUNCTIONS.get(name)
-    if reason is None and name in _LARGE_OBJECT_IO:
-        reason = _DENIED_PREFIXES["lo_"]
+    reason = _denied_name(name)
     if reason is None and name == "ts_rewrite" and len(node.args or ()) == 2:
         reason = _RUNS_SQL_TEXT  # ts_rewrite(query, 'SELECT ...') runs the SELECT
-    if reason is None:
-        reason = next((r for p, r in _DENIED_PREFIXES.items() if name.startswith(p)), None)
     if reason is None:
         return None
     written = _written_name(text, node.location) or ".".join(parts)
     return Refusal(written, name, reason)
+
+
+def _denied_name(name: str) -> str | None:
+    reason = _DENIED_FUNCTIONS.get(name)
+    if reason is None:
+        reason = next((r for p, r in _DENIED_PREFIXES.items() if name.startswith(p)), None)
+    return reason
+
+
+def _denied_attribute(text: str, node: ast.ColumnRef | ast.A_Indirection) -> Refusal | None:
+    """PostgreSQL reads ``x.f`` and ``(x).f`` as the call ``f(x)`` when ``x`` is no table
+    but a value and ``f`` a one-argument function (``(42::bigint).pg_advisory_lock``): a
+    name after the first in a column reference, or in an indirection, is checked as a call."""
+    if isinstance(node, ast.ColumnRef):
+        names = list(node.fields or ())[1:]
+    else:
+        names = list(node.indirection or ())
+    for part in names:
+        if not isinstance(part, ast.String):
+            continue
+        name = (part.sval or "").lower()
+        reason = _denied_name(name)
+        if reason is not None:
+            location = getattr(node, "location", None)  # a ColumnRef's; an indirection has none
+            found = _name_token(text, location if isinstance(location, int) else 0, name)
+            if found is None:
+                written = name
+            elif isinstance(location, int):
+                written = text[location : found[1]]  # t.pg_advisory_lock
+            else:
+                written = "(...)." + text[found[0] : found[1]]
+            return Refusal(
+                written,
+                name,
+                reason + " (written as a field, it is a call of the function)",
+            )
+    return None
 
 
 def _denied_setting(node: ast.VariableSetStmt) -> Refusal:
@@ -380,6 +425,20 @@ def _written_name(text: str, location: int | None) -> str:
             break
         out.append(char)
     return "".join(out).strip()
+
+
+def _name_token(text: str, start: int, name: str) -> tuple[int, int] | None:
+    """Where the first token from ``start`` that reads as ``name`` (any case, quoted or not)
+    begins and ends in ``text``."""
+    try:
+        tokens = scan(text[start : start + 2000])
+    except ParseError:  # pragma: no cover - the text parsed already
+        return None
+    for token in tokens:
+        word = text[start + token.start : start + token.end + 1]
+        if word.strip('"').lower() == name:
+            return start + token.start, start + token.end + 1
+    return None
 
 
 def _leading_words(text: str, start: int, count: int, *, names: bool = False) -> str:
