@@ -728,6 +728,12 @@ for name, sql in {
     "internal-union":
         "SELECT name FROM contacts UNION ALL SELECT name FROM _t_contacts WHERE EXISTS "
         "(WITH _t_contacts AS (SELECT 1) SELECT 1 FROM _t_contacts)",
+    "internal-scalar-beside-cte":
+        "SELECT (SELECT max(name) FROM _t_contacts) AS n FROM contacts WHERE EXISTS "
+        "(WITH _t_contacts AS (SELECT 1) SELECT 1 FROM _t_contacts)",
+    "internal-count-beside-cte":
+        "SELECT (SELECT count(*) FROM _t_tickets) AS n WHERE EXISTS "
+        "(WITH _t_tickets AS (SELECT 1) SELECT 1 FROM _t_tickets)",
     "internal-insert-target": "INSERT INTO _t_contacts (user_id, name) VALUES ('<B>', 'x')",
     "internal-update-target": "UPDATE _t_contacts SET name = 'hijacked'",
     "internal-delete-target": "DELETE FROM _t_tickets",
