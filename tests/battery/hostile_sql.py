@@ -1000,6 +1000,16 @@ _entry(
     params=("x",),
     note="$n of its own would take values meant for the %s placeholders",
 )
+for name, sql, params in (
+    ("param-quote-or", "SELECT name FROM contacts WHERE name = %s", ("' OR '1'='1",)),
+    ("param-stacked", "SELECT name FROM contacts WHERE name = %s",
+     ("x'; SELECT set_config('app.current_user_id', '<B>', false); --",)),
+    ("param-b-ids", "SELECT name FROM contacts WHERE id = ANY(%s)",
+     ([B_CONTACT, B_CONTACT_2],)),
+    ("param-b-user", "SELECT name FROM contacts WHERE user_id = %s::uuid", ("<B>",)),
+):
+    # Values travel as protocol parameters: they can only ever be values.
+    _entry(f"inject:{name}", sql, ROWS, params=params, rows=[])
 _entry("inject:dollar-parameter-without-params",
        "SELECT name FROM contacts WHERE user_id = $1")
 _entry("inject:percent-without-params", "SELECT name FROM contacts WHERE name = '%s'", ROWS,
