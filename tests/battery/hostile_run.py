@@ -33,6 +33,7 @@ __all__ = [
     "Result",
     "Snapshot",
     "changed",
+    "clear_rows",
     "leak_problems",
     "outcome_problems",
     "reset_rows",
@@ -94,10 +95,15 @@ def run(db: Backend, entry: Hostile, mode: str) -> Result:
     return Result(mode, rows, None, None if me is None else str(me))
 
 
-def reset_rows(db: Backend) -> None:
-    """Put the rows of :data:`SEED` back, exactly (ids and times included), and nothing else."""
+def clear_rows(db: Backend) -> None:
+    """Delete every row of every CRM table."""
     for table in reversed(TABLES):
         db.execute_admin(f"DELETE FROM {table}")
+
+
+def reset_rows(db: Backend) -> None:
+    """Put the rows of :data:`SEED` back, exactly (ids and times included), and nothing else."""
+    clear_rows(db)
     for table in TABLES:
         rows = SEED[table]
         columns = list(rows[0])

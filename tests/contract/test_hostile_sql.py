@@ -32,6 +32,7 @@ from tests.battery.hostile_run import (
     WHO,
     Backend,
     changed,
+    clear_rows,
     leak_problems,
     outcome_problems,
     reset_rows,
@@ -144,6 +145,7 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     try:
         yield built
     finally:
+        clear_rows(built.db)  # the database is the session's: leave no rows of this module
         built.db.close()
 
 
