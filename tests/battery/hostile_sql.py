@@ -1029,11 +1029,29 @@ def by_category() -> dict[str, int]:
     return counts
 
 
+# Entries whose rows are SQL texts the session (or the login role) sent: the texts of A's own
+# earlier entries, which name B's ids, are A's, not B's.
+_SHOWS_SENT_TEXT = frozenset(
+    {
+        "catalog:prepared-statements-all",
+        "catalog:stat-activity-same-role",
+        "catalog:stat-activity-bystander",
+        "catalog:cursors",
+        "catalog:current-query",
+        "catalog:stat-statements",
+        "repro:catalog-prepared-statements",
+        "repro:catalog-stat-activity",
+    }
+)
+
+
 def b_secrets_hidden_from(entry: Hostile) -> list[str]:
     """Return B's values (those holding :data:`B_MARKER`) and B's row ids that ``entry``
     does not write itself, lowercase: A may never be shown them, nor find them in its own
-    rows. (A text that guesses a value, ``LIKE 'bsecret%'``, is A's own, not B's.)"""
-    text = (entry.sql + " " + " ".join(map(str, entry.params))).lower()
+    rows. (A text that guesses a value, ``LIKE 'bsecret%'``, is A's own, not B's.) For an
+    entry that reads sent SQL texts, what any entry of the corpus writes is A's own."""
+    entries = CORPUS if entry.id in _SHOWS_SENT_TEXT else [entry]
+    text = " ".join(e.sql + " " + " ".join(map(str, e.params)) for e in entries).lower()
     values = [
         str(value).lower()
         for table in ("contacts", "addresses", "tickets")

@@ -42,6 +42,7 @@ from tests.battery.hostile_run import (
 )
 from tests.battery.hostile_sql import CORPUS, SEED, USER_A, USER_B, Hostile, by_category
 from tests.contract.conftest import DB_BACKENDS, REAL_BACKENDS
+from tests.fixtures.pgbouncer import PgBouncer
 
 _BY_ID = {entry.id: entry for entry in CORPUS}
 _B_ROWS = sorted(
@@ -123,10 +124,26 @@ def _postgres(request: pytest.FixtureRequest) -> Callable[[], Backend]:
     return build
 
 
+def _through_pgbouncer(request: pytest.FixtureRequest) -> Callable[[], Backend]:
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+
+    def build() -> Backend:
+        return PostgresClient(
+            bouncer.app_url,
+            1,
+            min_pool_size=1,
+            admin_connection_url=bouncer.admin_url,
+            statement_timeout=5.0,
+        )
+
+    return build
+
+
 # One builder per backend of conftest.DB_BACKENDS, at module scope (see the module docstring).
 _BUILDERS: dict[str, Callable[[pytest.FixtureRequest], Callable[[], Backend]]] = {
     "memory": lambda _request: _memory,
     "postgres": _postgres,
+    "pgbouncer": _through_pgbouncer,
 }
 
 

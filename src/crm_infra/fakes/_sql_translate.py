@@ -155,6 +155,18 @@ def _written_name(node: exp.Func) -> str:
     return match.group(1).lower()
 
 
+_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+_WRITES = (exp.Insert, exp.Update, exp.Delete)
+
+
+def _system_catalog(table: exp.Table) -> bool:
+    """PostgreSQL's own relations (``pg_roles``, ``pg_catalog.pg_class``,
+    ``information_schema.tables``...), which the fake has none of."""
+    db = table.args.get("db")
+    schema = db.name.lower() if isinstance(db, exp.Identifier) else ""
+    return schema in _SYSTEM_SCHEMAS or (not schema and table.name.lower().startswith("pg_"))
+
+
 def _inside_any(node: exp.Expr) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
@@ -485,6 +497,10 @@ class Translator:
                 raise refuse("DISTINCT ON")
             if isinstance(node, exp.With) and node.args.get("recursive"):
                 raise refuse("WITH RECURSIVE")
+            if isinstance(node, exp.CTE) and isinstance(node.this, _WRITES):
+                raise refuse("WITH queries that write (INSERT, UPDATE or DELETE inside WITH)")
+            if isinstance(node, exp.Table) and _system_catalog(node):
+                raise refuse(f"the system catalog {node.sql('postgres')}")
             if isinstance(node, exp.Any) and not isinstance(node.parent, exp.EQ):
                 raise refuse("ANY(...) with an operator other than =")
             if isinstance(node, exp.All) and not isinstance(node.parent, exp.NEQ):
