@@ -126,6 +126,31 @@ def test_execute_costs_one_round_trip(
     assert proxy.turns == 3
 
 
+def test_a_direct_connection_binds_its_set_user_statement_without_parsing_it(
+    counted: tuple[PostgresClient, RoundTripCounter],
+) -> None:
+    """The unnamed set-user statement is parsed once per connection: no SQL can replace it
+    (only a client's Parse can), and the client knows every message it sent. Anything else
+    sent on the connection (a health check's simple query) makes the next call parse it again.
+    """
+    client, proxy = counted
+    user = make_user(client)
+    query = "SELECT count(*) AS n FROM contacts WHERE name = %s"
+    client.execute(query, ("x",), user_id=user)
+    proxy.reset()
+    for name in ("a", "b", "c"):
+        assert client.execute_scalar(query, (name,), user_id=uuid4()) == 0
+    assert proxy.sent_messages()["P"] == 0  # bound, never parsed again
+    assert proxy.sent_messages()["B"] == 6  # the user, then the statement, three times
+    client.health_check()
+    proxy.reset()
+    me = client.execute_scalar(
+        "SELECT current_setting('app.current_user_id') AS me", user_id=user
+    )
+    assert me == str(user)
+    assert proxy.sent_messages()["P"] == 2  # the set-user statement again, and this one
+
+
 def test_a_transaction_costs_one_round_trip_per_statement_plus_commit(
     counted: tuple[PostgresClient, RoundTripCounter],
 ) -> None:

@@ -186,10 +186,18 @@ def test_sql_text_that_cannot_be_encoded_keeps_the_connection(client: PostgresCl
 
 
 def _interrupt_after(call_name: str) -> Callable[[FrameType, str, object], Any]:
-    """A trace function raising KeyboardInterrupt right after ``run_pipelined`` calls
+    """A trace function raising KeyboardInterrupt right after the pipeline's code calls
     ``pgconn.<call_name>`` (where a signal handler's exception can arrive: CPython runs
     handlers after a C call returns)."""
-    code = _pg_pipeline.run_pipelined.__code__
+    functions = (  # the statement's own messages first: they are sent in every call
+        _pg_pipeline._send_statement,
+        _pg_pipeline.run_pipelined,
+    )
+    code = next(
+        f.__code__
+        for f in functions
+        if any(ins.argval == call_name for ins in dis.get_instructions(f.__code__))
+    )
     instructions = list(dis.get_instructions(code))
     start = next(i for i, ins in enumerate(instructions) if ins.argval == call_name)
     call = next(i for i in range(start, len(instructions)) if instructions[i].opname == "CALL")

@@ -6,9 +6,13 @@ connection's ``pgconn``::
     [head statements]  set-user (unnamed)  [Close S]  [Parse S]  Bind/Execute S(values)  Sync
 
 The set-user statement (``set_config('app.current_user_id', $1, true)``, with the statement
-timeout beside it) is parsed afresh, unnamed, in every call: no SQL that ran earlier in the
-session (or, behind PgBouncer, in another client's transaction) could have replaced it, so
-nothing in a pooled session decides who a call runs as. ``S`` is the caller's statement under
+timeout beside it) is the UNNAMED statement, which no SQL can create, replace or drop (SQL's
+``PREPARE`` and ``DEALLOCATE`` know named statements only): only a protocol-level Parse from a
+client can. So nothing in a pooled session decides who a call runs as. Behind a pooler (where
+other clients share the server session) it is parsed in every call; on a direct connection,
+whose only client is this one, the client knows whether its last unnamed Parse was the
+set-user statement and then binds it again without parsing (the proof the cached statement is
+untouched), which costs what a named statement costs. ``S`` is the caller's statement under
 a content-addressed name (:func:`statement_name`), so a server connection that has a statement
 of that name has the same statement; its plan is reused. Values travel as protocol
 parameters, never inside SQL text.
@@ -56,10 +60,12 @@ __all__ = [
 # Unnamed, parsed in every call (see the module docstring). The backend's pid comes back so
 # that the client can tell a direct connection (the pid it was given at connect time) from a
 # pooler's (PgBouncer hands out its own), which decides how far its statement cache is known.
-SET_USER = b"SELECT set_config('app.current_user_id', $1, true), pg_backend_pid()"
+SET_USER = (
+    b"SELECT set_config('app.current_user_id', $1, true) AS crm_user, pg_backend_pid() AS crm_pid"
+)
 SET_USER_AND_TIMEOUT = (
-    b"SELECT set_config('app.current_user_id', $1, true), "
-    b"set_config('statement_timeout', $2, true), pg_backend_pid()"
+    b"SELECT set_config('app.current_user_id', $1, true) AS crm_user, "
+    b"set_config('statement_timeout', $2, true), pg_backend_pid() AS crm_pid"
 )
 _TEXT_OID = 25
 # The protocol's Close message (libpq 17+; psycopg's binary wheel bundles a newer libpq) drops
@@ -103,13 +109,17 @@ class Step:
 
 class Outcome(NamedTuple):
     """What one pipelined call gave: its rows, or the error the server answered with and
-    the step it answered it to; the backend's pid when the set-user statement ran."""
+    the step it answered it to; the backend's pid when the set-user statement ran, and
+    whether the unnamed statement is the set-user statement after the call."""
 
     rows: list[Row]
     error: psycopg.Error | None
     failed: str | None  # a Step, when error
     pid: int | None
     parsed: bool  # the Parse of the statement succeeded in this call
+    # The unnamed statement after the call: the set-user statement (True), another or none
+    # (False), or as it was before (None: nothing went unnamed).
+    unnamed_sets_user: bool | None = False
 
 
 def run_pipelined(
@@ -118,6 +128,7 @@ def run_pipelined(
     *,
     head: Sequence[bytes] = (),
     set_user: Sequence[bytes] | None = None,
+    rebind_set_user: bool = False,
     after: Sequence[bytes] = (),
     name: bytes,
     sql: bytes,
@@ -133,6 +144,8 @@ def run_pipelined(
         state: the connection's :class:`PipelineState`.
         head: statements without parameters to run first (``BEGIN``...).
         set_user: the set-user statement's values (user id[, timeout]), or None to set none.
+        rebind_set_user: the unnamed statement is known to be the set-user statement of
+            this shape: bind it without parsing.
         after: statements without parameters to run after the user setting (savepoints).
         name: the statement's name; ``b""`` runs it unnamed (parsed in this call).
         sql: the statement's text with ``$n`` placeholders.
@@ -149,39 +162,23 @@ def run_pipelined(
             fails (the caller encodes and dumps before calling).
     """
     pgconn = conn.pgconn
-    steps: list[str] = []
     try:
         pgconn.enter_pipeline_mode()
-        for statement in head:
-            pgconn.send_query_params(statement, None)
-            steps.append(Step.HEAD)
-        if set_user is not None:
-            pgconn.send_query_params(
-                SET_USER if len(set_user) == 1 else SET_USER_AND_TIMEOUT,
-                set_user,
-                param_types=[_TEXT_OID] * len(set_user),
-            )
-            steps.append(Step.SET_USER)
-        for statement in after:
-            pgconn.send_query_params(statement, None)
-            steps.append(Step.HEAD)
-        if not name:
-            pgconn.send_query_params(sql, params, param_types=oids)
-        else:
-            if close:
-                if _CLOSE_MESSAGE:
-                    pgconn.send_close_prepared(name)
-                else:
-                    pgconn.send_query_params(b"DEALLOCATE " + name, None)
-                steps.append(Step.CLOSE)
-            if parse:
-                pgconn.send_prepare(name, sql, param_types=oids)
-                steps.append(Step.PARSE)
-            pgconn.send_query_prepared(name, params)
-        steps.append(Step.RUN)
+        steps = _send_head(pgconn, head, set_user, rebind_set_user, after)
+        _send_statement(
+            pgconn, steps, name, sql=sql, oids=oids, params=params, parse=parse, close=close
+        )
         pgconn.pipeline_sync()
         results = conn.wait(_exchange(pgconn, len(steps)))
         pgconn.exit_pipeline_mode()
+        # What the unnamed statement is now: the set-user statement, when nothing after it
+        # went unnamed and it ran; as before, when nothing went unnamed at all.
+        unnamed_after = bool(after) or not name or (close and not _CLOSE_MESSAGE)
+        if set_user is None:
+            keeps: bool | None = False if (head or unnamed_after) else None
+        else:
+            keeps = not unnamed_after
+        return _outcome(state, steps, results, keeps)
     except BaseException:
         # Interrupted or disconnected before the Sync was read: what the server still has
         # to say is unknown, so the connection cannot be used again. (One the server broke
@@ -189,23 +186,97 @@ def run_pipelined(
         if not conn.closed:
             conn.close()
         raise
-    return _outcome(state, steps, results)
 
 
-def _outcome(state: PipelineState, steps: list[str], results: list[PGresult]) -> Outcome:
+def _send_head(
+    pgconn: PGconn,
+    head: Sequence[bytes],
+    set_user: Sequence[bytes] | None,
+    rebind_set_user: bool,
+    after: Sequence[bytes],
+) -> list[str]:
+    steps: list[str] = []
+    for statement in head:
+        pgconn.send_query_params(statement, None)
+        steps.append(Step.HEAD)
+    if set_user is not None:
+        if rebind_set_user:
+            pgconn.send_query_prepared(b"", set_user)
+        else:
+            pgconn.send_query_params(
+                SET_USER if len(set_user) == 1 else SET_USER_AND_TIMEOUT,
+                set_user,
+                param_types=[_TEXT_OID] * len(set_user),
+            )
+        steps.append(Step.SET_USER)
+    for statement in after:
+        pgconn.send_query_params(statement, None)
+        steps.append(Step.HEAD)
+    return steps
+
+
+def _send_statement(
+    pgconn: PGconn,
+    steps: list[str],
+    name: bytes,
+    *,
+    sql: bytes,
+    oids: Sequence[int],
+    params: Sequence[bytes | None] | None,
+    parse: bool,
+    close: bool,
+) -> None:
+    if not name:
+        pgconn.send_query_params(sql, params, param_types=oids)
+    else:
+        if close:
+            if _CLOSE_MESSAGE:
+                pgconn.send_close_prepared(name)
+            else:
+                pgconn.send_query_params(b"DEALLOCATE " + name, None)
+            steps.append(Step.CLOSE)
+        if parse:
+            pgconn.send_prepare(name, sql, param_types=oids)
+            steps.append(Step.PARSE)
+        pgconn.send_query_prepared(name, params)
+    steps.append(Step.RUN)
+
+
+def _outcome(
+    state: PipelineState, steps: list[str], results: list[PGresult], keeps: bool | None
+) -> Outcome:
     pid = None
     parsed = False
     for step, result in zip(steps, results, strict=True):
         status = result.status
         if status == ExecStatus.FATAL_ERROR:
             error = pg_errors.error_from_result(result, encoding=state.encoding)
-            return Outcome([], error, step, pid, parsed)
-        if step == Step.SET_USER and status == ExecStatus.TUPLES_OK and result.ntuples:
-            value = result.get_value(0, result.nfields - 1)
-            pid = int(value) if value is not None else None
+            if keeps:
+                keeps = pid is not None  # it ran: the failure came after it
+            return Outcome([], error, step, pid, parsed, keeps)
+        if step == Step.SET_USER:
+            pid = _set_user_pid(result)
         elif step == Step.PARSE:
             parsed = status == ExecStatus.COMMAND_OK
-    return Outcome(_rows(state.transformer, results[-1], state.encoding), None, None, pid, parsed)
+    rows = _rows(state.transformer, results[-1], state.encoding)
+    return Outcome(rows, None, None, pid, parsed, keeps)
+
+
+def _set_user_pid(result: PGresult) -> int:
+    """The backend's pid from the set-user statement's row, which must be that statement's
+    (a check on the client's own bookkeeping of the unnamed statement)."""
+    if (
+        result.status != ExecStatus.TUPLES_OK
+        or result.ntuples != 1
+        or result.fname(0) != b"crm_user"
+        or result.fname(result.nfields - 1) != b"crm_pid"
+    ):
+        raise psycopg.InternalError(
+            "the statement that sets the user answered as another statement; the connection "
+            "is closed"
+        )
+    value = result.get_value(0, result.nfields - 1)
+    return int(value or b"0")
 
 
 def _exchange(pgconn: PGconn, expected: int) -> Generator[Any, Any, list[PGresult]]:

@@ -38,7 +38,13 @@ from psycopg.rows import DictRow
 from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
 from crm_infra._sql_params import SplitQuery, bind_order, split_placeholders, verbatim
 from crm_infra.adapters._pg_errors import ResultLoadError
-from crm_infra.adapters._pg_pipeline import PipelineState, Step, run_pipelined, statement_name
+from crm_infra.adapters._pg_pipeline import (
+    Outcome,
+    PipelineState,
+    Step,
+    run_pipelined,
+    statement_name,
+)
 from crm_infra.ports import Params, Row
 
 __all__ = [
@@ -164,14 +170,18 @@ def prepare_call(state: ConnState, checked: Checked) -> Call:
 class ConnState:
     """What the client knows about one pooled connection: the statements it has (exactly on
     a direct connection, as a hint behind a pooler), those whose plan went stale, whether it
-    is direct, and when it was last handed back (for the idle health check)."""
+    is direct, whether its unnamed statement is the set-user statement, and when it was last
+    handed back (for the idle health check)."""
 
-    __slots__ = ("direct", "last_used", "names", "pipeline", "stale")
+    __slots__ = ("direct", "last_used", "names", "pipeline", "stale", "unnamed_sets_user")
 
     def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
         self.names: set[bytes] = set()
         self.stale: set[bytes] = set()
         self.direct = False  # until a call shows the server's pid is the one we connected to
+        # Only this client's own messages can change the unnamed statement of a direct
+        # connection (SQL cannot): every send outside the pipeline clears this.
+        self.unnamed_sets_user = False
         self.last_used = time.monotonic()
         self.pipeline = PipelineState(conn)
 
@@ -199,6 +209,13 @@ class StatementCache:
                     del self._by_conn[old]
                 entry = self._by_conn.setdefault(conn, ConnState(conn))
         return entry
+
+    def unnamed_lost(self, conn: psycopg.Connection[DictRow]) -> None:
+        """Note that ``conn`` is about to be used outside the pipeline (a simple query, a
+        ping...), which may replace or drop its unnamed statement."""
+        entry = self._by_conn.get(conn)
+        if entry is not None:
+            entry.unnamed_sets_user = False
 
     def forget(self, conn: psycopg.Connection[DictRow]) -> None:
         """Drop what is known about ``conn``'s prepared statements."""
@@ -237,11 +254,14 @@ class StatementCache:
         parse, close = not known, name in state.stale
         sent_head = tuple(head)
         for attempt in range(_MAX_ATTEMPTS):
+            # Parsed afresh unless provably the set-user statement (see _pg_pipeline).
+            rebind = state.direct and state.unnamed_sets_user and not sent_head
             outcome = run_pipelined(
                 conn,
                 state.pipeline,
                 head=sent_head,
                 set_user=set_user,
+                rebind_set_user=rebind,
                 after=after,
                 name=name,
                 sql=call.sql,
@@ -250,17 +270,16 @@ class StatementCache:
                 parse=parse,
                 close=close,
             )
-            if outcome.pid is not None:
-                state.direct = outcome.pid == conn.pgconn.backend_pid
-            if name and (outcome.parsed or outcome.error is None):
-                state.names.add(name)
-                state.stale.discard(name)
-                if confirmed is not None:
-                    confirmed.add(name)
+            _learn(conn, state, outcome, name, confirmed)
             error = outcome.error
             if error is None:
                 return outcome.rows
-            again = _nothing_ran(outcome.failed, error) if name else None
+            if rebind and outcome.failed == Step.SET_USER:
+                # Not the statement the client took it for (nothing of the call ran): parse
+                # it afresh. A bug of the client's own, never a wrong user.
+                again: tuple[bool, bool] | None = (parse, close)
+            else:
+                again = _nothing_ran(outcome.failed, error) if name else None
             if again is None or attempt == _MAX_ATTEMPTS - 1:
                 self._note_failure(state, name, outcome.failed, error)
                 raise error
@@ -313,10 +332,7 @@ class StatementCache:
             parse=parse,
             close=stale,
         )
-        if name and (outcome.parsed or outcome.error is None):
-            state.names.add(name)
-            state.stale.discard(name)
-            confirmed.add(name)
+        _learn(conn, state, outcome, name, confirmed)
         if outcome.error is not None:
             self._note_failure(state, name, outcome.failed, outcome.error)
             raise outcome.error
@@ -333,6 +349,25 @@ class StatementCache:
         elif error.sqlstate == "26000" and step in (Step.RUN, Step.CLOSE):
             state.names.discard(name)
             state.stale.discard(name)
+
+
+def _learn(
+    conn: psycopg.Connection[DictRow],
+    state: ConnState,
+    outcome: Outcome,
+    name: bytes,
+    confirmed: set[bytes] | None,
+) -> None:
+    """Record what a pipeline showed about the connection."""
+    if outcome.pid is not None:
+        state.direct = outcome.pid == conn.pgconn.backend_pid
+    if outcome.unnamed_sets_user is not None:
+        state.unnamed_sets_user = outcome.unnamed_sets_user
+    if name and (outcome.parsed or outcome.error is None):
+        state.names.add(name)
+        state.stale.discard(name)
+        if confirmed is not None:
+            confirmed.add(name)
 
 
 def _nothing_ran(step: str | None, error: psycopg.Error) -> tuple[bool, bool] | None:

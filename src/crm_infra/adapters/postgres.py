@@ -385,6 +385,7 @@ class PostgresClient:
         # round trips of every execute.
         if time.monotonic() - self._statements.state(conn).last_used <= self._health_check_interval:
             return
+        self._statements.unnamed_lost(conn)
         try:
             with self._short_watchdog.guard(conn, "health check of a pooled connection"):
                 ConnectionPool.check_connection(conn)
@@ -404,6 +405,7 @@ class PostgresClient:
         transaction() block left open say), under the short deadline; close ``conn`` if that
         fails."""
         what = "rollback before returning a connection"
+        self._statements.unnamed_lost(conn)
         try:
             with self._short_watchdog.guard(conn, what):
                 conn.rollback()
@@ -727,6 +729,7 @@ class PostgresClient:
             raise aborted
         if not state.begun:
             return
+        self._statements.unnamed_lost(conn)  # what follows goes as simple queries
         with translate_errors(op, self._secrets):
             pending, state.pending = b"".join(s + b"; " for s in state.pending), []
             if pending and conn.info.transaction_status == TransactionStatus.INERROR:
@@ -786,6 +789,7 @@ class PostgresClient:
             self._borrow(self._pool, "health_check") as conn,
             self._short_watchdog.guard(conn, "health_check"),
         ):
+            self._statements.unnamed_lost(conn)
             conn.execute("SELECT 1")
         return True
 
@@ -903,6 +907,7 @@ class PostgresClient:
         uid = resolve_user_id(user_id)
         op = "connection"
         with self._borrow(self._pool, op, raw=True) as conn:
+            self._statements.unnamed_lost(conn)  # closed afterwards anyway
             with translate_errors(op, self._secrets), self._short_watchdog.guard(conn, op):
                 conn.execute("BEGIN")
                 timeout = self._timeout_value
