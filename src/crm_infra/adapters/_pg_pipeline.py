@@ -38,6 +38,7 @@ import psycopg
 from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.abc import Buffer
 from psycopg.adapt import Transformer
 from psycopg.generators import fetch_many, send
 from psycopg.pq import ExecStatus
@@ -133,7 +134,7 @@ def run_pipelined(
     name: bytes,
     sql: bytes,
     oids: Sequence[int],
-    params: Sequence[bytes | None] | None,
+    params: Sequence[Buffer | None] | None,
     parse: bool,
     close: bool = False,
 ) -> Outcome:
@@ -222,7 +223,7 @@ def _send_statement(
     *,
     sql: bytes,
     oids: Sequence[int],
-    params: Sequence[bytes | None] | None,
+    params: Sequence[Buffer | None] | None,
     parse: bool,
     close: bool,
 ) -> None:

@@ -31,12 +31,14 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.abc import Buffer
 from psycopg.adapt import PyFormat
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
 from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
 from crm_infra._sql_params import SplitQuery, bind_order, split_placeholders, verbatim
+from crm_infra._sql_text import untextable_reason
 from crm_infra.adapters._pg_errors import ResultLoadError
 from crm_infra.adapters._pg_pipeline import (
     Outcome,
@@ -54,6 +56,7 @@ __all__ = [
     "StatementCache",
     "SyntaxRefusal",
     "UnsafeSql",
+    "UntextableSql",
     "changed_shape",
     "check_call",
     "fetch_last",
@@ -78,11 +81,16 @@ class SyntaxRefusal(Exception):
     """User-scoped SQL PostgreSQL's grammar rejects; refused before any I/O."""
 
 
+class UntextableSql(Exception):
+    """SQL text the server cannot receive whole (see ``untextable_reason``)."""
+
+
 class _UserStatement(NamedTuple):
     split: SplitQuery
     sql: bytes
     refusal: Refusal | None
     syntax_error: str | None
+    untextable: str | None = None
 
 
 _STATEMENTS: dict[tuple[str, bool], _UserStatement] = {}
@@ -97,6 +105,9 @@ def _user_statement(query: str, with_params: bool) -> _UserStatement:
     found = _STATEMENTS.get(key)
     if found is not None:
         return found
+    untextable = untextable_reason(query)
+    if untextable is not None:  # not cached: such texts are not worth the room
+        return _UserStatement(verbatim(""), b"", None, None, untextable)
     split = split_placeholders(query) if with_params else verbatim(query)
     verdict = user_sql_verdict(split.text)
     refusal = verdict.refusal
@@ -123,19 +134,22 @@ class Call(NamedTuple):
     sql: bytes
     name: bytes
     oids: tuple[int, ...]
-    params: list[bytes | None] | None
+    params: Sequence[Buffer | None] | None
 
 
 def check_call(query: str, params: Params) -> Checked:
     """Check ``query`` and fit ``params`` to its placeholders; no connection is needed.
 
     Raises:
+        UntextableSql: the server cannot receive the text whole (a NUL byte...).
         UnsafeSql: the guard refuses the statement.
         SyntaxRefusal: PostgreSQL's grammar rejects it.
         crm_infra._sql_params.ClientSideError: placeholders and params do not fit.
         crm_infra._sql_params.ParamsShapeError: params of the wrong kind (a TypeError).
     """
     statement = _user_statement(query, bool(params))
+    if statement.untextable is not None:
+        raise UntextableSql(statement.untextable)
     if statement.refusal is not None:
         raise UnsafeSql(statement.refusal)
     if statement.syntax_error is not None:
@@ -155,7 +169,7 @@ def prepare_call(state: ConnState, checked: Checked) -> Call:
     if values is None:
         return Call(statement.sql, statement_name(statement.split.text, ()), (), None)
     tx = state.pipeline.transformer
-    dumped = tx.dump_sequence(values, [PyFormat.TEXT] * len(values))
+    dumped = tx.dump_sequence(values, _text_formats(len(values)))
     oids = list(tx.types or ())
     for i, value in enumerate(values):
         if type(value) is int:
@@ -163,8 +177,17 @@ def prepare_call(state: ConnState, checked: Checked) -> Call:
             # int8 by value): one statement, one plan. Documented: ``%s::int`` where needed.
             oids[i] = _INT8_OID if _INT8_MIN <= value <= _INT8_MAX else _NUMERIC_OID
     key = tuple(oids)
-    params = [None if value is None else bytes(value) for value in dumped]
-    return Call(statement.sql, statement_name(statement.split.text, key), key, params)
+    return Call(statement.sql, statement_name(statement.split.text, key), key, dumped)
+
+
+_TEXT_FORMATS: dict[int, list[PyFormat]] = {}
+
+
+def _text_formats(count: int) -> list[PyFormat]:
+    formats = _TEXT_FORMATS.get(count)
+    if formats is None:
+        formats = _TEXT_FORMATS.setdefault(count, [PyFormat.TEXT] * count)
+    return formats
 
 
 class ConnState:

@@ -64,6 +64,7 @@ from crm_infra.adapters._pg_statements import (
     StatementCache,
     SyntaxRefusal,
     UnsafeSql,
+    UntextableSql,
     check_call,
     fetch_last,
     prepare_call,
@@ -155,9 +156,11 @@ def _check(operation: str, query: str, params: Params) -> Checked:
         PostgresError: a syntax error, or placeholders that do not fit the params.
         PostgresParamsError: params of the wrong kind (also a TypeError).
     """
-    _refuse_untextable_sql(operation, query)
     try:
         return check_call(query, params)
+    except UntextableSql as exc:
+        op = describe(operation, shown(query))
+        raise PostgresInputError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
     except UnsafeSql as exc:
         op = describe(operation, shown(query))
         raise PostgresUnsafeQueryError(
