@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from crm_infra.adapters._pg_errors import (
+from crm_infra.adapters.postgres.errors import (
     password_of,
     translate_errors,
     translate_input_errors,

@@ -17,7 +17,7 @@ import pytest
 
 from crm_infra import secret_paths
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
-from crm_infra.adapters._pg_errors import password_of
+from crm_infra.adapters.postgres.errors import password_of
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from crm_infra.devservers.valkey import ValkeyDevServer

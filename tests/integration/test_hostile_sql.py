@@ -41,7 +41,7 @@ from crm_infra import (
     UnsafeQueryError,
 )
 from crm_infra.adapters import PostgresClient
-from crm_infra.adapters._pg_pipeline import statement_name
+from crm_infra.adapters.postgres.pipeline import statement_name
 from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
 from crm_infra.migrations import apply_migrations
 from tests.battery.hostile_run import (

@@ -18,7 +18,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
 from crm_infra.adapters import PostgresClient
-from crm_infra.adapters._pg_roles import (
+from crm_infra.adapters.postgres.roles import (
     LARGE_OBJECT_WRITERS,
     REVOKED_FUNCTIONS,
     SERVER_FILE_FUNCTIONS,

@@ -26,8 +26,9 @@ from crm_infra import (
     TransactionUsageError,
     UnsafeQueryError,
 )
-from crm_infra.adapters import PostgresClient, _pg_pipeline
-from crm_infra.adapters._pg_statements import StatementCache, check_call, prepare_call
+from crm_infra.adapters import PostgresClient
+from crm_infra.adapters.postgres import pipeline as _pg_pipeline
+from crm_infra.adapters.postgres.statements import StatementCache, check_call, prepare_call
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.ports import Params, Row
 

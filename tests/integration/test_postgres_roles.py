@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 from crm_infra import UnsafeRoleError
 from crm_infra.adapters import PostgresClient, PostgresError
-from crm_infra.adapters._pg_roles import REVOKED_FUNCTIONS
+from crm_infra.adapters.postgres.roles import REVOKED_FUNCTIONS
 from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from crm_infra.adapters._pg_roles import (
+from crm_infra.adapters.postgres.roles import (
     LARGE_OBJECT_WRITERS,
     REVOKED_FUNCTIONS,
     SERVER_FILE_FUNCTIONS,

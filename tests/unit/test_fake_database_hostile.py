@@ -27,7 +27,7 @@ from crm_infra import (
     UnsupportedQueryError,
 )
 from crm_infra.fakes import InMemoryUserScopedDB
-from crm_infra.fakes._sql_sqlite import CrmFakeSQLite
+from crm_infra.fakes.sql.sqlite import CrmFakeSQLite
 
 ALICE = UUID("00000000-0000-4000-8000-00000000000a")
 BOB = UUID("00000000-0000-4000-8000-00000000000b")

@@ -1,6 +1,6 @@
 """The fake types int parameters as PostgresClient declares them.
 
-``crm_infra.fakes._sql_paths`` decides, per parameter, the integer width PostgreSQL will give
+``crm_infra.fakes.sql.paths`` decides, per parameter, the integer width PostgreSQL will give
 it; the fakes may not import the adapters, so these tests ask the client itself (its
 ``check_call`` and ``prepare_call``, which need no connection) what type it declares for each
 value, and check the fake agrees.
@@ -18,8 +18,8 @@ from uuid import uuid4
 import pytest
 from psycopg.adapt import Transformer
 
-from crm_infra.adapters._pg_statements import ConnState, check_call, prepare_call
-from crm_infra.fakes._sql_paths import CONTEXT, RUN_TIME, user_widths
+from crm_infra.adapters.postgres.statements import ConnState, check_call, prepare_call
+from crm_infra.fakes.sql.paths import CONTEXT, RUN_TIME, user_widths
 from crm_infra.ports import Params
 
 _INT8, _NUMERIC, _UNKNOWN = 20, 1700, 0

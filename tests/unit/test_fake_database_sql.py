@@ -13,8 +13,8 @@ import pytest
 from crm_infra import DatabaseError, IntegrityError, UnsafeQueryError, UnsupportedQueryError
 from crm_infra._sql_params import split_placeholders
 from crm_infra.fakes import InMemoryUserScopedDB
-from crm_infra.fakes._sql_paths import CONTEXT
-from crm_infra.fakes._sql_schema import split_statements
+from crm_infra.fakes.sql.paths import CONTEXT
+from crm_infra.fakes.sql.schema import split_statements
 
 ALICE = UUID("00000000-0000-4000-8000-00000000000a")
 

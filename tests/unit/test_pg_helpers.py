@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crm_infra.adapters._pg_errors import password_of, scrub
-from crm_infra.adapters._pg_pipeline import statement_name
+from crm_infra.adapters.postgres.errors import password_of, scrub
+from crm_infra.adapters.postgres.pipeline import statement_name
 
 
 @pytest.mark.parametrize(

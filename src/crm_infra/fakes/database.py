@@ -52,19 +52,19 @@ from crm_infra.errors import (
     UnsafeQueryError,
     UnsupportedQueryError,
 )
-from crm_infra.fakes._sql_checks import InternalNames, RefusedSql, UserSqlChecker
-from crm_infra.fakes._sql_ddl import (
+from crm_infra.fakes.sql.checks import InternalNames, RefusedSql, UserSqlChecker
+from crm_infra.fakes.sql.ddl import (
     RLS_ERROR_PREFIX,
     TYPE_CHECK_PREFIX,
     internal_objects,
     schema_ddl,
 )
-from crm_infra.fakes._sql_functions import FAKE_FUNCTIONS, SessionState, register_functions
-from crm_infra.fakes._sql_paths import ParamWidths, user_widths
-from crm_infra.fakes._sql_schema import Schema, load_schema, split_statements
-from crm_infra.fakes._sql_sqlite import quote
-from crm_infra.fakes._sql_translate import Translation, Translator
-from crm_infra.fakes._sql_types import encode_param, exact_results, uuid_text
+from crm_infra.fakes.sql.functions import FAKE_FUNCTIONS, SessionState, register_functions
+from crm_infra.fakes.sql.paths import ParamWidths, user_widths
+from crm_infra.fakes.sql.schema import Schema, load_schema, split_statements
+from crm_infra.fakes.sql.sqlite import quote
+from crm_infra.fakes.sql.translate import Translation, Translator
+from crm_infra.fakes.sql.types import encode_param, exact_results, uuid_text
 from crm_infra.ports import Params, Row, Transaction
 from crm_infra.schema_files import migration_files
 from crm_infra.user_context import UserId, resolve_user_id

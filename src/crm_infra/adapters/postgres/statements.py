@@ -39,8 +39,8 @@ from psycopg.rows import DictRow
 from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
 from crm_infra._sql_params import SplitQuery, bind_order, split_placeholders, verbatim
 from crm_infra._sql_text import untextable_reason
-from crm_infra.adapters._pg_errors import ResultLoadError
-from crm_infra.adapters._pg_pipeline import (
+from crm_infra.adapters.postgres.errors import ResultLoadError
+from crm_infra.adapters.postgres.pipeline import (
     Outcome,
     PipelineState,
     Step,

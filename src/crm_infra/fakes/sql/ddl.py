@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from crm_infra.fakes._sql_rewrite import rewrite_expression
-from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_sqlite import quote, to_sqlite
+from crm_infra.fakes.sql.rewrite import rewrite_expression
+from crm_infra.fakes.sql.schema import Schema, Table
+from crm_infra.fakes.sql.sqlite import quote, to_sqlite
 
 __all__ = ["RLS_ERROR_PREFIX", "TYPE_CHECK_PREFIX", "internal_objects", "schema_ddl"]
 

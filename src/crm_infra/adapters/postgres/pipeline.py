@@ -45,7 +45,7 @@ from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import DictRow
 
-from crm_infra.adapters._pg_errors import ResultLoadError
+from crm_infra.adapters.postgres.errors import ResultLoadError
 from crm_infra.ports import Row
 
 __all__ = [

@@ -18,15 +18,15 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
-from crm_infra.adapters._pg_errors import (
+from crm_infra.adapters.postgres.errors import (
     PostgresNoRowsError,
     PostgresTransactionUsageError,
 )
-from crm_infra.adapters._pg_statements import Call, StatementCache
+from crm_infra.adapters.postgres.statements import Call, StatementCache
 from crm_infra.ports import Params, Row
 
 if TYPE_CHECKING:
-    from crm_infra.adapters.postgres import PostgresClient
+    from crm_infra.adapters.postgres.client import PostgresClient
 
 __all__ = ["AdminTransaction", "UserTransaction", "UserTxState", "describe", "first_value"]
 

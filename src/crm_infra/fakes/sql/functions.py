@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from crm_infra.errors import DatabaseError, RowSecurityError, UnsupportedQueryError
-from crm_infra.fakes._sql_numeric import (
+from crm_infra.fakes.sql.numeric import (
     NumericAvg,
     NumericSum,
     int_checked,
@@ -26,7 +26,7 @@ from crm_infra.fakes._sql_numeric import (
     numeric_div,
     round_half_away,
 )
-from crm_infra.fakes._sql_types import canonical_uuid, format_timestamptz
+from crm_infra.fakes.sql.types import canonical_uuid, format_timestamptz
 
 __all__ = ["FAKE_FUNCTIONS", "RLS_REFUSE", "SessionState", "register_functions"]
 

@@ -4,7 +4,7 @@ User-facing work runs as an application role that RLS binds (checked at start-up
 pool; admin work (migrations, cross-user batches) runs as a BYPASSRLS role from a second pool
 opened on first use. Each user-scoped ``execute`` is ONE round trip: the transaction-local user
 setting (and statement timeout) travels with the statement in one libpq pipeline up to one
-Sync (:mod:`crm_infra.adapters._pg_pipeline`), so it cannot outlive the statement or leak
+Sync (:mod:`crm_infra.adapters.postgres.pipeline`), so it cannot outlive the statement or leak
 through the pool. The SQL of every user-scoped call is checked first, once per distinct text,
 by PostgreSQL's own grammar (:mod:`crm_infra._sql_guard`): exactly one data statement, nothing
 that acts on the session. No startup ``options`` are sent and nothing relies on session state,
@@ -35,8 +35,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_infra._sql_params import ClientSideError, ParamsShapeError
 from crm_infra._sql_text import shown, untextable_reason
-from crm_infra.adapters._pg_deadline import GRACE_S, Watchdog
-from crm_infra.adapters._pg_errors import (
+from crm_infra.adapters.postgres.deadline import GRACE_S, Watchdog
+from crm_infra.adapters.postgres.errors import (
     PostgresConfigError,
     PostgresError,
     PostgresInputError,
@@ -57,8 +57,8 @@ from crm_infra.adapters._pg_errors import (
     translate_input_errors,
     unsendable_error,
 )
-from crm_infra.adapters._pg_roles import check_user_facing_role
-from crm_infra.adapters._pg_statements import (
+from crm_infra.adapters.postgres.roles import check_user_facing_role
+from crm_infra.adapters.postgres.statements import (
     Call,
     Checked,
     StatementCache,
@@ -69,7 +69,7 @@ from crm_infra.adapters._pg_statements import (
     fetch_last,
     prepare_call,
 )
-from crm_infra.adapters._pg_transactions import (
+from crm_infra.adapters.postgres.transactions import (
     AdminTransaction,
     UserTransaction,
     UserTxState,

@@ -11,10 +11,10 @@ import attrs
 from sqlglot import exp
 
 from crm_infra.errors import DatabaseError
-from crm_infra.fakes._sql_errors import refuse
-from crm_infra.fakes._sql_paths import CONTEXT, RUN_TIME
-from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_types import UNKNOWN, PgType, pg_type_from_datatype
+from crm_infra.fakes.sql.errors import refuse
+from crm_infra.fakes.sql.paths import CONTEXT, RUN_TIME
+from crm_infra.fakes.sql.schema import Schema, Table
+from crm_infra.fakes.sql.types import UNKNOWN, PgType, pg_type_from_datatype
 
 __all__ = [
     "BOOL",

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from crm_infra.adapters._pg_errors import PostgresTimeoutError
+from crm_infra.adapters.postgres.errors import PostgresTimeoutError
 
 __all__ = ["Watchdog"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import psycopg
 
-from crm_infra.adapters._pg_errors import PostgresUnsafeRoleError
+from crm_infra.adapters.postgres.errors import PostgresUnsafeRoleError
 
 __all__ = [
     "LARGE_OBJECT_WRITERS",

@@ -32,13 +32,13 @@ from sqlglot.errors import ParseError, SqlglotError
 from crm_infra._sql_guard import Refusal
 from crm_infra._sql_params import SplitQuery, split_placeholders, verbatim
 from crm_infra.errors import DatabaseError
-from crm_infra.fakes._sql_checks import InternalNames, RefusedSql, written_spelling
-from crm_infra.fakes._sql_errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
-from crm_infra.fakes._sql_functions import RLS_REFUSE
-from crm_infra.fakes._sql_paths import CONTEXT, ParamWidths
-from crm_infra.fakes._sql_rewrite import fn, rewrite_expression
-from crm_infra.fakes._sql_schema import Schema, Table
-from crm_infra.fakes._sql_scopes import (
+from crm_infra.fakes.sql.checks import InternalNames, RefusedSql, written_spelling
+from crm_infra.fakes.sql.errors import TEST_AGAINST_PG, UnparsableQueryError, refuse
+from crm_infra.fakes.sql.functions import RLS_REFUSE
+from crm_infra.fakes.sql.paths import CONTEXT, ParamWidths
+from crm_infra.fakes.sql.rewrite import fn, rewrite_expression
+from crm_infra.fakes.sql.schema import Schema, Table
+from crm_infra.fakes.sql.scopes import (
     COMPARISONS,
     INTERVAL_SECONDS,
     TEXT,
@@ -47,8 +47,8 @@ from crm_infra.fakes._sql_scopes import (
     Source,
     pg_name,
 )
-from crm_infra.fakes._sql_sqlite import quote, to_sqlite
-from crm_infra.fakes._sql_types import PgType, decoder_for, encode_param, pg_type_from_datatype
+from crm_infra.fakes.sql.sqlite import quote, to_sqlite
+from crm_infra.fakes.sql.types import PgType, decoder_for, encode_param, pg_type_from_datatype
 
 __all__ = ["CTE_PREFIX", "OutputColumn", "Translation", "Translator"]
 

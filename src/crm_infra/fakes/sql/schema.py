@@ -16,7 +16,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from crm_infra.errors import UnsupportedQueryError
-from crm_infra.fakes._sql_types import PgType, pg_type_from_datatype
+from crm_infra.fakes.sql.types import PgType, pg_type_from_datatype
 
 __all__ = ["Column", "Policy", "Schema", "Table", "load_schema", "split_statements"]
 

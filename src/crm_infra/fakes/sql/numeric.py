@@ -12,8 +12,8 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from crm_infra.errors import DatabaseError
-from crm_infra.fakes._sql_errors import refuse
-from crm_infra.fakes._sql_types import remember_exact
+from crm_infra.fakes.sql.errors import refuse
+from crm_infra.fakes.sql.types import remember_exact
 
 __all__ = [
     "NumericAvg",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from crm_infra.fakes._sql_errors import refuse
-from crm_infra.fakes._sql_types import pg_type_from_datatype
+from crm_infra.fakes.sql.errors import refuse
+from crm_infra.fakes.sql.types import pg_type_from_datatype
 
 __all__ = ["fn", "rewrite_expression"]
 

@@ -1,0 +1,38 @@
+"""PostgreSQL behind row-level security: the client, its protocol code and its errors.
+
+The public face is :class:`PostgresClient` and the ``Postgres*`` errors; the modules beside
+it hold the protocol pieces it is built from (the pipeline, the statement cache, the
+transaction handles, the client deadline, the start-up role check).
+"""
+
+from crm_infra.adapters.postgres.client import (
+    PostgresClient,
+    PostgresConfigError,
+    PostgresError,
+    PostgresInputError,
+    PostgresIntegrityError,
+    PostgresNoRowsError,
+    PostgresParamsError,
+    PostgresRowSecurityError,
+    PostgresTimeoutError,
+    PostgresTransactionUsageError,
+    PostgresUnavailableError,
+    PostgresUnsafeQueryError,
+    PostgresUnsafeRoleError,
+)
+
+__all__ = [
+    "PostgresClient",
+    "PostgresConfigError",
+    "PostgresError",
+    "PostgresInputError",
+    "PostgresIntegrityError",
+    "PostgresNoRowsError",
+    "PostgresParamsError",
+    "PostgresRowSecurityError",
+    "PostgresTimeoutError",
+    "PostgresTransactionUsageError",
+    "PostgresUnavailableError",
+    "PostgresUnsafeQueryError",
+    "PostgresUnsafeRoleError",
+]
