@@ -34,6 +34,10 @@ class InMemoryKeyValueStore(ValkeyClient):
             server=server if server is not None else fakeredis.FakeServer(),
             decode_responses=True,
         )
-        super().__init__(client=client, key_prefix=key_prefix, check_connection=False)
-        self._owns_client = True  # built here, so closed here
-        self._endpoint = "in-memory fakeredis"
+        super().__init__(
+            client=client,
+            key_prefix=key_prefix,
+            check_connection=False,
+            close_client=True,  # built here, so closed here
+            endpoint="in-memory fakeredis",
+        )

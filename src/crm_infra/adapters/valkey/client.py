@@ -264,6 +264,8 @@ class ValkeyClient:
         backoff: float = DEFAULT_BACKOFF,
         max_connections: int | None = None,
         check_connection: bool = True,
+        close_client: bool = False,
+        endpoint: str | None = None,
     ) -> None:
         """Connect to Valkey at ``connection_url``, or wrap a ready redis-py ``client``.
 
@@ -284,6 +286,10 @@ class ValkeyClient:
             backoff: seconds before the first retry; doubles per retry, capped at 0.5 s.
             max_connections: the pool's limit (None: redis-py's default).
             check_connection: ping once now, so a wrong URL fails at start-up.
+            close_client: :meth:`close` closes the given ``client`` too (for a client built
+                for this store alone).
+            endpoint: what messages call the server of a given ``client`` (default its
+                host and port, or its socket path).
 
         Raises:
             ConfigError: the arguments cannot work (both or neither of URL and client, a bad
@@ -301,7 +307,7 @@ class ValkeyClient:
             raise ConfigError(f"ValkeyClient: retries must be an int >= 0, got {retries!r}")
         self._retries = retries
         self._prefix = key_prefix
-        self._owns_client = client is None
+        self._owns_client = client is None or close_client
         if connection_url is not None:
             self._target = f"url={redact_url(connection_url)!r}"
             client = self._client_from_url(
@@ -322,7 +328,7 @@ class ValkeyClient:
                 "ValkeyClient: the redis client must be built with decode_responses=True, "
                 "so that values come back as str"
             )
-        self._endpoint = (
+        self._endpoint = endpoint or (
             kwargs["path"] if "path" in kwargs
             else f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         )
@@ -331,7 +337,7 @@ class ValkeyClient:
         connect_s = kwargs.get("socket_connect_timeout")
         reply_s = kwargs.get("socket_timeout")
         self._attempt_s = math.inf if connect_s is None or reply_s is None else connect_s + reply_s
-        if self._owns_client and self._attempt_s > self._timeout:
+        if connection_url is not None and self._attempt_s > self._timeout:
             client.close()
             raise ConfigError(
                 f"ValkeyClient: connect_timeout + socket_timeout ({self._attempt_s:g} s) exceed "

@@ -30,8 +30,6 @@ from typing import Any
 from uuid import UUID
 
 import attrs
-import psycopg
-from psycopg.adapt import PyFormat
 from sqlglot import exp
 
 from crm_infra._sql_params import ClientSideError
@@ -183,6 +181,11 @@ def _unsupported_param(value: Any, message: str) -> DatabaseError:
     A type psycopg cannot adapt either is psycopg's own refusal (which aborts a
     ``PostgresClient`` transaction); any other is SQL that PostgreSQL would run.
     """
+    # Asked of psycopg only here, for a rare value: the in-memory default otherwise runs
+    # without importing the driver.
+    import psycopg  # noqa: PLC0415
+    from psycopg.adapt import PyFormat  # noqa: PLC0415
+
     try:
         psycopg.adapters.get_dumper(type(value), PyFormat.TEXT)
     except psycopg.ProgrammingError:
