@@ -430,10 +430,25 @@ class PostgresClient:
             )
         with self._admin_lock:
             if self._admin_pool is None:
+                self._probe_admin(self._admin_conninfo)
                 self._admin_pool = self._make_pool(
                     self._admin_conninfo, "crm-admin", 0, self._admin_pool_size
                 )
             return self._admin_pool
+
+    def _probe_admin(self, conninfo: str) -> None:
+        """Connect once before the admin pool exists, so that a wrong admin URL (a role
+        that does not exist, a bad password) fails this call with the server's own reason,
+        once, instead of as a pool timeout beside the pool's log lines."""
+        parts = conninfo_to_dict(conninfo)
+        where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
+        shown = f"{parts.get('user')!s}@{where}/{parts.get('dbname')!s}"
+        with (
+            translate_errors(f"connect to the admin role {shown}", self._secrets),
+            psycopg.connect(conninfo, autocommit=True) as probe,
+            self._short_watchdog.guard(probe, "connect to the admin role"),
+        ):
+            probe.execute("SELECT 1")
 
     # --- borrowing ---------------------------------------------------------------------------
 
