@@ -1,8 +1,8 @@
-"""PostgresClient.execute under RLS against the raw floor and the seed's pattern, in one run.
+"""PostgresClient.execute under RLS against the raw floor and the naive pattern, in one run.
 
 - floor: a raw pooled psycopg query in autocommit, same server, same app role, same query and
   rows (the user is set once per connection at session level, so RLS still filters);
-- seed: the seed's pattern (set_config, query, clear, in a psycopg transaction);
+- naive: the five-round-trip pattern (set_config, query, clear, in a psycopg transaction);
 - adapter: ``PostgresClient.execute(query, params, user_id=...)``, a different user per call.
 
 Targets: 1 round trip per call, latency <= 1.10x the floor, throughput >= 0.95x the floor with
@@ -88,7 +88,7 @@ def _floor_pool(url: str, user: UUID | None, size: int) -> ConnectionPool[Any]:
     return pool
 
 
-def _seed_pool(url: str, size: int) -> ConnectionPool[Any]:
+def _naive_pool(url: str, size: int) -> ConnectionPool[Any]:
     pool: ConnectionPool[Any] = ConnectionPool(
         url, kwargs={"row_factory": dict_row}, min_size=size, max_size=size, open=True
     )
@@ -99,7 +99,7 @@ def _seed_pool(url: str, size: int) -> ConnectionPool[Any]:
 def _calls(
     client: PostgresClient,
     floor: ConnectionPool[Any],
-    seed: ConnectionPool[Any],
+    naive: ConnectionPool[Any],
     pairs: list[tuple[UUID, UUID]],
     floor_user: UUID,
 ) -> dict[str, Callable[[int], object]]:
@@ -117,16 +117,16 @@ def _calls(
         assert len(rows) == 1
         return rows
 
-    def seed_pattern(i: int) -> object:
+    def naive_pattern(i: int) -> object:
         user, contact = pairs[i % len(pairs)]
-        with seed.connection() as conn:
+        with naive.connection() as conn:
             conn.execute("SELECT set_config('app.current_user_id', %s, true)", (str(user),))
             rows = conn.execute(QUERY, (contact,)).fetchall()
             conn.execute("SELECT set_config('app.current_user_id', '', true)")
         assert len(rows) == 1
         return rows
 
-    return {"adapter": adapter, "floor": raw, "seed": seed_pattern}
+    return {"adapter": adapter, "floor": raw, "naive": naive_pattern}
 
 
 def _counter(fn: Callable[[int], object]) -> Callable[[], object]:
@@ -186,9 +186,9 @@ def _round_trips(db: BootstrappedDatabase, pairs: list[tuple[UUID, UUID]]) -> di
         with (
             PostgresClient(url, 1, min_pool_size=1) as client,
             _floor_pool(url, pairs[0][0], 1) as floor,
-            _seed_pool(url, 1) as seed,
+            _naive_pool(url, 1) as naive,
         ):
-            fns = _calls(client, floor, seed, pairs, pairs[0][0])
+            fns = _calls(client, floor, naive, pairs, pairs[0][0])
             for name, fn in fns.items():
                 for i in range(20):  # warm: connections open, statements prepared
                     fn(i)
@@ -302,9 +302,9 @@ def main() -> bool:
         with (
             PostgresClient(db.app_url, POOL, min_pool_size=POOL) as client,
             _floor_pool(db.app_url, floor_user, POOL) as floor,
-            _seed_pool(db.app_url, POOL) as seed,
+            _naive_pool(db.app_url, POOL) as naive,
         ):
-            fns = _calls(client, floor, seed, pairs, floor_user)
+            fns = _calls(client, floor, naive, pairs, floor_user)
             latency = [
                 compare(
                     "execute (RLS, 1 user per call)",
@@ -315,8 +315,8 @@ def main() -> bool:
                     target=1.10,
                 ),
                 compare(
-                    "seed pattern",
-                    _counter(fns["seed"]),
+                    "naive pattern",
+                    _counter(fns["naive"]),
                     "raw pooled psycopg",
                     _counter(fns["floor"]),
                     calls=300,
@@ -327,20 +327,20 @@ def main() -> bool:
             throughput = Comparison(
                 "execute (RLS)", "raw pooled psycopg", target=0.95, higher_is_better=True
             )
-            seed_tp: list[float] = []
+            naive_tp: list[float] = []
             for _ in range(THROUGHPUT_ROUNDS):
                 throughput.adapter_s.append(
                     _throughput(fns["adapter"], THREADS, THROUGHPUT_SECONDS)
                 )
                 throughput.baseline_s.append(_throughput(fns["floor"], THREADS, THROUGHPUT_SECONDS))
-                seed_tp.append(_throughput(fns["seed"], THREADS, THROUGHPUT_SECONDS))
+                naive_tp.append(_throughput(fns["naive"], THREADS, THROUGHPUT_SECONDS))
             print(f"\n== PostgreSQL throughput, {THREADS} threads on a pool of {POOL}")
-            seed_median = sorted(seed_tp)[len(seed_tp) // 2]
+            naive_median = sorted(naive_tp)[len(naive_tp) // 2]
             print(
                 f"execute {throughput.adapter:8.0f}/s   floor {throughput.baseline:8.0f}/s   "
-                f"seed {seed_median:8.0f}/s   ratio {throughput.ratio:.3f}x "
-                f"(>= 0.95 {'met' if throughput.met else 'MISSED'}); seed "
-                f"{seed_median / throughput.baseline:.3f}x"
+                f"naive {naive_median:8.0f}/s   ratio {throughput.ratio:.3f}x "
+                f"(>= 0.95 {'met' if throughput.met else 'MISSED'}); naive "
+                f"{naive_median / throughput.baseline:.3f}x"
             )
         verdict = "met" if trips_ok else "MISSED"
         print(f"round trips: execute {trips['adapter']:.2f} per call (== 1 {verdict})")

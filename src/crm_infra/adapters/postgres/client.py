@@ -229,7 +229,7 @@ class PostgresClient:
             with the client's deadline 2 s later for ``execute_admin`` and the statements of
             ``admin_transaction()``.
         pool_timeout: seconds to wait for a free pooled connection, including the pool's
-            attempts to open a new one (default 5: DESIGN's "connecting gives up within 5 s"
+            attempts to open a new one (default 5: "connecting gives up within 5 s"
             also holds when the server goes away after start-up).
         health_check_interval: a pooled connection idle for longer is pinged before use, and
             replaced when dead.
@@ -902,7 +902,7 @@ class PostgresClient:
                     operation="admin_transaction",
                 )
 
-    # --- raw access (the seed's API) ------------------------------------------------------
+    # --- raw access --------------------------------------------------------------------------
 
     @contextmanager
     def connection(self, user_id: UserId | None = None) -> Iterator[PgConnection]:
