@@ -192,7 +192,7 @@ def _interrupt_after(call_name: str) -> Callable[[FrameType, str, object], Any]:
     handlers after a C call returns)."""
     functions = (  # the statement's own messages first: they are sent in every call
         _pg_pipeline._send_statement,
-        _pg_pipeline.run_pipelined,
+        _pg_pipeline.pipeline,
     )
     code = next(
         f.__code__

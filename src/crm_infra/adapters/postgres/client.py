@@ -57,6 +57,7 @@ from crm_infra.adapters.postgres.errors import (
     translate_input_errors,
     unsendable_error,
 )
+from crm_infra.adapters.postgres.pipeline import drive
 from crm_infra.adapters.postgres.roles import check_user_facing_role
 from crm_infra.adapters.postgres.statements import (
     Call,
@@ -729,7 +730,7 @@ class PostgresClient:
             translate_errors(operation, self._secrets),
             self._watchdog.guard(state.conn, operation),
         ):
-            return state.run(self._statements, call)
+            return drive(state.conn, state.run(self._statements, call))
 
     def _commit(self, state: UserTxState) -> None:
         op = "transaction commit"

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Generator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
-from psycopg import pq
-from psycopg.abc import Buffer
+from psycopg import pq, waiting
+from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import Transformer
 from psycopg.generators import fetch_many, send
 from psycopg.pq import ExecStatus
@@ -54,6 +54,9 @@ __all__ = [
     "Outcome",
     "PipelineState",
     "Step",
+    "drive",
+    "drive_async",
+    "pipeline",
     "run_pipelined",
     "statement_name",
 ]
@@ -68,6 +71,7 @@ SET_USER_AND_TIMEOUT = (
     b"SELECT set_config('app.current_user_id', $1, true) AS crm_user, "
     b"set_config('statement_timeout', $2, true), pg_backend_pid() AS crm_pid"
 )
+T = TypeVar("T")
 _TEXT_OID = 25
 # The protocol's Close message (libpq 17+; psycopg's binary wheel bundles a newer libpq) drops
 # a statement without an SQL statement: no error when it is missing, and a pooler that tracks
@@ -123,8 +127,8 @@ class Outcome(NamedTuple):
     unnamed_sets_user: bool | None = False
 
 
-def run_pipelined(
-    conn: psycopg.Connection[DictRow],
+def pipeline(
+    pgconn: PGconn,
     state: PipelineState,
     *,
     head: Sequence[bytes] = (),
@@ -137,11 +141,13 @@ def run_pipelined(
     params: Sequence[Buffer | None] | None,
     parse: bool,
     close: bool = False,
-) -> Outcome:
-    """Run the caller's statement, with what goes before it, in one round trip.
+) -> PQGen[Outcome]:
+    """Run the caller's statement, with what goes before it, in one round trip: a generator
+    for the connection's ``wait`` (``conn.wait`` or ``await conn.wait``), as psycopg's own.
 
     Args:
-        conn: a connection not in pipeline mode (idle in autocommit, or in a transaction).
+        pgconn: the libpq connection of a connection not in pipeline mode (idle in
+            autocommit, or in a transaction).
         state: the connection's :class:`PipelineState`.
         head: statements without parameters to run first (``BEGIN``...).
         set_user: the set-user statement's values (user id[, timeout]), or None to set none.
@@ -159,34 +165,67 @@ def run_pipelined(
         The rows (``[]`` for a statement without a result), or the server's error and step.
 
     Raises:
-        psycopg.Error: the connection failed (it is closed). Nothing is sent when encoding
-            fails (the caller encodes and dumps before calling).
+        psycopg.Error: the connection failed. Nothing is sent when encoding fails (the
+            caller encodes and dumps before calling). Whoever drives the generator closes the
+            connection when it ends in any exception (see :func:`run_pipelined`).
     """
-    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    steps = _send_head(pgconn, head, set_user, rebind_set_user, after)
+    _send_statement(
+        pgconn, steps, name, sql=sql, oids=oids, params=params, parse=parse, close=close
+    )
+    pgconn.pipeline_sync()
+    results = yield from _exchange(pgconn, len(steps))
+    pgconn.exit_pipeline_mode()
+    # What the unnamed statement is now: the set-user statement, when nothing after it went
+    # unnamed and it ran; as before, when nothing went unnamed at all.
+    unnamed_after = bool(after) or not name or (close and not _CLOSE_MESSAGE)
+    if set_user is None:
+        keeps: bool | None = False if (head or unnamed_after) else None
+    else:
+        keeps = not unnamed_after
+    return _outcome(state, steps, results, keeps)
+
+
+def drive(conn: psycopg.Connection[DictRow], gen: PQGen[T]) -> T:
+    """Run a protocol generator on ``conn``, as psycopg runs its own.
+
+    An exception that leaves the protocol mid-way (interrupted or disconnected before the
+    Sync was read: still in pipeline mode, or a query active) closes ``conn``: what the
+    server still has to say is unknown, so it cannot be used again. One the server broke is
+    left as it is, so that the pool sees it was the server. An error the server answered
+    leaves the connection idle and usable.
+    """
     try:
-        pgconn.enter_pipeline_mode()
-        steps = _send_head(pgconn, head, set_user, rebind_set_user, after)
-        _send_statement(
-            pgconn, steps, name, sql=sql, oids=oids, params=params, parse=parse, close=close
-        )
-        pgconn.pipeline_sync()
-        results = conn.wait(_exchange(pgconn, len(steps)))
-        pgconn.exit_pipeline_mode()
-        # What the unnamed statement is now: the set-user statement, when nothing after it
-        # went unnamed and it ran; as before, when nothing went unnamed at all.
-        unnamed_after = bool(after) or not name or (close and not _CLOSE_MESSAGE)
-        if set_user is None:
-            keeps: bool | None = False if (head or unnamed_after) else None
-        else:
-            keeps = not unnamed_after
-        return _outcome(state, steps, results, keeps)
-    except BaseException:
-        # Interrupted or disconnected before the Sync was read: what the server still has
-        # to say is unknown, so the connection cannot be used again. (One the server broke
-        # is left as it is, so that the pool sees it was the server.)
-        if not conn.closed:
+        return conn.wait(gen)
+    except BaseException as exc:
+        if not conn.closed and _unusable(conn.pgconn, exc):
             conn.close()
         raise
+
+
+async def drive_async(conn: psycopg.AsyncConnection[DictRow], gen: PQGen[T]) -> T:
+    """:func:`drive` for an asyncio connection. A cancelled call closes it at once (psycopg's
+    own ``wait`` would first try to cancel the query, for up to 5 s)."""
+    try:
+        return await waiting.wait_async(gen, conn.pgconn.socket)
+    except BaseException as exc:
+        if not conn.closed and _unusable(conn.pgconn, exc):
+            await conn.close()
+        raise
+
+
+def _unusable(pgconn: PGconn, exc: BaseException) -> bool:
+    return (
+        pgconn.pipeline_status != pq.PipelineStatus.OFF
+        or pgconn.transaction_status == pq.TransactionStatus.ACTIVE
+        or isinstance(exc, psycopg.InternalError)  # the client's own bookkeeping was wrong
+    )
+
+
+def run_pipelined(conn: psycopg.Connection[DictRow], state: PipelineState, **how: Any) -> Outcome:
+    """:func:`pipeline` run on ``conn`` (see :func:`drive`)."""
+    return drive(conn, pipeline(conn.pgconn, state, **how))
 
 
 def _send_head(
@@ -280,7 +319,7 @@ def _set_user_pid(result: PGresult) -> int:
     return int(value or b"0")
 
 
-def _exchange(pgconn: PGconn, expected: int) -> Generator[Any, Any, list[PGresult]]:
+def _exchange(pgconn: PGconn, expected: int) -> PQGen[list[PGresult]]:
     """Flush the pipeline, then read each statement's result and the Sync."""
     yield from send(pgconn)
     results: list[PGresult] = []

@@ -31,9 +31,10 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.abc import Buffer
+from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import PyFormat
 from psycopg.pq import TransactionStatus
+from psycopg.pq.abc import PGconn
 from psycopg.rows import DictRow
 
 from crm_infra._sql_guard import Refusal, parameter_refusal, user_sql_verdict
@@ -44,7 +45,8 @@ from crm_infra.adapters.postgres.pipeline import (
     Outcome,
     PipelineState,
     Step,
-    run_pipelined,
+    drive,
+    pipeline,
     statement_name,
 )
 from crm_infra.ports import Params, Row
@@ -250,26 +252,39 @@ class StatementCache:
         with self._lock:
             self._by_conn.clear()
 
-    def run(
+    def run(self, conn: psycopg.Connection[DictRow], call: Call, **how: Any) -> list[Row]:
+        """:meth:`run_gen` on ``conn`` (a sync connection), waiting as psycopg does."""
+        return drive(conn, self.run_gen(conn.pgconn, self.state(conn), call, **how))
+
+    def run_in_transaction(
+        self, conn: psycopg.Connection[DictRow], call: Call, **how: Any
+    ) -> list[Row]:
+        """:meth:`run_in_transaction_gen` on ``conn`` (a sync connection)."""
+        return drive(
+            conn, self.run_in_transaction_gen(conn.pgconn, self.state(conn), call, **how)
+        )
+
+    def run_gen(
         self,
-        conn: psycopg.Connection[DictRow],
+        pgconn: PGconn,
+        state: ConnState,
         call: Call,
         *,
         set_user: Sequence[bytes],
         head: Sequence[bytes] = (),
         after: Sequence[bytes] = (),
         confirmed: set[bytes] | None = None,
-    ) -> list[Row]:
+    ) -> PQGen[list[Row]]:
         """Run ``call`` as the user in ``set_user``: on its own (autocommit), or as the first
-        statement of a transaction (``head`` holds its ``BEGIN``, ``after`` savepoints).
+        statement of a transaction (``head`` holds its ``BEGIN``, ``after`` savepoints). A
+        generator for the connection's ``wait``; the sync and async clients drive the same one.
 
         An answer that means nothing ran is met by running the call again (see the module
         docstring); a transaction begun by ``head`` is rolled back first.
 
         Raises:
-            psycopg.Error: the server's error, or the connection failed (then it is closed).
+            psycopg.Error: the server's error, or the connection failed.
         """
-        state = self.state(conn)
         name = call.name
         known = name in state.names
         if not known and len(state.names) >= self._max:
@@ -279,8 +294,8 @@ class StatementCache:
         for attempt in range(_MAX_ATTEMPTS):
             # Parsed afresh unless provably the set-user statement (see _pg_pipeline).
             rebind = state.direct and state.unnamed_sets_user and not sent_head
-            outcome = run_pipelined(
-                conn,
+            outcome = yield from pipeline(
+                pgconn,
                 state.pipeline,
                 head=sent_head,
                 set_user=set_user,
@@ -293,7 +308,7 @@ class StatementCache:
                 parse=parse,
                 close=close,
             )
-            _learn(conn, state, outcome, name, confirmed)
+            _learn(pgconn, state, outcome, name, confirmed)
             error = outcome.error
             if error is None:
                 return outcome.rows
@@ -313,29 +328,30 @@ class StatementCache:
                 # Behind a pooler the next try may meet yet another server connection: the
                 # last one goes unnamed, which every server connection runs alike.
                 name, parse, close = b"", False, False
-            if head and conn.pgconn.transaction_status == TransactionStatus.INERROR:
+            if head and pgconn.transaction_status == TransactionStatus.INERROR:
                 sent_head = (b"ROLLBACK", *head)  # the transaction begun by head is aborted
             else:
                 sent_head = tuple(head)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def run_in_transaction(
+    def run_in_transaction_gen(
         self,
-        conn: psycopg.Connection[DictRow],
+        pgconn: PGconn,
+        state: ConnState,
         call: Call,
         *,
         head: Sequence[bytes],
         confirmed: set[bytes],
-    ) -> list[Row]:
-        """Run ``call`` in the transaction open on ``conn`` (after its first statement).
+    ) -> PQGen[list[Row]]:
+        """Run ``call`` in the transaction open on the connection (after its first
+        statement); a generator for the connection's ``wait``.
 
         Nothing is run twice here (the transaction is the caller's): a statement goes
         prepared only when the server connection is known to have it, or known not to.
 
         Raises:
-            psycopg.Error: the server's error, or the connection failed (then it is closed).
+            psycopg.Error: the server's error, or the connection failed.
         """
-        state = self.state(conn)
         name = call.name
         stale = name in state.stale
         if not stale and (name in confirmed or (state.direct and name in state.names)):
@@ -344,8 +360,8 @@ class StatementCache:
             parse = True
         else:
             name, parse, stale = b"", False, False  # unknown here: parsed in the call, unnamed
-        outcome = run_pipelined(
-            conn,
+        outcome = yield from pipeline(
+            pgconn,
             state.pipeline,
             head=head,
             name=name,
@@ -355,7 +371,7 @@ class StatementCache:
             parse=parse,
             close=stale,
         )
-        _learn(conn, state, outcome, name, confirmed)
+        _learn(pgconn, state, outcome, name, confirmed)
         if outcome.error is not None:
             self._note_failure(state, name, outcome.failed, outcome.error)
             raise outcome.error
@@ -375,7 +391,7 @@ class StatementCache:
 
 
 def _learn(
-    conn: psycopg.Connection[DictRow],
+    pgconn: PGconn,
     state: ConnState,
     outcome: Outcome,
     name: bytes,
@@ -383,7 +399,7 @@ def _learn(
 ) -> None:
     """Record what a pipeline showed about the connection."""
     if outcome.pid is not None:
-        state.direct = outcome.pid == conn.pgconn.backend_pid
+        state.direct = outcome.pid == pgconn.backend_pid
     if outcome.unnamed_sets_user is not None:
         state.unnamed_sets_user = outcome.unnamed_sets_user
     if name and (outcome.parsed or outcome.error is None):

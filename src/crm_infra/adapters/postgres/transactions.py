@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import psycopg
+from psycopg.abc import PQGen
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
@@ -109,17 +110,21 @@ class UserTxState:
         transaction (or the savepoint it is in)."""
         self.failed_at = self.depth
 
-    def run(self, statements: StatementCache, call: Call) -> list[Row]:
-        """Send ``call`` with whatever is pending; return its rows."""
+    def run(self, statements: StatementCache, call: Call) -> PQGen[list[Row]]:
+        """Send ``call`` with whatever is pending; return its rows. A generator for the
+        connection's ``wait`` (the sync and async clients drive the same one)."""
         pending, self.pending = self.pending, []
+        state = statements.state(self.conn)
+        pgconn = self.conn.pgconn
         try:
             if self.begun:
-                rows = statements.run_in_transaction(
-                    self.conn, call, head=pending, confirmed=self.confirmed
+                rows = yield from statements.run_in_transaction_gen(
+                    pgconn, state, call, head=pending, confirmed=self.confirmed
                 )
             else:
-                rows = statements.run(
-                    self.conn,
+                rows = yield from statements.run_gen(
+                    pgconn,
+                    state,
                     call,
                     set_user=self.set_user,
                     head=(b"BEGIN",),
@@ -130,7 +135,7 @@ class UserTxState:
             self._after_error()
             raise
         self.begun = True
-        if self.conn.pgconn.transaction_status != TransactionStatus.INTRANS:
+        if pgconn.transaction_status != TransactionStatus.INTRANS:
             self.broken = (
                 "a statement ended the transaction; what followed would run outside it, so "
                 "nothing more runs"
