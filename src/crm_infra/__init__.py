@@ -39,6 +39,11 @@ from crm_infra.errors import (
 from crm_infra.health import ComponentHealth, HealthReport
 from crm_infra.ports import (
     AdminDB,
+    AsyncAdminDB,
+    AsyncKeyValueStore,
+    AsyncSecretStore,
+    AsyncTransaction,
+    AsyncUserScopedDB,
     JSONValue,
     KeyValueStore,
     Params,
@@ -54,6 +59,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdminDB",
+    "AsyncAdminDB",
+    "AsyncKeyValueStore",
+    "AsyncSecretStore",
+    "AsyncTransaction",
+    "AsyncUserScopedDB",
     "BackendUnavailableError",
     "ComponentHealth",
     "ConfigError",

@@ -5,19 +5,28 @@ fakes (``crm_infra.fakes``) implement them; ``crm_infra.composition`` picks one 
 typed against these names only, and against :class:`UserScopedDB` rather than :class:`AdminDB`
 wherever it handles a user's data.
 
+Each port has an asyncio twin of the same name with ``Async`` in front (``AsyncUserScopedDB``...):
+every method the same, as ``async def``, with the same semantics and errors; ``transaction()``
+and ``admin_transaction()`` return async context managers yielding an :class:`AsyncTransaction`.
+
 Every method raises only errors from :mod:`crm_infra.errors`, in the family of its port.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from crm_infra.user_context import UserId
 
 __all__ = [
     "AdminDB",
+    "AsyncAdminDB",
+    "AsyncKeyValueStore",
+    "AsyncSecretStore",
+    "AsyncTransaction",
+    "AsyncUserScopedDB",
     "JSONValue",
     "KeyValueStore",
     "Params",
@@ -212,4 +221,138 @@ class KeyValueStore(Protocol):
 
     def health_check(self) -> bool:
         """Return True when the store answers; raise :class:`KeyValueStoreError` otherwise."""
+        ...
+
+
+# --- the asyncio twins: the same methods, awaited ---------------------------------------------
+
+
+@runtime_checkable
+class AsyncSecretStore(Protocol):
+    """:class:`SecretStore` for asyncio."""
+
+    async def get_secret(self, path: str) -> Mapping[str, Any]:
+        """See :meth:`SecretStore.get_secret`."""
+        ...
+
+    async def health_check(self) -> bool:
+        """See :meth:`SecretStore.health_check`."""
+        ...
+
+
+@runtime_checkable
+class AsyncTransaction(Protocol):
+    """:class:`Transaction` for asyncio: the handle an async ``transaction()`` yields."""
+
+    async def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """See :meth:`Transaction.execute`."""
+        ...
+
+    async def execute_one(self, query: str, params: Params = ()) -> Row | None:
+        """See :meth:`Transaction.execute_one`."""
+        ...
+
+    async def execute_scalar(self, query: str, params: Params = ()) -> Any:
+        """See :meth:`Transaction.execute_scalar`."""
+        ...
+
+
+@runtime_checkable
+class AsyncUserScopedDB(Protocol):
+    """:class:`UserScopedDB` for asyncio."""
+
+    async def execute(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> list[Row]:
+        """See :meth:`UserScopedDB.execute`."""
+        ...
+
+    async def execute_one(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> Row | None:
+        """See :meth:`UserScopedDB.execute_one`."""
+        ...
+
+    async def execute_scalar(
+        self, query: str, params: Params = (), user_id: UserId | None = None
+    ) -> Any:
+        """See :meth:`UserScopedDB.execute_scalar`."""
+        ...
+
+    def transaction(
+        self, user_id: UserId | None = None
+    ) -> AbstractAsyncContextManager[AsyncTransaction]:
+        """See :meth:`UserScopedDB.transaction`; ``async with``."""
+        ...
+
+    async def health_check(self) -> bool:
+        """See :meth:`UserScopedDB.health_check`."""
+        ...
+
+
+@runtime_checkable
+class AsyncAdminDB(Protocol):
+    """:class:`AdminDB` for asyncio."""
+
+    async def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
+        """See :meth:`AdminDB.execute_admin`."""
+        ...
+
+    def admin_transaction(self) -> AbstractAsyncContextManager[AsyncTransaction]:
+        """See :meth:`AdminDB.admin_transaction`; ``async with``."""
+        ...
+
+    async def health_check(self) -> bool:
+        """See :meth:`AdminDB.health_check`."""
+        ...
+
+
+@runtime_checkable
+class AsyncKeyValueStore(Protocol):
+    """:class:`KeyValueStore` for asyncio."""
+
+    async def get(self, key: str) -> str | None:
+        """See :meth:`KeyValueStore.get`."""
+        ...
+
+    async def set(self, key: str, value: str, expire_seconds: int | None = None) -> None:
+        """See :meth:`KeyValueStore.set`."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """See :meth:`KeyValueStore.delete`."""
+        ...
+
+    async def incr(self, key: str) -> int:
+        """See :meth:`KeyValueStore.incr`."""
+        ...
+
+    async def expire(self, key: str, seconds: int) -> bool:
+        """See :meth:`KeyValueStore.expire`."""
+        ...
+
+    async def ttl(self, key: str) -> int:
+        """See :meth:`KeyValueStore.ttl`."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """See :meth:`KeyValueStore.exists`."""
+        ...
+
+    async def get_json(self, key: str) -> Any:
+        """See :meth:`KeyValueStore.get_json`."""
+        ...
+
+    async def set_json(
+        self, key: str, value: JSONValue, expire_seconds: int | None = None
+    ) -> None:
+        """See :meth:`KeyValueStore.set_json`."""
+        ...
+
+    async def hit(self, key: str, window_seconds: int) -> int:
+        """See :meth:`KeyValueStore.hit`."""
+        ...
+
+    async def health_check(self) -> bool:
+        """See :meth:`KeyValueStore.health_check`."""
         ...
