@@ -74,6 +74,7 @@ from crm_infra.adapters.postgres.transactions import (
     AdminTransaction,
     UserTransaction,
     UserTxState,
+    aborted_error,
     describe,
     first_value,
 )
@@ -735,22 +736,11 @@ class PostgresClient:
     def _commit(self, state: UserTxState) -> None:
         op = "transaction commit"
         conn = state.conn
-        aborted = PostgresTransactionUsageError(
-            f"{op} failed: an error inside the block aborted the transaction and was caught; "
-            "everything in it was rolled back",
-            operation=op,
-        )
-        if state.broken is not None:
-            raise PostgresTransactionUsageError(
-                f"{op} failed: {state.broken}", operation=op
-            )  # _give_back rolls back whatever is open
-        if state.failed_at is not None:
-            raise aborted
-        if not state.begun:
+        pending = state.to_commit(op)
+        if pending is None:
             return
         self._statements.unnamed_lost(conn)  # what follows goes as simple queries
         with translate_errors(op, self._secrets):
-            pending, state.pending = b"".join(s + b"; " for s in state.pending), []
             if pending and conn.info.transaction_status == TransactionStatus.INERROR:
                 # A savepoint rolled back last: its ROLLBACK TO is what recovers the
                 # transaction, so it goes before the check.
@@ -761,40 +751,22 @@ class PostgresClient:
                     conn.execute(pending)
                 pending = b""
             if conn.info.transaction_status != TransactionStatus.INTRANS:
-                raise aborted  # _give_back rolls back
+                raise aborted_error(op)  # _give_back rolls back
             with self._watchdog.guard(conn, op):
                 conn.execute(pending + b"COMMIT")
 
     @contextmanager
     def _savepoint(self, state: UserTxState) -> Iterator[UserTransaction]:
-        state.savepoints += 1
-        state.depth += 1
-        depth = state.depth
-        name = f"_crm_sp{state.savepoints}".encode()
-        opening = b"SAVEPOINT " + name
-        # Deferred like BEGIN: sent with the next statement, dropped if none comes.
-        state.pending.append(opening)
+        depth, name = state.open_savepoint()
         handle = UserTransaction(state, self._run_in_transaction)
         try:
             yield handle
         except BaseException:
             handle.close()
-            state.depth -= 1
-            if state.failed_at is not None and state.failed_at >= depth:
-                state.failed_at = None  # rolled back to the savepoint, as the server does
-            if opening in state.pending:
-                state.pending.remove(opening)
-            else:
-                state.pending += [b"ROLLBACK TO SAVEPOINT " + name, b"RELEASE SAVEPOINT " + name]
+            state.leave_savepoint(depth, name, failed=True)
             raise
         handle.close()
-        state.depth -= 1
-        if state.failed_at is not None and state.failed_at >= depth:
-            state.failed_at = depth - 1  # released while aborted: the enclosing level is too
-        if opening in state.pending:
-            state.pending.remove(opening)
-        else:
-            state.pending.append(b"RELEASE SAVEPOINT " + name)
+        state.leave_savepoint(depth, name, failed=False)
 
     def health_check(self) -> bool:
         """Return True when the application pool's server answers.
@@ -897,11 +869,7 @@ class PostgresClient:
             finally:
                 handle.close()
             if conn.info.transaction_status == TransactionStatus.INERROR:
-                raise PostgresTransactionUsageError(
-                    "admin_transaction failed: an error inside the block aborted the "
-                    "transaction and was caught; everything in it was rolled back",
-                    operation="admin_transaction",
-                )
+                raise aborted_error("admin_transaction")
 
     # --- raw access --------------------------------------------------------------------------
 
@@ -942,11 +910,7 @@ class PostgresClient:
             # and a COMMIT cut short by the client may still have committed.
             if conn.info.transaction_status == TransactionStatus.INERROR:
                 # PostgreSQL would answer COMMIT with a rollback, and say nothing.
-                raise PostgresTransactionUsageError(
-                    f"{op} commit failed: an error inside the block aborted the transaction "
-                    "and was caught; everything in it was rolled back",
-                    operation=f"{op} commit",
-                )
+                raise aborted_error(f"{op} commit")
             with translate_errors(f"{op} commit", self._secrets):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.commit()

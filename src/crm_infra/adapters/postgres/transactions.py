@@ -29,7 +29,14 @@ from crm_infra.ports import Params, Row
 if TYPE_CHECKING:
     from crm_infra.adapters.postgres.client import PostgresClient
 
-__all__ = ["AdminTransaction", "UserTransaction", "UserTxState", "describe", "first_value"]
+__all__ = [
+    "AdminTransaction",
+    "UserTransaction",
+    "UserTxState",
+    "aborted_error",
+    "describe",
+    "first_value",
+]
 
 PgConnection = psycopg.Connection[DictRow]
 
@@ -38,6 +45,15 @@ def describe(operation: str, query: str) -> str:
     """Name an operation with the start of its SQL, for messages."""
     first = " ".join(query.split())
     return f"{operation}: {first[:70]}{'...' if len(first) > 70 else ''}"
+
+
+def aborted_error(operation: str) -> PostgresTransactionUsageError:
+    """The error for a block that swallowed an error which aborted its transaction."""
+    return PostgresTransactionUsageError(
+        f"{operation} failed: an error inside the block aborted the transaction and was caught; "
+        "everything in it was rolled back",
+        operation=operation,
+    )
 
 
 def first_value(rows: list[Row], operation: str, query: str) -> Any:
@@ -104,6 +120,51 @@ class UserTxState:
                 "is aborted; only leaving the nested transaction() block it failed in recovers",
                 operation=operation,
             )
+
+    def open_savepoint(self) -> tuple[int, bytes]:
+        """Begin a nested block: a savepoint, deferred like BEGIN (sent with the next
+        statement, dropped if none comes). Return what :meth:`leave_savepoint` needs."""
+        self.savepoints += 1
+        self.depth += 1
+        name = f"_crm_sp{self.savepoints}".encode()
+        self.pending.append(b"SAVEPOINT " + name)
+        return self.depth, name
+
+    def leave_savepoint(self, depth: int, name: bytes, *, failed: bool) -> None:
+        """End the nested block opened at ``depth``: rolled back to its savepoint when it
+        ``failed`` (as the server would), released otherwise; nothing sent for a savepoint
+        that was never sent either."""
+        opening = b"SAVEPOINT " + name
+        self.depth -= 1
+        if self.failed_at is not None and self.failed_at >= depth:
+            # Rolled back to the savepoint: recovered, as on the server; released while
+            # aborted: the enclosing level is aborted too.
+            self.failed_at = None if failed else depth - 1
+        if opening in self.pending:
+            self.pending.remove(opening)
+        elif failed:
+            self.pending += [b"ROLLBACK TO SAVEPOINT " + name, b"RELEASE SAVEPOINT " + name]
+        else:
+            self.pending.append(b"RELEASE SAVEPOINT " + name)
+
+    def to_commit(self, operation: str) -> bytes | None:
+        """What the commit sends before ``COMMIT`` (savepoint statements still pending), or
+        None when the block ran nothing (no transaction to commit).
+
+        Raises:
+            PostgresTransactionUsageError: the transaction is broken or aborted (the caller's
+                give-back rolls back whatever is open).
+        """
+        if self.broken is not None:
+            raise PostgresTransactionUsageError(
+                f"{operation} failed: {self.broken}", operation=operation
+            )
+        if self.failed_at is not None:
+            raise aborted_error(operation)
+        if not self.begun:
+            return None
+        pending, self.pending = b"".join(s + b"; " for s in self.pending), []
+        return pending
 
     def refused(self) -> None:
         """A statement was refused before it was sent: as on the server, it aborts the
