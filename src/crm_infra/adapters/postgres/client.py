@@ -23,19 +23,25 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
 from typing import Any
-from uuid import UUID
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from crm_infra._sql_params import ClientSideError, ParamsShapeError
-from crm_infra._sql_text import shown, untextable_reason
-from crm_infra.adapters.postgres.deadline import GRACE_S, Watchdog
+from crm_infra.adapters.postgres.base import (
+    _SET_TIMEOUT,
+    _SET_USER,
+    _SET_USER_AND_TIMEOUT,
+    Lease,
+    PostgresBase,
+    check_user_sql,
+    closed_on_purpose,
+    refuse_untextable_sql,
+)
+from crm_infra.adapters.postgres.deadline import Watchdog
 from crm_infra.adapters.postgres.errors import (
     PostgresConfigError,
     PostgresError,
@@ -49,26 +55,15 @@ from crm_infra.adapters.postgres.errors import (
     PostgresUnavailableError,
     PostgresUnsafeQueryError,
     PostgresUnsafeRoleError,
-    input_error,
-    password_of,
     raise_translated,
     scrub,
     translate_errors,
     translate_input_errors,
-    unsendable_error,
 )
 from crm_infra.adapters.postgres.pipeline import drive
 from crm_infra.adapters.postgres.roles import check_user_facing_role
 from crm_infra.adapters.postgres.statements import (
-    Call,
-    Checked,
-    StatementCache,
-    SyntaxRefusal,
-    UnsafeSql,
-    UntextableSql,
-    check_call,
     fetch_last,
-    prepare_call,
 )
 from crm_infra.adapters.postgres.transactions import (
     AdminTransaction,
@@ -101,119 +96,7 @@ logger = logging.getLogger(__name__)
 
 PgConnection = psycopg.Connection[DictRow]
 
-# The raw connection() block's user setting: the same statement as the pipeline's, sent with
-# its values as parameters.
-_SET_USER = "SELECT set_config('app.current_user_id', %s, true)"
-_SET_USER_AND_TIMEOUT = (
-    "SELECT set_config('app.current_user_id', %s, true), "
-    "set_config('statement_timeout', %s, true)"
-)
-_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
-
-
-class _Lease:
-    """The connection one call holds. It is stored here in the same statement that takes it
-    from the pool, so an interrupt cannot come between taking it and owning it."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self) -> None:
-        self.conn: PgConnection | None = None
-
-
-class _ClosedOnPurpose(logging.Filter):
-    """Drop psycopg_pool's "discarding closed connection" warning for connections the client
-    closed on purpose (after raw access): the pool replaces them, as it should, quietly."""
-
-    def __init__(self) -> None:
-        super().__init__("psycopg.pool")
-        self.connections: weakref.WeakSet[object] = weakref.WeakSet()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "discarding closed connection: %s" or not record.args:
-            return True
-        args = record.args if isinstance(record.args, tuple) else (record.args,)
-        return args[0] not in self.connections
-
-
-_closed_on_purpose = _ClosedOnPurpose()
-logging.getLogger("psycopg.pool").addFilter(_closed_on_purpose)
-
-
-def _refuse_untextable_sql(operation: str, query: str) -> None:
-    """Refuse SQL text the server cannot receive whole (see ``untextable_reason``), before
-    any I/O."""
-    why = untextable_reason(query)
-    if why is not None:
-        op = describe(operation, shown(query))
-        raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
-
-
-def _check(operation: str, query: str, params: Params) -> Checked:
-    """Check user-scoped ``query`` and fit ``params`` to it, before any I/O.
-
-    Raises:
-        PostgresInputError: text the server cannot receive whole.
-        PostgresUnsafeQueryError: not one data statement, or one that acts on the session.
-        PostgresError: a syntax error, or placeholders that do not fit the params.
-        PostgresParamsError: params of the wrong kind (also a TypeError).
-    """
-    try:
-        return check_call(query, params)
-    except UntextableSql as exc:
-        op = describe(operation, shown(query))
-        raise PostgresInputError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
-    except UnsafeSql as exc:
-        op = describe(operation, shown(query))
-        raise PostgresUnsafeQueryError(
-            f"{op} refused: {exc.refusal.message()}; nothing was sent", operation=op
-        ) from None
-    except SyntaxRefusal as exc:
-        op = describe(operation, shown(query))
-        raise PostgresError(
-            f"{op} failed: {exc} (SQLSTATE 42601); nothing was sent",
-            sqlstate="42601",
-            operation=op,
-        ) from None
-    except ParamsShapeError as exc:
-        op = describe(operation, shown(query))
-        raise PostgresParamsError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
-    except ClientSideError as exc:
-        op = describe(operation, shown(query))
-        raise PostgresError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
-
-
-def _milliseconds(seconds: float | None) -> str | None:
-    return None if seconds is None else str(max(1, round(seconds * 1000)))
-
-
-def _setting_problems(
-    *,
-    pool_size: int,
-    min_size: int,
-    admin_pool_size: int,
-    timeouts: dict[str, float],
-    limits: dict[str, float | None],
-) -> list[str]:
-    """Return what is wrong with the client's settings, one phrase each."""
-    problems = []
-    if pool_size < 1:
-        problems.append(f"pool_size must be at least 1 (got {pool_size})")
-    if not 0 <= min_size <= pool_size:
-        problems.append(f"min_pool_size must be between 0 and pool_size (got {min_size})")
-    if admin_pool_size < 1:
-        problems.append(f"admin_pool_size must be at least 1 (got {admin_pool_size})")
-    for name, value in timeouts.items():
-        if not (value > 0 and math.isfinite(value)):
-            problems.append(f"{name} must be a positive number of seconds (got {value})")
-    for name, limit in limits.items():
-        # Under a millisecond the server's setting would round to 0: no limit at all.
-        if limit is not None and not (limit >= 0.001 and math.isfinite(limit)):
-            problems.append(f"{name} must be None or at least 0.001 seconds (got {limit})")
-    return problems
-
-
-class PostgresClient:
+class PostgresClient(PostgresBase):
     """PostgreSQL for user-scoped work under row-level security, plus an explicit admin path.
 
     Args:
@@ -260,99 +143,50 @@ class PostgresClient:
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
     ) -> None:
-        self._secrets = (password_of(connection_url), password_of(admin_connection_url or ""))
-        self._url_shown = scrub(connection_url, self._secrets)
-        min_size = min(2, pool_size) if min_pool_size is None else min_pool_size
-        problems = _setting_problems(
-            pool_size=pool_size,
-            min_size=min_size,
+        super().__init__(
+            connection_url,
+            pool_size,
+            admin_connection_url=admin_connection_url,
+            min_pool_size=min_pool_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            admin_statement_timeout=admin_statement_timeout,
+            pool_timeout=pool_timeout,
+            health_check_interval=health_check_interval,
             admin_pool_size=admin_pool_size,
-            timeouts={"connect_timeout": connect_timeout, "pool_timeout": pool_timeout},
-            limits={
-                "statement_timeout": statement_timeout,
-                "admin_statement_timeout": admin_statement_timeout,
-            },
-        )
-        if problems:
-            raise PostgresConfigError(
-                "PostgresClient: " + "; ".join(problems), operation="configure"
-            )
-        self._pool_size = pool_size
-        self._pool_timeout = pool_timeout
-        self._connect_timeout = max(2, math.ceil(connect_timeout))
-        self._health_check_interval = health_check_interval
-        self._admin_pool_size = admin_pool_size
-        self._application_name = application_name
-        self._admin_statement_timeout = admin_statement_timeout
-        # Sent with the user setting in every call: transaction-local, never a startup option
-        # (PgBouncer refuses those, and a pooled session must not carry it).
-        self._timeout_value = _milliseconds(statement_timeout)
-        self._admin_timeout_value = _milliseconds(admin_statement_timeout)
-        self._statements = StatementCache()
-        self._user_tx: ContextVar[UserTxState | None] = ContextVar(
-            f"crm_pg_user_tx_{id(self)}", default=None
-        )
-        self._admin_tx: ContextVar[PgConnection | None] = ContextVar(
-            f"crm_pg_admin_tx_{id(self)}", default=None
+            application_name=application_name,
         )
         self._admin_lock = threading.Lock()
         self._replace_lock = threading.Lock()
-        self._replaced_at: dict[str, float] = {}
         self._opened_at: weakref.WeakKeyDictionary[PgConnection, float] = (
             weakref.WeakKeyDictionary()
         )
         self._admin_pool: ConnectionPool[PgConnection] | None = None
-        self._admin_conninfo: str | None = None
-        self._closed = False
-
-        # The server enforces statement_timeout; these are the backstop for when it cannot.
-        self._watchdog = Watchdog(
-            None if statement_timeout is None else statement_timeout + GRACE_S
-        )
-        self._admin_watchdog = Watchdog(
-            None if admin_statement_timeout is None else admin_statement_timeout + GRACE_S
-        )
-        # The client's own short statements (a ping, BEGIN, ROLLBACK, the role check) answer
-        # at once from a live server: they get the connect timeout, whatever statement_timeout.
+        self._watchdog = Watchdog(self._deadline)
+        self._admin_watchdog = Watchdog(self._admin_deadline)
         self._short_watchdog = Watchdog(
-            float(self._connect_timeout),
+            self._short_deadline,
             reason="the connect timeout, which the client's own short statements get",
         )
         self._watchdogs = (self._watchdog, self._admin_watchdog, self._short_watchdog)
         self._pools: dict[str, ConnectionPool[PgConnection]] = {}
         try:
+            with (
+                translate_errors(f"connect to {self._url_shown}", self._secrets),
+                psycopg.connect(self._app_conninfo, autocommit=True) as probe,
+                self._short_watchdog.guard(probe, "check the application role"),
+            ):
+                check_user_facing_role(probe)
             with translate_errors(f"connect to {self._url_shown}", self._secrets):
-                conninfo = self._conninfo(connection_url)
-                if admin_connection_url is not None:
-                    self._admin_conninfo = self._conninfo(admin_connection_url)
-                with (
-                    psycopg.connect(conninfo, autocommit=True) as probe,
-                    self._short_watchdog.guard(probe, "check the application role"),
-                ):
-                    check_user_facing_role(probe)
                 self._pool: ConnectionPool[PgConnection] = self._make_pool(
-                    conninfo, "crm-app", min_size, pool_size
+                    self._app_conninfo, "crm-app", self._min_size, self._pool_size
                 )
-        except BaseException as exc:
+        except BaseException:
             for watchdog in self._watchdogs:
                 watchdog.close()
-            if isinstance(exc, UnicodeEncodeError):
-                raise PostgresConfigError(
-                    "PostgresClient: a connection URL cannot be encoded as UTF-8 (a lone "
-                    "surrogate?)",
-                    operation="configure",
-                ) from None
             raise
 
     # --- set-up ----------------------------------------------------------------------------
-
-    def _conninfo(self, url: str) -> str:
-        # No statement timeout among the startup options: PgBouncer refuses them (and one
-        # that ignores them would silently drop it). It travels with every call instead.
-        extra: dict[str, Any] = {"connect_timeout": self._connect_timeout}
-        if "application_name" not in conninfo_to_dict(url):
-            extra["application_name"] = self._application_name
-        return make_conninfo(url, **extra)
 
     def _make_pool(
         self, conninfo: str, name: str, min_size: int, max_size: int
@@ -454,7 +288,7 @@ class PostgresClient:
 
     # --- borrowing ---------------------------------------------------------------------------
 
-    def _lend(self, pool: ConnectionPool[PgConnection], lease: _Lease, operation: str) -> None:
+    def _lend(self, pool: ConnectionPool[PgConnection], lease: Lease, operation: str) -> None:
         """Take a connection from ``pool`` into ``lease`` (the caller gives it back in a
         ``finally``), checked to be idle in autocommit."""
         try:
@@ -481,25 +315,11 @@ class PostgresClient:
                 operation=operation,
             )
 
-    def _held_by_open_block(self, pool: ConnectionPool[PgConnection]) -> str:
-        """Say so when a block open in this context holds one of ``pool``'s connections."""
-        if pool is self._pool and self._user_tx.get() is not None:
-            return (
-                " (a transaction() block is open here and holds a pooled connection; a "
-                "statement meant for that transaction goes through its handle, tx.execute)"
-            )
-        if pool is self._admin_pool and self._admin_tx.get() is not None:
-            return (
-                " (an admin_transaction() block is open here and holds a pooled connection; "
-                "a statement meant for it goes through its handle, tx.execute)"
-            )
-        return ""
-
     @contextmanager
     def _borrow(
         self, pool: ConnectionPool[PgConnection], operation: str, *, raw: bool = False
     ) -> Iterator[PgConnection]:
-        lease = _Lease()
+        lease = Lease()
         try:
             self._lend(pool, lease, operation)
             assert lease.conn is not None
@@ -512,7 +332,7 @@ class PostgresClient:
                 raise
 
     def _release(
-        self, pool: ConnectionPool[PgConnection], lease: _Lease, *, raw: bool = False
+        self, pool: ConnectionPool[PgConnection], lease: Lease, *, raw: bool = False
     ) -> None:
         """Give the leased connection back, once, whatever interrupts the giving."""
         if lease.conn is None:
@@ -527,7 +347,7 @@ class PostgresClient:
             raise
 
     def _give_back(
-        self, pool: ConnectionPool[PgConnection], lease: _Lease, *, raw: bool = False
+        self, pool: ConnectionPool[PgConnection], lease: Lease, *, raw: bool = False
     ) -> None:
         # Done here rather than in a pool ``reset`` callback: with one, psycopg_pool hands
         # every return to a worker thread, which costs more than the query.
@@ -554,7 +374,7 @@ class PostgresClient:
             # handlers, a transaction() block left open, two-phase state, held cursors,
             # LISTEN, session advisory locks...): its connection is never handed on. Its
             # transaction has ended (committed or rolled back); the server ends the rest.
-            _closed_on_purpose.connections.add(conn)
+            closed_on_purpose.connections.add(conn)
             conn.close()
             return
         if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
@@ -583,23 +403,6 @@ class PostgresClient:
             pool.name,
         )
         pool.drain()
-
-    def _set_user(self, uid: UUID) -> list[bytes]:
-        user = str(uid).encode()
-        timeout = self._timeout_value
-        return [user] if timeout is None else [user, timeout.encode()]
-
-    def _prepare(self, conn: PgConnection, checked: Checked, operation: str, query: str) -> Call:
-        """Dump the values of ``checked`` for ``conn``; errors say nothing was sent."""
-        try:
-            return prepare_call(self._statements.state(conn), checked)
-        except psycopg.Error as exc:  # a value psycopg cannot adapt
-            raise_translated(exc, describe(operation, query), self._secrets)
-        except UnicodeEncodeError:
-            # Not chained: the codec error holds the whole value (.object).
-            raise input_error(describe(operation, query)) from None
-        except ValueError as exc:
-            raise unsendable_error(describe(operation, query), exc) from exc
 
     # --- UserScopedDB ------------------------------------------------------------------------
 
@@ -631,10 +434,10 @@ class PostgresClient:
             PostgresError: any other failure (see the subclasses).
         """
         uid = resolve_user_id(user_id)
-        checked = _check("execute", query, params)
+        checked = check_user_sql("execute", query, params)
         # The hot path, written out: no context managers, the operation named only on error.
         pool = self._pool
-        lease = _Lease()
+        lease = Lease()
         watchdog = self._watchdog
         try:
             self._lend(pool, lease, "execute")
@@ -720,7 +523,7 @@ class PostgresClient:
         self, state: UserTxState, query: str, params: Params, operation: str
     ) -> list[Row]:
         try:
-            checked = _check("transaction.execute", query, params)
+            checked = check_user_sql("transaction.execute", query, params)
             call = self._prepare(state.conn, checked, "transaction.execute", query)
         except PostgresParamsError:
             raise  # refused for its kind, as psycopg refuses it: the transaction goes on
@@ -798,7 +601,7 @@ class PostgresClient:
             PostgresConfigError: no ``admin_connection_url`` was given.
             PostgresError: the statement failed (see the subclasses).
         """
-        _refuse_untextable_sql("execute_admin", query)
+        refuse_untextable_sql("execute_admin", query)
         op = describe("execute_admin", query)
         pool = self._ensure_admin_pool(op)
         with (
@@ -817,7 +620,7 @@ class PostgresClient:
     def _run_admin_in(
         self, conn: PgConnection, query: str, params: Params, operation: str
     ) -> list[Row]:
-        _refuse_untextable_sql("admin_transaction.execute", query)
+        refuse_untextable_sql("admin_transaction.execute", query)
         with (
             translate_errors(operation, self._secrets),
             translate_input_errors(operation),
@@ -954,13 +757,6 @@ class PostgresClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        admin = "configured" if self._admin_conninfo else "none"
-        state = "closed" if self._closed else "open"
-        return (
-            f"PostgresClient(url={self._url_shown!r}, pool_size={self._pool_size}, "
-            f"admin={admin}, {state})"
-        )
 
 
 def _run_admin(conn: PgConnection, query: str, params: Params) -> list[Row]:

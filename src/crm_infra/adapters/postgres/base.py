@@ -1,0 +1,289 @@
+"""What the PostgreSQL client and its asyncio twin share: configuration, the checks made
+before any I/O, what a call sends, the open-block bookkeeping. No I/O here: the twins differ
+only in how they wait (see :mod:`crm_infra.adapters.postgres.client` and ``async_client``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from contextvars import ContextVar
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from crm_infra._sql_params import ClientSideError, ParamsShapeError
+from crm_infra._sql_text import shown, untextable_reason
+from crm_infra.adapters.postgres.deadline import GRACE_S
+from crm_infra.adapters.postgres.errors import (
+    PostgresConfigError,
+    PostgresError,
+    PostgresInputError,
+    PostgresParamsError,
+    PostgresUnsafeQueryError,
+    input_error,
+    password_of,
+    raise_translated,
+    scrub,
+    translate_errors,
+    unsendable_error,
+)
+from crm_infra.adapters.postgres.statements import (
+    Call,
+    Checked,
+    StatementCache,
+    SyntaxRefusal,
+    UnsafeSql,
+    UntextableSql,
+    check_call,
+    prepare_call,
+)
+from crm_infra.adapters.postgres.transactions import UserTxState, describe
+from crm_infra.ports import Params
+
+__all__ = ["Lease", "PostgresBase", "check_user_sql", "closed_on_purpose", "refuse_untextable_sql"]
+
+# The raw connection() block's user setting: the same statement as the pipeline's, sent with
+# its values as parameters.
+_SET_USER = "SELECT set_config('app.current_user_id', %s, true)"
+_SET_USER_AND_TIMEOUT = (
+    "SELECT set_config('app.current_user_id', %s, true), "
+    "set_config('statement_timeout', %s, true)"
+)
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
+
+class Lease:
+    """The connection one call holds. It is stored here in the same statement that takes it
+    from the pool, so an interrupt cannot come between taking it and owning it."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+
+class _ClosedOnPurpose(logging.Filter):
+    """Drop psycopg_pool's "discarding closed connection" warning for connections the client
+    closed on purpose (after raw access): the pool replaces them, as it should, quietly."""
+
+    def __init__(self) -> None:
+        super().__init__("psycopg.pool")
+        self.connections: weakref.WeakSet[object] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "discarding closed connection: %s" or not record.args:
+            return True
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        return args[0] not in self.connections
+
+
+closed_on_purpose = _ClosedOnPurpose()
+logging.getLogger("psycopg.pool").addFilter(closed_on_purpose)
+
+
+def refuse_untextable_sql(operation: str, query: str) -> None:
+    """Refuse SQL text the server cannot receive whole (see ``untextable_reason``), before
+    any I/O."""
+    why = untextable_reason(query)
+    if why is not None:
+        op = describe(operation, shown(query))
+        raise PostgresInputError(f"{op} failed: {why}; nothing was sent", operation=op)
+
+
+def check_user_sql(operation: str, query: str, params: Params) -> Checked:
+    """Check user-scoped ``query`` and fit ``params`` to it, before any I/O.
+
+    Raises:
+        PostgresInputError: text the server cannot receive whole.
+        PostgresUnsafeQueryError: not one data statement, or one that acts on the session.
+        PostgresError: a syntax error, or placeholders that do not fit the params.
+        PostgresParamsError: params of the wrong kind (also a TypeError).
+    """
+    try:
+        return check_call(query, params)
+    except UntextableSql as exc:
+        op = describe(operation, shown(query))
+        raise PostgresInputError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+    except UnsafeSql as exc:
+        op = describe(operation, shown(query))
+        raise PostgresUnsafeQueryError(
+            f"{op} refused: {exc.refusal.message()}; nothing was sent", operation=op
+        ) from None
+    except SyntaxRefusal as exc:
+        op = describe(operation, shown(query))
+        raise PostgresError(
+            f"{op} failed: {exc} (SQLSTATE 42601); nothing was sent",
+            sqlstate="42601",
+            operation=op,
+        ) from None
+    except ParamsShapeError as exc:
+        op = describe(operation, shown(query))
+        raise PostgresParamsError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+    except ClientSideError as exc:
+        op = describe(operation, shown(query))
+        raise PostgresError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+
+
+def _milliseconds(seconds: float | None) -> str | None:
+    return None if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _setting_problems(
+    *,
+    pool_size: int,
+    min_size: int,
+    admin_pool_size: int,
+    timeouts: dict[str, float],
+    limits: dict[str, float | None],
+) -> list[str]:
+    """Return what is wrong with the client's settings, one phrase each."""
+    problems = []
+    if pool_size < 1:
+        problems.append(f"pool_size must be at least 1 (got {pool_size})")
+    if not 0 <= min_size <= pool_size:
+        problems.append(f"min_pool_size must be between 0 and pool_size (got {min_size})")
+    if admin_pool_size < 1:
+        problems.append(f"admin_pool_size must be at least 1 (got {admin_pool_size})")
+    for name, value in timeouts.items():
+        if not (value > 0 and math.isfinite(value)):
+            problems.append(f"{name} must be a positive number of seconds (got {value})")
+    for name, limit in limits.items():
+        # Under a millisecond the server's setting would round to 0: no limit at all.
+        if limit is not None and not (limit >= 0.001 and math.isfinite(limit)):
+            problems.append(f"{name} must be None or at least 0.001 seconds (got {limit})")
+    return problems
+
+
+class PostgresBase:
+    """The configuration and the I/O-free part of :class:`PostgresClient` and
+    :class:`AsyncPostgresClient`; see :class:`PostgresClient` for the arguments.
+
+    Raises:
+        PostgresConfigError: an argument out of range, or a URL that cannot be encoded.
+        PostgresError: a URL psycopg cannot read.
+    """
+
+    def __init__(
+        self,
+        connection_url: str,
+        pool_size: int = 10,
+        *,
+        admin_connection_url: str | None = None,
+        min_pool_size: int | None = None,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 30.0,
+        admin_statement_timeout: float | None = None,
+        pool_timeout: float = 5.0,
+        health_check_interval: float = 30.0,
+        admin_pool_size: int = 2,
+        application_name: str = "crm-infra",
+    ) -> None:
+        name = type(self).__name__
+        self._secrets = (password_of(connection_url), password_of(admin_connection_url or ""))
+        self._url_shown = scrub(connection_url, self._secrets)
+        min_size = min(2, pool_size) if min_pool_size is None else min_pool_size
+        problems = _setting_problems(
+            pool_size=pool_size,
+            min_size=min_size,
+            admin_pool_size=admin_pool_size,
+            timeouts={"connect_timeout": connect_timeout, "pool_timeout": pool_timeout},
+            limits={
+                "statement_timeout": statement_timeout,
+                "admin_statement_timeout": admin_statement_timeout,
+            },
+        )
+        if problems:
+            raise PostgresConfigError(f"{name}: " + "; ".join(problems), operation="configure")
+        self._pool_size = pool_size
+        self._min_size = min_size
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = max(2, math.ceil(connect_timeout))
+        self._health_check_interval = health_check_interval
+        self._admin_pool_size = admin_pool_size
+        self._application_name = application_name
+        self._admin_statement_timeout = admin_statement_timeout
+        # Sent with the user setting in every call: transaction-local, never a startup option
+        # (PgBouncer refuses those, and a pooled session must not carry it).
+        self._timeout_value = _milliseconds(statement_timeout)
+        self._admin_timeout_value = _milliseconds(admin_statement_timeout)
+        # The server enforces the timeouts; the client's deadlines are the backstop for when
+        # it cannot (a frozen server). The client's own short statements (a ping, BEGIN,
+        # ROLLBACK, the role check) answer at once from a live server: they get the connect
+        # timeout, whatever statement_timeout.
+        self._deadline = None if statement_timeout is None else statement_timeout + GRACE_S
+        self._admin_deadline = (
+            None if admin_statement_timeout is None else admin_statement_timeout + GRACE_S
+        )
+        self._short_deadline = float(self._connect_timeout)
+        self._statements = StatementCache()
+        self._user_tx: ContextVar[UserTxState | None] = ContextVar(
+            f"crm_pg_user_tx_{id(self)}", default=None
+        )
+        self._admin_tx: ContextVar[Any] = ContextVar(f"crm_pg_admin_tx_{id(self)}", default=None)
+        self._replaced_at: dict[str, float] = {}
+        self._closed = False
+        self._pool: Any = None
+        self._admin_pool: Any = None
+        try:
+            with translate_errors(f"connect to {self._url_shown}", self._secrets):
+                self._app_conninfo = self._conninfo(connection_url)
+                self._admin_conninfo: str | None = (
+                    None
+                    if admin_connection_url is None
+                    else self._conninfo(admin_connection_url)
+                )
+        except UnicodeEncodeError:
+            raise PostgresConfigError(
+                f"{name}: a connection URL cannot be encoded as UTF-8 (a lone surrogate?)",
+                operation="configure",
+            ) from None
+
+    def _conninfo(self, url: str) -> str:
+        # No statement timeout among the startup options: PgBouncer refuses them (and one
+        # that ignores them would silently drop it). It travels with every call instead.
+        extra: dict[str, Any] = {"connect_timeout": self._connect_timeout}
+        if "application_name" not in conninfo_to_dict(url):
+            extra["application_name"] = self._application_name
+        return make_conninfo(url, **extra)
+
+    def _held_by_open_block(self, pool: object) -> str:
+        """Say so when a block open in this context holds one of ``pool``'s connections."""
+        if pool is self._pool and self._user_tx.get() is not None:
+            return (
+                " (a transaction() block is open here and holds a pooled connection; a "
+                "statement meant for that transaction goes through its handle, tx.execute)"
+            )
+        if pool is self._admin_pool and self._admin_tx.get() is not None:
+            return (
+                " (an admin_transaction() block is open here and holds a pooled connection; "
+                "a statement meant for it goes through its handle, tx.execute)"
+            )
+        return ""
+
+    def _set_user(self, uid: UUID) -> list[bytes]:
+        user = str(uid).encode()
+        timeout = self._timeout_value
+        return [user] if timeout is None else [user, timeout.encode()]
+
+    def _prepare(self, conn: Any, checked: Checked, operation: str, query: str) -> Call:
+        """Dump the values of ``checked`` for ``conn``; errors say nothing was sent."""
+        try:
+            return prepare_call(self._statements.state(conn), checked)
+        except psycopg.Error as exc:  # a value psycopg cannot adapt
+            raise_translated(exc, describe(operation, query), self._secrets)
+        except UnicodeEncodeError:
+            # Not chained: the codec error holds the whole value (.object).
+            raise input_error(describe(operation, query)) from None
+        except ValueError as exc:
+            raise unsendable_error(describe(operation, query), exc) from exc
+
+    def __repr__(self) -> str:
+        admin = "configured" if self._admin_conninfo else "none"
+        state = "closed" if self._closed else "open"
+        return (
+            f"{type(self).__name__}(url={self._url_shown!r}, pool_size={self._pool_size}, "
+            f"admin={admin}, {state})"
+        )
