@@ -328,15 +328,23 @@ class ValkeyClusterDevServer:
         """
         wait_for(self._healthy, timeout=self._timeout, what="the cluster becoming healthy")
 
-    def wait_replicated(self, primary: ValkeyDevServer) -> None:
-        """Wait until every replica of ``primary`` has all its writes (``WAIT``)."""
+    def wait_replicated(self, primary: ValkeyDevServer, marker: str) -> int:
+        """Return once every replica of ``primary`` has all the writes it acknowledged so far.
+
+        Writes ``marker`` (a key of a slot ``primary`` serves) and sends ``WAIT`` on the same
+        connection: replication is ordered, so a replica that has the marker has everything
+        written before it. Returns how many replicas acknowledged.
+
+        Raises:
+            ValkeyServerError: not every replica acknowledged within the startup timeout.
+        """
         expected = len(self.replicas_of(primary))
         with self.admin(primary) as client:
-            wait_for(
-                lambda: int(run(client, "WAIT", expected, 100)) >= expected,
-                timeout=self._timeout,
-                what=f"the replicas of node {primary.port} catching up",
-            )
+            client.set(marker, "synced")
+            acked = int(run(client, "WAIT", expected, int(self._timeout * 1000)))
+        if acked < expected:
+            raise ValkeyServerError(f"{acked} of {expected} replicas of {primary.port} synced")
+        return acked
 
     # --- internals ---------------------------------------------------------------------------
 

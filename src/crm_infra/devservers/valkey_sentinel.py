@@ -200,16 +200,24 @@ class ValkeySentinelDevServer:
         wait_for(moved, timeout=self._timeout, what=f"the Sentinels failing over from {old.port}")
         return self.primary()
 
-    def wait_replicated(self) -> None:
-        """Wait until every running replica has all the primary's writes (``WAIT``)."""
+    def wait_replicated(self, marker: str = "__crm_dev_sync__") -> int:
+        """Return once every replica has all the writes the primary acknowledged so far.
+
+        Writes ``marker`` and sends ``WAIT`` on the same connection: replication is ordered,
+        so a replica that has the marker has everything written before it. Returns how many
+        replicas acknowledged.
+
+        Raises:
+            ValkeyServerError: not every replica acknowledged within the startup timeout.
+        """
         primary = self.primary()
         expected = len(self.replicas())
         with self.admin(primary) as client:
-            wait_for(
-                lambda: int(run(client, "WAIT", expected, 100)) >= expected,
-                timeout=self._timeout,
-                what=f"the replicas of {primary.port} catching up",
-            )
+            client.set(marker, "synced")
+            acked = int(run(client, "WAIT", expected, int(self._timeout * 1000)))
+        if acked < expected:
+            raise ValkeyServerError(f"{acked} of {expected} replicas of {primary.port} synced")
+        return acked
 
     def restore(self) -> None:
         """Restart every stopped Sentinel and server (a server as a replica of the current
