@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from crm_infra.adapters.valkey.errors import (
@@ -57,6 +57,7 @@ from crm_infra.adapters.valkey.protocol import (
     HIT_SCRIPT,
     HIT_SHA,
     MAX_EXPIRE_SECONDS,
+    VENDOR_ERRORS,
     Boundary,
     ClosedClient,
     RetryPolicy,
@@ -325,7 +326,7 @@ class ValkeyClient:
             started = _monotonic()
             try:
                 return method(*args)
-            except RedisError as exc:
+            except VENDOR_ERRORS as exc:
                 return call_sync(
                     self._policy, idempotent, method, args, started=started, error=exc
                 )

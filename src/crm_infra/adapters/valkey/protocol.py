@@ -59,6 +59,7 @@ __all__ = [
     "HIT_SCRIPT",
     "HIT_SHA",
     "MAX_EXPIRE_SECONDS",
+    "VENDOR_ERRORS",
     "Boundary",
     "ClosedClient",
     "RetryPolicy",
@@ -107,6 +108,9 @@ _REFUSED: Final = (NoScriptError, ReadOnlyError, ClusterDownError, TryAgainError
 # Sentinel's connection when the primary it was talking to turned replica (READONLY).
 _NOT_SENT_PREFIXES: Final = ("Timeout connecting to ", "Error connecting to ",
                              "No master found for ", "The previous master is now a slave")
+# Everything redis-py raises: its cluster errors (slot map unreadable, no node reachable) are
+# not RedisErrors.
+VENDOR_ERRORS: Final = (RedisError, RedisClusterException)
 _monotonic = time.monotonic
 
 
@@ -255,7 +259,7 @@ class Boundary:
     ) -> None:
         if exc is None:
             return
-        if isinstance(exc, RedisError):
+        if isinstance(exc, VENDOR_ERRORS):
             raise self._translate(exc) from exc
         if isinstance(exc, UnicodeError):
             # The codec error holds the whole value (.object); do not chain it.
@@ -273,7 +277,7 @@ class Boundary:
             return f"Valkey {self._op}"
         return f"Valkey {self._op} of key {self._key!r}"
 
-    def _translate(self, exc: RedisError) -> ValkeyError:
+    def _translate(self, exc: Exception) -> ValkeyError:
         cls: type[ValkeyError] = ValkeyError
         why = f"{type(exc).__name__}: {exc}"
         if why.startswith("MasterNotFoundError: No master found"):
@@ -311,7 +315,7 @@ def call_sync(
     args: tuple[Any, ...],
     *,
     started: float,
-    error: RedisError,
+    error: Exception,
 ) -> Any:
     """Retry ``method(*args)`` after ``error`` while ``policy`` and :func:`retryable` allow;
     raise the last error otherwise. (The async twin awaits the same decisions.)
@@ -322,6 +326,6 @@ def call_sync(
         time.sleep(pause)
         try:
             return method(*args)
-        except RedisError as exc:
+        except VENDOR_ERRORS as exc:
             error = exc
     raise error
