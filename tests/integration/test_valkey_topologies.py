@@ -9,11 +9,14 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from crm_infra.adapters import ValkeyClient, ValkeyError
+from crm_infra.adapters.valkey.protocol import nothing_ran
 from crm_infra.devservers.valkey_cluster import ValkeyClusterDevServer
 from crm_infra.devservers.valkey_sentinel import ValkeySentinelDevServer
 from crm_infra.errors import KeyValueStoreUnavailableError
@@ -134,3 +137,15 @@ def test_a_frozen_cluster_primary_raises_within_the_budget_naming_its_node(
         assert elapsed < 1.5 + 0.5
         assert f"127.0.0.1:{node.port} (cluster node of slot" in str(info.value)
         assert kv.get("k") == "v"
+
+
+def test_redis_py_still_words_a_refused_connection_as_the_retry_rules_expect() -> None:
+    # "The connection could not be made" (so hit may be retried) is read from redis-py's
+    # message: pin its form against a real refused connection.
+    client = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    with pytest.raises(redis.ConnectionError) as info:
+        client.ping()
+    client.close()
+    assert nothing_ran(info.value), str(info.value)
