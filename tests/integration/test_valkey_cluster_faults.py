@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from crm_infra.adapters import ValkeyClient
-from crm_infra.devservers.valkey_cluster import ValkeyClusterDevServer, wait_for
+from crm_infra.devservers.valkey_cluster import ValkeyClusterDevServer
+from crm_infra.devservers.valkey_topology import wait_for
 from tests.fixtures.valkey_load import Load, report
 
 PREFIX = "crm:"

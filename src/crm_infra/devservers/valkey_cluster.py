@@ -14,22 +14,19 @@ waits until the cluster is whole again (the layout of primaries may differ from 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import random
 import socket
-import time
-from collections.abc import Callable, Iterator
-from types import TracebackType
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import redis
 
-from crm_infra.devservers.valkey import ValkeyDevServer, ValkeyServerError, config_quote
+from crm_infra.devservers.valkey import ValkeyDevServer, ValkeyServerError
+from crm_infra.devservers.valkey_topology import DevTopology, run, wait_for
 
-__all__ = ["SLOTS", "ValkeyClusterDevServer", "free_cluster_port", "run", "wait_for"]
+__all__ = ["SLOTS", "ValkeyClusterDevServer", "free_cluster_port"]
 
 SLOTS = 16384
 _BUS_OFFSET = 10000
@@ -54,32 +51,7 @@ def free_cluster_port(taken: set[int] | None = None) -> int:
     raise ValkeyServerError("no free port pair (port, port + 10000) below 55536 was found")
 
 
-def run(client: redis.Redis, *args: Any) -> Any:
-    """Send one raw command (redis-py leaves ``execute_command`` untyped)."""
-    untyped: Any = client
-    return untyped.execute_command(*args)
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Call ``check`` until it returns True; raise ValkeyServerError after ``timeout`` s.
-
-    Errors from ``check`` (a node still starting, a connection refused) mean "not yet".
-    """
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError, ValueError, KeyError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {type(last).__name__}: {last})" if last else ""
-            raise ValkeyServerError(f"{what} did not happen within {timeout:g} s{detail}")
-        time.sleep(0.02)
-
-
-class ValkeyClusterDevServer:
+class ValkeyClusterDevServer(DevTopology):
     """A Valkey Cluster of ``primaries`` shards with ``replicas`` replicas each; a context
     manager that stops every node on exit (and at interpreter exit, should a test run die).
     """
@@ -107,12 +79,10 @@ class ValkeyClusterDevServer:
         """
         if primaries < 1 or replicas < 0:
             raise ValkeyServerError("a cluster needs at least one primary, and replicas >= 0")
+        super().__init__(password=password, binary=binary, startup_timeout=startup_timeout)
         self._primaries = primaries
         self._replicas = replicas
-        self._password = password
         self._node_timeout_ms = node_timeout_ms
-        self._binary = binary
-        self._timeout = startup_timeout
         self.nodes: list[ValkeyDevServer] = []
         self._ids: dict[int, str] = {}
 
@@ -122,86 +92,41 @@ class ValkeyClusterDevServer:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> ValkeyClusterDevServer:
-        self.start()
-        return self
+    def _processes(self) -> list[ValkeyDevServer]:
+        return self.nodes
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def start(self) -> None:
-        """Start every node, form the cluster and wait until it serves every slot.
-
-        Raises:
-            ValkeyServerError: a node did not start, or the cluster did not form in time
-                (every node started is stopped again).
-        """
-        if self.nodes:
-            return
-        atexit.register(self.close)
-        try:
-            taken: set[int] = set()
-            extra = [
-                "cluster-enabled yes",
-                "cluster-config-file nodes.conf",
-                f"cluster-node-timeout {self._node_timeout_ms}",
-                "cluster-replica-validity-factor 0",  # a replica may always take over
-                "cluster-allow-replica-migration no",  # replicas stay where they are put
-                "repl-diskless-sync yes",
-                "repl-diskless-sync-delay 0",  # a replica syncs at once, not after 5 s
-            ]
-            if self._password:
-                extra.append(f"masterauth {config_quote(self._password)}")
-            for _ in range(self._primaries * (1 + self._replicas)):
-                port = free_cluster_port(taken)
-                taken.update({port, port + _BUS_OFFSET})
-                node = ValkeyDevServer(
-                    port=port, password=self._password, binary=self._binary, extra_config=extra
-                )
-                self.nodes.append(node)
-                node.start()
-            self._form()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """Stop every node and remove their files."""
-        atexit.unregister(self.close)
-        for node in self.nodes:
-            node.close()
+    def _forget(self) -> None:
         self.nodes = []
         self._ids = {}
+
+    def _launch(self) -> None:
+        """Start every node, form the cluster and wait until it serves every slot."""
+        taken: set[int] = set()
+        extra = [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            f"cluster-node-timeout {self._node_timeout_ms}",
+            "cluster-replica-validity-factor 0",  # a replica may always take over
+            "cluster-allow-replica-migration no",  # replicas stay where they are put
+            *self._data_lines(),
+        ]
+        for _ in range(self._primaries * (1 + self._replicas)):
+            port = free_cluster_port(taken)
+            taken.update({port, port + _BUS_OFFSET})
+            node = ValkeyDevServer(
+                port=port, password=self._password, binary=self._binary, extra_config=extra
+            )
+            self.nodes.append(node)
+            node.start()
+        self._form()
 
     # --- what callers use --------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """``redis+cluster://[:password@]127.0.0.1:port,...``: every node as a start node."""
-        auth = f":{quote(self._password, safe='')}@" if self._password else ""
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
-        return f"redis+cluster://{auth}{hosts}"
-
-    @contextlib.contextmanager
-    def admin(self, node: ValkeyDevServer, timeout: float = 5.0) -> Iterator[redis.Redis]:
-        """Yield a plain connection to one node, for CLUSTER and INFO commands."""
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=node.port,
-            password=self._password,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        try:
-            yield client
-        finally:
-            client.close()
+        return f"redis+cluster://{self._auth()}{hosts}"
 
     def node_id(self, node: ValkeyDevServer) -> str:
         """Return the cluster id of ``node`` (kept in its nodes.conf across restarts)."""
@@ -338,13 +263,7 @@ class ValkeyClusterDevServer:
         Raises:
             ValkeyServerError: not every replica acknowledged within the startup timeout.
         """
-        expected = len(self.replicas_of(primary))
-        with self.admin(primary) as client:
-            client.set(marker, "synced")
-            acked = int(run(client, "WAIT", expected, int(self._timeout * 1000)))
-        if acked < expected:
-            raise ValkeyServerError(f"{acked} of {expected} replicas of {primary.port} synced")
-        return acked
+        return self._wait_acked(primary, len(self.replicas_of(primary)), marker)
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -9,23 +9,20 @@ for :meth:`wait_failover`, stop a Sentinel, and then :meth:`restore` the whole s
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import redis
 
 from crm_infra.devservers.valkey import ValkeyDevServer, ValkeyServerError, config_quote
-from crm_infra.devservers.valkey_cluster import run, wait_for
+from crm_infra.devservers.valkey_topology import DevTopology, run, wait_for
 
 __all__ = ["ValkeySentinelDevServer"]
 
 
-class ValkeySentinelDevServer:
+class ValkeySentinelDevServer(DevTopology):
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels watching service
     ``service``; a context manager that stops them all on exit (and at interpreter exit).
     """
@@ -57,14 +54,12 @@ class ValkeySentinelDevServer:
         """
         if sentinels < 1:
             raise ValkeyServerError("a Sentinel-managed set needs at least one Sentinel")
+        super().__init__(password=password, binary=binary, startup_timeout=startup_timeout)
         self.service = service
         self._replica_count = replicas
         self._sentinel_count = sentinels
-        self._password = password
         self._down_after_ms = down_after_ms
         self._failover_timeout_ms = failover_timeout_ms
-        self._binary = binary
-        self._timeout = startup_timeout
         self.servers: list[ValkeyDevServer] = []
         self.sentinels: list[ValkeyDevServer] = []
 
@@ -75,87 +70,48 @@ class ValkeySentinelDevServer:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> ValkeySentinelDevServer:
-        self.start()
-        return self
+    def _processes(self) -> list[ValkeyDevServer]:
+        return [*self.sentinels, *self.servers]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def start(self) -> None:
-        """Start the primary, the replicas and the Sentinels; wait until all know each other.
-
-        Raises:
-            ValkeyServerError: a server did not start, or the set was not ready in time
-                (everything started is stopped again).
-        """
-        if self.servers:
-            return
-        atexit.register(self.close)
-        try:
-            primary = self._data_server([])
-            primary.start()
-            self.servers.append(primary)
-            for _ in range(self._replica_count):
-                replica = self._data_server([f"replicaof 127.0.0.1 {primary.port}"])
-                self.servers.append(replica)
-                replica.start()
-            quorum = self._sentinel_count // 2 + 1
-            lines = [
-                "sentinel resolve-hostnames no",
-                f"sentinel monitor {self.service} 127.0.0.1 {primary.port} {quorum}",
-                f"sentinel down-after-milliseconds {self.service} {self._down_after_ms}",
-                f"sentinel failover-timeout {self.service} {self._failover_timeout_ms}",
-                f"sentinel parallel-syncs {self.service} 1",
-            ]
-            if self._password:
-                lines.append(f"sentinel auth-pass {self.service} {config_quote(self._password)}")
-            for _ in range(self._sentinel_count):
-                sentinel = ValkeyDevServer(binary=self._binary, extra_config=lines, sentinel=True)
-                self.sentinels.append(sentinel)
-                sentinel.start()
-            self.wait_healthy()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """Stop every Sentinel and server and remove their files."""
-        atexit.unregister(self.close)
-        for server in [*self.sentinels, *self.servers]:
-            server.close()
+    def _forget(self) -> None:
         self.sentinels = []
         self.servers = []
+
+    def _password_of(self, server: ValkeyDevServer) -> str | None:
+        return None if server in self.sentinels else self._password
+
+    def _launch(self) -> None:
+        """Start the primary, the replicas and the Sentinels; wait until all know each other."""
+        primary = self._data_server([])
+        self.servers.append(primary)
+        primary.start()
+        for _ in range(self._replica_count):
+            replica = self._data_server([f"replicaof 127.0.0.1 {primary.port}"])
+            self.servers.append(replica)
+            replica.start()
+        quorum = self._sentinel_count // 2 + 1
+        lines = [
+            "sentinel resolve-hostnames no",
+            f"sentinel monitor {self.service} 127.0.0.1 {primary.port} {quorum}",
+            f"sentinel down-after-milliseconds {self.service} {self._down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self._failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.service} 1",
+        ]
+        if self._password:
+            lines.append(f"sentinel auth-pass {self.service} {config_quote(self._password)}")
+        for _ in range(self._sentinel_count):
+            sentinel = ValkeyDevServer(binary=self._binary, extra_config=lines, sentinel=True)
+            self.sentinels.append(sentinel)
+            sentinel.start()
+        self.wait_healthy()
 
     # --- what callers use --------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """``redis+sentinel://[:password@]127.0.0.1:port,.../service``."""
-        auth = f":{quote(self._password, safe='')}@" if self._password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{auth}{hosts}/{quote(self.service, safe='')}"
-
-    @contextlib.contextmanager
-    def admin(self, server: ValkeyDevServer, timeout: float = 5.0) -> Iterator[redis.Redis]:
-        """Yield a plain connection to one server or Sentinel."""
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=server.port,
-            password=None if server in self.sentinels else self._password,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        try:
-            yield client
-        finally:
-            client.close()
+        return f"redis+sentinel://{self._auth()}{hosts}/{quote(self.service, safe='')}"
 
     def by_port(self, port: int) -> ValkeyDevServer:
         """Return the data server listening on ``port``."""
@@ -210,14 +166,7 @@ class ValkeySentinelDevServer:
         Raises:
             ValkeyServerError: not every replica acknowledged within the startup timeout.
         """
-        primary = self.primary()
-        expected = len(self.replicas())
-        with self.admin(primary) as client:
-            client.set(marker, "synced")
-            acked = int(run(client, "WAIT", expected, int(self._timeout * 1000)))
-        if acked < expected:
-            raise ValkeyServerError(f"{acked} of {expected} replicas of {primary.port} synced")
-        return acked
+        return self._wait_acked(self.primary(), len(self.replicas()), marker)
 
     def restore(self) -> None:
         """Restart every stopped Sentinel and server (a server as a replica of the current
@@ -245,12 +194,6 @@ class ValkeySentinelDevServer:
         wait_for(self._healthy, timeout=self._timeout, what="the Sentinel set becoming healthy")
 
     # --- internals ---------------------------------------------------------------------------
-
-    def _data_lines(self) -> list[str]:
-        lines = ["repl-diskless-sync yes", "repl-diskless-sync-delay 0"]
-        if self._password:
-            lines.append(f"masterauth {config_quote(self._password)}")
-        return lines
 
     def _data_server(self, more: list[str]) -> ValkeyDevServer:
         return ValkeyDevServer(
