@@ -1,4 +1,5 @@
-"""The KeyValueStore contract: every test runs against the in-memory fake and a real Valkey.
+"""The KeyValueStore contract: every test runs against the in-memory fake and a real Valkey
+(one server, a cluster, and a Sentinel-managed primary).
 
 The fake passing this suite is what lets unit tests trust it. Expiry tests wait for real (a
 second or so): both backends expire keys in real time.
@@ -29,7 +30,17 @@ MARKER = "m4rker-s3cret-value"
 BAD_SECONDS = [0, -1, -3600, True, False, 1.5, "10"]
 
 
-@pytest.fixture(params=["memory", pytest.param("valkey", marks=pytest.mark.real)])
+# Each real backend: its name and the fixture that yields its URL, emptied for the test.
+KV_URL_FIXTURES: dict[str, str] = {
+    "valkey": "valkey_url",
+    "valkey-cluster": "valkey_cluster_url",  # 3 primaries, 3 replicas
+    "valkey-sentinel": "valkey_sentinel_url",  # a primary, a replica, 3 Sentinels
+}
+
+
+@pytest.fixture(
+    params=["memory", *(pytest.param(name, marks=pytest.mark.real) for name in KV_URL_FIXTURES)]
+)
 def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
     """Return a factory of stores that share one backend (one fake server, or one Valkey)."""
     made: list[Store] = []
@@ -40,7 +51,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
             made.append(InMemoryKeyValueStore(key_prefix=key_prefix, server=server))
             return made[-1]
     else:
-        url: str = request.getfixturevalue("valkey_url")
+        url: str = request.getfixturevalue(KV_URL_FIXTURES[request.param])
 
         def make(key_prefix: str = "") -> Store:
             made.append(ValkeyClient(url, key_prefix=key_prefix))

@@ -125,7 +125,7 @@ def test_settings_that_cannot_work_are_refused(settings: dict[str, object]) -> N
 
 def test_the_defaults_fit_the_budget() -> None:
     with ValkeyClient("redis://127.0.0.1:1/0", check_connection=False) as kv:
-        assert kv._attempt_s <= kv._timeout <= 5
+        assert kv._policy.attempt_s <= kv._policy.budget <= 5
 
 
 def test_a_key_prefix_that_is_not_a_str_is_refused() -> None:

