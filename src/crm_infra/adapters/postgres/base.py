@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 import weakref
 from contextvars import ContextVar
 from typing import Any
@@ -13,6 +15,8 @@ from uuid import UUID
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import PipelineStatus, TransactionStatus
+from psycopg.rows import dict_row
 
 from crm_infra._sql_params import ClientSideError, ParamsShapeError
 from crm_infra._sql_text import shown, untextable_reason
@@ -22,6 +26,7 @@ from crm_infra.adapters.postgres.errors import (
     PostgresError,
     PostgresInputError,
     PostgresParamsError,
+    PostgresTransactionUsageError,
     PostgresUnsafeQueryError,
     input_error,
     password_of,
@@ -44,6 +49,8 @@ from crm_infra.adapters.postgres.transactions import UserTxState, describe
 from crm_infra.ports import Params
 
 __all__ = ["Lease", "PostgresBase", "check_user_sql", "closed_on_purpose", "refuse_untextable_sql"]
+
+logger = logging.getLogger("crm_infra.adapters.postgres")
 
 # The raw connection() block's user setting: the same statement as the pipeline's, sent with
 # its values as parameters.
@@ -157,6 +164,64 @@ def _setting_problems(
     return problems
 
 
+# psycopg's own automatic prepared statements stay off: their names (_pg3_0...) mean different
+# statements on different connections, which breaks behind PgBouncer, and on a rollback psycopg
+# answers with DEALLOCATE ALL. The client prepares its own.
+POOL_KWARGS: dict[str, Any] = {
+    "autocommit": True,
+    "row_factory": dict_row,
+    "prepare_threshold": None,
+}
+
+
+def not_idle_error(conn: Any, operation: str) -> PostgresTransactionUsageError | None:
+    """The error for a borrowed connection that is not idle in autocommit (the one-round-trip
+    protocol relies on it: otherwise the user setting would join someone's open
+    transaction), or None when it is."""
+    pgconn = conn.pgconn
+    if (
+        conn.autocommit
+        and pgconn.transaction_status == TransactionStatus.IDLE
+        and pgconn.pipeline_status == PipelineStatus.OFF
+    ):
+        return None
+    status = TransactionStatus(pgconn.transaction_status).name
+    if pgconn.pipeline_status != PipelineStatus.OFF:
+        status += ", in pipeline mode"
+    return PostgresTransactionUsageError(
+        f"{operation} failed: a pooled connection was not idle in autocommit ({status}); it "
+        "has been discarded",
+        operation=operation,
+    )
+
+
+def tidy_action(conn: Any, *, raw: bool) -> str:
+    """What a connection needs before it goes back to the pool: ``"close"`` (a raw block's,
+    or one interrupted mid-protocol), ``"rollback"`` (left in a transaction) or ``""``."""
+    if raw:
+        # A raw block can change more than any reset undoes (psycopg adapters and notice
+        # handlers, a transaction() block left open, two-phase state, held cursors, LISTEN,
+        # session advisory locks...): its connection is never handed on. Its transaction has
+        # ended (committed or rolled back); the server ends the rest.
+        return "close"
+    pgconn = conn.pgconn
+    if not conn.closed and pgconn.pipeline_status != PipelineStatus.OFF:
+        return "close"  # interrupted between entering pipeline mode and the Sync
+    status = pgconn.transaction_status
+    if status == TransactionStatus.ACTIVE:
+        return "close"  # interrupted mid-call: its protocol state is unknown
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return "rollback"
+    return ""
+
+
+def role_shown(conninfo: str) -> str:
+    """``user@host:port/dbname`` of a connection string, for messages (no password)."""
+    parts = conninfo_to_dict(conninfo)
+    where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
+    return f"{parts.get('user')!s}@{where}/{parts.get('dbname')!s}"
+
+
 class PostgresBase:
     """The configuration and the I/O-free part of :class:`PostgresClient` and
     :class:`AsyncPostgresClient`; see :class:`PostgresClient` for the arguments.
@@ -224,6 +289,8 @@ class PostgresBase:
         )
         self._admin_tx: ContextVar[Any] = ContextVar(f"crm_pg_admin_tx_{id(self)}", default=None)
         self._replaced_at: dict[str, float] = {}
+        self._replace_lock = threading.Lock()
+        self._opened_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._closed = False
         self._pool: Any = None
         self._admin_pool: Any = None
@@ -287,3 +354,45 @@ class PostgresBase:
             f"{type(self).__name__}(url={self._url_shown!r}, pool_size={self._pool_size}, "
             f"admin={admin}, {state})"
         )
+
+    def _no_admin_url(self, operation: str) -> PostgresConfigError:
+        return PostgresConfigError(
+            f"{operation} failed: no admin_connection_url was given to {type(self).__name__}; "
+            "admin work needs the separate BYPASSRLS role",
+            operation=operation,
+        )
+
+    def _note_opened(self, conn: Any) -> None:
+        self._opened_at[conn] = time.monotonic()
+        self._statements.state(conn)  # from now on its idle time counts
+
+    def _idle_long(self, conn: Any) -> bool:
+        """Whether a pooled connection sat idle long enough to be pinged before use (a ping
+        per borrow would double the round trips of every execute)."""
+        idle = time.monotonic() - self._statements.state(conn).last_used
+        return idle > self._health_check_interval
+
+    def _first_to_replace(self, pool_name: str, conn: Any) -> bool:
+        """``conn`` was broken by the server (a restart, a failover, backends terminated):
+        the pool's other connections, opened before, are most likely dead too, and should all
+        be replaced now, so that the next calls wait briefly for fresh connections instead of
+        each failing on one more dead one. A connection opened before the pool's last
+        replacement was covered by it: return False (else every dead one would replace the
+        fresh ones)."""
+        opened = self._opened_at.get(conn, -math.inf)
+        with self._replace_lock:
+            if opened <= self._replaced_at.get(pool_name, -math.inf):
+                return False
+            self._replaced_at[pool_name] = time.monotonic()
+        logger.warning(
+            "a pooled connection was closed by the server; replacing the idle ones (%s)",
+            pool_name,
+        )
+        return True
+
+    def _handed_back(self, conn: Any) -> None:
+        """Note what the cache needs when ``conn`` goes back to the pool."""
+        if conn.closed:
+            self._statements.forget(conn)
+        else:
+            self._statements.state(conn).last_used = time.monotonic()

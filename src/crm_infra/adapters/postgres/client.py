@@ -17,29 +17,29 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
-import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import PipelineStatus, TransactionStatus
-from psycopg.rows import DictRow, dict_row
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_infra.adapters.postgres.base import (
     _SET_TIMEOUT,
     _SET_USER,
     _SET_USER_AND_TIMEOUT,
+    POOL_KWARGS,
     Lease,
     PostgresBase,
     check_user_sql,
     closed_on_purpose,
+    not_idle_error,
     refuse_untextable_sql,
+    role_shown,
+    tidy_action,
 )
 from crm_infra.adapters.postgres.deadline import Watchdog
 from crm_infra.adapters.postgres.errors import (
@@ -157,10 +157,6 @@ class PostgresClient(PostgresBase):
             application_name=application_name,
         )
         self._admin_lock = threading.Lock()
-        self._replace_lock = threading.Lock()
-        self._opened_at: weakref.WeakKeyDictionary[PgConnection, float] = (
-            weakref.WeakKeyDictionary()
-        )
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._watchdog = Watchdog(self._deadline)
         self._admin_watchdog = Watchdog(self._admin_deadline)
@@ -191,18 +187,10 @@ class PostgresClient(PostgresBase):
     def _make_pool(
         self, conninfo: str, name: str, min_size: int, max_size: int
     ) -> ConnectionPool[PgConnection]:
-        # psycopg's own automatic prepared statements stay off: their names (_pg3_0...) mean
-        # different statements on different connections, which breaks behind PgBouncer, and
-        # on a rollback psycopg answers with DEALLOCATE ALL. The client prepares its own.
-        kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "row_factory": dict_row,
-            "prepare_threshold": None,
-        }
         pool: ConnectionPool[PgConnection] = ConnectionPool(
             conninfo,
             connection_class=psycopg.Connection[DictRow],
-            kwargs=kwargs,
+            kwargs=POOL_KWARGS,
             min_size=min_size,
             max_size=max_size,
             open=False,
@@ -215,14 +203,8 @@ class PostgresClient(PostgresBase):
         pool.open(wait=False)
         return pool
 
-    def _note_opened(self, conn: PgConnection) -> None:
-        self._opened_at[conn] = time.monotonic()
-        self._statements.state(conn)  # from now on its idle time counts
-
     def _check(self, pool_name: str, conn: PgConnection) -> None:
-        # Ping only connections that sat idle a while: a ping per borrow would double the
-        # round trips of every execute.
-        if time.monotonic() - self._statements.state(conn).last_used <= self._health_check_interval:
+        if not self._idle_long(conn):
             return
         self._statements.unnamed_lost(conn)
         try:
@@ -259,11 +241,7 @@ class PostgresClient(PostgresBase):
         if pool is not None:
             return pool
         if self._admin_conninfo is None:
-            raise PostgresConfigError(
-                f"{operation} failed: no admin_connection_url was given to PostgresClient; "
-                "admin work needs the separate BYPASSRLS role",
-                operation=operation,
-            )
+            raise self._no_admin_url(operation)
         with self._admin_lock:
             if self._admin_pool is None:
                 self._probe_admin(self._admin_conninfo)
@@ -276,11 +254,8 @@ class PostgresClient(PostgresBase):
         """Connect once before the admin pool exists, so that a wrong admin URL (a role
         that does not exist, a bad password) fails this call with the server's own reason,
         once, instead of as a pool timeout beside the pool's log lines."""
-        parts = conninfo_to_dict(conninfo)
-        where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
-        shown = f"{parts.get('user')!s}@{where}/{parts.get('dbname')!s}"
         with (
-            translate_errors(f"connect to the admin role {shown}", self._secrets),
+            translate_errors(f"connect to the admin role {role_shown(conninfo)}", self._secrets),
             psycopg.connect(conninfo, autocommit=True) as probe,
             self._short_watchdog.guard(probe, "connect to the admin role"),
         ):
@@ -297,23 +272,10 @@ class PostgresClient(PostgresBase):
             if isinstance(exc, PoolTimeout):
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
-        pgconn = lease.conn.pgconn
-        if (
-            not lease.conn.autocommit
-            or pgconn.transaction_status != TransactionStatus.IDLE
-            or pgconn.pipeline_status != PipelineStatus.OFF
-        ):
-            # The one-round-trip protocol relies on it: without autocommit and idle, the
-            # user setting would join someone's open transaction.
-            status = TransactionStatus(pgconn.transaction_status).name
-            if pgconn.pipeline_status != PipelineStatus.OFF:
-                status += ", in pipeline mode"
+        error = not_idle_error(lease.conn, operation)
+        if error is not None:
             lease.conn.close()
-            raise PostgresTransactionUsageError(
-                f"{operation} failed: a pooled connection was not idle in autocommit "
-                f"({status}); it has been discarded",
-                operation=operation,
-            )
+            raise error
 
     @contextmanager
     def _borrow(
@@ -359,50 +321,26 @@ class PostgresClient(PostgresBase):
             conn.close()  # interrupted while tidying: not known to be clean
             raise
         finally:
-            if conn.closed:
-                self._statements.forget(conn)
-            else:
-                self._statements.state(conn).last_used = time.monotonic()
+            self._handed_back(conn)
             pool.putconn(conn)  # always: a slot is never lost, a closed one is replaced
             lease.conn = None
 
     def _tidy(self, pool: ConnectionPool[PgConnection], conn: PgConnection, *, raw: bool) -> None:
         if self._broken_by_server(conn):
             self._replace_idle_connections(pool, conn)
-        if raw:
-            # A raw block can change more than any reset undoes (psycopg adapters and notice
-            # handlers, a transaction() block left open, two-phase state, held cursors,
-            # LISTEN, session advisory locks...): its connection is never handed on. Its
-            # transaction has ended (committed or rolled back); the server ends the rest.
-            closed_on_purpose.connections.add(conn)
+        action = tidy_action(conn, raw=raw)
+        if action == "close":
+            if raw:
+                closed_on_purpose.connections.add(conn)
             conn.close()
-            return
-        if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
-            conn.close()  # interrupted between entering pipeline mode and the Sync
-        status = conn.pgconn.transaction_status
-        if status == TransactionStatus.ACTIVE:
-            conn.close()  # interrupted mid-call: its protocol state is unknown
-        elif status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        elif action == "rollback":
             self._rollback_or_close(conn)
 
     def _replace_idle_connections(
         self, pool: ConnectionPool[PgConnection], conn: PgConnection
     ) -> None:
-        """``conn`` was broken by the server (a restart, a failover, backends terminated): the
-        pool's other connections, opened before, are most likely dead too. Replace them all
-        now, so that the next calls wait briefly for fresh connections instead of each failing
-        on one more dead one. A connection opened before the pool's last replacement was
-        covered by it: it starts none (else every dead one would replace the fresh ones)."""
-        opened = self._opened_at.get(conn, -math.inf)
-        with self._replace_lock:
-            if opened <= self._replaced_at.get(pool.name, -math.inf):
-                return
-            self._replaced_at[pool.name] = time.monotonic()
-        logger.warning(
-            "a pooled connection was closed by the server; replacing the idle ones (%s)",
-            pool.name,
-        )
-        pool.drain()
+        if self._first_to_replace(pool.name, conn):
+            pool.drain()
 
     # --- UserScopedDB ------------------------------------------------------------------------
 
@@ -658,7 +596,7 @@ class PostgresClient(PostgresBase):
     def _admin_block(
         self, conn: PgConnection, *, outermost: bool = False
     ) -> Iterator[AdminTransaction]:
-        handle = AdminTransaction(self, conn)
+        handle = AdminTransaction(functools.partial(self._run_admin_in, conn))
         with (
             translate_errors("admin_transaction", self._secrets),
             self._admin_watchdog.guard_edges(conn.transaction(), conn, "admin_transaction"),

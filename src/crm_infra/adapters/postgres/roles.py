@@ -24,6 +24,8 @@ __all__ = [
     "SERVER_FILE_FUNCTIONS",
     "SQL_TEXT_FUNCTIONS",
     "check_user_facing_role",
+    "check_user_facing_role_async",
+    "refuse_unsafe_role",
 ]
 
 # Built-in functions that run SQL text given as a string, or fetch from a cursor named by one
@@ -202,6 +204,9 @@ class _Finding:
     covered: bool  # some of the privilege came from a membership that is refused anyway
 
 
+_CHECK_PARAMS = {"functions": list(REVOKED_FUNCTIONS), "server_roles": list(_SERVER_ROLES)}
+
+
 def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
     """Refuse a role that could bypass row-level security or run SQL no text check sees.
 
@@ -220,11 +225,28 @@ def check_user_facing_role(conn: psycopg.Connection[Any]) -> None:
             and the statement that fixes it.
     """
     with conn.cursor() as cur:
-        cur.execute(
-            _CHECK_QUERY,
-            {"functions": list(REVOKED_FUNCTIONS), "server_roles": list(_SERVER_ROLES)},
-        )
-        findings = [_finding(row) for row in cur.fetchall()]
+        cur.execute(_CHECK_QUERY, _CHECK_PARAMS)
+        refuse_unsafe_role(cur.fetchall())
+
+
+async def check_user_facing_role_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`check_user_facing_role` on an asyncio connection.
+
+    Raises:
+        PostgresUnsafeRoleError: as :func:`check_user_facing_role`.
+    """
+    async with conn.cursor() as cur:
+        await cur.execute(_CHECK_QUERY, _CHECK_PARAMS)
+        refuse_unsafe_role(await cur.fetchall())
+
+
+def refuse_unsafe_role(rows: list[Any]) -> None:
+    """Raise for the problems the role-check query found (its ``rows``), if any.
+
+    Raises:
+        PostgresUnsafeRoleError: listing every problem at once.
+    """
+    findings = [_finding(row) for row in rows]
     # A privilege that only a refused membership gives is reported as that membership.
     findings = [f for f in findings if f.fix or not f.covered]
     if not findings:

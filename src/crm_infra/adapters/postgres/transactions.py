@@ -10,8 +10,8 @@ idle, and one refused before it was sent leaves the server where it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -26,11 +26,10 @@ from crm_infra.adapters.postgres.errors import (
 from crm_infra.adapters.postgres.statements import Call, StatementCache
 from crm_infra.ports import Params, Row
 
-if TYPE_CHECKING:
-    from crm_infra.adapters.postgres.client import PostgresClient
-
 __all__ = [
     "AdminTransaction",
+    "AsyncAdminTransaction",
+    "AsyncUserTransaction",
     "UserTransaction",
     "UserTxState",
     "aborted_error",
@@ -217,55 +216,117 @@ class UserTxState:
             )
 
 
-class UserTransaction(_RowHelpers):
+class _Handle:
+    """What every transaction handle has: it ends with its block."""
+
+    _operation = "transaction.execute"
+
+    def __init__(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        """End the handle: later calls raise (the block has ended)."""
+        self._open = False
+
+    def _begin(self, query: str) -> str:
+        """Name the call; raise when the block has ended."""
+        op = describe(self._operation, query)
+        if not self._open:
+            raise PostgresTransactionUsageError(
+                f"{op} failed: the transaction block has ended", operation=op
+            )
+        return op
+
+
+class UserTransaction(_Handle, _RowHelpers):
     """The handle ``transaction()`` yields: every call runs in its one transaction and user."""
+
+    _scalar_operation = "transaction.execute_scalar"
+
+    def __init__(
+        self, state: UserTxState, run: Callable[[UserTxState, str, Params, str], list[Row]]
+    ) -> None:
+        super().__init__()
+        self._state = state
+        self._run = run
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` inside the transaction; return all rows (``[]`` without a result)."""
+        op = self._begin(query)
+        self._state.check_usable(op)
+        return self._run(self._state, query, params, op)
+
+
+class AdminTransaction(_Handle, _RowHelpers):
+    """The handle ``admin_transaction()`` yields; runs as the admin role, bypassing RLS."""
+
+    _operation = "admin_transaction.execute"
+    _scalar_operation = "admin_transaction.execute_scalar"
+
+    def __init__(self, run: Callable[[str, Params, str], list[Row]]) -> None:
+        super().__init__()
+        self._run = run
+
+    def execute(self, query: str, params: Params = ()) -> list[Row]:
+        """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
+        return self._run(query, params, self._begin(query))
+
+
+class _AsyncQueries(Protocol):
+    async def execute(self, query: str, params: Params = ()) -> list[Row]: ...
+
+
+class _AsyncRowHelpers:
+    """``execute_one`` and ``execute_scalar`` of the asyncio handles."""
+
+    _scalar_operation = "execute_scalar"
+
+    async def execute_one(self: _AsyncQueries, query: str, params: Params = ()) -> Row | None:
+        """Run ``query`` like ``execute``; return the first row or None."""
+        rows = await self.execute(query, params)
+        return rows[0] if rows else None
+
+    async def execute_scalar(self: _AsyncQueries, query: str, params: Params = ()) -> Any:
+        """Run ``query`` like ``execute``; return the first column of the first row.
+
+        Raises:
+            PostgresNoRowsError: no row (a ``NoRowsError``, also a ``ValueError``).
+        """
+        operation = getattr(self, "_scalar_operation", "execute_scalar")
+        return first_value(await self.execute(query, params), operation, query)
+
+
+class AsyncUserTransaction(_Handle, _AsyncRowHelpers):
+    """:class:`UserTransaction` for asyncio."""
 
     _scalar_operation = "transaction.execute_scalar"
 
     def __init__(
         self,
         state: UserTxState,
-        run: Callable[[UserTxState, str, Params, str], list[Row]],
+        run: Callable[[UserTxState, str, Params, str], Awaitable[list[Row]]],
     ) -> None:
+        super().__init__()
         self._state = state
         self._run = run
-        self._open = True
 
-    def close(self) -> None:
-        """End the handle: later calls raise (the block has ended)."""
-        self._open = False
-
-    def execute(self, query: str, params: Params = ()) -> list[Row]:
+    async def execute(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` inside the transaction; return all rows (``[]`` without a result)."""
-        op = describe("transaction.execute", query)
-        if not self._open:
-            raise PostgresTransactionUsageError(
-                f"{op} failed: the transaction block has ended", operation=op
-            )
+        op = self._begin(query)
         self._state.check_usable(op)
-        return self._run(self._state, query, params, op)
+        return await self._run(self._state, query, params, op)
 
 
-class AdminTransaction(_RowHelpers):
-    """The handle ``admin_transaction()`` yields; runs as the admin role, bypassing RLS."""
+class AsyncAdminTransaction(_Handle, _AsyncRowHelpers):
+    """:class:`AdminTransaction` for asyncio."""
 
+    _operation = "admin_transaction.execute"
     _scalar_operation = "admin_transaction.execute_scalar"
 
-    def __init__(self, client: PostgresClient, conn: PgConnection) -> None:
-        self._client = client
-        self._conn = conn
-        self._open = True
+    def __init__(self, run: Callable[[str, Params, str], Awaitable[list[Row]]]) -> None:
+        super().__init__()
+        self._run = run
 
-    def close(self) -> None:
-        """End the handle: later calls raise (the block has ended)."""
-        self._open = False
-
-    def execute(self, query: str, params: Params = ()) -> list[Row]:
+    async def execute(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` in the admin transaction; return all rows (``[]`` without a result)."""
-        op = describe("admin_transaction.execute", query)
-        if not self._open:
-            raise PostgresTransactionUsageError(
-                f"{op} failed: the transaction block has ended", operation=op
-            )
-        return self._client._run_admin_in(self._conn, query, params, op)
-
+        return await self._run(query, params, self._begin(query))
