@@ -14,11 +14,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crm_infra.adapters.postgres import PostgresClient, PostgresError
+    from crm_infra.adapters.postgres import AsyncPostgresClient, PostgresClient, PostgresError
     from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
     from crm_infra.adapters.vault import VaultClient, VaultError
 
 __all__ = [
+    "AsyncPostgresClient",
     "PostgresClient",
     "PostgresError",
     "ValkeyClient",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "AsyncPostgresClient": "crm_infra.adapters.postgres",
     "PostgresClient": "crm_infra.adapters.postgres",
     "PostgresError": "crm_infra.adapters.postgres",
     "ValkeyClient": "crm_infra.adapters.valkey",

@@ -5,6 +5,7 @@ it hold the protocol pieces it is built from (the pipeline, the statement cache,
 transaction handles, the client deadline, the start-up role check).
 """
 
+from crm_infra.adapters.postgres.async_client import AsyncPostgresClient
 from crm_infra.adapters.postgres.client import (
     PostgresClient,
     PostgresConfigError,
@@ -22,6 +23,7 @@ from crm_infra.adapters.postgres.client import (
 )
 
 __all__ = [
+    "AsyncPostgresClient",
     "PostgresClient",
     "PostgresConfigError",
     "PostgresError",

@@ -396,3 +396,30 @@ class PostgresBase:
             self._statements.forget(conn)
         else:
             self._statements.state(conn).last_used = time.monotonic()
+
+    def _transaction_call(self, state: UserTxState, query: str, params: Params) -> Call:
+        """Check and dump a statement of an open transaction, before any I/O; a refusal
+        aborts the transaction as on the server (params of the wrong kind do not)."""
+        try:
+            checked = check_user_sql("transaction.execute", query, params)
+            return self._prepare(state.conn, checked, "transaction.execute", query)
+        except PostgresParamsError:
+            raise  # refused for its kind, as psycopg refuses it: the transaction goes on
+        except PostgresError:
+            state.refused()  # refused before it was sent: aborted, as on the server
+            raise
+
+    def _outer_transaction(self, uid: UUID) -> UserTxState | None:
+        """The transaction already open in this context, for the same user, if any.
+
+        Raises:
+            PostgresTransactionUsageError: it is another user's.
+        """
+        outer = self._user_tx.get()
+        if outer is not None and outer.user_id != uid:
+            raise PostgresTransactionUsageError(
+                "transaction failed: already inside a transaction for another user; a user's "
+                "work never runs inside another user's transaction",
+                operation="transaction",
+            )
+        return outer

@@ -430,14 +430,8 @@ class PostgresClient(PostgresBase):
                 statement after any of these.
         """
         uid = resolve_user_id(user_id)
-        outer = self._user_tx.get()
+        outer = self._outer_transaction(uid)
         if outer is not None:
-            if outer.user_id != uid:
-                raise PostgresTransactionUsageError(
-                    "transaction failed: already inside a transaction for another user; "
-                    "a user's work never runs inside another user's transaction",
-                    operation="transaction",
-                )
             with self._savepoint(outer) as handle:
                 yield handle
             return
@@ -460,14 +454,7 @@ class PostgresClient(PostgresBase):
     def _run_in_transaction(
         self, state: UserTxState, query: str, params: Params, operation: str
     ) -> list[Row]:
-        try:
-            checked = check_user_sql("transaction.execute", query, params)
-            call = self._prepare(state.conn, checked, "transaction.execute", query)
-        except PostgresParamsError:
-            raise  # refused for its kind, as psycopg refuses it: the transaction goes on
-        except PostgresError:
-            state.refused()  # refused before it was sent: aborted, as on the server
-            raise
+        call = self._transaction_call(state, query, params)
         with (
             translate_errors(operation, self._secrets),
             self._watchdog.guard(state.conn, operation),

@@ -9,6 +9,7 @@ and the call raises :class:`PostgresTimeoutError`. The broken connection is disc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -16,15 +17,15 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
 
 from crm_infra.adapters.postgres.errors import PostgresTimeoutError
 
-__all__ = ["Watchdog"]
+__all__ = ["AsyncDeadline", "Watchdog", "deadline_error"]
 
 GRACE_S = 2.0
 """How long past ``statement_timeout`` the client waits before giving up on the server."""
@@ -83,12 +84,7 @@ class Watchdog:
 
     def timeout_error(self, operation: str) -> PostgresTimeoutError:
         """Return the error for a statement the deadline ended."""
-        return PostgresTimeoutError(
-            f"{operation} failed: no answer from the server within {self.seconds:g} s "
-            f"(the client's own deadline: {self._reason}; the server may be frozen or "
-            "overloaded)",
-            operation=operation,
-        )
+        return deadline_error(operation, self.seconds or 0.0, self._reason)
 
     @contextmanager
     def guard(self, conn: Any, operation: str) -> Iterator[None]:
@@ -145,6 +141,46 @@ class Watchdog:
                     if now > deadline and key not in self._fired:
                         self._fired.add(key)
                         _break(conn)
+
+
+def deadline_error(operation: str, seconds: float, reason: str) -> PostgresTimeoutError:
+    """The error for a call the client's own deadline ended."""
+    return PostgresTimeoutError(
+        f"{operation} failed: no answer from the server within {seconds:g} s (the client's "
+        f"own deadline: {reason}; the server may be frozen or overloaded)",
+        operation=operation,
+    )
+
+
+class AsyncDeadline:
+    """The asyncio twin of :class:`Watchdog`: ``asyncio.timeout`` around the call. A call
+    it ends is cancelled, which closes its connection (see ``pipeline.drive_async``).
+
+    Args:
+        seconds: the deadline per call; None guards nothing.
+    """
+
+    def __init__(
+        self, seconds: float | None, *, reason: str = "statement_timeout plus a grace period"
+    ) -> None:
+        self.seconds = seconds
+        self._reason = reason
+
+    @asynccontextmanager
+    async def guard(self, operation: str) -> AsyncIterator[None]:
+        """Run the block under the deadline.
+
+        Raises:
+            PostgresTimeoutError: the deadline ran out (the block was cancelled).
+        """
+        if self.seconds is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.seconds):
+                yield
+        except TimeoutError as exc:
+            raise deadline_error(operation, self.seconds, self._reason) from exc
 
 
 def _break(conn: Any) -> None:

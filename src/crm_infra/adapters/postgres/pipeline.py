@@ -97,7 +97,9 @@ class PipelineState:
 
     __slots__ = ("encoding", "transformer")
 
-    def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[DictRow] | psycopg.AsyncConnection[DictRow]
+    ) -> None:
         self.transformer: pg_abc.Transformer = Transformer(conn)
         self.encoding = conn.info.encoding
 

@@ -52,6 +52,7 @@ from crm_infra.adapters.postgres.pipeline import (
 from crm_infra.ports import Params, Row
 
 __all__ = [
+    "AnyConnection",
     "Call",
     "Checked",
     "ConnState",
@@ -62,6 +63,7 @@ __all__ = [
     "changed_shape",
     "check_call",
     "fetch_last",
+    "fetch_last_async",
     "prepare_call",
 ]
 
@@ -192,6 +194,10 @@ def _text_formats(count: int) -> list[PyFormat]:
     return formats
 
 
+AnyConnection = psycopg.Connection[DictRow] | psycopg.AsyncConnection[DictRow]
+"""A pooled connection of either twin: the cache keeps the same state for both."""
+
+
 class ConnState:
     """What the client knows about one pooled connection: the statements it has (exactly on
     a direct connection, as a hint behind a pooler), those whose plan went stale, whether it
@@ -200,7 +206,7 @@ class ConnState:
 
     __slots__ = ("direct", "last_used", "names", "pipeline", "stale", "unnamed_sets_user")
 
-    def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
+    def __init__(self, conn: AnyConnection) -> None:
         self.names: set[bytes] = set()
         self.stale: set[bytes] = set()
         self.direct = False  # until a call shows the server's pid is the one we connected to
@@ -220,10 +226,10 @@ class StatementCache:
 
     def __init__(self, max_per_connection: int = 256) -> None:
         self._max = max_per_connection
-        self._by_conn: dict[psycopg.Connection[DictRow], ConnState] = {}
+        self._by_conn: dict[AnyConnection, ConnState] = {}
         self._lock = threading.Lock()
 
-    def state(self, conn: psycopg.Connection[DictRow]) -> ConnState:
+    def state(self, conn: AnyConnection) -> ConnState:
         """Return the state of ``conn``, creating it on first sight."""
         entry = self._by_conn.get(conn)
         if entry is None:
@@ -235,14 +241,14 @@ class StatementCache:
                 entry = self._by_conn.setdefault(conn, ConnState(conn))
         return entry
 
-    def unnamed_lost(self, conn: psycopg.Connection[DictRow]) -> None:
+    def unnamed_lost(self, conn: AnyConnection) -> None:
         """Note that ``conn`` is about to be used outside the pipeline (a simple query, a
         ping...), which may replace or drop its unnamed statement."""
         entry = self._by_conn.get(conn)
         if entry is not None:
             entry.unnamed_sets_user = False
 
-    def forget(self, conn: psycopg.Connection[DictRow]) -> None:
+    def forget(self, conn: AnyConnection) -> None:
         """Drop what is known about ``conn``'s prepared statements."""
         with self._lock:
             self._by_conn.pop(conn, None)
@@ -428,6 +434,20 @@ def changed_shape(error: psycopg.Error) -> bool:
     return (
         error.sqlstate == "0A000" and error.diag.source_function == "RevalidateCachedQuery"
     )
+
+
+async def fetch_last_async(cur: psycopg.AsyncCursor[DictRow]) -> list[Row]:
+    """:func:`fetch_last` for an asyncio cursor."""
+    while cur.nextset():
+        pass
+    if cur.description is None:
+        return []
+    try:
+        return await cur.fetchall()
+    except psycopg.DataError as exc:
+        if exc.sqlstate:
+            raise
+        raise ResultLoadError.wrap(exc) from exc
 
 
 def fetch_last(cur: psycopg.Cursor[DictRow]) -> list[Row]:

@@ -90,8 +90,8 @@ class _RowHelpers:
 class UserTxState:
     """One open user transaction: its connection, user, and statements not yet sent."""
 
-    def __init__(self, conn: PgConnection, user_id: UUID, set_user: list[bytes]) -> None:
-        self.conn = conn
+    def __init__(self, conn: Any, user_id: UUID, set_user: list[bytes]) -> None:
+        self.conn = conn  # the twin's own kind of connection
         self.user_id = user_id
         self.set_user = set_user
         self.pending: list[bytes] = []  # savepoint statements not sent yet
