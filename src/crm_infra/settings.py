@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from crm_infra.errors import ConfigError
-from crm_infra.health import redact_address
+from crm_infra.redaction import redact_address
 
 __all__ = ["Backend", "Settings"]
 

@@ -22,11 +22,9 @@ anything shaped like ``password=...`` or ``user:secret@``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout
@@ -45,6 +43,7 @@ from crm_infra.errors import (
     UnsafeQueryError,
     UnsafeRoleError,
 )
+from crm_infra.redaction import password_of, redact
 
 __all__ = [
     "PostgresConfigError",
@@ -143,33 +142,8 @@ class PostgresConfigError(PostgresError, ConfigError):
     """The client was configured in a way that cannot serve the call."""
 
 
-_URL_USERINFO = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def password_of(conninfo: str) -> str | None:
-    """Return the password in a connection URL or ``key=value`` string, without validating it."""
-    if "://" in conninfo:
-        try:
-            password = urlsplit(conninfo).password
-        except ValueError:  # a malformed URL: fall back to the raw userinfo
-            match = re.search(r"://[^/@\s:]*:([^@\s]*)@", conninfo)
-            password = match.group(1) if match else None
-        return unquote(password) if password else None
-    match = _KV_PASSWORD.search(conninfo)
-    if match is None:
-        return None
-    value = match.group(2)
-    return value[1:-1] if value.startswith("'") else value
-
-
-def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Return ``text`` with passwords (known ones and anything shaped like one) replaced."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _URL_USERINFO.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
+scrub = redact
+"""Mask passwords in a message: :func:`crm_infra.redaction.redact` (the adapter's name for it)."""
 
 
 # Where the server raises a policy's refusal (WITH CHECK, and USING for ON CONFLICT UPDATE).

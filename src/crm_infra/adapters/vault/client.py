@@ -41,6 +41,7 @@ from crm_infra.errors import (
     SecretStoreError,
     SecretStoreUnavailableError,
 )
+from crm_infra.redaction import one_line, redact_address, short_error
 from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
@@ -158,7 +159,7 @@ class VaultClient:
     ) -> None:
         self._closed = False
         self._addr = self._resolve_addr(addr)
-        self._shown_addr = _without_userinfo(self._addr)  # for messages and the repr
+        self._shown_addr = redact_address(self._addr)  # for messages and the repr
         self._mount_point = self._resolve_mount_point(mount_point)
         self._timeout = self._resolve_timeout(timeout)
         self._token, self._role_id, self._secret_id = self._resolve_credentials(
@@ -477,26 +478,23 @@ class VaultClient:
 
     # --- the one place vendor exceptions are translated ---------------------------------------
 
+    def _credentials(self) -> tuple[str | None, ...]:
+        """Every credential this client holds (the live AppRole token included)."""
+        client = getattr(self, "_client", None)
+        live = client.token if client is not None else None
+        token = live if isinstance(live, str) else None
+        return (self._token, self._secret_id, self._role_id, token)
+
     def _detail(self, exc: BaseException) -> str:
-        """Return a short description of ``exc`` with any credential blanked out."""
+        """Return a short description of ``exc`` with any credential masked."""
         errors = getattr(exc, "errors", None)
         if isinstance(errors, list) and errors:
-            text = "; ".join(str(e).strip() for e in errors)
+            text = "; ".join(one_line(str(e)) for e in errors)
         elif isinstance(exc, hvac_exc.VaultError):
             text = str(exc.args[0]) if exc.args and exc.args[0] is not None else ""
         else:
             text = str(exc)
-        text = " ".join(text.split())
-        for credential in (self._token, self._secret_id, self._role_id):
-            if credential:
-                text = text.replace(credential, "***")
-        if getattr(self, "_client", None) is not None:
-            live = self._client.token
-            if isinstance(live, str) and live:
-                text = text.replace(live, "***")
-        if len(text) > _DETAIL_LIMIT:
-            text = text[: _DETAIL_LIMIT - 3] + "..."
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return short_error(exc, self._credentials(), message=one_line(text), limit=_DETAIL_LIMIT)
 
     @contextmanager
     def _errors(
@@ -571,12 +569,3 @@ class VaultClient:
         if isinstance(exc, requests.ConnectionError):
             return VaultUnavailableError(f"{where} failed: cannot connect ({type(exc).__name__})")
         return VaultError(f"{where} failed: {self._detail(exc)}")
-
-
-def _without_userinfo(addr: str) -> str:
-    """Return ``addr`` with any ``user:password@`` part replaced by ``***@``."""
-    scheme, sep, rest = addr.partition("://")
-    authority, slash, tail = rest.partition("/")
-    if not sep or "@" not in authority:
-        return addr
-    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{tail}"
