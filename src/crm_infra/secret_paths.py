@@ -25,6 +25,7 @@ import attrs
 
 from crm_infra.errors import InvalidSecretError, InvalidSecretPathError
 from crm_infra.ports import SecretStore
+from crm_infra.redaction import raise_sanitized
 
 __all__ = [
     "DATABASE_ADMIN_URL_FIELD",
@@ -182,9 +183,13 @@ def normalise_secret_data(path: str, data: object) -> dict[str, Any]:
     try:
         result: dict[str, Any] = json.loads(json.dumps(dict(data), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InvalidSecretError(
-            f"secret data for {_shown(path)} holds a value JSON cannot: {type(exc).__name__}"
-        ) from None
+        # Not chained: the error may quote the value.
+        raise_sanitized(
+            InvalidSecretError(
+                f"secret data for {_shown(path)} holds a value JSON cannot: {type(exc).__name__}"
+            ),
+            None,
+        )
     return result
 
 

@@ -50,7 +50,7 @@ from crm_infra.errors import (
     KeyValueStoreUnavailableError,
 )
 from crm_infra.ports import JSONValue
-from crm_infra.redaction import redact_url
+from crm_infra.redaction import raise_sanitized, redact_url, sanitized_copy
 
 __all__ = [
     "ValkeyClient",
@@ -161,17 +161,20 @@ class _Boundary:
         if exc is None:
             return
         if isinstance(exc, RedisError):
-            raise self._translate(exc) from exc
+            raise_sanitized(self._translate(exc), sanitized_copy(exc))
         if isinstance(exc, UnicodeError):
             # The codec error holds the whole value (.object); do not chain it.
             where = self._where()
             if isinstance(exc, UnicodeDecodeError):
-                raise ValkeyDataError(
-                    f"{where} failed: the stored value is not UTF-8 text"
-                ) from None
-            raise ValkeyInputError(
-                f"{where} failed: the value cannot be encoded as UTF-8 (lone surrogate?)"
-            ) from None
+                raise_sanitized(
+                    ValkeyDataError(f"{where} failed: the stored value is not UTF-8 text"), None
+                )
+            raise_sanitized(
+                ValkeyInputError(
+                    f"{where} failed: the value cannot be encoded as UTF-8 (lone surrogate?)"
+                ),
+                None,
+            )
 
     def _where(self) -> str:
         if self._key is None:
@@ -333,9 +336,10 @@ class ValkeyClient:
                 "check the scheme, host, port and database number, and percent-encode any "
                 "'/', '?', '#' or '@' in the password"
             )
-            raise ConfigError(
-                f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {detail}"
-            ) from None
+            raise_sanitized(
+                ConfigError(f"ValkeyClient: invalid connection URL {redact_url(url)!r}: {detail}"),
+                None,
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._target}, key_prefix={self._prefix!r})"
@@ -487,10 +491,13 @@ class ValkeyClient:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             # Not chained: the decode error carries the whole stored document (.doc).
-            raise ValkeyDataError(
-                f"Valkey get_json of key {key!r} failed: the stored value is not JSON "
-                f"({exc.msg} at line {exc.lineno} column {exc.colno})"
-            ) from None
+            raise_sanitized(
+                ValkeyDataError(
+                    f"Valkey get_json of key {key!r} failed: the stored value is not JSON "
+                    f"({exc.msg} at line {exc.lineno} column {exc.colno})"
+                ),
+                None,
+            )
 
     def set_json(self, key: str, value: JSONValue, expire_seconds: int | None = None) -> None:
         """Store ``value`` as JSON at ``key``, expiring after ``expire_seconds`` (None: never).
@@ -505,10 +512,13 @@ class ValkeyClient:
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
-            raise ValkeyInputError(
-                f"Valkey set_json of key {key!r}: JSON cannot hold the value "
-                f"({type(exc).__name__}: {exc}); nothing was stored"
-            ) from None
+            raise_sanitized(
+                ValkeyInputError(
+                    f"Valkey set_json of key {key!r}: JSON cannot hold the value "
+                    f"({type(exc).__name__}: {exc}); nothing was stored"
+                ),
+                None,
+            )
         self._set("set_json", key, text, expire_seconds)
 
     def hit(self, key: str, window_seconds: int) -> int:

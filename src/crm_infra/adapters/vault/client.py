@@ -41,7 +41,13 @@ from crm_infra.errors import (
     SecretStoreError,
     SecretStoreUnavailableError,
 )
-from crm_infra.redaction import one_line, redact_address, short_error
+from crm_infra.redaction import (
+    one_line,
+    raise_sanitized,
+    redact_address,
+    sanitized_copy,
+    short_error,
+)
 from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
@@ -485,16 +491,19 @@ class VaultClient:
         token = live if isinstance(live, str) else None
         return (self._token, self._secret_id, self._role_id, token)
 
-    def _detail(self, exc: BaseException) -> str:
-        """Return a short description of ``exc`` with any credential masked."""
+    @staticmethod
+    def _said(exc: BaseException) -> str:
+        """Return what Vault (or the HTTP layer) said in ``exc``, on one line."""
         errors = getattr(exc, "errors", None)
         if isinstance(errors, list) and errors:
-            text = "; ".join(one_line(str(e)) for e in errors)
-        elif isinstance(exc, hvac_exc.VaultError):
-            text = str(exc.args[0]) if exc.args and exc.args[0] is not None else ""
-        else:
-            text = str(exc)
-        return short_error(exc, self._credentials(), message=one_line(text), limit=_DETAIL_LIMIT)
+            return "; ".join(one_line(str(e)) for e in errors)
+        if isinstance(exc, hvac_exc.VaultError):
+            return one_line(str(exc.args[0]) if exc.args and exc.args[0] is not None else "")
+        return one_line(str(exc))
+
+    def _detail(self, exc: BaseException) -> str:
+        """Return a short description of ``exc`` with any credential masked."""
+        return short_error(exc, self._credentials(), message=self._said(exc), limit=_DETAIL_LIMIT)
 
     @contextmanager
     def _errors(
@@ -519,11 +528,27 @@ class VaultClient:
         except SecretNotFoundError as exc:
             raise VaultSecretNotFoundError(str(exc)) from exc
         except (hvac_exc.VaultError, requests.RequestException) as exc:
-            raise self._translate(exc, action, path, login=login) from exc
+            raise_sanitized(self._translate(exc, action, path, login=login), self._copy(exc))
         except (KeyError, TypeError, ValueError) as exc:
             # A server that is not Vault, or an answer of an unexpected shape.
             where = self._where(action, path)
-            raise VaultError(f"{where} failed: unexpected answer ({type(exc).__name__})") from exc
+            raise_sanitized(
+                VaultError(f"{where} failed: unexpected answer ({type(exc).__name__})"),
+                self._copy(exc),
+            )
+
+    def _copy(self, exc: Exception) -> Exception:
+        """Return a copy of hvac's or requests' exception that is safe to chain.
+
+        requests' exceptions hold the request, whose headers hold the token; hvac's hold the
+        answer's body. The copy keeps the class, the message (credentials masked), and for hvac
+        the method and URL of the request.
+        """
+        keep: dict[str, object] = {}
+        if isinstance(exc, hvac_exc.VaultError):
+            url = redact_address(exc.url) if isinstance(exc.url, str) else None
+            keep = {"method": exc.method, "url": url}
+        return sanitized_copy(exc, self._credentials(), message=self._said(exc), **keep)
 
     def _where(self, action: str, path: str | None) -> str:
         where = f"Vault at {self._shown_addr}: {action}"
