@@ -1,4 +1,4 @@
-"""VaultClient against a real OpenBao: the seed's tests (adapted), settings, repr and lifecycle."""
+"""VaultClient against a real OpenBao: the basics, settings, repr and lifecycle."""
 
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def env_client(
     clean_env: pytest.MonkeyPatch, openbao_server: OpenBaoServer, vault_mount: VaultMount
 ) -> VaultClient:
-    """A client configured only through the environment, as the seed's tests assume."""
+    """A client configured only through the environment, as a deployed process is."""
     clean_env.setenv("VAULT_ADDR", openbao_server.addr)
     clean_env.setenv("VAULT_TOKEN", openbao_server.token)
     return VaultClient(mount_point=vault_mount.name)
 
 
-# --- the seed's tests ------------------------------------------------------------------------
+# --- the basics ------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("clean_env")
