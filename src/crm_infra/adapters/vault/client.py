@@ -1,19 +1,13 @@
 """The Vault (or OpenBao) adapter of :class:`~crm_infra.ports.SecretStore`, on hvac, KV v2.
 
-Errors (each is a :class:`VaultError` and the port-level class, so callers catch either)::
-
-    VaultError (SecretStoreError)
-    ├── VaultConfigError (ConfigError)                    bad or missing settings
-    ├── VaultInvalidPathError (InvalidSecretPathError)    refused before any request; a ValueError
-    ├── VaultSecretNotFoundError (SecretNotFoundError)    missing, deleted or destroyed
-    ├── VaultInvalidSecretError (InvalidSecretError)      a field missing or malformed
-    ├── VaultAccessDeniedError (SecretAccessDeniedError)  valid token, policy says no
-    ├── VaultAuthError (SecretStoreAuthError)             token invalid, expired or revoked
-    └── VaultUnavailableError (SecretStoreUnavailableError)  unreachable, sealed, timed out
+Each error class below is a :class:`VaultError` and also its port-level class
+(``VaultAuthError`` is a ``SecretStoreAuthError``...), so callers catch either; the tree, and
+which class pairs with which, is in :mod:`crm_infra.errors` and ``docs/errors.md``.
 
 No hvac or requests exception leaves this module: :meth:`VaultClient._errors` translates them
-all, in one place. Messages name the address, the operation and the path, never a token, a
-secret id or a secret value.
+all, in one place, and chains only a sanitized copy (requests' exceptions hold the request, and
+its headers the token). Messages name the address, the operation and the path, never a token,
+a secret id or a secret value.
 """
 
 from __future__ import annotations
