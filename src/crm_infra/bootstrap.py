@@ -18,12 +18,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from crm_infra.adapters.postgres.errors import (
-    password_of,
-    translate_errors,
-    translate_input_errors,
-)
+from crm_infra.adapters.postgres.errors import translate_errors, translate_input_errors
 from crm_infra.errors import ConfigError
+from crm_infra.redaction import password_of
 from crm_infra.schema_files import bootstrap_roles_file
 
 __all__ = ["BootstrappedDatabase", "create_database", "drop_database"]

@@ -8,7 +8,6 @@ daemon it cannot keep the process alive).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +15,9 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
+
+# Re-exported: the CLI, the composition root and the dev stack show errors through these.
+from crm_infra.redaction import redact, redact_address, short_error
 
 __all__ = [
     "ComponentHealth",
@@ -25,54 +27,6 @@ __all__ = [
     "run_checks",
     "short_error",
 ]
-
-_MAX_ERROR_CHARS = 300
-# user:password@ in any URL; the password part is replaced, the user name kept for diagnosis.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|token|secret_id|secret|api_key)\s*=\s*)(?P<value>[^\s,;&']+)",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """Return ``text`` with passwords in URLs and ``password=...``-style (DSN) values masked.
-
-    Defence in depth only: the adapters already keep secrets out of their messages.
-    """
-    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
-
-
-def redact_address(address: str | None) -> str | None:
-    """Return ``address`` with any user-info (``user:password@``) replaced by ``***@``.
-
-    Unlike :func:`redact`, the whole user-info goes: an address may carry a bare token there.
-
-    Args:
-        address: a URL such as ``VAULT_ADDR``, or None.
-
-    Returns:
-        The address safe to show, or None when ``address`` was None.
-    """
-    if address is None:
-        return None
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        return redact(address)
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return redact(f"{scheme}{sep}{authority}{slash}{tail}")
-
-
-def short_error(exc: BaseException) -> str:
-    """Return one readable line for ``exc``: its class and message, redacted and shortened."""
-    message = " ".join(str(exc).split()) or "(no message)"
-    line = redact(f"{type(exc).__name__}: {message}")
-    if len(line) > _MAX_ERROR_CHARS:
-        line = line[: _MAX_ERROR_CHARS - 1] + "…"
-    return line
 
 
 @attrs.frozen

@@ -19,12 +19,13 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import attrs
 
 from crm_infra.errors import InvalidSecretError, InvalidSecretPathError
 from crm_infra.ports import SecretStore
+from crm_infra.redaction import raise_sanitized
 
 __all__ = [
     "DATABASE_ADMIN_URL_FIELD",
@@ -35,23 +36,30 @@ __all__ = [
     "EMAIL_FROM_ADDRESS_FIELD",
     "EMAIL_PATH",
     "MAX_PATH_LENGTH",
+    "PATH_PREFIX",
     "POSTGRES_SCHEMES",
     "VALKEY_PATH",
     "VALKEY_SCHEMES",
     "VALKEY_URL_FIELD",
     "EmailCredentials",
+    "SecretLayoutMethods",
     "admin_database_url",
     "copy_secret_data",
     "database_url",
     "email_credentials",
     "is_flat",
+    "layout",
     "normalise_secret_data",
+    "read_policy",
+    "validate_mount_point",
     "validate_secret_path",
     "valkey_url",
 ]
 
 DEFAULT_MOUNT_POINT = "secret"
 
+PATH_PREFIX = "crm/"
+"""Every path of the layout starts with it (a policy on ``<mount>/data/crm/*`` covers them)."""
 DATABASE_PATH = "crm/database"
 DATABASE_URL_FIELD = "url"
 DATABASE_ADMIN_URL_FIELD = "admin_url"
@@ -141,6 +149,24 @@ def validate_secret_path(
     return path
 
 
+def validate_mount_point(
+    mount_point: object, *, error: type[InvalidSecretPathError] = InvalidSecretPathError
+) -> str:
+    """Return ``mount_point`` unchanged when it can name a KV mount; raise otherwise.
+
+    A mount point is part of every request URL, so it follows the rules of a path
+    (:func:`validate_secret_path`): ``secret`` and ``team/kv`` are fine, ``/secret`` and
+    ``../sys`` are not.
+
+    Raises:
+        InvalidSecretPathError: (or ``error``) the mount point is not acceptable.
+    """
+    try:
+        return validate_secret_path(mount_point, mount_point="", error=error)
+    except InvalidSecretPathError as exc:
+        raise error(f"invalid KV mount point: {exc}") from None
+
+
 # --- secret data -----------------------------------------------------------------------------
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -182,9 +208,13 @@ def normalise_secret_data(path: str, data: object) -> dict[str, Any]:
     try:
         result: dict[str, Any] = json.loads(json.dumps(dict(data), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InvalidSecretError(
-            f"secret data for {_shown(path)} holds a value JSON cannot: {type(exc).__name__}"
-        ) from None
+        # Not chained: the error may quote the value.
+        raise_sanitized(
+            InvalidSecretError(
+                f"secret data for {_shown(path)} holds a value JSON cannot: {type(exc).__name__}"
+            ),
+            None,
+        )
     return result
 
 
@@ -199,66 +229,70 @@ class EmailCredentials:
     api_key: str = attrs.field(repr=False)
 
 
-def _field(secret: Mapping[str, Any], path: str, field: str) -> str:
+_Error = type[InvalidSecretError]
+
+
+def _field(secret: Mapping[str, Any], path: str, field: str, error: _Error) -> str:
     if field not in secret:
-        raise InvalidSecretError(f"secret {path!r} has no field {field!r}")
+        raise error(f"secret {path!r} has no field {field!r}")
     value = secret[field]
     if not isinstance(value, str):
-        raise InvalidSecretError(
+        raise error(
             f"field {field!r} of secret {path!r} must be a string, got {type(value).__name__}"
         )
     if not value.strip():
-        raise InvalidSecretError(f"field {field!r} of secret {path!r} is empty")
+        raise error(f"field {field!r} of secret {path!r} is empty")
     return value
 
 
-def _url_field(secret: Mapping[str, Any], path: str, field: str, schemes: tuple[str, ...]) -> str:
-    value = _field(secret, path, field)
+def _url(store: SecretStore, path: str, field: str, schemes: tuple[str, ...], error: _Error) -> str:
+    value = _field(store.get_secret(path), path, field, error)
     scheme, sep, _ = value.partition("://")
     if not sep or scheme.lower() not in schemes:
         expected = " or ".join(f"{s}://" for s in schemes)
         # The value itself (or even its scheme part) is never shown: it may be a password.
-        raise InvalidSecretError(
-            f"field {field!r} of secret {path!r} must be a URL starting with {expected}"
-        )
+        raise error(f"field {field!r} of secret {path!r} must be a URL starting with {expected}")
     return value
 
 
-def database_url(store: SecretStore) -> str:
+def database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
     """Return the application's PostgreSQL URL (``crm/database`` field ``url``).
 
+    Args:
+        store: where to read it.
+        error: the class to raise for a bad field; adapters pass their own subclass.
+
     Raises:
         SecretStoreError: any error of ``store.get_secret``.
         InvalidSecretError: the field is missing, empty, not a string or not a PostgreSQL URL.
     """
-    secret = store.get_secret(DATABASE_PATH)
-    return _url_field(secret, DATABASE_PATH, DATABASE_URL_FIELD, POSTGRES_SCHEMES)
+    return _url(store, DATABASE_PATH, DATABASE_URL_FIELD, POSTGRES_SCHEMES, error)
 
 
-def admin_database_url(store: SecretStore) -> str:
+def admin_database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
     """Return the admin (BYPASSRLS) PostgreSQL URL (``crm/database`` field ``admin_url``).
 
-    Raises:
-        SecretStoreError: any error of ``store.get_secret``.
-        InvalidSecretError: the field is missing, empty, not a string or not a PostgreSQL URL.
+    Args and Raises: as :func:`database_url`.
     """
-    secret = store.get_secret(DATABASE_PATH)
-    return _url_field(secret, DATABASE_PATH, DATABASE_ADMIN_URL_FIELD, POSTGRES_SCHEMES)
+    return _url(store, DATABASE_PATH, DATABASE_ADMIN_URL_FIELD, POSTGRES_SCHEMES, error)
 
 
-def valkey_url(store: SecretStore) -> str:
+def valkey_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
     """Return the Valkey URL (``crm/valkey`` field ``url``; redis://, rediss:// or unix://).
 
-    Raises:
-        SecretStoreError: any error of ``store.get_secret``.
-        InvalidSecretError: the field is missing, empty, not a string or has another scheme.
+    Args and Raises: as :func:`database_url` (another scheme is an ``InvalidSecretError``).
     """
-    secret = store.get_secret(VALKEY_PATH)
-    return _url_field(secret, VALKEY_PATH, VALKEY_URL_FIELD, VALKEY_SCHEMES)
+    return _url(store, VALKEY_PATH, VALKEY_URL_FIELD, VALKEY_SCHEMES, error)
 
 
-def email_credentials(store: SecretStore) -> EmailCredentials:
+def email_credentials(
+    store: SecretStore, *, error: _Error = InvalidSecretError
+) -> EmailCredentials:
     """Return the email service credentials (``crm/email``: ``api_key``, ``from_address``).
+
+    Args:
+        store: where to read them.
+        error: the class to raise for a bad field; adapters pass their own subclass.
 
     Raises:
         SecretStoreError: any error of ``store.get_secret``.
@@ -266,10 +300,89 @@ def email_credentials(store: SecretStore) -> EmailCredentials:
             has no ``@``.
     """
     secret = store.get_secret(EMAIL_PATH)
-    api_key = _field(secret, EMAIL_PATH, EMAIL_API_KEY_FIELD)
-    from_address = _field(secret, EMAIL_PATH, EMAIL_FROM_ADDRESS_FIELD)
+    api_key = _field(secret, EMAIL_PATH, EMAIL_API_KEY_FIELD, error)
+    from_address = _field(secret, EMAIL_PATH, EMAIL_FROM_ADDRESS_FIELD, error)
     if "@" not in from_address:
-        raise InvalidSecretError(
+        raise error(
             f"field {EMAIL_FROM_ADDRESS_FIELD!r} of secret {EMAIL_PATH!r} is not an email address"
         )
     return EmailCredentials(from_address=from_address, api_key=api_key)
+
+
+class _LayoutStore(SecretStore, Protocol):
+    @property
+    def invalid_secret_error(self) -> _Error: ...
+
+
+class SecretLayoutMethods:
+    """The accessors above as methods of a secret store: ``store.get_database_url()``...
+
+    Mixed into :class:`~crm_infra.adapters.VaultClient` and
+    :class:`~crm_infra.fakes.InMemorySecretStore`, which read through their own
+    ``get_secret``. A bad field raises the class's ``invalid_secret_error``.
+    """
+
+    invalid_secret_error: ClassVar[_Error] = InvalidSecretError
+    """The class raised for a field that is missing or malformed."""
+
+    def get_database_url(self: _LayoutStore) -> str:
+        """Return the application's PostgreSQL URL (see :func:`database_url`)."""
+        return database_url(self, error=self.invalid_secret_error)
+
+    def get_admin_database_url(self: _LayoutStore) -> str:
+        """Return the admin PostgreSQL URL (see :func:`admin_database_url`)."""
+        return admin_database_url(self, error=self.invalid_secret_error)
+
+    def get_valkey_url(self: _LayoutStore) -> str:
+        """Return the Valkey URL (see :func:`valkey_url`)."""
+        return valkey_url(self, error=self.invalid_secret_error)
+
+    def get_email_credentials(self: _LayoutStore) -> EmailCredentials:
+        """Return the email service credentials (see :func:`email_credentials`)."""
+        return email_credentials(self, error=self.invalid_secret_error)
+
+
+# --- writing the layout ------------------------------------------------------------------------
+
+
+def layout(
+    *,
+    database_url: str,
+    admin_database_url: str,
+    valkey_url: str,
+    email_api_key: str,
+    email_from_address: str,
+) -> dict[str, dict[str, str]]:
+    """Return secrets in the layout, path to fields: what to write into Vault, or to hand to
+    the in-memory store.
+
+    Example::
+
+        for path, fields in secret_paths.layout(database_url=..., ...).items():
+            vault.secrets.kv.v2.create_or_update_secret(path=path, secret=fields)
+    """
+    return {
+        DATABASE_PATH: {
+            DATABASE_URL_FIELD: database_url,
+            DATABASE_ADMIN_URL_FIELD: admin_database_url,
+        },
+        VALKEY_PATH: {VALKEY_URL_FIELD: valkey_url},
+        EMAIL_PATH: {
+            EMAIL_API_KEY_FIELD: email_api_key,
+            EMAIL_FROM_ADDRESS_FIELD: email_from_address,
+        },
+    }
+
+
+def read_policy(mount_point: str = DEFAULT_MOUNT_POINT) -> str:
+    """Return a Vault policy (HCL) that may read every path of the layout, and nothing else.
+
+    Args:
+        mount_point: the KV v2 mount that holds the layout (reads go to ``<mount>/data/``).
+    """
+    return (
+        "# crm-infra application: read its own secrets, nothing else (KV v2 reads go to data/).\n"
+        f'path "{mount_point}/data/{PATH_PREFIX}*" {{\n'
+        '  capabilities = ["read"]\n'
+        "}\n"
+    )

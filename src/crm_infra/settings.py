@@ -32,10 +32,17 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from crm_infra.errors import ConfigError
-from crm_infra.health import redact_address
+from crm_infra.errors import ConfigError, InvalidSecretPathError
+from crm_infra.redaction import redact_address
+from crm_infra.secret_paths import DEFAULT_MOUNT_POINT, validate_mount_point
 
-__all__ = ["Backend", "Settings"]
+__all__ = [
+    "Backend",
+    "Settings",
+    "VaultCredentials",
+    "vault_credential_problems",
+    "vault_credentials",
+]
 
 Backend = Literal["memory", "real"]
 
@@ -58,10 +65,10 @@ def _problems(settings: Settings | SimpleNamespace) -> list[str]:
     ):
         if not (math.isfinite(value) and value > 0):
             problems.append(f"{env_name} must be a positive number of seconds, got {value}")
-    if not settings.vault_mount_point or settings.vault_mount_point.strip("/") != (
-        settings.vault_mount_point
-    ):
-        problems.append("VAULT_MOUNT_POINT must be a non-empty name without leading or trailing /")
+    try:
+        validate_mount_point(settings.vault_mount_point)
+    except InvalidSecretPathError as exc:
+        problems.append(f"VAULT_MOUNT_POINT: {exc}")
     if settings.backend == "real":
         problems.extend(_vault_problems(settings))
     return problems
@@ -76,21 +83,95 @@ def _vault_problems(settings: Settings | SimpleNamespace) -> list[str]:
         parts = urlsplit(settings.vault_addr)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             problems.append("VAULT_ADDR must be an http:// or https:// URL with a host")
-    has_token = settings.vault_token is not None
-    has_role = settings.vault_role_id is not None
-    has_secret_id = settings.vault_secret_id is not None
+    problems.extend(
+        vault_credential_problems(
+            settings.vault_token, settings.vault_role_id, settings.vault_secret_id
+        )
+    )
+    return problems
+
+
+# --- Vault credentials: the rules, for Settings and VaultClient alike ---------------------------
+
+
+@attrs.frozen
+class VaultCredentials:
+    """How to log in to Vault: a token, or an AppRole role id and secret id (never shown)."""
+
+    token: str | None = attrs.field(default=None, repr=False)
+    role_id: str | None = attrs.field(default=None, repr=False)
+    secret_id: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def uses_approle(self) -> bool:
+        """Return True for an AppRole login, False for a token."""
+        return self.role_id is not None
+
+
+_NO_CREDENTIALS = (
+    "VAULT_TOKEN not set: Vault needs credentials, a token (VAULT_TOKEN) or an AppRole login "
+    "(VAULT_ROLE_ID and VAULT_SECRET_ID)"
+)
+
+
+def vault_credential_problems(
+    token: str | None, role_id: str | None, secret_id: str | None
+) -> list[str]:
+    """Return what keeps these credentials from logging in to Vault (empty when nothing does).
+
+    The rules: a token, or an AppRole pair (role id and secret id); never both, never half a
+    pair, never neither. Empty strings count as unset.
+    """
+    has_token, has_role, has_secret_id = bool(token), bool(role_id), bool(secret_id)
     if has_role != has_secret_id:
         missing = "VAULT_SECRET_ID" if has_role else "VAULT_ROLE_ID"
-        problems.append(f"AppRole login needs both VAULT_ROLE_ID and VAULT_SECRET_ID; {missing} "
-                        "is missing")
-    elif has_token and has_role:
-        problems.append("set either VAULT_TOKEN or VAULT_ROLE_ID+VAULT_SECRET_ID, not both")
-    elif not has_token and not has_role:
-        problems.append(
-            "CRM_BACKEND=real needs Vault credentials: VAULT_TOKEN, or VAULT_ROLE_ID and "
-            "VAULT_SECRET_ID"
-        )
-    return problems
+        return [f"AppRole login needs both VAULT_ROLE_ID and VAULT_SECRET_ID; {missing} is missing"]
+    if has_token and has_role:
+        return ["set either VAULT_TOKEN or VAULT_ROLE_ID+VAULT_SECRET_ID, not both"]
+    if not has_token and not has_role:
+        return [_NO_CREDENTIALS]
+    return []
+
+
+def vault_credentials(
+    token: str | None = None,
+    role_id: str | None = None,
+    secret_id: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> VaultCredentials:
+    """Return the Vault credentials from the arguments, else from the environment.
+
+    Arguments win as a whole: given any credential argument, the environment only completes an
+    AppRole pair of which one half was given (``role_id=`` with ``VAULT_SECRET_ID``, say); a
+    ``token=`` argument ignores AppRole variables, and AppRole arguments ignore ``VAULT_TOKEN``.
+    With no credential argument, ``VAULT_TOKEN``, ``VAULT_ROLE_ID`` and ``VAULT_SECRET_ID`` are
+    read. Either way :func:`vault_credential_problems` decides.
+
+    Args:
+        token, role_id, secret_id: the credentials given by the caller, if any.
+        environ: the variables to read (default: :data:`os.environ`); empty values count as
+            unset.
+
+    Raises:
+        ConfigError: the credentials cannot log in (the message never shows a value).
+    """
+    env = os.environ if environ is None else environ
+
+    def from_env(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    token, role_id, secret_id = token or None, role_id or None, secret_id or None
+    if token is None and role_id is None and secret_id is None:
+        token = from_env("VAULT_TOKEN")
+        role_id, secret_id = from_env("VAULT_ROLE_ID"), from_env("VAULT_SECRET_ID")
+    elif token is None:
+        role_id = role_id or from_env("VAULT_ROLE_ID")
+        secret_id = secret_id or from_env("VAULT_SECRET_ID")
+    problems = vault_credential_problems(token, role_id, secret_id)
+    if problems:
+        raise ConfigError("invalid Vault credentials: " + "; ".join(problems))
+    return VaultCredentials(token, role_id, secret_id)
 
 
 @attrs.frozen
@@ -108,7 +189,7 @@ class Settings:
     vault_token: str | None = attrs.field(default=None, repr=False)
     vault_role_id: str | None = attrs.field(default=None, repr=False)
     vault_secret_id: str | None = attrs.field(default=None, repr=False)
-    vault_mount_point: str = "secret"
+    vault_mount_point: str = DEFAULT_MOUNT_POINT
     key_prefix: str = ""
     db_pool_size: int = 10
     vault_timeout: float = 5.0
@@ -163,7 +244,7 @@ class Settings:
             "vault_token": text("VAULT_TOKEN"),
             "vault_role_id": text("VAULT_ROLE_ID"),
             "vault_secret_id": text("VAULT_SECRET_ID"),
-            "vault_mount_point": text("VAULT_MOUNT_POINT") or "secret",
+            "vault_mount_point": text("VAULT_MOUNT_POINT") or DEFAULT_MOUNT_POINT,
             # The prefix is taken as given: trailing spaces or colons may be intended.
             "key_prefix": env.get("CRM_KEY_PREFIX", ""),
             "db_pool_size": number("CRM_DB_POOL_SIZE", int, 10, "an integer"),

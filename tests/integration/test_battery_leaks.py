@@ -8,17 +8,19 @@ scans all of it (see :class:`tests.battery.leaks.LeakScan`).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import hvac
+import psycopg
 import pytest
 
 from crm_infra import secret_paths
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
 from crm_infra.adapters.postgres.errors import password_of
-from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.bootstrap import BootstrappedDatabase, create_database
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from crm_infra.devservers.valkey import ValkeyDevServer
 from crm_infra.errors import InfraError
@@ -234,6 +236,11 @@ def test_the_secret_layout_accessors_never_show_values(
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
+def _terminate(superuser_url: str, pid: int) -> None:
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
 def test_database_passwords_and_row_values_never_leak(
     pg_database: BootstrappedDatabase, debug_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -248,10 +255,18 @@ def test_database_passwords_and_row_values_never_leak(
         pg_database.app_url, 1, admin_connection_url=pg_database.admin_url, pool_timeout=0.3
     ) as db:
         scan.add("client repr", repr(db))
-        alice, bob = provoke_database_errors(db, scan, value)
+        alice, bob = provoke_database_errors(db, scan, value, surrogate=False)
         with db.transaction(alice) as tx:
             tx.execute("SELECT 1")
             scan.expect_error("pool exhausted", lambda: db.execute("SELECT 1", (), bob))
+        scan.expect_error("admin, no such table", lambda: db.execute_admin("SELECT * FROM nope"))
+
+        def killed_in_a_transaction() -> None:
+            with db.transaction(alice) as tx:
+                _terminate(pg_database.superuser_url, tx.execute_scalar("SELECT pg_backend_pid()"))
+                tx.execute("SELECT 1")
+
+        scan.expect_error("connection killed in a transaction", killed_in_a_transaction)
         db.execute_admin("DELETE FROM users WHERE id IN (%s, %s)", (alice, bob))
     scan.expect_error("closed", lambda: db.execute("SELECT 1", (), alice))
     host_part = pg_database.app_url.rpartition("@")[2]
@@ -264,5 +279,17 @@ def test_database_passwords_and_row_values_never_leak(
         "key=value form": f"host=127.0.0.1 port={free_port()} user=u password={app_password}",
     }.items():
         scan.expect_error(name, lambda u=url: PostgresClient(u, 1, connect_timeout=2))  # type: ignore[misc]
+    dead = f"postgresql://postgres:{app_password}@127.0.0.1:{free_port()}/postgres"
+    scan.expect_error("bootstrap, nothing listening", lambda: create_database(dead))
     scan.add_records(debug_logs.records)
+    scan.check()
+
+
+def test_a_parameter_with_a_lone_surrogate_never_leaks_its_value(pg_db: PostgresClient) -> None:
+    value = marker("rowvalue")
+    scan = LeakScan(value)
+    scan.expect_error(
+        "surrogate",
+        lambda: pg_db.execute("SELECT %s::text AS t", (value + "\ud800",), uuid.uuid4()),
+    )
     scan.check()

@@ -1,4 +1,5 @@
-"""No password in any message, traceback or repr, whatever psycopg itself puts in its errors."""
+"""No password in any message, traceback, repr or error chain, whatever psycopg puts in its
+errors."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from psycopg.conninfo import make_conninfo
 from crm_infra import DatabaseError
 from crm_infra.adapters import PostgresClient, PostgresError
 from crm_infra.bootstrap import BootstrappedDatabase
+from tests.battery.leaks import reachable_texts
 from tests.fixtures.common import free_port
 
 MARKER = "Pa55-MARKER-zq81"
 
 
 def everything_printed(exc: BaseException) -> str:
-    """The whole traceback as a user would see it, chained causes included."""
-    return "".join(traceback.format_exception(exc)) + repr(exc)
+    """The whole traceback as a user would see it, and everything the error's chain holds
+    (psycopg's connection object among it, with its options)."""
+    reachable = "\n".join(text for _, text in reachable_texts(exc))
+    return "".join(traceback.format_exception(exc)) + repr(exc) + reachable
 
 
 @pytest.mark.parametrize(

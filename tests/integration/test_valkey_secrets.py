@@ -1,4 +1,4 @@
-"""A Valkey password never shows in reprs, messages or tracebacks."""
+"""A Valkey password never shows in reprs, messages, tracebacks or the errors' chains."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from crm_infra.adapters import ValkeyClient, ValkeyError
 from crm_infra.devservers.valkey import ValkeyDevServer
+from tests.battery.leaks import reachable_texts
 from tests.fixtures.valkey import running_valkey
 
 PASSWORD = "m4rker-Pa55word-7f3a"
@@ -21,7 +22,9 @@ def locked_valkey() -> Iterator[ValkeyDevServer]:
 
 
 def _full_text(error: BaseException) -> str:
-    return "".join(traceback.format_exception(error))
+    """The printed traceback and everything the exception and its chain hold."""
+    reachable = (text for _, text in reachable_texts(error))
+    return "".join(traceback.format_exception(error)) + "\n".join(reachable)
 
 
 def test_the_password_opens_the_server(locked_valkey: ValkeyDevServer) -> None:

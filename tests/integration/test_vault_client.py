@@ -1,4 +1,4 @@
-"""VaultClient against a real OpenBao: the seed's tests (adapted), settings, repr and lifecycle."""
+"""VaultClient against a real OpenBao: the basics, settings, repr and lifecycle."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from crm_infra import ConfigError, SecretNotFoundError, SecretStoreAuthError
+from crm_infra import ConfigError, InvalidSecretError, SecretNotFoundError, SecretStoreAuthError
 from crm_infra.adapters import VaultClient, VaultError
-from crm_infra.adapters.vault import VaultAuthError, VaultConfigError, VaultSecretNotFoundError
+from crm_infra.adapters.vault import (
+    VaultAuthError,
+    VaultConfigError,
+    VaultInvalidSecretError,
+    VaultSecretNotFoundError,
+)
 from crm_infra.devservers.openbao import OpenBaoServer
 from tests.fixtures.openbao import TEST_SECRETS, VaultMount
 
@@ -28,13 +33,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def env_client(
     clean_env: pytest.MonkeyPatch, openbao_server: OpenBaoServer, vault_mount: VaultMount
 ) -> VaultClient:
-    """A client configured only through the environment, as the seed's tests assume."""
+    """A client configured only through the environment, as a deployed process is."""
     clean_env.setenv("VAULT_ADDR", openbao_server.addr)
     clean_env.setenv("VAULT_TOKEN", openbao_server.token)
     return VaultClient(mount_point=vault_mount.name)
 
 
-# --- the seed's tests ------------------------------------------------------------------------
+# --- the basics ------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -98,14 +103,40 @@ def test_bad_settings_fail_before_any_request(kwargs: dict[str, object], match: 
 
 @pytest.mark.usefixtures("clean_env")
 def test_role_id_without_secret_id_is_a_config_error() -> None:
-    with pytest.raises(VaultConfigError, match="VAULT_SECRET_ID not set"):
+    with pytest.raises(VaultConfigError, match="VAULT_SECRET_ID is missing"):
         VaultClient(addr="http://127.0.0.1:1", role_id="some-role")
+
+
+def test_a_token_and_an_approle_pair_in_the_environment_are_ambiguous(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    # The same rule as Settings: the client used to take the token and ignore the pair.
+    clean_env.setenv("VAULT_TOKEN", "t")
+    clean_env.setenv("VAULT_ROLE_ID", "r")
+    clean_env.setenv("VAULT_SECRET_ID", "s")
+    with pytest.raises(VaultConfigError, match="not both"):
+        VaultClient(addr="http://127.0.0.1:1")
+
+
+def test_a_malformed_field_read_through_a_method_is_the_adapters_class(
+    openbao_server: OpenBaoServer, vault_mount: VaultMount
+) -> None:
+    vault_mount.put("crm/valkey", {"url": "http://not-valkey"})
+    with (
+        VaultClient(
+            openbao_server.addr, openbao_server.token, mount_point=vault_mount.name
+        ) as client,
+        pytest.raises(VaultInvalidSecretError, match="'url' of secret 'crm/valkey'") as info,
+    ):
+        client.get_valkey_url()
+    assert isinstance(info.value, InvalidSecretError)
 
 
 def test_an_invalid_token_fails_at_construction(openbao_server: OpenBaoServer) -> None:
     with pytest.raises(VaultAuthError, match="invalid, expired or revoked") as info:
         VaultClient(openbao_server.addr, f"bogus-{uuid.uuid4().hex}")
     assert isinstance(info.value, SecretStoreAuthError)
+    assert str(info.value).count(openbao_server.addr) == 1
 
 
 def test_arguments_win_over_the_environment(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from crm_infra.adapters import VaultClient
 from crm_infra.adapters.vault import (
     VaultAccessDeniedError,
     VaultAuthError,
+    VaultError,
     VaultUnavailableError,
 )
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
@@ -68,6 +71,7 @@ def test_a_revoked_token_raises_auth_error_not_access_denied(
         with pytest.raises(VaultAuthError, match="invalid, expired or revoked") as info:
             client.get_database_url()
         assert isinstance(info.value, SecretStoreAuthError)
+        assert str(info.value).count(openbao_server.addr) == 1
         assert not isinstance(info.value, SecretAccessDeniedError)
         with pytest.raises(VaultAuthError):
             client.health_check()
@@ -88,13 +92,64 @@ def test_an_expired_token_raises_auth_error_not_access_denied(
 
 
 def test_a_closed_port_raises_unavailable_at_once() -> None:
-    port = free_port()  # nothing listens there
+    addr = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
-    with pytest.raises(VaultUnavailableError, match="cannot connect") as info:
-        VaultClient(f"http://127.0.0.1:{port}", "some-token", timeout=2)
+    refused = r"cannot connect \(Connection refused\)"
+    with pytest.raises(VaultUnavailableError, match=refused) as info:
+        VaultClient(addr, "some-token", timeout=2)
     assert time.monotonic() - start < 2
     assert isinstance(info.value, SecretStoreUnavailableError)
     assert isinstance(info.value, BackendUnavailableError)
+    assert str(info.value).count(addr) == 1
+    assert "\n" not in str(info.value)
+
+
+# --- a server that is not Vault -----------------------------------------------------------------
+
+
+class _NotVault(http.server.BaseHTTPRequestHandler):
+    """A web server: an HTML page for every request, with the status the test chose."""
+
+    def _answer(self) -> None:
+        status = self.server.status  # type: ignore[attr-defined]  # set by the fixture
+        body = b"<html><body><h1>It works!</h1></body></html>"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@pytest.fixture(params=[404, 200, 403], ids=["404", "200", "403"])
+def web_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The address of a plain web server (not Vault) answering every request with HTML."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotVault)
+    server.status = request.param  # type: ignore[attr-defined]  # read by the handler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(
+    "credentials", [{"token": "some-token"}, {"role_id": "r", "secret_id": "s"}], ids=str
+)
+def test_a_server_that_is_not_vault_is_named_as_such(
+    web_server: str, credentials: dict[str, str]
+) -> None:
+    with pytest.raises(VaultError, match="is not a Vault or OpenBao server") as info:
+        VaultClient(web_server, timeout=2, **credentials)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.count(web_server) == 1
+    assert "VAULT_ADDR" in message
+    assert not isinstance(info.value, SecretNotFoundError | SecretStoreAuthError)
 
 
 @pytest.fixture

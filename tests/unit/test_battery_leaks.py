@@ -81,3 +81,48 @@ def test_the_fake_database_never_shows_row_values(caplog: pytest.LogCaptureFixtu
     scan.expect_error("closed", lambda: db.execute("SELECT 1", (), alice))
     scan.add_records(caplog.records)
     scan.check()
+
+
+class _Slotted:
+    __slots__ = ("secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+
+class _Request:
+    def __init__(self, headers: dict[str, object]) -> None:
+        self.headers = headers
+
+
+def test_the_scan_finds_a_secret_anywhere_in_an_exception_chain() -> None:
+    token, password, note = marker("token"), marker("password"), marker("note")
+    inner = OSError("connection refused")
+    inner.request = _Request({"X-Vault-Token": token})  # type: ignore[attr-defined]
+    outer = RuntimeError("failed")
+    outer.__context__ = inner
+    inner.__cause__ = KeyError({"conn": [_Slotted(password.encode())]})
+    inner.add_note(note)
+    scan = LeakScan(token, password, note)
+    scan.add_error("chain", outer)
+    with pytest.raises(AssertionError) as info:
+        scan.check()
+    for where in (
+        "__context__.request.headers.['X-Vault-Token']",
+        "__context__.__cause__.args.[0].['conn'].[0].secret",
+        "__context__.__notes__.[0]",
+    ):
+        assert where in str(info.value)
+
+
+def test_the_scan_does_not_enter_tracebacks() -> None:
+    secret = marker("local")
+
+    def fail(local: str) -> None:
+        raise ValueError("no secret here")
+
+    with pytest.raises(ValueError, match="no secret here") as info:
+        fail(secret)
+    scan = LeakScan(secret)
+    scan.add_error("error", info.value)
+    scan.check()  # the frame's locals hold it: out of reach by design (documented)

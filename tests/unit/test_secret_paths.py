@@ -1,15 +1,25 @@
-"""Secret path validation and the secret-data helpers: pure logic, no store involved."""
+"""Secret path validation, the secret-data helpers and the layout: pure logic, no server."""
 
 from __future__ import annotations
 
 import pytest
 
 from crm_infra import InvalidSecretError, InvalidSecretPathError, SecretNotFoundError
+from crm_infra.fakes import InMemorySecretStore
 from crm_infra.secret_paths import (
+    DATABASE_PATH,
+    EMAIL_PATH,
     MAX_PATH_LENGTH,
+    PATH_PREFIX,
+    VALKEY_PATH,
+    EmailCredentials,
+    SecretLayoutMethods,
     copy_secret_data,
     is_flat,
+    layout,
     normalise_secret_data,
+    read_policy,
+    validate_mount_point,
     validate_secret_path,
 )
 from tests.fixtures.secret_paths import BAD_PATHS, GOOD_PATHS
@@ -111,3 +121,66 @@ def test_normalise_makes_a_json_round_trip() -> None:
 def test_normalise_refuses_what_vault_cannot_store(data: object, match: str) -> None:
     with pytest.raises(InvalidSecretError, match=match):
         normalise_secret_data("p", data)
+
+
+# --- the layout, written once --------------------------------------------------------------
+
+
+def _layout() -> dict[str, dict[str, str]]:
+    return layout(
+        database_url="postgresql://app@db/crm",
+        admin_database_url="postgresql://admin@db/crm",
+        valkey_url="redis://kv:6379/0",
+        email_api_key="key",
+        email_from_address="crm@example.com",
+    )
+
+
+def test_the_layout_is_what_the_accessors_read() -> None:
+    store = InMemorySecretStore(_layout())
+    assert store.get_database_url() == "postgresql://app@db/crm"
+    assert store.get_admin_database_url() == "postgresql://admin@db/crm"
+    assert store.get_valkey_url() == "redis://kv:6379/0"
+    assert store.get_email_credentials() == EmailCredentials("crm@example.com", "key")
+    assert set(_layout()) == {DATABASE_PATH, VALKEY_PATH, EMAIL_PATH}
+    assert all(path.startswith(PATH_PREFIX) for path in _layout())
+
+
+def test_the_read_policy_covers_the_layout_under_the_mount() -> None:
+    policy = read_policy("team/kv")
+    assert f'path "team/kv/data/{PATH_PREFIX}*"' in policy
+    assert '["read"]' in policy
+
+
+class _Invalid(InvalidSecretError):
+    """A store's own class for a bad field."""
+
+
+class _Store(SecretLayoutMethods):
+    invalid_secret_error = _Invalid
+
+    def get_secret(self, path: str) -> dict[str, str]:
+        return {"url": "mysql://x", "admin_url": "", "api_key": "k", "from_address": "nobody"}
+
+    def health_check(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["get_database_url", "get_admin_database_url", "get_valkey_url", "get_email_credentials"],
+)
+def test_the_layout_methods_raise_the_stores_own_class(method: str) -> None:
+    with pytest.raises(_Invalid):
+        getattr(_Store(), method)()
+
+
+@pytest.mark.parametrize("mount", ["secret", "team/kv", "kv-v2"])
+def test_a_mount_point_follows_the_rules_of_a_path(mount: str) -> None:
+    assert validate_mount_point(mount) == mount
+
+
+@pytest.mark.parametrize("mount", ["", "/secret", "secret/", "../sys", "a b", "kv%2f"])
+def test_a_bad_mount_point_is_refused(mount: str) -> None:
+    with pytest.raises(InvalidSecretPathError, match="invalid KV mount point"):
+        validate_mount_point(mount)

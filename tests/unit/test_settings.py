@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crm_infra import ConfigError, Settings
+from crm_infra.settings import VaultCredentials, vault_credentials
 
 TOKEN = "hvs.MARKER-token-5f1e"
 SECRET_ID = "MARKER-secret-id-77aa"
@@ -95,7 +96,7 @@ def test_one_config_error_lists_every_problem() -> None:
 
 
 def test_real_backend_needs_credentials() -> None:
-    with pytest.raises(ConfigError, match="needs Vault credentials"):
+    with pytest.raises(ConfigError, match="VAULT_TOKEN not set: Vault needs credentials"):
         Settings.from_env({"CRM_BACKEND": "real", "VAULT_ADDR": "http://127.0.0.1:8200"})
 
 
@@ -153,3 +154,93 @@ def test_repr_masks_the_user_info_of_the_vault_address() -> None:
     assert "MARKER-addr-pw" not in text
     assert "ops" not in text
     assert "vault_addr='http://***@vault.internal:8200'" in text
+
+
+# --- the Vault credential rules, shared with VaultClient ---------------------------------------
+
+ENV_TOKEN = {"VAULT_TOKEN": TOKEN}
+ENV_APPROLE = {"VAULT_ROLE_ID": ROLE_ID, "VAULT_SECRET_ID": SECRET_ID}
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        ENV_TOKEN,
+        ENV_APPROLE,
+        {**ENV_TOKEN, **ENV_APPROLE},
+        {"VAULT_ROLE_ID": ROLE_ID},
+        {"VAULT_SECRET_ID": SECRET_ID},
+        {**ENV_TOKEN, "VAULT_SECRET_ID": SECRET_ID},
+        {},
+    ],
+    ids=["token", "approle", "both", "role only", "secret id only", "token+secret id", "none"],
+)
+def test_settings_and_the_vault_client_accept_the_same_environments(
+    environ: dict[str, str],
+) -> None:
+    try:
+        vault_credentials(environ=environ)
+    except ConfigError:
+        client_accepts = False
+    else:
+        client_accepts = True
+    try:
+        Settings.from_env({**environ, "CRM_BACKEND": "real", "VAULT_ADDR": "http://127.0.0.1:1"})
+    except ConfigError:
+        settings_accept = False
+    else:
+        settings_accept = True
+    assert client_accepts == settings_accept
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "expected"),
+    [
+        ({}, ENV_TOKEN, VaultCredentials(token=TOKEN)),
+        ({}, ENV_APPROLE, VaultCredentials(role_id=ROLE_ID, secret_id=SECRET_ID)),
+        ({"token": "t"}, ENV_APPROLE, VaultCredentials(token="t")),
+        ({"role_id": "r", "secret_id": "s"}, ENV_TOKEN, VaultCredentials(None, "r", "s")),
+        ({"role_id": "r"}, {**ENV_TOKEN, **ENV_APPROLE}, VaultCredentials(None, "r", SECRET_ID)),
+        ({"secret_id": "s"}, ENV_APPROLE, VaultCredentials(None, ROLE_ID, "s")),
+        ({"token": ""}, ENV_TOKEN, VaultCredentials(token=TOKEN)),
+    ],
+)
+def test_credential_arguments_win_over_the_environment_as_a_whole(
+    arguments: dict[str, str], environ: dict[str, str], expected: VaultCredentials
+) -> None:
+    assert vault_credentials(**arguments, environ=environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "match"),
+    [
+        ({}, {**ENV_TOKEN, **ENV_APPROLE}, "not both"),
+        ({"token": "t", "role_id": "r", "secret_id": "s"}, {}, "not both"),
+        ({"role_id": ROLE_ID}, {}, "VAULT_SECRET_ID is missing"),
+        ({}, {"VAULT_SECRET_ID": SECRET_ID}, "VAULT_ROLE_ID is missing"),
+        ({}, {}, "VAULT_TOKEN not set"),
+    ],
+)
+def test_credentials_that_cannot_log_in_are_config_errors_without_values(
+    arguments: dict[str, str], environ: dict[str, str], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match) as caught:
+        vault_credentials(**arguments, environ=environ)
+    for secret in (TOKEN, ROLE_ID, SECRET_ID):
+        assert secret not in str(caught.value)
+
+
+def test_the_credentials_repr_shows_no_value() -> None:
+    shown = repr(VaultCredentials(TOKEN, ROLE_ID, SECRET_ID))
+    for secret in (TOKEN, ROLE_ID, SECRET_ID):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("mount", ["../sys", "kv/../sys", "a b", "/secret"])
+def test_a_mount_point_the_vault_client_would_refuse_is_refused_here_first(mount: str) -> None:
+    with pytest.raises(ConfigError, match="VAULT_MOUNT_POINT"):
+        Settings.from_env({"VAULT_MOUNT_POINT": mount})
+
+
+def test_a_nested_mount_point_is_accepted() -> None:
+    assert Settings.from_env({"VAULT_MOUNT_POINT": "team/kv"}).vault_mount_point == "team/kv"

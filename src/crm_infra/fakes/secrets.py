@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from crm_infra import secret_paths
 from crm_infra.errors import InvalidSecretError, SecretNotFoundError
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
-    EmailCredentials,
+    SecretLayoutMethods,
     copy_secret_data,
     normalise_secret_data,
     validate_secret_path,
@@ -29,8 +28,11 @@ from crm_infra.secret_paths import (
 __all__ = ["InMemorySecretStore"]
 
 
-class InMemorySecretStore:
+class InMemorySecretStore(SecretLayoutMethods):
     """Secrets held in a dict, read and written like Vault's KV v2 (latest version only).
+
+    Also offers ``get_database_url()``, ``get_admin_database_url()``, ``get_valkey_url()`` and
+    ``get_email_credentials()`` (:class:`~crm_infra.secret_paths.SecretLayoutMethods`).
 
     Args:
         secrets: path to secret fields, e.g. ``{"crm/valkey": {"url": "redis://..."}}``; the
@@ -110,24 +112,6 @@ class InMemorySecretStore:
             if path not in self._secrets:
                 raise SecretNotFoundError(f"secret not found at path {path!r}; nothing to delete")
             self._deleted.add(path)
-
-    # --- the seed's convenience methods ------------------------------------------------------
-
-    def get_database_url(self) -> str:
-        """Return :func:`crm_infra.secret_paths.database_url` of this store."""
-        return secret_paths.database_url(self)
-
-    def get_admin_database_url(self) -> str:
-        """Return :func:`crm_infra.secret_paths.admin_database_url` of this store."""
-        return secret_paths.admin_database_url(self)
-
-    def get_valkey_url(self) -> str:
-        """Return :func:`crm_infra.secret_paths.valkey_url` of this store."""
-        return secret_paths.valkey_url(self)
-
-    def get_email_credentials(self) -> EmailCredentials:
-        """Return :func:`crm_infra.secret_paths.email_credentials` of this store."""
-        return secret_paths.email_credentials(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

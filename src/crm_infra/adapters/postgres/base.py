@@ -47,8 +47,19 @@ from crm_infra.adapters.postgres.statements import (
 )
 from crm_infra.adapters.postgres.transactions import UserTxState, describe
 from crm_infra.ports import Params
+from crm_infra.redaction import raise_sanitized
 
-__all__ = ["Lease", "PostgresBase", "check_user_sql", "closed_on_purpose", "refuse_untextable_sql"]
+__all__ = [
+    "POOL_KWARGS",
+    "Lease",
+    "PostgresBase",
+    "check_user_sql",
+    "closed_on_purpose",
+    "not_idle_error",
+    "refuse_untextable_sql",
+    "role_shown",
+    "tidy_action",
+]
 
 logger = logging.getLogger("crm_infra.adapters.postgres")
 
@@ -113,25 +124,37 @@ def check_user_sql(operation: str, query: str, params: Params) -> Checked:
         return check_call(query, params)
     except UntextableSql as exc:
         op = describe(operation, shown(query))
-        raise PostgresInputError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+        raise_sanitized(
+            PostgresInputError(f"{op} failed: {exc}; nothing was sent", operation=op), None
+        )
     except UnsafeSql as exc:
         op = describe(operation, shown(query))
-        raise PostgresUnsafeQueryError(
-            f"{op} refused: {exc.refusal.message()}; nothing was sent", operation=op
-        ) from None
+        raise_sanitized(
+            PostgresUnsafeQueryError(
+                f"{op} refused: {exc.refusal.message()}; nothing was sent", operation=op
+            ),
+            None,
+        )
     except SyntaxRefusal as exc:
         op = describe(operation, shown(query))
-        raise PostgresError(
-            f"{op} failed: {exc} (SQLSTATE 42601); nothing was sent",
-            sqlstate="42601",
-            operation=op,
-        ) from None
+        raise_sanitized(
+            PostgresError(
+                f"{op} failed: {exc} (SQLSTATE 42601); nothing was sent",
+                sqlstate="42601",
+                operation=op,
+            ),
+            None,
+        )
     except ParamsShapeError as exc:
         op = describe(operation, shown(query))
-        raise PostgresParamsError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+        raise_sanitized(
+            PostgresParamsError(f"{op} failed: {exc}; nothing was sent", operation=op), None
+        )
     except ClientSideError as exc:
         op = describe(operation, shown(query))
-        raise PostgresError(f"{op} failed: {exc}; nothing was sent", operation=op) from None
+        raise_sanitized(
+            PostgresError(f"{op} failed: {exc}; nothing was sent", operation=op), None
+        )
 
 
 def _milliseconds(seconds: float | None) -> str | None:
@@ -343,9 +366,9 @@ class PostgresBase:
             raise_translated(exc, describe(operation, query), self._secrets)
         except UnicodeEncodeError:
             # Not chained: the codec error holds the whole value (.object).
-            raise input_error(describe(operation, query)) from None
+            raise_sanitized(input_error(describe(operation, query)), None)
         except ValueError as exc:
-            raise unsendable_error(describe(operation, query), exc) from exc
+            raise_sanitized(unsendable_error(describe(operation, query), exc), None)
 
     def __repr__(self) -> str:
         admin = "configured" if self._admin_conninfo else "none"

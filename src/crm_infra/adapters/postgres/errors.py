@@ -18,17 +18,23 @@
 Messages never carry a password: psycopg puts the whole connection string into some errors
 (a malformed URL, for one), so every message is scrubbed of the configured passwords and of
 anything shaped like ``password=...`` or ``user:secret@``.
+
+Nor does the chain of a raised error: psycopg's exception holds the connection (``pgconn``,
+whose ``info`` and ``password`` give the password back) and the server's result (DETAIL, with
+row values). The error's ``__cause__`` is a copy of psycopg's exception, of the same class, with
+the scrubbed message and the diagnostics that name things (SQLSTATE, constraint, table, column,
+source function) but no connection, no DETAIL, CONTEXT or internal query; its ``__context__`` is
+empty.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
-from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg.pq import DiagnosticField
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from crm_infra.errors import (
@@ -45,6 +51,7 @@ from crm_infra.errors import (
     UnsafeQueryError,
     UnsafeRoleError,
 )
+from crm_infra.redaction import one_line, password_of, raise_sanitized, redact, sanitized_copy
 
 __all__ = [
     "PostgresConfigError",
@@ -143,33 +150,8 @@ class PostgresConfigError(PostgresError, ConfigError):
     """The client was configured in a way that cannot serve the call."""
 
 
-_URL_USERINFO = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def password_of(conninfo: str) -> str | None:
-    """Return the password in a connection URL or ``key=value`` string, without validating it."""
-    if "://" in conninfo:
-        try:
-            password = urlsplit(conninfo).password
-        except ValueError:  # a malformed URL: fall back to the raw userinfo
-            match = re.search(r"://[^/@\s:]*:([^@\s]*)@", conninfo)
-            password = match.group(1) if match else None
-        return unquote(password) if password else None
-    match = _KV_PASSWORD.search(conninfo)
-    if match is None:
-        return None
-    value = match.group(2)
-    return value[1:-1] if value.startswith("'") else value
-
-
-def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Return ``text`` with passwords (known ones and anything shaped like one) replaced."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _URL_USERINFO.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
+scrub = redact
+"""Mask passwords in a message: :func:`crm_infra.redaction.redact` (the adapter's name for it)."""
 
 
 # Where the server raises a policy's refusal (WITH CHECK, and USING for ON CONFLICT UPDATE).
@@ -226,26 +208,51 @@ def _message(exc: psycopg.Error) -> str:
     return primary or str(exc).strip() or type(exc).__name__
 
 
+# What the chained copy of a server error keeps of its diagnostics: the fields that name things.
+# Not DETAIL (row values: "Key (email)=(...)"), CONTEXT or the internal query (SQL with values).
+_KEPT_DIAGNOSTICS = (
+    DiagnosticField.SEVERITY,
+    DiagnosticField.SEVERITY_NONLOCALIZED,
+    DiagnosticField.SQLSTATE,
+    DiagnosticField.MESSAGE_PRIMARY,
+    DiagnosticField.MESSAGE_HINT,
+    DiagnosticField.STATEMENT_POSITION,
+    DiagnosticField.SCHEMA_NAME,
+    DiagnosticField.TABLE_NAME,
+    DiagnosticField.COLUMN_NAME,
+    DiagnosticField.DATATYPE_NAME,
+    DiagnosticField.CONSTRAINT_NAME,
+    DiagnosticField.SOURCE_FILE,
+    DiagnosticField.SOURCE_LINE,
+    DiagnosticField.SOURCE_FUNCTION,
+)
+
+
+def _driver_copy(exc: psycopg.Error, text: str, secrets: Iterable[str | None]) -> psycopg.Error:
+    """Return psycopg's error again, safe to chain: see the module's docstring."""
+    info: dict[DiagnosticField, bytes] = {}
+    if exc.sqlstate:
+        diag = exc.diag
+        for field in _KEPT_DIAGNOSTICS:
+            value = getattr(diag, field.name.lower())
+            if value is not None:
+                info[field] = redact(str(value), secrets).encode()
+    return sanitized_copy(exc, secrets, message=text, info=info or None)
+
+
 def raise_translated(exc: psycopg.Error, operation: str, secrets: Iterable[str | None]) -> NoReturn:
-    """Raise the :class:`PostgresError` class for ``exc``, its message scrubbed.
+    """Raise the :class:`PostgresError` class for ``exc``, its message scrubbed and on one line.
 
     Raises:
-        PostgresError: or a subclass, ``from exc`` unless the original text held a password
-            (then the scrubbed text is all that is kept).
+        PostgresError: or a subclass, chained to a copy of ``exc`` that holds no connection,
+            no password and no row values (``__context__`` empty).
     """
     cls = _classify(exc)
-    raw = _message(exc)
-    text = scrub(raw, secrets)
+    text = redact(one_line(_message(exc)), secrets)
     state = exc.sqlstate
     suffix = f" (SQLSTATE {state})" if state else ""
     error = cls(f"{operation} failed: {text}{suffix}", sqlstate=state, operation=operation)
-    if text != raw or scrub(str(exc), secrets) != str(exc):
-        raise error from None  # the original would print the password in a traceback
-    if exc.sqlstate and exc.diag.message_detail:
-        # The original's text carries DETAIL (row values: "Key (email)=(...)"), which a
-        # printed traceback would show; the message above names the constraint already.
-        raise error from None
-    raise error from exc
+    raise_sanitized(error, _driver_copy(exc, text, secrets))
 
 
 @contextmanager
@@ -283,6 +290,6 @@ def translate_input_errors(operation: str) -> Iterator[None]:
         raise
     except UnicodeEncodeError:
         # Not chained: the codec error holds the whole value (.object), which may be secret.
-        raise input_error(operation) from None
+        raise_sanitized(input_error(operation), None)
     except ValueError as exc:
-        raise unsendable_error(operation, exc) from exc
+        raise_sanitized(unsendable_error(operation, exc), sanitized_copy(exc))

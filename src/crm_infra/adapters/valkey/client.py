@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -77,6 +76,7 @@ from crm_infra.adapters.valkey.topology import (
 )
 from crm_infra.errors import ConfigError
 from crm_infra.ports import JSONValue
+from crm_infra.redaction import raise_sanitized, redact_url
 
 __all__ = [
     "MAX_EXPIRE_SECONDS",
@@ -88,45 +88,7 @@ __all__ = [
     "redact_url",
 ]
 
-_SECRET_QUERY_WORDS: Final = ("pass", "secret", "token", "auth", "key")
 _PRIMARIES: Final = "primaries"  # RedisCluster's target_nodes flag
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with its password (and any secret-looking query value) replaced by ``***``.
-
-    Args:
-        url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
-
-    Returns:
-        The same URL, safe for reprs, logs and error messages.
-    """
-    try:
-        # The user info ends at the LAST '@' of the URL, not where urlsplit ends the netloc: a
-        # password that should have been percent-encoded may hold '/', '?' or '#', which would
-        # end the netloc early and show the password as path or query. ('@' in a query value
-        # then hides more than needed; never less.)
-        scheme, _, rest = url.partition("://")
-        userinfo, at, rest = rest.rpartition("@")
-        shown_user = ""
-        if at:
-            user, sep, _password = userinfo.partition(":")
-            if any(c in user for c in "/?#"):
-                user = "***"
-            shown_user = f"{user}:***@" if sep else f"{user}@"
-        parts = urlsplit(f"{scheme}://{rest}")
-        netloc = shown_user + parts.netloc
-        query = urlencode(
-            [
-                (k, "***" if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
-                for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            ],
-            safe="*",
-        )
-        # Built by hand: urlunsplit drops the "//" of an empty netloc (unix:///path).
-        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-    except ValueError:
-        return "<unparseable URL>"
 
 
 class ValkeyClient:
@@ -284,7 +246,9 @@ class ValkeyClient:
                 "check the scheme, host, port and database number, and percent-encode any "
                 "'/', '?', '#' or '@' in the password"
             )
-            raise ConfigError(f"ValkeyClient: invalid connection URL {shown!r}: {detail}") from None
+            raise_sanitized(
+                ConfigError(f"ValkeyClient: invalid connection URL {shown!r}: {detail}"), None
+            )
         return SyncTransport(client, endpoint_of_client(client, None), client.close)
 
     def __repr__(self) -> str:

@@ -49,6 +49,7 @@ from crm_infra.adapters.valkey.errors import (
 )
 from crm_infra.errors import ConfigError
 from crm_infra.ports import JSONValue
+from crm_infra.redaction import raise_sanitized, sanitized_copy
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -198,10 +199,13 @@ def encode_json(key: str, value: JSONValue) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ValkeyInputError(
-            f"Valkey set_json of key {key!r}: JSON cannot hold the value "
-            f"({type(exc).__name__}: {exc}); nothing was stored"
-        ) from None
+        raise_sanitized(
+            ValkeyInputError(
+                f"Valkey set_json of key {key!r}: JSON cannot hold the value "
+                f"({type(exc).__name__}: {exc}); nothing was stored"
+            ),
+            None,
+        )
 
 
 def decode_json(key: str, raw: str | None) -> Any:
@@ -212,10 +216,13 @@ def decode_json(key: str, raw: str | None) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         # Not chained: the decode error carries the whole stored document (.doc).
-        raise ValkeyDataError(
-            f"Valkey get_json of key {key!r} failed: the stored value is not JSON "
-            f"({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
+        raise_sanitized(
+            ValkeyDataError(
+                f"Valkey get_json of key {key!r} failed: the stored value is not JSON "
+                f"({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ),
+            None,
+        )
 
 
 class ClientClosed(RedisError):
@@ -260,17 +267,20 @@ class Boundary:
         if exc is None:
             return
         if isinstance(exc, VENDOR_ERRORS):
-            raise self._translate(exc) from exc
+            raise_sanitized(self._translate(exc), sanitized_copy(exc))
         if isinstance(exc, UnicodeError):
             # The codec error holds the whole value (.object); do not chain it.
             where = self._where()
             if isinstance(exc, UnicodeDecodeError):
-                raise ValkeyDataError(
-                    f"{where} failed: the stored value is not UTF-8 text"
-                ) from None
-            raise ValkeyInputError(
-                f"{where} failed: the value cannot be encoded as UTF-8 (lone surrogate?)"
-            ) from None
+                raise_sanitized(
+                    ValkeyDataError(f"{where} failed: the stored value is not UTF-8 text"), None
+                )
+            raise_sanitized(
+                ValkeyInputError(
+                    f"{where} failed: the value cannot be encoded as UTF-8 (lone surrogate?)"
+                ),
+                None,
+            )
 
     def _where(self) -> str:
         if self._key is None:

@@ -1,24 +1,19 @@
 """The Vault (or OpenBao) adapter of :class:`~crm_infra.ports.SecretStore`, on hvac, KV v2.
 
-Errors (each is a :class:`VaultError` and the port-level class, so callers catch either)::
-
-    VaultError (SecretStoreError)
-    ├── VaultConfigError (ConfigError)                    bad or missing settings
-    ├── VaultInvalidPathError (InvalidSecretPathError)    refused before any request; a ValueError
-    ├── VaultSecretNotFoundError (SecretNotFoundError)    missing, deleted or destroyed
-    ├── VaultInvalidSecretError (InvalidSecretError)      a field missing or malformed
-    ├── VaultAccessDeniedError (SecretAccessDeniedError)  valid token, policy says no
-    ├── VaultAuthError (SecretStoreAuthError)             token invalid, expired or revoked
-    └── VaultUnavailableError (SecretStoreUnavailableError)  unreachable, sealed, timed out
+Each error class below is a :class:`VaultError` and also its port-level class
+(``VaultAuthError`` is a ``SecretStoreAuthError``...), so callers catch either; the tree, and
+which class pairs with which, is in :mod:`crm_infra.errors` and ``docs/errors.md``.
 
 No hvac or requests exception leaves this module: :meth:`VaultClient._errors` translates them
-all, in one place. Messages name the address, the operation and the path, never a token, a
-secret id or a secret value.
+all, in one place, and chains only a sanitized copy (requests' exceptions hold the request, and
+its headers the token). Messages name the address, the operation and the path, never a token,
+a secret id or a secret value.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +25,6 @@ import hvac
 import hvac.exceptions as hvac_exc
 import requests
 
-from crm_infra import secret_paths
 from crm_infra.errors import (
     ConfigError,
     InvalidSecretError,
@@ -41,12 +35,21 @@ from crm_infra.errors import (
     SecretStoreError,
     SecretStoreUnavailableError,
 )
+from crm_infra.redaction import (
+    one_line,
+    raise_sanitized,
+    redact_address,
+    sanitized_copy,
+    short_error,
+)
 from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
-    EmailCredentials,
+    SecretLayoutMethods,
+    validate_mount_point,
     validate_secret_path,
 )
+from crm_infra.settings import VaultCredentials, vault_credentials
 
 __all__ = [
     "VaultAccessDeniedError",
@@ -62,6 +65,20 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 5.0
 _DETAIL_LIMIT = 200
+
+# hvac's classes for an HTTP error status. Vault answers every error with JSON; one of these
+# without JSON came from another server (a web server, a proxy's login page) at VAULT_ADDR.
+# 429, 501, 502 and 503 are left out: a proxy in front of a Vault that is down answers them.
+_HTTP_ERRORS: dict[type[Exception], str] = {
+    hvac_exc.InvalidRequest: "HTTP 400",
+    hvac_exc.Unauthorized: "HTTP 401",
+    hvac_exc.Forbidden: "HTTP 403",
+    hvac_exc.InvalidPath: "HTTP 404",
+    hvac_exc.InternalServerError: "HTTP 500",
+    hvac_exc.UnexpectedError: "an unexpected HTTP status",
+}
+# "[Errno 111] Connection refused" inside requests' and urllib3's long wrappers.
+_OS_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"()]+)")
 
 
 class VaultError(SecretStoreError):
@@ -96,11 +113,6 @@ class VaultUnavailableError(VaultError, SecretStoreUnavailableError):
     """Vault is unreachable, sealed, or did not answer within the timeout."""
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "")
-    return value or None
-
-
 class _Uncached:
     """The client's own reads, as a SecretStore for :class:`CachedSecretStore` to wrap."""
 
@@ -116,16 +128,18 @@ class _Uncached:
         return self._vault._check_token()
 
 
-class VaultClient:
+class VaultClient(SecretLayoutMethods):
     """Read secrets from a Vault or OpenBao KV v2 mount; fail fast on anything wrong.
 
     Construction checks the settings, then authenticates (a token lookup, or an AppRole login),
-    so a process that cannot read its secrets does not start.
+    so a process that cannot read its secrets does not start. Besides the port, it offers
+    ``get_database_url()``, ``get_admin_database_url()``, ``get_valkey_url()`` and
+    ``get_email_credentials()`` (:class:`~crm_infra.secret_paths.SecretLayoutMethods`).
 
     Args:
         addr: the server URL; defaults to ``VAULT_ADDR``.
         token: a Vault token; defaults to ``VAULT_TOKEN``. Give either a token or AppRole
-            credentials, not both.
+            credentials, not both (the rules: :func:`crm_infra.settings.vault_credentials`).
         mount_point: the KV v2 mount (the composition root reads ``VAULT_MOUNT_POINT``).
         timeout: seconds each request may take (connect, and again for the answer).
         cache_ttl: keep successful reads this many seconds in process (None: no cache).
@@ -141,6 +155,8 @@ class VaultClient:
         VaultAuthError: the token is invalid, expired or revoked, or the AppRole login failed.
         VaultUnavailableError: Vault is unreachable, sealed or timed out.
     """
+
+    invalid_secret_error = VaultInvalidSecretError
 
     def __init__(
         self,
@@ -158,12 +174,13 @@ class VaultClient:
     ) -> None:
         self._closed = False
         self._addr = self._resolve_addr(addr)
-        self._shown_addr = _without_userinfo(self._addr)  # for messages and the repr
+        self._shown_addr = redact_address(self._addr)  # for messages and the repr
         self._mount_point = self._resolve_mount_point(mount_point)
         self._timeout = self._resolve_timeout(timeout)
-        self._token, self._role_id, self._secret_id = self._resolve_credentials(
-            token, role_id, secret_id
-        )
+        credentials = self._resolve_credentials(token, role_id, secret_id)
+        self._token = credentials.token
+        self._role_id = credentials.role_id
+        self._secret_id = credentials.secret_id
         self._approle_mount_point = approle_mount_point
         self._clock = clock
         self._login_lock = threading.Lock()
@@ -195,7 +212,7 @@ class VaultClient:
 
     @staticmethod
     def _resolve_addr(addr: str | None) -> str:
-        resolved = addr or _env("VAULT_ADDR")
+        resolved = addr or os.environ.get("VAULT_ADDR", "").strip()
         if not resolved:
             raise VaultConfigError("VAULT_ADDR not set: pass addr=... or set VAULT_ADDR")
         if not resolved.startswith(("http://", "https://")):
@@ -212,13 +229,10 @@ class VaultClient:
 
     @staticmethod
     def _resolve_mount_point(mount_point: str) -> str:
-        resolved = mount_point
         try:
-            # The same rules as a path: the mount is part of every request URL.
-            validate_secret_path(resolved, mount_point="", error=VaultInvalidPathError)
-        except VaultInvalidPathError as exc:
-            raise VaultConfigError(f"invalid KV mount point: {exc}") from None
-        return resolved
+            return validate_mount_point(mount_point)
+        except InvalidSecretPathError as exc:
+            raise VaultConfigError(str(exc)) from None
 
     @staticmethod
     def _resolve_timeout(timeout: float) -> float:
@@ -229,34 +243,12 @@ class VaultClient:
     @staticmethod
     def _resolve_credentials(
         token: str | None, role_id: str | None, secret_id: str | None
-    ) -> tuple[str | None, str | None, str | None]:
-        """Return (token, role_id, secret_id): arguments first, then the environment."""
-        if token and (role_id or secret_id):
-            raise VaultConfigError("give either token or role_id/secret_id (AppRole), not both")
-        if token:
-            return token, None, None
-        if secret_id and not role_id:
-            role_id = _env("VAULT_ROLE_ID")
-            if role_id is None:
-                raise VaultConfigError("VAULT_ROLE_ID not set: secret_id needs a role_id")
-        if role_id:
-            secret_id = secret_id or _env("VAULT_SECRET_ID")
-            if secret_id is None:
-                raise VaultConfigError("VAULT_SECRET_ID not set: AppRole login needs a secret_id")
-            return None, role_id, secret_id
-        env_token = _env("VAULT_TOKEN")
-        if env_token:
-            return env_token, None, None
-        env_role_id = _env("VAULT_ROLE_ID")
-        if env_role_id:
-            env_secret_id = _env("VAULT_SECRET_ID")
-            if env_secret_id is None:
-                raise VaultConfigError("VAULT_SECRET_ID not set: AppRole login needs a secret_id")
-            return None, env_role_id, env_secret_id
-        raise VaultConfigError(
-            "VAULT_TOKEN not set: pass token=... or set VAULT_TOKEN"
-            " (or VAULT_ROLE_ID and VAULT_SECRET_ID for an AppRole login)"
-        )
+    ) -> VaultCredentials:
+        """Return the credentials: arguments first, then the environment (Settings' rules)."""
+        try:
+            return vault_credentials(token, role_id, secret_id)
+        except ConfigError as exc:
+            raise VaultConfigError(str(exc)) from None
 
     @property
     def addr(self) -> str:
@@ -322,28 +314,6 @@ class VaultClient:
         if self._cache is not None:
             self._cache.invalidate(path)
 
-    # --- the seed's convenience methods ------------------------------------------------------
-
-    def get_database_url(self) -> str:
-        """Return the application's PostgreSQL URL (see :func:`secret_paths.database_url`)."""
-        with self._errors("reading the database URL"):
-            return secret_paths.database_url(self)
-
-    def get_admin_database_url(self) -> str:
-        """Return the admin PostgreSQL URL (see :func:`secret_paths.admin_database_url`)."""
-        with self._errors("reading the admin database URL"):
-            return secret_paths.admin_database_url(self)
-
-    def get_valkey_url(self) -> str:
-        """Return the Valkey URL (see :func:`secret_paths.valkey_url`)."""
-        with self._errors("reading the Valkey URL"):
-            return secret_paths.valkey_url(self)
-
-    def get_email_credentials(self) -> EmailCredentials:
-        """Return the email credentials (see :func:`secret_paths.email_credentials`)."""
-        with self._errors("reading the email credentials"):
-            return secret_paths.email_credentials(self)
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -384,35 +354,24 @@ class VaultClient:
 
     def _read(self, path: str) -> dict[str, Any]:
         validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
-        for attempt in (1, 2):
-            try:
-                with self._errors("reading secret", path):
-                    self._ensure_fresh_login()
-                    response = self._client.secrets.kv.v2.read_secret_version(
-                        path=path, mount_point=self._mount_point, raise_on_deleted_version=True
-                    )
-            except VaultAuthError:
-                # An AppRole token that expired or was revoked early: log in again, once.
-                if self._role_id is None or attempt == 2:
-                    raise
-                self._login()
-                continue
-            return self._secret_from(path, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self._with_login(
+            "reading secret",
+            path,
+            lambda: self._client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self._mount_point, raise_on_deleted_version=True
+            ),
+        )
+        return self._secret_from(path, response)
 
-    def _secret_from(self, path: str, response: object) -> dict[str, Any]:
-        body = response.get("data") if isinstance(response, dict) else None
+    def _secret_from(self, path: str, response: dict[str, Any]) -> dict[str, Any]:
+        body = response.get("data")
         if not isinstance(body, dict):
-            raise VaultError(
-                f"unexpected answer from Vault at {self._shown_addr} reading {path!r}"
-            )
+            raise self._unexpected("reading secret", path, "no 'data' object")
         data = body.get("data")
         if data is None:
             raise self._not_found(path, body)
         if not isinstance(data, dict):
-            raise VaultError(
-                f"unexpected answer from Vault at {self._shown_addr} reading {path!r}"
-            )
+            raise self._unexpected("reading secret", path, "'data' is not an object")
         if not data:
             raise VaultInvalidSecretError(f"secret {path!r} has no fields")
         return data
@@ -433,18 +392,36 @@ class VaultClient:
         )
 
     def _check_token(self) -> bool:
-        for attempt in (1, 2):
-            try:
-                with self._errors("checking the token"):
-                    self._ensure_fresh_login()
-                    self._client.auth.token.lookup_self()
-            except VaultAuthError:
-                if self._role_id is None or attempt == 2:
-                    raise
-                self._login()
-                continue
-            return True
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._with_login("checking the token", None, self._client.auth.token.lookup_self)
+        return True
+
+    def _with_login(
+        self, action: str, path: str | None, request: Callable[[], object]
+    ) -> dict[str, Any]:
+        """Return Vault's JSON answer to ``request()``, logged in: the one place a request is
+        retried.
+
+        An AppRole token is renewed by a fresh login before it expires; one that was revoked
+        or expired early anyway fails the request with :class:`VaultAuthError`, and then the
+        client logs in again, once, and retries. A token given by the caller is never retried.
+        """
+        try:
+            with self._errors(action, path):
+                self._ensure_fresh_login()
+                return self._json(action, path, request())
+        except VaultAuthError:
+            if self._role_id is None:
+                raise
+        self._login()  # outside the handler: the retry's own error is chained to nothing
+        with self._errors(action, path):
+            return self._json(action, path, request())
+
+    def _json(self, action: str, path: str | None, answer: object) -> dict[str, Any]:
+        """Return ``answer`` when it is a JSON object; hvac hands back a 2xx that is not JSON
+        as a raw response, which no Vault server sends."""
+        if isinstance(answer, dict):
+            return answer
+        raise self._not_vault_error(action, path, "an answer that is not JSON")
 
     def _ensure_fresh_login(self) -> None:
         deadline = self._token_deadline
@@ -454,11 +431,17 @@ class VaultClient:
     def _login(self) -> None:
         """Log in with AppRole; remember when to log in again (before the token expires)."""
         with self._login_lock, self._errors("logging in with AppRole", login=True):
-            response = self._client.auth.approle.login(
-                role_id=self._role_id,
-                secret_id=self._secret_id,
-                mount_point=self._approle_mount_point,
+            response = self._json(
+                "logging in with AppRole",
+                None,
+                self._client.auth.approle.login(
+                    role_id=self._role_id,
+                    secret_id=self._secret_id,
+                    mount_point=self._approle_mount_point,
+                    use_token=False,  # taken below, once the answer is known to be Vault's
+                ),
             )
+            self._client.token = response["auth"]["client_token"]
             lease = response["auth"]["lease_duration"]
             # Renew at 90% of the lease so a request never carries a token about to expire.
             self._token_deadline = (
@@ -477,26 +460,26 @@ class VaultClient:
 
     # --- the one place vendor exceptions are translated ---------------------------------------
 
-    def _detail(self, exc: BaseException) -> str:
-        """Return a short description of ``exc`` with any credential blanked out."""
+    def _credentials(self) -> tuple[str | None, ...]:
+        """Every credential this client holds (the live AppRole token included)."""
+        client = getattr(self, "_client", None)
+        live = client.token if client is not None else None
+        token = live if isinstance(live, str) else None
+        return (self._token, self._secret_id, self._role_id, token)
+
+    @staticmethod
+    def _said(exc: BaseException) -> str:
+        """Return what Vault (or the HTTP layer) said in ``exc``, on one line."""
         errors = getattr(exc, "errors", None)
         if isinstance(errors, list) and errors:
-            text = "; ".join(str(e).strip() for e in errors)
-        elif isinstance(exc, hvac_exc.VaultError):
-            text = str(exc.args[0]) if exc.args and exc.args[0] is not None else ""
-        else:
-            text = str(exc)
-        text = " ".join(text.split())
-        for credential in (self._token, self._secret_id, self._role_id):
-            if credential:
-                text = text.replace(credential, "***")
-        if getattr(self, "_client", None) is not None:
-            live = self._client.token
-            if isinstance(live, str) and live:
-                text = text.replace(live, "***")
-        if len(text) > _DETAIL_LIMIT:
-            text = text[: _DETAIL_LIMIT - 3] + "..."
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            return "; ".join(one_line(str(e)) for e in errors)
+        if isinstance(exc, hvac_exc.VaultError):
+            return one_line(str(exc.args[0]) if exc.args and exc.args[0] is not None else "")
+        return one_line(str(exc))
+
+    def _detail(self, exc: BaseException) -> str:
+        """Return a short description of ``exc`` with any credential masked."""
+        return short_error(exc, self._credentials(), message=self._said(exc), limit=_DETAIL_LIMIT)
 
     @contextmanager
     def _errors(
@@ -514,28 +497,49 @@ class VaultClient:
             yield
         except VaultError:
             raise
-        except InvalidSecretPathError as exc:
-            raise VaultInvalidPathError(str(exc)) from exc
-        except InvalidSecretError as exc:
-            raise VaultInvalidSecretError(str(exc)) from exc
-        except SecretNotFoundError as exc:
-            raise VaultSecretNotFoundError(str(exc)) from exc
         except (hvac_exc.VaultError, requests.RequestException) as exc:
-            raise self._translate(exc, action, path, login=login) from exc
+            raise_sanitized(self._translate(exc, action, path, login=login), self._copy(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            # A server that is not Vault, or an answer of an unexpected shape.
-            where = self._where(action, path)
-            raise VaultError(f"{where} failed: unexpected answer ({type(exc).__name__})") from exc
+            # An answer of an unexpected shape.
+            raise_sanitized(self._unexpected(action, path, type(exc).__name__), self._copy(exc))
+
+    def _copy(self, exc: Exception) -> Exception:
+        """Return a copy of hvac's or requests' exception that is safe to chain.
+
+        requests' exceptions hold the request, whose headers hold the token; hvac's hold the
+        answer's body. The copy keeps the class, the message (credentials masked), and for hvac
+        the method and URL of the request.
+        """
+        keep: dict[str, object] = {}
+        if isinstance(exc, hvac_exc.VaultError):
+            url = redact_address(exc.url) if isinstance(exc.url, str) else None
+            keep = {"method": exc.method, "url": url}
+        return sanitized_copy(exc, self._credentials(), message=self._said(exc), **keep)
 
     def _where(self, action: str, path: str | None) -> str:
         where = f"Vault at {self._shown_addr}: {action}"
         return where + (f" {path!r}" if path is not None else "")
+
+    def _unexpected(self, action: str, path: str | None, what: str) -> VaultError:
+        return VaultError(
+            f"{self._where(action, path)} failed: unexpected answer ({what}); check VAULT_ADDR"
+        )
+
+    def _not_vault_error(self, action: str, path: str | None, got: str) -> VaultError:
+        what = action + (f" {path!r}" if path is not None else "")
+        return VaultError(
+            f"the server at {self._shown_addr} is not a Vault or OpenBao server: {what} got "
+            f"{got} (check VAULT_ADDR)"
+        )
 
     def _translate(  # noqa: PLR0911 (one return per kind of failure reads best)
         self, exc: Exception, action: str, path: str | None, *, login: bool
     ) -> VaultError:
         """Return the VaultError for one hvac or requests exception (used by :meth:`_errors`)."""
         where = self._where(action, path)
+        not_vault = self._not_vault(exc)
+        if not_vault is not None:
+            return self._not_vault_error(action, path, not_vault)
         if isinstance(exc, hvac_exc.InvalidPath):
             if login:
                 return VaultAuthError(
@@ -569,14 +573,17 @@ class VaultClient:
         if isinstance(exc, requests.Timeout):
             return VaultUnavailableError(f"{where} failed: no answer within {self._timeout:g} s")
         if isinstance(exc, requests.ConnectionError):
-            return VaultUnavailableError(f"{where} failed: cannot connect ({type(exc).__name__})")
+            found = _OS_REASON.search(str(exc))
+            reason = found.group(1).strip() if found else type(exc).__name__
+            return VaultUnavailableError(f"{where} failed: cannot connect ({reason})")
         return VaultError(f"{where} failed: {self._detail(exc)}")
 
-
-def _without_userinfo(addr: str) -> str:
-    """Return ``addr`` with any ``user:password@`` part replaced by ``***@``."""
-    scheme, sep, rest = addr.partition("://")
-    authority, slash, tail = rest.partition("/")
-    if not sep or "@" not in authority:
-        return addr
-    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{tail}"
+    @staticmethod
+    def _not_vault(exc: Exception) -> str | None:
+        """Return what the server answered when the answer cannot be Vault's, else None."""
+        if isinstance(exc, requests.JSONDecodeError):
+            return "an answer that is not JSON"
+        status = _HTTP_ERRORS.get(type(exc))
+        if status is not None and getattr(exc, "json", None) is None:
+            return f"{status} without Vault's JSON error body"
+        return None
