@@ -3,8 +3,14 @@
 Each fake is proven faithful by the same contract suite that runs against the real adapter.
 """
 
+from crm_infra.fakes.async_database import AsyncInMemoryUserScopedDB
 from crm_infra.fakes.database import InMemoryUserScopedDB
 from crm_infra.fakes.keyvalue import InMemoryKeyValueStore
 from crm_infra.fakes.secrets import InMemorySecretStore
 
-__all__ = ["InMemoryKeyValueStore", "InMemorySecretStore", "InMemoryUserScopedDB"]
+__all__ = [
+    "AsyncInMemoryUserScopedDB",
+    "InMemoryKeyValueStore",
+    "InMemorySecretStore",
+    "InMemoryUserScopedDB",
+]
