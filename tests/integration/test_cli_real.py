@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,21 +14,42 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import psycopg
 import pytest
 import redis
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from crm_infra import Settings, StartupError, build_infrastructure, devstack
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
-from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.devservers.valkey import ValkeyDevServer
+from crm_infra.schema_files import migration_files
 from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.openbao import VaultMount, create_token
+from tests.fixtures.psql import run_as_superuser
+
+SHIPPED = [p.name for p in migration_files()]
+
+
+def login_url(superuser_url: str, user: str, password: str, dbname: str | None = None) -> str:
+    """Return a postgresql:// URL for ``user`` on the server of ``superuser_url``."""
+    server = conninfo_to_dict(superuser_url)
+    host, port = str(server.get("host") or "localhost"), server.get("port") or 5432
+    database = quote(dbname or str(server.get("dbname") or "postgres"), safe="")
+    where = f"@:{port}/{database}?host={quote(host, safe='')}" if host.startswith("/") else (
+        f"@{host}:{port}/{database}"
+    )
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}{where}"
+
+
+def point_vault_at(vault_mount: VaultMount, app_url: str, admin_url: str) -> None:
+    vault_mount.put("crm/database", {"url": app_url, "admin_url": admin_url})
 
 
 @pytest.fixture
@@ -40,9 +62,7 @@ def real_env(  # noqa: PLR0917  # pytest hands fixtures over as arguments
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """Point the environment at a real stack; the app's token may only read crm/* (docs)."""
-    vault_mount.put(
-        "crm/database", {"url": pg_database.app_url, "admin_url": pg_database.admin_url}
-    )
+    point_vault_at(vault_mount, pg_database.app_url, pg_database.admin_url)
     vault_mount.put("crm/valkey", {"url": private_valkey.url})
     policy = f'path "{vault_mount.name}/data/crm/*" {{ capabilities = ["read"] }}'
     env = {
@@ -203,6 +223,7 @@ def test_check_exits_0_against_the_real_stack(
     report = json.loads(out)
     assert report["ok"] is True
     assert all(c["ok"] for c in report["components"].values())
+    assert report["migrations"] == {"pending": []}
     assert real_env["VAULT_TOKEN"] not in out + err
 
 
@@ -242,6 +263,114 @@ def test_migrate_through_the_admin_path_is_idempotent(
     code, out, _ = run_cli(capsys, "migrate")
     assert code == 0
     assert out.strip() == "schema is up to date: nothing to apply"
+
+
+@pytest.fixture
+def unmigrated(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
+    """A bootstrapped database whose migrations were never applied."""
+    made = create_database(pg_superuser_url, prefix="crm_test_cli")
+    try:
+        yield made
+    finally:
+        drop_database(made)
+
+
+def test_check_reports_pending_migrations_until_migrate_applies_them(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    unmigrated: BootstrappedDatabase,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    point_vault_at(vault_mount, unmigrated.app_url, unmigrated.admin_url)
+
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["migrations"] == {"pending": SHIPPED}
+    database = report["components"]["database"]
+    assert database["ok"] is False
+    assert database["error"] == (
+        f"{len(SHIPPED)} migration(s) pending: {', '.join(SHIPPED)}; run `crm-infra migrate`"
+    )
+    assert report["components"]["secrets"]["ok"] is True
+    assert report["components"]["keyvalue"]["ok"] is True
+
+    code, out, _ = run_cli(capsys, "check")
+    assert code == 1
+    assert "run `crm-infra migrate`" in next(
+        line for line in out.splitlines() if line.startswith("database")
+    )
+    assert out.splitlines()[-1] == "backend: real; UNHEALTHY"
+
+    # The demo says the same before it writes anything, instead of `relation "users" ...`.
+    code, out, err = run_cli(capsys, "demo", "--backend", "real")
+    assert code == 1
+    assert "run `crm-infra migrate` first" in err
+    assert "does not exist" not in out + err
+
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 0, err
+    assert out.strip() == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["migrations"] == {"pending": []}
+
+
+@pytest.fixture
+def hand_made(pg_superuser_url: str, pg_database: BootstrappedDatabase) -> Iterator[dict[str, str]]:
+    """A database set up by hand as docs/operations.md describes, without the bootstrap file.
+
+    ``pg_database`` made sure the group roles exist on the server (they are shared).
+    """
+    name = f"crm_test_hand_{secrets.token_hex(4)}"
+    password = secrets.token_hex(12)
+    roles = {"app": f"{name}_app", "admin": f"{name}_admin"}
+    with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for kind, flags, group in (("app", "NOBYPASSRLS", "crm_app"),
+                                   ("admin", "BYPASSRLS", "crm_admin")):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER " + flags + " IN ROLE {}")
+                .format(sql.Identifier(roles[kind]), sql.Literal(password), sql.Identifier(group))
+            )
+    urls = {
+        kind: login_url(pg_superuser_url, role, password, name)
+        for kind, role in roles.items()
+    }
+    try:
+        yield {"database": name, "password": password, **urls}
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            for role in roles.values():
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_migrate_on_a_database_without_the_bootstrap_says_the_command_that_fixes_it(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    hand_made: dict[str, str],
+    pg_superuser_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    point_vault_at(vault_mount, hand_made["app"], hand_made["admin"])
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 1, out + err
+    command = re.search(r"psql .*?roles\.sql", err)
+    assert command, err
+    assert f"-d {hand_made['database']} " in command.group(0)
+    port = conninfo_to_dict(pg_superuser_url).get("port") or "5432"
+    assert f" -p {port} " in command.group(0)
+    assert f"bootstrap file has not run in database {hand_made['database']}" in err
+    assert hand_made["password"] not in out + err
+
+    run_as_superuser(command.group(0), pg_superuser_url)
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 0, err
+    assert out.strip() == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
 
 
 def test_demo_on_the_real_backend(
