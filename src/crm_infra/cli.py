@@ -3,7 +3,8 @@
 Expected failures (bad settings, a backend that is down) reach the user as one readable line on
 stderr and a non-zero exit code, never as a traceback and never with a secret in it.
 
-Exit codes: 0 success; 1 unhealthy or failed; 2 bad usage or invalid settings; 130 interrupted.
+Exit codes: 0 success; 1 unhealthy or failed; 2 bad usage or invalid settings; 130 interrupted
+(Ctrl-C); 143 stopped by SIGTERM (``dev``).
 """
 
 from __future__ import annotations
@@ -101,13 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         "--env-file",
         default=".crm-dev.env",
         metavar="PATH",
-        help="where to write CRM_BACKEND, VAULT_ADDR and VAULT_TOKEN (default: .crm-dev.env)",
+        help="where to write CRM_BACKEND, VAULT_ADDR and VAULT_TOKEN (default: .crm-dev.env); "
+        "refused while another `crm-infra dev` uses it",
     )
     dev.add_argument(
         "--database-url",
         default=None,
         metavar="URL",
-        help="a PostgreSQL superuser URL (default: postgresql://postgres@127.0.0.1:5432/postgres)",
+        help="a PostgreSQL superuser URL (default: $CRM_DEV_DATABASE_URL, which keeps a "
+        "password out of the process list, else postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     return parser
 

@@ -409,30 +409,49 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _dev_environ(**extra: str) -> dict[str, str]:
+    """The test's environment without the command's variables, plus ``extra``."""
+    drop = {*CLI_VARIABLES, devstack.SUPERUSER_URL_VARIABLE}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+def _run_dev(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a `crm-infra dev` expected to stop by itself; stop it cleanly if it does not."""
+    command = [sys.executable, "-m", "crm_infra", "dev", *argv]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_dev_environ(**extra),
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)  # so that it removes what it made
+            out, err = process.communicate(timeout=60)
+            pytest.fail(f"crm-infra dev kept running:\n{out}{err}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.fixture
 def dev_process(
     tmp_path: Path, pg_superuser_url: str
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
-    """Start `crm-infra dev` as a subprocess; make sure it is gone at the end."""
+    """Start `crm-infra dev` as a subprocess; make sure it is gone at the end.
+
+    The superuser URL travels in the environment, as docs/cli.md advises: never in argv.
+    """
     env_file = tmp_path / "dev.env"
     log = tmp_path / "dev.log"
-    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+    argv = [sys.executable, "-m", "crm_infra", "dev", "--env-file", str(env_file)]
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crm_infra",
-                "dev",
-                "--env-file",
-                str(env_file),
-                "--database-url",
-                pg_superuser_url,
-            ],
+            argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            env=environ,
+            env=_dev_environ(CRM_DEV_DATABASE_URL=pg_superuser_url),
         )
     try:
         wait_until(
@@ -478,11 +497,16 @@ def _leftovers(superuser_url: str, database: str, roles: list[str]) -> tuple[int
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("stop_signal", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     dev_process: tuple[subprocess.Popen[str], Path, Path],
     pg_superuser_url: str,
     stop_signal: signal.Signals,
+    exit_code: int,
 ) -> None:
     process, env_file, log = dev_process
     values = _read_env_file(env_file)
@@ -505,8 +529,15 @@ def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["ok"] is True
 
+    # A second run in the same folder is refused at once: the file names a live process.
+    second = _run_dev("--env-file", str(env_file), CRM_DEV_DATABASE_URL=pg_superuser_url)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"belongs to another `crm-infra dev` (pid {process.pid})" in second.stderr
+    assert "OpenBao" not in second.stdout
+    assert _read_env_file(env_file) == values
+
     process.send_signal(stop_signal)
-    assert process.wait(60) == 0, log.read_text()
+    assert process.wait(60) == exit_code, log.read_text()
     text = log.read_text()
     assert "stopped; nothing left behind" in text
     assert values["VAULT_TOKEN"] not in text
@@ -516,38 +547,57 @@ def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     assert not _port_answers(valkey_port)
 
 
-@pytest.mark.slow
-def test_dev_that_cannot_reach_postgresql_names_the_step_and_stops_its_servers(
+def test_dev_that_cannot_reach_postgresql_says_so_before_starting_any_server(
     tmp_path: Path,
 ) -> None:
     env_file = tmp_path / "dev.env"
-    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crm_infra",
-            "dev",
-            "--env-file",
-            str(env_file),
-            "--database-url",
-            f"postgresql://postgres:MARKER-pw@127.0.0.1:{free_port()}/postgres",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=environ,
+    result = _run_dev(
+        "--env-file",
+        str(env_file),
+        "--database-url",
+        f"postgresql://postgres:MARKER-pw@127.0.0.1:{free_port()}/postgres",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     errors = result.stderr.splitlines()
     assert len(errors) == 1, result.stderr
-    assert errors[0].startswith("crm-infra: error: creating the database and its login roles:")
+    assert errors[0].startswith("crm-infra: error: checking the PostgreSQL superuser URL:")
     assert "MARKER-pw" not in result.stdout + result.stderr
     assert not env_file.exists()
-    vault_port, valkey_port = _server_ports(result.stdout)
-    assert not _port_answers(vault_port)
-    assert not _port_answers(valkey_port)
+    assert "OpenBao" not in result.stdout
+
+
+@pytest.fixture
+def ordinary_role_url(pg_superuser_url: str) -> Iterator[str]:
+    """The URL of a login role that is not a superuser, on the test server."""
+    role, password = f"crm_test_plain_{secrets.token_hex(4)}", f"MARKER-{secrets.token_hex(8)}"
+    with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+    try:
+        yield login_url(pg_superuser_url, role, password)
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_dev_with_a_role_that_is_not_a_superuser_fails_before_starting_any_server(
+    tmp_path: Path, ordinary_role_url: str
+) -> None:
+    env_file = tmp_path / "dev.env"
+    result = _run_dev("--env-file", str(env_file), CRM_DEV_DATABASE_URL=ordinary_role_url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    role = conninfo_to_dict(ordinary_role_url)["user"]
+    assert result.stderr == (
+        f"crm-infra: error: the PostgreSQL URL logs in as '{role}', which is not a superuser; "
+        "`crm-infra dev` needs one to create roles and a database and to run "
+        "sql/bootstrap/roles.sql\n"
+    )
+    assert str(conninfo_to_dict(ordinary_role_url)["password"]) not in result.stdout
+    assert "OpenBao" not in result.stdout
+    assert not env_file.exists()
 
 
 def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR0917  # fixtures
