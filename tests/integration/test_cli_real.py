@@ -610,13 +610,19 @@ def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR09
 ) -> None:
     for name in CLI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # Clients reach the server by another name for it than the one init uses (compose's
+    # "postgres" versus the host's 127.0.0.1): swap 127.0.0.1 and localhost to prove it.
+    server = conninfo_to_dict(pg_superuser_url)
+    host = str(server.get("host") or "localhost")
+    host = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(host, host)
+    advertised = f"{host}:{server.get('port') or 5432}"
     provision_env = {
         "CRM_SUPERUSER_URL": pg_superuser_url,
         "VAULT_ADDR": openbao_server.addr,
         "VAULT_TOKEN": openbao_server.token,
         "VAULT_MOUNT_POINT": vault_mount.name,
         "CRM_VALKEY_URL": private_valkey.url,
-        "CRM_ADVERTISED_DB_HOST": "localhost:5432",
+        "CRM_ADVERTISED_DB_HOST": advertised,
     }
     for name, value in provision_env.items():
         monkeypatch.setenv(name, value)
@@ -628,7 +634,7 @@ def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR09
         stored = vault_mount.root.secrets.kv.v2.read_secret_version(
             path="crm/database", mount_point=vault_mount.name, raise_on_deleted_version=True
         )["data"]["data"]
-        assert "@localhost:5432/" in stored["url"], "clients get the advertised address"
+        assert f"@{advertised}/" in stored["url"], "clients get the advertised address"
         for name in ("CRM_SUPERUSER_URL", "CRM_VALKEY_URL", "CRM_ADVERTISED_DB_HOST"):
             monkeypatch.delenv(name)
         monkeypatch.setenv("CRM_BACKEND", "real")
