@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from crm_infra.composition import (
     COMPONENTS,
@@ -37,6 +37,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+_T = TypeVar("_T")
 
 # Read by the default backend only when CRM_BACKEND=real: set without it, they are ignored.
 _VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID",
@@ -217,26 +219,25 @@ def _with_schema_checks(
     from crm_infra.migrations import audit_rls, pending_migrations  # noqa: PLC0415  # real only
 
     problems: list[str] = []
-    pending: list[str] | None = None
-    try:
-        pending = pending_migrations(infra.admin_db)
-    except InfraError as exc:
-        problems.append(f"could not list pending migrations: {error_line(exc)}")
-    else:
-        if pending:
-            problems.append(
-                f"{len(pending)} migration(s) pending: {', '.join(pending)}; run "
-                "`crm-infra migrate`"
-            )
-    try:
-        findings = audit_rls(infra.admin_db)
-    except InfraError as exc:
-        problems.append(f"RLS audit failed: {error_line(exc)}")
-    else:
-        if findings:
-            problems.append(
-                f"RLS audit: {len(findings)} finding(s): " + "; ".join(str(f) for f in findings)
-            )
+
+    def attempt(failed: str, read: Callable[[], list[_T]]) -> list[_T] | None:
+        try:
+            return read()
+        except InfraError as exc:
+            problems.append(f"{failed}: {error_line(exc)}")
+            return None
+
+    pending = attempt("could not list pending migrations",
+                      lambda: pending_migrations(infra.admin_db))
+    if pending:
+        problems.append(
+            f"{len(pending)} migration(s) pending: {', '.join(pending)}; run `crm-infra migrate`"
+        )
+    findings = attempt("RLS audit failed", lambda: audit_rls(infra.admin_db))
+    if findings:
+        problems.append(
+            f"RLS audit: {len(findings)} finding(s): " + "; ".join(str(f) for f in findings)
+        )
     if not problems:
         return report, pending
     database = report.components["database"]

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from crm_infra import Settings, StartupError, build_infrastructure, devstack
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
-from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
+from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.devservers.valkey import ValkeyDevServer
@@ -33,6 +33,7 @@ from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.openbao import VaultMount, create_token
 from tests.fixtures.psql import run_as_superuser
+from tests.fixtures.throwaway import throwaway_database
 
 SHIPPED = [p.name for p in migration_files()]
 
@@ -268,11 +269,8 @@ def test_migrate_through_the_admin_path_is_idempotent(
 @pytest.fixture
 def unmigrated(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
     """A bootstrapped database whose migrations were never applied."""
-    made = create_database(pg_superuser_url, prefix="crm_test_cli")
-    try:
+    with throwaway_database(pg_superuser_url, "crm_test_cli") as made:
         yield made
-    finally:
-        drop_database(made)
 
 
 def test_check_reports_pending_migrations_until_migrate_applies_them(

@@ -9,23 +9,19 @@ from pathlib import Path
 import pytest
 
 from crm_infra.adapters import PostgresClient
-from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
 from crm_infra.migrations import MIGRATIONS_TABLE, apply_migrations, pending_migrations
 from crm_infra.schema_files import default_sql_dir, migration_files
+from tests.fixtures.throwaway import throwaway_database
 
 SHIPPED = [p.name for p in migration_files()]
 
 
 @pytest.fixture
 def admin(pg_superuser_url: str) -> Iterator[PostgresClient]:
-    made: BootstrappedDatabase = create_database(pg_superuser_url, prefix="crm_test_pending")
-    try:
-        with PostgresClient(
-            made.app_url, 1, min_pool_size=0, admin_connection_url=made.admin_url
-        ) as client:
-            yield client
-    finally:
-        drop_database(made)
+    with throwaway_database(pg_superuser_url, "crm_test_pending") as made, PostgresClient(
+        made.app_url, 1, min_pool_size=0, admin_connection_url=made.admin_url
+    ) as client:
+        yield client
 
 
 def test_every_file_is_pending_where_migrations_never_ran_and_nothing_is_created(
