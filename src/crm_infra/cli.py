@@ -3,7 +3,8 @@
 Expected failures (bad settings, a backend that is down) reach the user as one readable line on
 stderr and a non-zero exit code, never as a traceback and never with a secret in it.
 
-Exit codes: 0 success; 1 unhealthy or failed; 2 bad usage or invalid settings; 130 interrupted.
+Exit codes: 0 success; 1 unhealthy or failed; 2 bad usage or invalid settings; 130 interrupted
+(Ctrl-C); 143 stopped by SIGTERM (``dev``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from importlib import metadata
+from typing import Any, TextIO, TypeVar
 
 from crm_infra.composition import (
     COMPONENTS,
+    ComponentHealth,
     HealthReport,
     Infrastructure,
     StartupError,
     build_infrastructure,
+    error_line,
     unhealthy_report,
 )
 from crm_infra.errors import ConfigError, InfraError
-from crm_infra.health import redact, short_error
+from crm_infra.health import redact
 from crm_infra.settings import Settings
 
 __all__ = ["main"]
@@ -34,6 +38,21 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+_T = TypeVar("_T")
+
+# Read by the default backend only when CRM_BACKEND=real: set without it, they are ignored.
+_VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID",
+                    "VAULT_MOUNT_POINT")
+# Past this, the table shows the start of an error; --json always carries all of it.
+_TABLE_ERROR_CHARS = 300
+
+
+def _version() -> str:
+    try:
+        return metadata.version("crm-infra")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -41,13 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Check, migrate and try out the crm-infra backends. Settings come from "
         "the environment (CRM_BACKEND, VAULT_ADDR, VAULT_TOKEN, ...; see docs/operations.md).",
     )
+    parser.add_argument("--version", action="version", version=f"crm-infra {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
         "check",
         help="report the health of every backend (exit 0 only when all are healthy)",
         description="Check secrets, database and key-value store concurrently, each under "
-        "CRM_HEALTH_TIMEOUT; with CRM_BACKEND=real also audit row-level security.",
+        "CRM_HEALTH_TIMEOUT; with CRM_BACKEND=real also list pending migrations and audit "
+        "row-level security (either makes the database unhealthy).",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -83,13 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         "--env-file",
         default=".crm-dev.env",
         metavar="PATH",
-        help="where to write CRM_BACKEND, VAULT_ADDR and VAULT_TOKEN (default: .crm-dev.env)",
+        help="where to write CRM_BACKEND, VAULT_ADDR and VAULT_TOKEN (default: .crm-dev.env); "
+        "refused while another `crm-infra dev` uses it",
     )
     dev.add_argument(
         "--database-url",
         default=None,
         metavar="URL",
-        help="a PostgreSQL superuser URL (default: postgresql://postgres@127.0.0.1:5432/postgres)",
+        help="a PostgreSQL superuser URL (default: $CRM_DEV_DATABASE_URL, which keeps a "
+        "password out of the process list, else postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     return parser
 
@@ -130,6 +153,20 @@ def _fail(message: str) -> None:
     print(f"crm-infra: error: {redact(' '.join(message.split()))}", file=sys.stderr)
 
 
+def _note_ignored_vault_variables(env: Mapping[str, str]) -> None:
+    """Say so when Vault variables are set but the default, in-memory backend ignores them."""
+    if env.get("CRM_BACKEND", "").strip():
+        return  # a backend chosen on purpose needs no comment
+    ignored = [name for name in _VAULT_VARIABLES if env.get(name, "").strip()]
+    if ignored:
+        verb = "is" if len(ignored) == 1 else "are"
+        print(
+            f"crm-infra: note: {', '.join(ignored)} {verb} set but ignored: CRM_BACKEND is not "
+            "set, so the in-memory backend is used; set CRM_BACKEND=real to use Vault",
+            file=sys.stderr,
+        )
+
+
 # --- check -----------------------------------------------------------------------------------
 
 
@@ -141,9 +178,16 @@ def _check(*, as_json: bool, out: TextIO | None = None) -> int:
         if as_json:
             # Probes read stdout as JSON: give them an answer of the same kind (docs/cli.md).
             message = redact(" ".join(str(exc).split()))
-            print(json.dumps({"ok": False, "error": message, "components": {}}, indent=2),
-                  file=out)
+            refused = {
+                "ok": False,
+                "error": message,
+                "components": {},
+                "migrations": {"pending": None},
+            }
+            print(json.dumps(refused, indent=2), file=out)
         raise
+    _note_ignored_vault_variables(os.environ)
+    pending: list[str] | None = None
     try:
         infra = build_infrastructure(settings)
     except StartupError as exc:
@@ -151,36 +195,61 @@ def _check(*, as_json: bool, out: TextIO | None = None) -> int:
     else:
         with infra:
             report = infra.health()
-            if settings.backend == "real" and report.components["database"].ok:
-                report = _with_rls_audit(report, infra)
+            if settings.backend == "memory":
+                pending = []  # the in-memory database builds its schema from sql/ at start
+            elif report.components["database"].ok:
+                report, pending = _with_schema_checks(report, infra)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2), file=out)
+        answer: dict[str, Any] = {**report.to_dict(), "migrations": {"pending": pending}}
+        print(json.dumps(answer, indent=2), file=out)
     else:
         _print_report(report, settings.backend, out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _with_rls_audit(report: HealthReport, infra: Infrastructure) -> HealthReport:
-    """Fold the RLS audit into the database component: findings make it unhealthy."""
-    from crm_infra.health import ComponentHealth  # noqa: PLC0415  # only real mode needs it
-    from crm_infra.migrations import audit_rls  # noqa: PLC0415  # only real mode needs it
+def _with_schema_checks(
+    report: HealthReport, infra: Infrastructure
+) -> tuple[HealthReport, list[str] | None]:
+    """Fold pending migrations and the RLS audit into the database component.
 
-    database = report.components["database"]
-    try:
-        findings = audit_rls(infra.admin_db)
-    except InfraError as exc:
-        error: str | None = f"RLS audit failed: {short_error(exc)}"
-    else:
-        error = (
-            None
-            if not findings
-            else f"RLS audit: {len(findings)} finding(s): " + "; ".join(str(f) for f in findings)
+    Either makes it unhealthy: a schema behind the code fails the application's first query,
+    and an unprotected table leaks. Returns the report and the pending files (None when they
+    could not be listed).
+    """
+    from crm_infra.migrations import audit_rls, pending_migrations  # noqa: PLC0415  # real only
+
+    problems: list[str] = []
+
+    def attempt(failed: str, read: Callable[[], list[_T]]) -> list[_T] | None:
+        try:
+            return read()
+        except InfraError as exc:
+            problems.append(f"{failed}: {error_line(exc)}")
+            return None
+
+    pending = attempt("could not list pending migrations",
+                      lambda: pending_migrations(infra.admin_db))
+    if pending:
+        problems.append(
+            f"{len(pending)} migration(s) pending: {', '.join(pending)}; run `crm-infra migrate`"
         )
-    if error is None:
-        return report
+    findings = attempt("RLS audit failed", lambda: audit_rls(infra.admin_db))
+    if findings:
+        problems.append(
+            f"RLS audit: {len(findings)} finding(s): " + "; ".join(str(f) for f in findings)
+        )
+    if not problems:
+        return report, pending
+    database = report.components["database"]
     components = dict(report.components)
-    components["database"] = ComponentHealth(False, database.latency_ms, error)
-    return HealthReport(components)
+    components["database"] = ComponentHealth(False, database.latency_ms, "; ".join(problems))
+    return HealthReport(components), pending
+
+
+def _table_cell(error: str | None) -> str:
+    if error is None or len(error) <= _TABLE_ERROR_CHARS:
+        return error or ""
+    return error[: _TABLE_ERROR_CHARS - 1] + "… (all of it: crm-infra check --json)"
 
 
 def _print_report(report: HealthReport, backend: str, out: TextIO) -> None:
@@ -188,7 +257,7 @@ def _print_report(report: HealthReport, backend: str, out: TextIO) -> None:
     for name in COMPONENTS:
         c = report.components[name]
         status = "ok" if c.ok else "FAIL"
-        print(f"{name:<10}  {status:<6}  {c.latency_ms:>7.1f} ms  {c.error or ''}".rstrip(),
+        print(f"{name:<10}  {status:<6}  {c.latency_ms:>7.1f} ms  {_table_cell(c.error)}".rstrip(),
               file=out)
     verdict = "all healthy" if report.ok else "UNHEALTHY"
     print(f"backend: {backend}; {verdict}", file=out)
@@ -200,6 +269,7 @@ def _print_report(report: HealthReport, backend: str, out: TextIO) -> None:
 def _migrate(out: TextIO | None = None) -> int:
     out = out or sys.stdout
     settings = Settings.from_env()
+    _note_ignored_vault_variables(os.environ)
     if settings.backend == "memory":
         print(
             "backend: memory; the in-memory database builds its schema from sql/ when it "
@@ -228,6 +298,7 @@ def _demo(backend: str | None) -> int:
     if backend is not None:
         env = {**os.environ, "CRM_BACKEND": backend}
     settings = Settings.from_env(env)
+    _note_ignored_vault_variables(env)
     return EXIT_OK if run_demo(settings, sys.stdout) else EXIT_FAILED
 
 

@@ -22,15 +22,26 @@ from typing import Any, cast
 
 import attrs
 
-from crm_infra.errors import InfraError
+from crm_infra.errors import InfraError, UnsafeRoleError
 from crm_infra.health import (
     ComponentHealth,
     HealthReport,
+    redact,
     redact_address,
     run_checks,
     short_error,
 )
 from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
+from crm_infra.secret_paths import (
+    DATABASE_ADMIN_URL_FIELD,
+    DATABASE_PATH,
+    DATABASE_URL_FIELD,
+    EMAIL_API_KEY_FIELD,
+    EMAIL_FROM_ADDRESS_FIELD,
+    EMAIL_PATH,
+    VALKEY_PATH,
+    VALKEY_URL_FIELD,
+)
 from crm_infra.settings import Settings
 
 __all__ = [
@@ -41,6 +52,7 @@ __all__ = [
     "Settings",
     "StartupError",
     "build_infrastructure",
+    "error_line",
     "unhealthy_report",
 ]
 
@@ -52,12 +64,15 @@ COMPONENTS = ("secrets", "database", "keyvalue")
 # What the in-memory secret store holds: the same layout as Vault, with placeholder values that
 # pass the typed accessors' checks. Nothing here is a real credential.
 _MEMORY_SECRETS: dict[str, dict[str, Any]] = {
-    "crm/database": {
-        "url": "postgresql://crm_app@localhost:5432/crm",
-        "admin_url": "postgresql://crm_admin@localhost:5432/crm",
+    DATABASE_PATH: {
+        DATABASE_URL_FIELD: "postgresql://crm_app@localhost:5432/crm",
+        DATABASE_ADMIN_URL_FIELD: "postgresql://crm_admin@localhost:5432/crm",
     },
-    "crm/valkey": {"url": "redis://localhost:6379/0"},
-    "crm/email": {"api_key": "in-memory-placeholder", "from_address": "crm@example.com"},
+    VALKEY_PATH: {VALKEY_URL_FIELD: "redis://localhost:6379/0"},
+    EMAIL_PATH: {
+        EMAIL_API_KEY_FIELD: "in-memory-placeholder",
+        EMAIL_FROM_ADDRESS_FIELD: "crm@example.com",
+    },
 }
 
 
@@ -156,14 +171,51 @@ class Infrastructure:
                 self.admin_db.execute_admin("SELECT 1")
             return ok
 
-        return run_checks(
-            {
-                "secrets": self.secrets.health_check,
-                "database": database,
-                "keyvalue": self.kv.health_check,
-            },
+        checks: dict[str, Callable[[], object]] = {
+            "secrets": self.secrets.health_check,
+            "database": database,
+            "keyvalue": self.kv.health_check,
+        }
+        raised: dict[str, Exception] = {}
+
+        def recording(name: str, check: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                try:
+                    return check()
+                except Exception as exc:
+                    raised[name] = exc
+                    raise
+
+            return run
+
+        report = run_checks(
+            {name: recording(name, check) for name, check in checks.items()},
             self.health_timeout if timeout is None else timeout,
         )
+        return _uncut(report, raised)
+
+
+def error_line(exc: BaseException) -> str:
+    """Return ``exc`` as one line, its class and whole message, with passwords redacted.
+
+    Unlike :func:`crm_infra.health.short_error` it never cuts: reports, JSON and error messages
+    keep every word (a cut once hid the very hint that said how to fix the problem).
+    """
+    return redact(f"{type(exc).__name__}: {' '.join(str(exc).split()) or '(no message)'}")
+
+
+def _uncut(report: HealthReport, raised: Mapping[str, Exception]) -> HealthReport:
+    """Give back each error :func:`run_checks` shortened, whole.
+
+    Only where the report holds exactly the short form of what the check raised: a check that
+    raised after its deadline keeps its "no answer" error.
+    """
+    components = dict(report.components)
+    for name, exc in raised.items():
+        component = components.get(name)
+        if component is not None and component.error == short_error(exc):
+            components[name] = ComponentHealth(False, component.latency_ms, error_line(exc))
+    return HealthReport(components)
 
 
 def build_infrastructure(settings: Settings | None = None) -> Infrastructure:
@@ -255,6 +307,8 @@ def _build_real(settings: Settings) -> Infrastructure:
                     connect_timeout=settings.db_timeout,
                 )
         except StartupError as exc:
+            if isinstance(exc.__cause__, UnsafeRoleError):
+                exc = _with_bootstrap_hint(exc, admin_database_url)
             failures["database"] = exc
         else:
             _remember(opened, "database", db)
@@ -296,6 +350,36 @@ def _build_real(settings: Settings) -> Infrastructure:
         )
 
 
+def _with_bootstrap_hint(error: StartupError, admin_url: str) -> StartupError:
+    """Add the command that bootstraps the database to a refused application role.
+
+    A database set up by hand without ``sql/bootstrap/roles.sql`` is the usual cause: it leaves
+    PUBLIC the privileges the start-up role check refuses.
+    """
+    import psycopg  # noqa: PLC0415  # real mode only
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    from crm_infra.migrations import bootstrap_command  # noqa: PLC0415
+
+    try:
+        parts = conninfo_to_dict(admin_url)
+    except psycopg.Error:  # the client parsed it already; never fail over a hint
+        return error
+    database = str(parts.get("dbname") or parts.get("user") or "")
+    host = str(parts.get("host") or "")
+    command = bootstrap_command(
+        database, host=None if host.startswith("/") else host or None, port=parts.get("port")
+    )
+    hinted = StartupError(
+        error.component,
+        f"{error.reason}; if the bootstrap file has not run in database {database}, run it "
+        f"there once as a superuser: {command}",
+        error.started,
+    )
+    hinted.__cause__ = error.__cause__
+    return hinted
+
+
 @contextmanager
 def _building() -> Iterator[list[tuple[str, Callable[[], object]]]]:
     """Yield a list to record opened resources in; close them all again if building fails."""
@@ -335,7 +419,7 @@ def _component(
     except Exception as exc:
         _add_time(timings, name, start)
         what = f"{doing}: " if doing else ""
-        raise StartupError(name, what + short_error(exc), timings) from exc
+        raise StartupError(name, what + error_line(exc), timings) from exc
     _add_time(timings, name, start)
 
 

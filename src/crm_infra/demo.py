@@ -15,7 +15,12 @@ import uuid
 from typing import TextIO
 
 from crm_infra.composition import Infrastructure, build_infrastructure
-from crm_infra.errors import DatabaseError, MissingUserContextError, RowSecurityError
+from crm_infra.errors import (
+    DatabaseError,
+    MigrationError,
+    MissingUserContextError,
+    RowSecurityError,
+)
 from crm_infra.settings import Settings
 from crm_infra.user_context import user_context
 
@@ -55,10 +60,13 @@ def run_demo(settings: Settings, out: TextIO) -> bool:
         True when every claim held (isolation, TTL, rate limit).
 
     Raises:
+        MigrationError: the real database's schema is not migrated (nothing was written).
         InfraError: the infrastructure could not be built or a backend failed mid-story.
     """
     print(f"crm-infra demo on the {settings.backend} backend", file=out)
     with build_infrastructure(settings) as infra:
+        if settings.backend == "real":
+            _require_migrated(infra)
         story = _Story(out)
         run_id = uuid.uuid4().hex[:6]
         alice, bob = _sign_up(infra, story, run_id)
@@ -75,6 +83,17 @@ def run_demo(settings: Settings, out: TextIO) -> bool:
         return False
     print("\nDone: each user saw only their own rows. (Demo users removed again.)", file=out)
     return True
+
+
+def _require_migrated(infra: Infrastructure) -> None:
+    from crm_infra.migrations import pending_migrations  # noqa: PLC0415  # real mode only
+
+    pending = pending_migrations(infra.admin_db)
+    if pending:
+        raise MigrationError(
+            f"the database schema is not migrated ({len(pending)} migration(s) pending: "
+            f"{', '.join(pending)}); run `crm-infra migrate` first"
+        )
 
 
 def _sign_up(infra: Infrastructure, story: _Story, run_id: str) -> tuple[uuid.UUID, uuid.UUID]:

@@ -3,10 +3,11 @@
 :func:`provision` does what an operator does once per deployment: a fresh database with the
 schema's group roles and two login roles with generated passwords, the migrations applied
 through the admin path, every credential written into Vault, and a least-privilege Vault
-policy with a token for the application. :func:`run_dev` adds the servers: it starts OpenBao
-and Valkey from their wheels on free loopback ports, provisions, writes the client's
-environment to an env file and waits; on SIGINT or SIGTERM it drops the database and the login
-roles, stops both servers and removes the env file.
+policy with a token for the application. :func:`run_dev` adds the servers: it checks the
+superuser URL first, starts OpenBao and Valkey from their wheels on free loopback ports,
+provisions, writes the client's environment to an env file and waits; on SIGINT or SIGTERM it
+drops the database and the login roles, stops both servers, removes the env file and returns
+128 + the signal's number (130 for Ctrl-C), as a shell reports a process a signal ended.
 
 ``python -m crm_infra.devstack provision`` is what compose.yaml's ``init`` service runs.
 """
@@ -14,6 +15,7 @@ roles, stops both servers and removes the env file.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import sys
@@ -29,6 +31,17 @@ import attrs
 
 from crm_infra.errors import ConfigError, InfraError
 from crm_infra.health import redact, redact_address, short_error
+from crm_infra.secret_paths import (
+    DATABASE_ADMIN_URL_FIELD,
+    DATABASE_PATH,
+    DATABASE_URL_FIELD,
+    DEFAULT_MOUNT_POINT,
+    EMAIL_API_KEY_FIELD,
+    EMAIL_FROM_ADDRESS_FIELD,
+    EMAIL_PATH,
+    VALKEY_PATH,
+    VALKEY_URL_FIELD,
+)
 
 if TYPE_CHECKING:
     from crm_infra.bootstrap import BootstrappedDatabase
@@ -37,23 +50,33 @@ __all__ = [
     "APP_POLICY",
     "APP_POLICY_NAME",
     "DEFAULT_SUPERUSER_URL",
+    "SUPERUSER_URL_VARIABLE",
     "Provisioned",
     "ProvisioningError",
     "deprovision",
     "main",
     "provision",
+    "resolve_superuser_url",
     "run_dev",
     "write_env_file",
 ]
 
 DEFAULT_SUPERUSER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+SUPERUSER_URL_VARIABLE = "CRM_DEV_DATABASE_URL"
+"""Where ``crm-infra dev`` reads its superuser URL when ``--database-url`` is not given: a
+password in the environment stays out of the process list, where every local user can read it."""
 APP_POLICY_NAME = "crm-app"
-APP_POLICY = """\
+# Every secret of the layout lives in one folder of the mount ("crm"): the policy names it.
+_LAYOUT_FOLDER = DATABASE_PATH.partition("/")[0]
+# A str.format template taking {mount}, hence the doubled braces of the f-string.
+APP_POLICY = f"""\
 # crm-infra application: read its own secrets, nothing else (KV v2 reads go to data/).
-path "{mount}/data/crm/*" {{
+path "{{mount}}/data/{_LAYOUT_FOLDER}/*" {{{{
   capabilities = ["read"]
-}}
+}}}}
 """
+_ENV_FILE_HEADER = "# written by `crm-infra dev` (pid {pid}); removed when it stops"
+_ENV_FILE_OWNER = re.compile(r"# written by `crm-infra dev` \(pid (\d+)\)")
 
 
 class ProvisioningError(InfraError):
@@ -98,7 +121,7 @@ def provision(
     vault_addr: str,
     vault_token: str,
     valkey_url: str,
-    mount_point: str = "secret",
+    mount_point: str = DEFAULT_MOUNT_POINT,
     advertised_db_host: str | None = None,
     out: TextIO | None = None,
 ) -> Provisioned:
@@ -148,22 +171,22 @@ def provision(
             client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
             kv = client.secrets.kv.v2
             kv.create_or_update_secret(
-                path="crm/database",
-                secret={"url": app_url, "admin_url": admin_url},
+                path=DATABASE_PATH,
+                secret={DATABASE_URL_FIELD: app_url, DATABASE_ADMIN_URL_FIELD: admin_url},
                 mount_point=mount_point,
             )
             kv.create_or_update_secret(
-                path="crm/valkey", secret={"url": valkey_url}, mount_point=mount_point
+                path=VALKEY_PATH, secret={VALKEY_URL_FIELD: valkey_url}, mount_point=mount_point
             )
             kv.create_or_update_secret(
-                path="crm/email",
+                path=EMAIL_PATH,
                 secret={
-                    "api_key": "dev-" + secrets.token_hex(12),
-                    "from_address": "crm@example.com",
+                    EMAIL_API_KEY_FIELD: "dev-" + secrets.token_hex(12),
+                    EMAIL_FROM_ADDRESS_FIELD: "crm@example.com",
                 },
                 mount_point=mount_point,
             )
-        say(f"secrets written to {mount_point}/crm/database, crm/valkey, crm/email")
+        say(f"secrets written to {mount_point}/{DATABASE_PATH}, {VALKEY_PATH}, {EMAIL_PATH}")
         with _step("creating the read-only application policy and token"):
             client.sys.create_or_update_policy(
                 name=APP_POLICY_NAME, policy=APP_POLICY.format(mount=mount_point)
@@ -200,20 +223,132 @@ def deprovision(provisioned: Provisioned) -> None:
 
 
 def write_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """Write ``KEY=value`` lines, readable by the owner only (the file holds a token)."""
+    """Create ``path`` with ``KEY=value`` lines, readable by the owner only (it holds a token).
+
+    The file appears whole or not at all (written aside, then linked into place), and never
+    replaces another: its first line names this process, which is how a second run in the same
+    folder knows the file is taken.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("# written by `crm-infra dev`; removed when it stops\n")
-        for key, value in values.items():
-            handle.write(f"{key}={value}\n")
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(_ENV_FILE_HEADER.format(pid=os.getpid()) + "\n")
+            for key, value in values.items():
+                handle.write(f"{key}={value}\n")
+        os.link(aside, path)  # fails if the path exists, unlike a rename
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _claim_env_file(path: Path, out: TextIO) -> None:
+    """Refuse ``path`` when another live ``crm-infra dev`` wrote it; clear one a dead run left.
+
+    Raises:
+        ConfigError: the file belongs to a run that is still going, or was not written by
+            ``crm-infra dev`` at all (it is never overwritten).
+    """
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        return
+    owner = _ENV_FILE_OWNER.match(first)
+    if owner is None:
+        raise ConfigError(
+            f"{path} exists and was not written by `crm-infra dev`; it is left alone: pass "
+            "another --env-file PATH"
+        )
+    pid = int(owner.group(1))
+    if _running(pid):
+        raise ConfigError(
+            f"{path} belongs to another `crm-infra dev` (pid {pid}), which is still running: "
+            "stop it first, or give this run its own file with --env-file PATH"
+        )
+    path.unlink(missing_ok=True)
+    print(f"removed {path}: the `crm-infra dev` that wrote it (pid {pid}) is gone", file=out,
+          flush=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and someone else's
+        return True
+    return True
+
+
+def resolve_superuser_url(
+    database_url: str | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Return the superuser URL ``crm-infra dev`` uses, checked to be a PostgreSQL URL.
+
+    ``--database-url`` wins, then :data:`SUPERUSER_URL_VARIABLE`, then
+    :data:`DEFAULT_SUPERUSER_URL`.
+
+    Raises:
+        ConfigError: the chosen URL is not a postgresql:// or postgres:// URL (the message
+            names where it came from, never the URL).
+    """
+    env = os.environ if environ is None else environ
+    from_env = env.get(SUPERUSER_URL_VARIABLE, "").strip()
+    if database_url:
+        url, source = database_url, "--database-url"
+    elif from_env:
+        url, source = from_env, SUPERUSER_URL_VARIABLE
+    else:
+        return DEFAULT_SUPERUSER_URL
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source} must be a postgresql:// URL")
+    return url
+
+
+def _check_superuser(url: str) -> None:
+    """Fail before any server starts when ``url`` cannot connect or is not a superuser's.
+
+    Raises:
+        ProvisioningError: the server cannot be reached or refused the login.
+        ConfigError: the role is not a superuser (the bootstrap needs one).
+    """
+    import psycopg  # noqa: PLC0415  # only provisioning connects as a superuser
+
+    from crm_infra.adapters.postgres.errors import (  # noqa: PLC0415
+        password_of,
+        translate_errors,
+    )
+
+    with (
+        _step("checking the PostgreSQL superuser URL"),
+        translate_errors("connect as the superuser", (password_of(url),)),
+        psycopg.connect(url, autocommit=True, connect_timeout=5) as conn,
+    ):
+        row = conn.execute(
+            "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+    if row is None or not row[1]:
+        role = row[0] if row else "?"
+        raise ConfigError(
+            f"the PostgreSQL URL logs in as {role!r}, which is not a superuser; `crm-infra dev` "
+            "needs one to create roles and a database and to run sql/bootstrap/roles.sql"
+        )
 
 
 class _Stop(BaseException):  # a control-flow signal, not an error
     """Raised in the main thread by SIGINT or SIGTERM to unwind and clean up.
 
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it. Its
+    text is the signal's name; ``signum`` its number.
     """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _Signals:
@@ -222,17 +357,16 @@ class _Signals:
     def __init__(self) -> None:
         self.stopped = threading.Event()
         self._deferring = False
-        self._pending: str | None = None
+        self._pending: int | None = None
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.stopped.is_set():
             return  # already cleaning up: let the cleanup finish
         self.stopped.set()
-        name = signal.Signals(signum).name
         if self._deferring:
-            self._pending = name
+            self._pending = signum
             return
-        raise _Stop(name)
+        raise _Stop(signum)
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -269,26 +403,30 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
 
     Args:
         env_file: where to write ``CRM_BACKEND``, ``VAULT_ADDR`` and ``VAULT_TOKEN``.
-        database_url: a PostgreSQL superuser URL (default: :data:`DEFAULT_SUPERUSER_URL`).
+        database_url: a PostgreSQL superuser URL (default: see :func:`resolve_superuser_url`).
         out: where to report progress.
 
     Returns:
-        0 after a clean stop.
+        128 + the number of the signal that stopped it, after a clean stop: 130 for SIGINT
+        (Ctrl-C), 143 for SIGTERM.
 
     Raises:
-        ProvisioningError: a server did not start or a provisioning step failed (everything
-            started so far is stopped again).
+        ConfigError: the URL is not a superuser's, or the env file belongs to another run
+            (before anything starts).
+        ProvisioningError: the superuser URL does not connect, a server did not start or a
+            provisioning step failed (everything started so far is stopped again).
     """
-    superuser_url = database_url or DEFAULT_SUPERUSER_URL
-    if not superuser_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("--database-url must be a postgresql:// URL")
+    url = resolve_superuser_url(database_url)
     env_path = Path(env_file).resolve()
+    _claim_env_file(env_path, out)
+    _check_superuser(url)
     try:
         from crm_infra.devservers.openbao import openbao_dev_server  # noqa: PLC0415
         from crm_infra.devservers.valkey import ValkeyDevServer  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ProvisioningError(f"the dev servers are not installed: {exc}") from exc
 
+    stopped_by = 0
     with _stop_on_signals() as signals, ExitStack() as stack:
         try:
             with _step("starting OpenBao"):
@@ -302,18 +440,27 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
             # that the new database is always registered for cleanup before the stop unwinds.
             with signals.deferred():
                 made = provision(
-                    superuser_url=superuser_url,
+                    superuser_url=url,
                     vault_addr=bao.addr,
                     vault_token=bao.token,
                     valkey_url=valkey.url,
                     out=out,
                 )
                 stack.callback(_cleanup_database, made, out)
-            write_env_file(
-                env_path,
-                {"CRM_BACKEND": "real", "VAULT_ADDR": bao.addr, "VAULT_TOKEN": made.app_token},
-            )
-            stack.callback(env_path.unlink, missing_ok=True)
+            # Likewise the env file: written and registered for removal, or neither.
+            with signals.deferred():
+                try:
+                    write_env_file(
+                        env_path,
+                        {"CRM_BACKEND": "real", "VAULT_ADDR": bao.addr,
+                         "VAULT_TOKEN": made.app_token},
+                    )
+                except FileExistsError:
+                    raise ConfigError(
+                        f"{env_path} was created by someone else while this run started; "
+                        "give this run its own file with --env-file PATH"
+                    ) from None
+                stack.callback(env_path.unlink, missing_ok=True)
             print(
                 f"environment written to {env_path}\n"
                 f"ready: in another shell run `set -a; . {env_path}; set +a` and then "
@@ -326,8 +473,9 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
         except _Stop as stop:
             print(f"\n{stop}: stopping; dropping the database and roles, stopping servers",
                   file=out, flush=True)
+            stopped_by = stop.signum
     print("stopped; nothing left behind", file=out, flush=True)
-    return 0
+    return 128 + stopped_by if stopped_by else 0
 
 
 def _cleanup_database(made: Provisioned, out: TextIO) -> None:
@@ -361,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             vault_addr=env["VAULT_ADDR"],
             vault_token=env["VAULT_TOKEN"],
             valkey_url=env["CRM_VALKEY_URL"],
-            mount_point=env.get("VAULT_MOUNT_POINT") or "secret",
+            mount_point=env.get("VAULT_MOUNT_POINT") or DEFAULT_MOUNT_POINT,
             advertised_db_host=env.get("CRM_ADVERTISED_DB_HOST"),
             out=sys.stdout,
         )

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,13 +45,21 @@ import attrs
 
 from crm_infra.errors import DatabaseError, MigrationError
 from crm_infra.ports import AdminDB, Params, Row
-from crm_infra.schema_files import default_sql_dir, migration_files
+from crm_infra.schema_files import bootstrap_roles_file, default_sql_dir, migration_files
 
-__all__ = ["MIGRATIONS_TABLE", "RlsFinding", "apply_migrations", "audit_rls"]
+__all__ = [
+    "MIGRATIONS_TABLE",
+    "RlsFinding",
+    "apply_migrations",
+    "audit_rls",
+    "bootstrap_command",
+    "pending_migrations",
+]
 
 MIGRATIONS_TABLE = "crm_schema_migrations"
 _LOCK = 0x63726D2D6D696772  # "crm-migr"
 _OWNER = "crm_owner"  # the group role that owns the schema (sql/bootstrap/roles.sql)
+_ADMIN = "crm_admin"  # the group role of the admin path (sql/bootstrap/roles.sql)
 _APP = "crm_app"  # the group role user-facing work runs as (sql/bootstrap/roles.sql)
 
 _CREATE_TABLE = f"""
@@ -115,7 +124,12 @@ def apply_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str
             tx.execute(f"ALTER TABLE {MIGRATIONS_TABLE} OWNER TO {_OWNER}")  # made by older runs
             rows = tx.execute(f"SELECT filename, checksum FROM {MIGRATIONS_TABLE}")
     except DatabaseError as exc:
-        raise MigrationError(f"migrations: cannot read {MIGRATIONS_TABLE}: {exc}") from exc
+        # The first thing a database set up by hand trips over ("permission denied for
+        # schema public"): say what is missing and the command that fixes it.
+        raise MigrationError(
+            _not_bootstrapped(admin_db, sql_dir, exc)
+            or f"migrations: cannot read {MIGRATIONS_TABLE}: {exc}"
+        ) from exc
     recorded = {row["filename"]: row["checksum"] for row in rows}
     edited = [f.name for f in files if f.name in recorded and recorded[f.name] != _checksum(f)]
     if edited:
@@ -158,6 +172,111 @@ def apply_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str
         listed = "; ".join(str(f) for f in findings)
         raise MigrationError(f"migrations: the RLS audit found {len(findings)} gap(s): {listed}")
     return applied
+
+
+def pending_migrations(admin_db: AdminDB, sql_dir: Path | None = None) -> list[str]:
+    """Return the names of the migration files not applied yet, in apply order.
+
+    Reads what :func:`apply_migrations` recorded, through the admin path, and changes nothing:
+    in a database where it never ran, every file is pending.
+
+    Args:
+        admin_db: the admin path.
+        sql_dir: the schema directory (default: the packaged ``sql/``).
+
+    Raises:
+        DatabaseError: the database could not be read.
+    """
+    files = migration_files(sql_dir)
+    rows = admin_db.execute_admin(
+        "SELECT to_regclass(%s) IS NOT NULL AS recorded", (MIGRATIONS_TABLE,)
+    )
+    applied: set[str] = set()
+    if rows[0]["recorded"]:
+        applied = {
+            str(row["filename"])
+            for row in admin_db.execute_admin(f"SELECT filename FROM {MIGRATIONS_TABLE}", ())
+        }
+    return [path.name for path in files if path.name not in applied]
+
+
+def bootstrap_command(
+    database: str,
+    *,
+    host: str | None = None,
+    port: str | int | None = None,
+    sql_dir: Path | None = None,
+) -> str:
+    """Return the ``psql`` command that runs the bootstrap file in ``database``, shell-quoted.
+
+    Args:
+        database: the database the file must run in (it is run once per database).
+        host: the server's host, when known (psql's default otherwise).
+        port: the server's port, when known.
+        sql_dir: the schema directory whose ``bootstrap/roles.sql`` to name (default, or when
+            it has none: the packaged one).
+    """
+    roles_file = bootstrap_roles_file(sql_dir)
+    if not roles_file.is_file():
+        roles_file = bootstrap_roles_file()
+    words = ["psql"]
+    if host:
+        words += ["-h", host]
+    if port:
+        words += ["-p", str(port)]
+    words += ["-v", "ON_ERROR_STOP=1", "-d", database, "-f", str(roles_file.resolve())]
+    return shlex.join(words)
+
+
+# What the bootstrap file gives a database, as far as the admin path needs it: the group roles
+# (shared by the server), CREATE on schema public for the owner role (per database), and the
+# admin login role's membership of the owner role (through crm_admin).
+_BOOTSTRAP_STATE = """
+SELECT current_database() AS database, current_user::text AS login,
+       quote_ident(current_user) AS login_sql,
+       ARRAY(SELECT g FROM unnest(%s::text[]) AS g WHERE to_regrole(g) IS NULL) AS missing,
+       CASE WHEN to_regrole(%s) IS NOT NULL AND to_regnamespace('public') IS NOT NULL
+            THEN has_schema_privilege(%s, 'public', 'CREATE') END AS owner_creates,
+       CASE WHEN to_regrole(%s) IS NOT NULL
+            THEN pg_has_role(current_user, %s, 'MEMBER') END AS admin_is_owner
+"""
+
+
+def _not_bootstrapped(admin_db: AdminDB, sql_dir: Path | None, exc: DatabaseError) -> str | None:
+    """Return what the bootstrap file would have given this database and the fix, or None.
+
+    None when nothing is missing (the failure had another cause) or the state cannot be read.
+    """
+    try:
+        rows = admin_db.execute_admin(
+            _BOOTSTRAP_STATE, ([_OWNER, _ADMIN, _APP], _OWNER, _OWNER, _OWNER, _OWNER)
+        )
+    except DatabaseError:
+        return None
+    state = rows[0]
+    database = str(state["database"])
+    missing: list[str] = []
+    if state["missing"]:
+        missing.append(f"the group role(s) {', '.join(state['missing'])} do not exist")
+    if state["owner_creates"] is False:
+        missing.append(f"role {_OWNER} may not create tables in schema public")
+    if missing:
+        # No host or port: the server's own address may not be the one clients reach it by
+        # (a container, a proxy); whoever runs the command knows theirs.
+        command = bootstrap_command(database, sql_dir=sql_dir)
+        return (
+            f"migrations: database {database} has not been bootstrapped: "
+            f"{'; '.join(missing)} (the server said: {exc}). Run the bootstrap file once in "
+            "this database as a superuser of this server (with psql's -h, -p and -U for it "
+            f"as needed), then migrate again: {command}"
+        )
+    if state["admin_is_owner"] is False:
+        return (
+            f"migrations: the admin login role {state['login']} is not a member of {_OWNER}, "
+            f"so it cannot create or change the schema's tables (the server said: {exc}); as "
+            f"a superuser, run: GRANT {_ADMIN} TO {state['login_sql']};"
+        )
+    return None
 
 
 _USER_TABLES = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,11 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import psycopg
 import pytest
 import redis
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from crm_infra import Settings, StartupError, build_infrastructure, devstack
 from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
@@ -25,9 +28,29 @@ from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.devservers.valkey import ValkeyDevServer
+from crm_infra.schema_files import migration_files
 from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.openbao import VaultMount, create_token
+from tests.fixtures.psql import run_as_superuser
+from tests.fixtures.throwaway import throwaway_database
+
+SHIPPED = [p.name for p in migration_files()]
+
+
+def login_url(superuser_url: str, user: str, password: str, dbname: str | None = None) -> str:
+    """Return a postgresql:// URL for ``user`` on the server of ``superuser_url``."""
+    server = conninfo_to_dict(superuser_url)
+    host, port = str(server.get("host") or "localhost"), server.get("port") or 5432
+    database = quote(dbname or str(server.get("dbname") or "postgres"), safe="")
+    where = f"@:{port}/{database}?host={quote(host, safe='')}" if host.startswith("/") else (
+        f"@{host}:{port}/{database}"
+    )
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}{where}"
+
+
+def point_vault_at(vault_mount: VaultMount, app_url: str, admin_url: str) -> None:
+    vault_mount.put("crm/database", {"url": app_url, "admin_url": admin_url})
 
 
 @pytest.fixture
@@ -40,9 +63,7 @@ def real_env(  # noqa: PLR0917  # pytest hands fixtures over as arguments
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """Point the environment at a real stack; the app's token may only read crm/* (docs)."""
-    vault_mount.put(
-        "crm/database", {"url": pg_database.app_url, "admin_url": pg_database.admin_url}
-    )
+    point_vault_at(vault_mount, pg_database.app_url, pg_database.admin_url)
     vault_mount.put("crm/valkey", {"url": private_valkey.url})
     policy = f'path "{vault_mount.name}/data/crm/*" {{ capabilities = ["read"] }}'
     env = {
@@ -203,6 +224,7 @@ def test_check_exits_0_against_the_real_stack(
     report = json.loads(out)
     assert report["ok"] is True
     assert all(c["ok"] for c in report["components"].values())
+    assert report["migrations"] == {"pending": []}
     assert real_env["VAULT_TOKEN"] not in out + err
 
 
@@ -244,6 +266,111 @@ def test_migrate_through_the_admin_path_is_idempotent(
     assert out.strip() == "schema is up to date: nothing to apply"
 
 
+@pytest.fixture
+def unmigrated(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
+    """A bootstrapped database whose migrations were never applied."""
+    with throwaway_database(pg_superuser_url, "crm_test_cli") as made:
+        yield made
+
+
+def test_check_reports_pending_migrations_until_migrate_applies_them(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    unmigrated: BootstrappedDatabase,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    point_vault_at(vault_mount, unmigrated.app_url, unmigrated.admin_url)
+
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["migrations"] == {"pending": SHIPPED}
+    database = report["components"]["database"]
+    assert database["ok"] is False
+    assert database["error"] == (
+        f"{len(SHIPPED)} migration(s) pending: {', '.join(SHIPPED)}; run `crm-infra migrate`"
+    )
+    assert report["components"]["secrets"]["ok"] is True
+    assert report["components"]["keyvalue"]["ok"] is True
+
+    code, out, _ = run_cli(capsys, "check")
+    assert code == 1
+    assert "run `crm-infra migrate`" in next(
+        line for line in out.splitlines() if line.startswith("database")
+    )
+    assert out.splitlines()[-1] == "backend: real; UNHEALTHY"
+
+    # The demo says the same before it writes anything, instead of `relation "users" ...`.
+    code, out, err = run_cli(capsys, "demo", "--backend", "real")
+    assert code == 1
+    assert "run `crm-infra migrate` first" in err
+    assert "does not exist" not in out + err
+
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 0, err
+    assert out.strip() == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["migrations"] == {"pending": []}
+
+
+@pytest.fixture
+def hand_made(pg_superuser_url: str, pg_database: BootstrappedDatabase) -> Iterator[dict[str, str]]:
+    """A database set up by hand as docs/operations.md describes, without the bootstrap file.
+
+    ``pg_database`` made sure the group roles exist on the server (they are shared).
+    """
+    name = f"crm_test_hand_{secrets.token_hex(4)}"
+    password = secrets.token_hex(12)
+    roles = {"app": f"{name}_app", "admin": f"{name}_admin"}
+    with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for kind, flags, group in (("app", "NOBYPASSRLS", "crm_app"),
+                                   ("admin", "BYPASSRLS", "crm_admin")):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER " + flags + " IN ROLE {}")
+                .format(sql.Identifier(roles[kind]), sql.Literal(password), sql.Identifier(group))
+            )
+    urls = {
+        kind: login_url(pg_superuser_url, role, password, name)
+        for kind, role in roles.items()
+    }
+    try:
+        yield {"database": name, "password": password, **urls}
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            for role in roles.values():
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_migrate_on_a_database_without_the_bootstrap_says_the_command_that_fixes_it(
+    real_env: dict[str, str],
+    vault_mount: VaultMount,
+    hand_made: dict[str, str],
+    pg_superuser_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    point_vault_at(vault_mount, hand_made["app"], hand_made["admin"])
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 1, out + err
+    command = re.search(r"psql .*?roles\.sql", err)
+    assert command, err
+    assert f"-d {hand_made['database']} " in command.group(0)
+    port = conninfo_to_dict(pg_superuser_url).get("port") or "5432"
+    assert f" -p {port} " in command.group(0)
+    assert f"bootstrap file has not run in database {hand_made['database']}" in err
+    assert hand_made["password"] not in out + err
+
+    run_as_superuser(command.group(0), pg_superuser_url)
+    code, out, err = run_cli(capsys, "migrate")
+    assert code == 0, err
+    assert out.strip() == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
+
+
 def test_demo_on_the_real_backend(
     real_env: dict[str, str], capsys: pytest.CaptureFixture[str], pg_database: BootstrappedDatabase
 ) -> None:
@@ -280,30 +407,49 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _dev_environ(**extra: str) -> dict[str, str]:
+    """The test's environment without the command's variables, plus ``extra``."""
+    drop = {*CLI_VARIABLES, devstack.SUPERUSER_URL_VARIABLE}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+def _run_dev(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a `crm-infra dev` expected to stop by itself; stop it cleanly if it does not."""
+    command = [sys.executable, "-m", "crm_infra", "dev", *argv]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_dev_environ(**extra),
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)  # so that it removes what it made
+            out, err = process.communicate(timeout=60)
+            pytest.fail(f"crm-infra dev kept running:\n{out}{err}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.fixture
 def dev_process(
     tmp_path: Path, pg_superuser_url: str
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
-    """Start `crm-infra dev` as a subprocess; make sure it is gone at the end."""
+    """Start `crm-infra dev` as a subprocess; make sure it is gone at the end.
+
+    The superuser URL travels in the environment, as docs/cli.md advises: never in argv.
+    """
     env_file = tmp_path / "dev.env"
     log = tmp_path / "dev.log"
-    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+    argv = [sys.executable, "-m", "crm_infra", "dev", "--env-file", str(env_file)]
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crm_infra",
-                "dev",
-                "--env-file",
-                str(env_file),
-                "--database-url",
-                pg_superuser_url,
-            ],
+            argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            env=environ,
+            env=_dev_environ(CRM_DEV_DATABASE_URL=pg_superuser_url),
         )
     try:
         wait_until(
@@ -349,11 +495,16 @@ def _leftovers(superuser_url: str, database: str, roles: list[str]) -> tuple[int
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("stop_signal", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     dev_process: tuple[subprocess.Popen[str], Path, Path],
     pg_superuser_url: str,
     stop_signal: signal.Signals,
+    exit_code: int,
 ) -> None:
     process, env_file, log = dev_process
     values = _read_env_file(env_file)
@@ -376,8 +527,15 @@ def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["ok"] is True
 
+    # A second run in the same folder is refused at once: the file names a live process.
+    second = _run_dev("--env-file", str(env_file), CRM_DEV_DATABASE_URL=pg_superuser_url)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"belongs to another `crm-infra dev` (pid {process.pid})" in second.stderr
+    assert "OpenBao" not in second.stdout
+    assert _read_env_file(env_file) == values
+
     process.send_signal(stop_signal)
-    assert process.wait(60) == 0, log.read_text()
+    assert process.wait(60) == exit_code, log.read_text()
     text = log.read_text()
     assert "stopped; nothing left behind" in text
     assert values["VAULT_TOKEN"] not in text
@@ -387,38 +545,57 @@ def test_dev_runs_a_stack_that_check_accepts_and_removes_it_on_a_signal(
     assert not _port_answers(valkey_port)
 
 
-@pytest.mark.slow
-def test_dev_that_cannot_reach_postgresql_names_the_step_and_stops_its_servers(
+def test_dev_that_cannot_reach_postgresql_says_so_before_starting_any_server(
     tmp_path: Path,
 ) -> None:
     env_file = tmp_path / "dev.env"
-    environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crm_infra",
-            "dev",
-            "--env-file",
-            str(env_file),
-            "--database-url",
-            f"postgresql://postgres:MARKER-pw@127.0.0.1:{free_port()}/postgres",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=environ,
+    result = _run_dev(
+        "--env-file",
+        str(env_file),
+        "--database-url",
+        f"postgresql://postgres:MARKER-pw@127.0.0.1:{free_port()}/postgres",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     errors = result.stderr.splitlines()
     assert len(errors) == 1, result.stderr
-    assert errors[0].startswith("crm-infra: error: creating the database and its login roles:")
+    assert errors[0].startswith("crm-infra: error: checking the PostgreSQL superuser URL:")
     assert "MARKER-pw" not in result.stdout + result.stderr
     assert not env_file.exists()
-    vault_port, valkey_port = _server_ports(result.stdout)
-    assert not _port_answers(vault_port)
-    assert not _port_answers(valkey_port)
+    assert "OpenBao" not in result.stdout
+
+
+@pytest.fixture
+def ordinary_role_url(pg_superuser_url: str) -> Iterator[str]:
+    """The URL of a login role that is not a superuser, on the test server."""
+    role, password = f"crm_test_plain_{secrets.token_hex(4)}", f"MARKER-{secrets.token_hex(8)}"
+    with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+    try:
+        yield login_url(pg_superuser_url, role, password)
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_dev_with_a_role_that_is_not_a_superuser_fails_before_starting_any_server(
+    tmp_path: Path, ordinary_role_url: str
+) -> None:
+    env_file = tmp_path / "dev.env"
+    result = _run_dev("--env-file", str(env_file), CRM_DEV_DATABASE_URL=ordinary_role_url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    role = conninfo_to_dict(ordinary_role_url)["user"]
+    assert result.stderr == (
+        f"crm-infra: error: the PostgreSQL URL logs in as '{role}', which is not a superuser; "
+        "`crm-infra dev` needs one to create roles and a database and to run "
+        "sql/bootstrap/roles.sql\n"
+    )
+    assert str(conninfo_to_dict(ordinary_role_url)["password"]) not in result.stdout
+    assert "OpenBao" not in result.stdout
+    assert not env_file.exists()
 
 
 def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR0917  # fixtures
@@ -431,13 +608,19 @@ def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR09
 ) -> None:
     for name in CLI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # Clients reach the server by another name for it than the one init uses (compose's
+    # "postgres" versus the host's 127.0.0.1): swap 127.0.0.1 and localhost to prove it.
+    server = conninfo_to_dict(pg_superuser_url)
+    host = str(server.get("host") or "localhost")
+    host = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(host, host)
+    advertised = f"{host}:{server.get('port') or 5432}"
     provision_env = {
         "CRM_SUPERUSER_URL": pg_superuser_url,
         "VAULT_ADDR": openbao_server.addr,
         "VAULT_TOKEN": openbao_server.token,
         "VAULT_MOUNT_POINT": vault_mount.name,
         "CRM_VALKEY_URL": private_valkey.url,
-        "CRM_ADVERTISED_DB_HOST": "localhost:5432",
+        "CRM_ADVERTISED_DB_HOST": advertised,
     }
     for name, value in provision_env.items():
         monkeypatch.setenv(name, value)
@@ -449,7 +632,7 @@ def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR09
         stored = vault_mount.root.secrets.kv.v2.read_secret_version(
             path="crm/database", mount_point=vault_mount.name, raise_on_deleted_version=True
         )["data"]["data"]
-        assert "@localhost:5432/" in stored["url"], "clients get the advertised address"
+        assert f"@{advertised}/" in stored["url"], "clients get the advertised address"
         for name in ("CRM_SUPERUSER_URL", "CRM_VALKEY_URL", "CRM_ADVERTISED_DB_HOST"):
             monkeypatch.delenv(name)
         monkeypatch.setenv("CRM_BACKEND", "real")

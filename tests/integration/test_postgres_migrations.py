@@ -18,7 +18,8 @@ from crm_infra import MigrationError
 from crm_infra.adapters import PostgresClient
 from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
 from crm_infra.migrations import MIGRATIONS_TABLE, RlsFinding, apply_migrations, audit_rls
-from crm_infra.schema_files import default_sql_dir, migration_files
+from crm_infra.schema_files import bootstrap_roles_file, default_sql_dir, migration_files
+from tests.fixtures.psql import run_as_superuser
 
 SHIPPED = [p.name for p in migration_files()]
 
@@ -76,6 +77,49 @@ def test_applies_every_file_once_and_records_checksums(admin: PostgresClient) ->
         for p in migration_files()
     ]
     assert audit_rls(admin) == []
+
+
+def test_a_database_without_the_bootstrap_is_named_with_the_command_that_fixes_it(
+    fresh: BootstrappedDatabase, admin: PostgresClient
+) -> None:
+    # What the bootstrap file gives each database and a hand-made one lacks (PostgreSQL 15
+    # grants no CREATE on schema public): migrations fail with "permission denied for schema
+    # public" until it has run there.
+    with psycopg.connect(fresh.superuser_url, dbname=fresh.database, autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM crm_owner")
+    with pytest.raises(MigrationError) as caught:
+        apply_migrations(admin)
+    message = str(caught.value)
+    assert message.startswith(
+        f"migrations: database {fresh.database} has not been bootstrapped: role crm_owner may "
+        "not create tables in schema public (the server said: "
+    )
+    assert "permission denied for schema public" in message
+    command = message.rpartition("then migrate again: ")[2]
+    assert command == (
+        f"psql -v ON_ERROR_STOP=1 -d {fresh.database} -f {bootstrap_roles_file().resolve()}"
+    )
+
+    run_as_superuser(command, fresh.superuser_url)
+    assert apply_migrations(admin) == SHIPPED
+
+
+def test_an_admin_role_outside_the_owner_role_is_named_with_the_grant_it_lacks(
+    fresh: BootstrappedDatabase,
+) -> None:
+    with psycopg.connect(fresh.superuser_url, dbname=fresh.database, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE crm_admin FROM {}").format(sql.Identifier(fresh.admin_role))
+        )
+    with PostgresClient(
+        fresh.app_url, 1, min_pool_size=0, admin_connection_url=fresh.admin_url
+    ) as client, pytest.raises(MigrationError) as caught:
+        apply_migrations(client)
+    message = str(caught.value)
+    assert message.startswith(
+        f"migrations: the admin login role {fresh.admin_role} is not a member of crm_owner"
+    )
+    assert message.endswith(f"as a superuser, run: GRANT crm_admin TO {fresh.admin_role};")
 
 
 def test_applies_only_new_files(admin: PostgresClient, sql_dir: Path) -> None:

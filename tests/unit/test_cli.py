@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib import metadata
 
 import pytest
 
+from crm_infra import Infrastructure, Settings, build_infrastructure, cli
 from crm_infra.cli import main
 from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port
@@ -36,9 +39,13 @@ def test_check_prints_a_table_and_exits_0_when_healthy(capsys: pytest.CaptureFix
 
 def test_check_json_has_exactly_the_documented_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"ok", "components"}
+    out = capsys.readouterr().out
+    assert out.startswith('{\n  "ok": true,\n  "components": {\n'), "indented, as documented"
+    report = json.loads(out)
+    assert set(report) == {"ok", "components", "migrations"}
     assert report["ok"] is True
+    # The in-memory database builds its schema from sql/ when it starts: nothing is pending.
+    assert report["migrations"] == {"pending": []}
     assert set(report["components"]) == {"secrets", "database", "keyvalue"}
     for component in report["components"].values():
         assert set(component) == {"ok", "latency_ms", "error"}
@@ -91,6 +98,7 @@ def test_check_json_with_invalid_settings_prints_a_json_answer_and_exits_2(
     answer = json.loads(captured.out)
     assert answer["ok"] is False
     assert answer["components"] == {}
+    assert answer["migrations"] == {"pending": None}
     assert answer["error"].startswith("invalid settings (2 problems): ")
     assert "VAULT_ADDR is required" in answer["error"]
     assert captured.err.startswith("crm-infra: error: invalid settings")
@@ -170,6 +178,99 @@ def test_dev_refuses_a_database_url_that_is_not_postgresql(
 ) -> None:
     assert main(["dev", "--database-url", "mysql://root@localhost/x"]) == 2
     assert "--database-url must be a postgresql:// URL" in capsys.readouterr().err
+
+
+def test_dev_reads_its_superuser_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRM_DEV_DATABASE_URL", "mysql://root:MARKER-dev-pw@localhost/x")
+    assert main(["dev"]) == 2
+    err = capsys.readouterr().err
+    assert "CRM_DEV_DATABASE_URL must be a postgresql:// URL" in err
+    assert "MARKER-dev-pw" not in err
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"crm-infra {metadata.version('crm-infra')}\n"
+
+
+@pytest.mark.parametrize("argv", [["check"], ["check", "--json"], ["migrate"], ["demo"]])
+def test_vault_variables_without_a_backend_are_reported_as_ignored(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "crm-infra: note: VAULT_ADDR, VAULT_TOKEN are set but ignored: CRM_BACKEND is not set, "
+        "so the in-memory backend is used; set CRM_BACKEND=real to use Vault\n"
+    )
+    assert TOKEN not in captured.out + captured.err
+    if "--json" in argv:
+        assert json.loads(captured.out)["ok"] is True  # stdout stays pure JSON
+
+
+@pytest.mark.parametrize(
+    ("env", "argv"),
+    [({"CRM_BACKEND": "memory"}, ["check"]), ({}, ["demo", "--backend", "memory"])],
+    ids=["CRM_BACKEND=memory", "--backend memory"],
+)
+def test_a_backend_chosen_on_purpose_gets_no_note(
+    env: dict[str, str],
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
+class _LongFailure:
+    """A key-value store whose health check fails with a long message."""
+
+    message = "the start of a long reason " + "x" * 800 + " and its END"
+
+    def health_check(self) -> bool:
+        raise RuntimeError(self.message)
+
+
+@pytest.fixture
+def long_failure(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with build_infrastructure(Settings()) as memory:
+
+        def build(settings: Settings | None = None) -> Infrastructure:
+            return Infrastructure(
+                secrets=memory.secrets,
+                db=memory.db,
+                admin_db=memory.admin_db,
+                kv=_LongFailure(),  # type: ignore[arg-type]  # only health() is called
+            )
+
+        monkeypatch.setattr(cli, "build_infrastructure", build)
+        yield
+
+
+@pytest.mark.usefixtures("long_failure")
+def test_check_json_carries_a_long_error_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)["components"]["keyvalue"]["error"]
+    assert error == f"RuntimeError: {_LongFailure.message}"
+
+
+@pytest.mark.usefixtures("long_failure")
+def test_the_check_table_shortens_a_long_error_and_says_where_the_rest_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check"]) == 1
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("keyvalue"))
+    assert "RuntimeError: the start of a long reason" in line
+    assert "END" not in line
+    assert line.endswith("… (all of it: crm-infra check --json)")
 
 
 def test_runs_as_python_dash_m() -> None:

@@ -244,6 +244,12 @@ def test_database_health_includes_a_separate_admin_path() -> None:
     assert report.components["database"].error == "RuntimeError: admin pool exhausted"
 
 
+def test_health_keeps_a_long_error_whole() -> None:
+    reason = "the start " + "x" * 1000 + " the end"
+    report = stand_in_infra([], database=RuntimeError(reason)).health()
+    assert report.components["database"].error == f"RuntimeError: {reason}"
+
+
 def test_health_errors_carry_no_password() -> None:
     report = stand_in_infra(
         [], database=RuntimeError("connect to postgresql://app:MARKER-pw@db/crm refused")
