@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from crm_infra.composition import (
     COMPONENTS,
@@ -30,6 +30,9 @@ from crm_infra.composition import (
 from crm_infra.errors import ConfigError, InfraError
 from crm_infra.health import redact
 from crm_infra.settings import Settings
+
+if TYPE_CHECKING:
+    from crm_infra.devservers.valkey_stack import ValkeyTopology
 
 __all__ = ["main"]
 
@@ -108,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         "refused while another `crm-infra dev` uses it",
     )
     dev.add_argument(
+        "--valkey",
+        choices=("single", "cluster", "sentinel"),
+        default="single",
+        help="the Valkey topology to run: one server (default), a 3-primary cluster with "
+        "replicas, or a primary with a replica and 3 Sentinels",
+    )
+    dev.add_argument(
         "--database-url",
         default=None,
         metavar="URL",
@@ -134,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": lambda: _check(as_json=args.json),
         "migrate": _migrate,
         "demo": lambda: _demo(args.backend),
-        "dev": lambda: _dev(env_file=args.env_file, database_url=args.database_url),
+        "dev": lambda: _dev(
+            env_file=args.env_file, database_url=args.database_url, valkey=args.valkey
+        ),
     }
     try:
         return commands[args.command]()
@@ -302,7 +314,7 @@ def _demo(backend: str | None) -> int:
     return EXIT_OK if run_demo(settings, sys.stdout) else EXIT_FAILED
 
 
-def _dev(*, env_file: str, database_url: str | None) -> int:
+def _dev(*, env_file: str, database_url: str | None, valkey: ValkeyTopology) -> int:
     from crm_infra.devstack import run_dev  # noqa: PLC0415  # needs the dev extra's servers
 
-    return run_dev(env_file=env_file, database_url=database_url, out=sys.stdout)
+    return run_dev(env_file=env_file, database_url=database_url, out=sys.stdout, valkey=valkey)

@@ -45,6 +45,7 @@ from crm_infra.secret_paths import (
 
 if TYPE_CHECKING:
     from crm_infra.bootstrap import BootstrappedDatabase
+    from crm_infra.devservers.valkey_stack import ValkeyTopology
 
 __all__ = [
     "APP_POLICY",
@@ -398,13 +399,22 @@ def _stop_on_signals() -> Iterator[_Signals]:
             signal.signal(sig, old)
 
 
-def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
+def run_dev(
+    *,
+    env_file: str,
+    database_url: str | None,
+    out: TextIO,
+    valkey: ValkeyTopology = "single",
+) -> int:
     """Run a local real stack until SIGINT or SIGTERM, then remove all of it.
 
     Args:
         env_file: where to write ``CRM_BACKEND``, ``VAULT_ADDR`` and ``VAULT_TOKEN``.
         database_url: a PostgreSQL superuser URL (default: see :func:`resolve_superuser_url`).
         out: where to report progress.
+        valkey: the Valkey topology: ``single``, ``cluster`` (3 primaries with a replica
+            each) or ``sentinel`` (a primary, a replica and 3 Sentinels); its URL goes into
+            Vault, so the application picks it up as in production.
 
     Returns:
         128 + the number of the signal that stopped it, after a clean stop: 130 for SIGINT
@@ -422,7 +432,8 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
     _check_superuser(url)
     try:
         from crm_infra.devservers.openbao import openbao_dev_server  # noqa: PLC0415
-        from crm_infra.devservers.valkey import ValkeyDevServer  # noqa: PLC0415
+        from crm_infra.devservers.valkey_stack import start_valkey  # noqa: PLC0415
+        from crm_infra.redaction import redact_url  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ProvisioningError(f"the dev servers are not installed: {exc}") from exc
 
@@ -432,9 +443,9 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
             with _step("starting OpenBao"):
                 bao = stack.enter_context(openbao_dev_server())
             print(f"OpenBao  {bao.addr} (dev mode, in memory)", file=out, flush=True)
-            with _step("starting Valkey"):
-                valkey = stack.enter_context(ValkeyDevServer(password=secrets.token_hex(16)))
-            print(f"Valkey   redis://127.0.0.1:{valkey.port}/0 (password in Vault)", file=out,
+            with _step(f"starting Valkey ({valkey})"):
+                valkey_url = start_valkey(stack, valkey, password=secrets.token_hex(16))
+            print(f"Valkey   {redact_url(valkey_url)} ({valkey}; password in Vault)", file=out,
                   flush=True)
             # A stop during provisioning waits for it to end (its steps have timeouts), so
             # that the new database is always registered for cleanup before the stop unwinds.
@@ -443,7 +454,7 @@ def run_dev(*, env_file: str, database_url: str | None, out: TextIO) -> int:
                     superuser_url=url,
                     vault_addr=bao.addr,
                     vault_token=bao.token,
-                    valkey_url=valkey.url,
+                    valkey_url=valkey_url,
                     out=out,
                 )
                 stack.callback(_cleanup_database, made, out)

@@ -12,14 +12,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from crm_infra import ConfigError, devstack
-from crm_infra.devservers import openbao, valkey
+from crm_infra.devservers import openbao, valkey_stack
 
 
 class _Server:
@@ -67,13 +67,13 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> _Stack:
         seen.started.append("openbao")
         yield _Server()
 
-    def fake_valkey(**_: object) -> _Server:
-        seen.started.append("valkey")
-        return _Server()
+    def fake_valkey(stack: ExitStack, topology: str, **_: object) -> str:
+        seen.started.append(f"valkey {topology}")
+        return _Server.url
 
     monkeypatch.delenv(devstack.SUPERUSER_URL_VARIABLE, raising=False)
     monkeypatch.setattr(openbao, "openbao_dev_server", fake_openbao)
-    monkeypatch.setattr(valkey, "ValkeyDevServer", fake_valkey)
+    monkeypatch.setattr(valkey_stack, "start_valkey", fake_valkey)
     monkeypatch.setattr(devstack, "_check_superuser", seen.checked.append)
     monkeypatch.setattr(devstack, "_cleanup_database", lambda m, out: seen.dropped.append(m))
     return seen
@@ -191,3 +191,17 @@ def test_the_superuser_url_comes_from_the_option_then_the_environment_then_the_d
     assert devstack.resolve_superuser_url(option, env) == option
     assert devstack.resolve_superuser_url(None, env) == from_env
     assert devstack.resolve_superuser_url(None, {}) == devstack.DEFAULT_SUPERUSER_URL
+
+
+@pytest.mark.parametrize("topology", ["single", "cluster", "sentinel"])
+def test_the_chosen_valkey_topology_is_the_one_started(
+    stack: _Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, topology: Any
+) -> None:
+    monkeypatch.setattr(devstack, "provision", _provision_then(signal.SIGINT))
+    out = io.StringIO()
+    code = devstack.run_dev(
+        env_file=str(tmp_path / "dev.env"), database_url=None, out=out, valkey=topology
+    )
+    assert code == 130
+    assert stack.started == ["openbao", f"valkey {topology}"]
+    assert f"({topology}; password in Vault)" in out.getvalue()
