@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
     _SET_TIMEOUT,
     _SET_USER,
@@ -61,6 +62,7 @@ from crm_infra.adapters.postgres.transactions import (
     first_value,
 )
 from crm_infra.ports import Params, Row
+from crm_infra.telemetry import traced, traced_block
 from crm_infra.user_context import UserId, resolve_user_id
 
 __all__ = ["AsyncPostgresClient"]
@@ -279,6 +281,7 @@ class AsyncPostgresClient(PostgresBase):
 
     # --- AsyncUserScopedDB -------------------------------------------------------------------
 
+    @traced(pg.EXECUTE)
     async def execute(
         self, query: str, params: Params = (), user_id: UserId | None = None
     ) -> list[Row]:
@@ -327,6 +330,7 @@ class AsyncPostgresClient(PostgresBase):
         """
         return first_value(await self.execute(query, params, user_id), "execute_scalar", query)
 
+    @traced_block(pg.TRANSACTION)
     @asynccontextmanager
     async def transaction(
         self, user_id: UserId | None = None
@@ -354,6 +358,7 @@ class AsyncPostgresClient(PostgresBase):
             handle.close()
             await self._commit(state)
 
+    @traced(pg.TRANSACTION_EXECUTE)
     async def _run_in_transaction(
         self, state: UserTxState, query: str, params: Params, operation: str
     ) -> list[Row]:
@@ -394,6 +399,7 @@ class AsyncPostgresClient(PostgresBase):
         handle.close()
         state.leave_savepoint(depth, name, failed=False)
 
+    @traced(pg.HEALTH_CHECK)
     async def health_check(self) -> bool:
         """Return True when the application pool's server answers; as
         :meth:`PostgresClient.health_check`."""
@@ -409,6 +415,7 @@ class AsyncPostgresClient(PostgresBase):
 
     # --- AsyncAdminDB --------------------------------------------------------------------------
 
+    @traced(pg.EXECUTE_ADMIN)
     async def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` as the admin role; as :meth:`PostgresClient.execute_admin`."""
         refuse_untextable_sql("execute_admin", query)
@@ -423,6 +430,7 @@ class AsyncPostgresClient(PostgresBase):
                     await conn.execute(_SET_TIMEOUT, [timeout])
                     return await _run_admin(conn, query, params)
 
+    @traced(pg.ADMIN_TRANSACTION_EXECUTE)
     async def _run_admin_in(
         self, conn: AsyncPgConnection, query: str, params: Params, operation: str
     ) -> list[Row]:
@@ -431,6 +439,7 @@ class AsyncPostgresClient(PostgresBase):
             async with self._admin_deadlines.guard(operation):
                 return await _run_admin(conn, query, params)
 
+    @traced_block(pg.ADMIN_TRANSACTION)
     @asynccontextmanager
     async def admin_transaction(self) -> AsyncIterator[AsyncAdminTransaction]:
         """Open one admin transaction (``async with``); as
@@ -480,6 +489,7 @@ class AsyncPostgresClient(PostgresBase):
 
     # --- raw access --------------------------------------------------------------------------
 
+    @traced_block(pg.CONNECTION)
     @asynccontextmanager
     async def connection(self, user_id: UserId | None = None) -> AsyncIterator[AsyncPgConnection]:
         """Yield a raw asyncio psycopg connection in a transaction set up for one user; as
@@ -506,6 +516,7 @@ class AsyncPostgresClient(PostgresBase):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     await conn.commit()
 
+    @traced_block(pg.ADMIN_CONNECTION)
     @asynccontextmanager
     async def admin_connection(self) -> AsyncIterator[AsyncPgConnection]:
         """Yield a raw asyncio connection of the admin role; as

@@ -45,9 +45,12 @@ from crm_infra.adapters.postgres.statements import (
     check_call,
     prepare_call,
 )
+from crm_infra.adapters.postgres.telemetry import pool_stats
 from crm_infra.adapters.postgres.transactions import UserTxState, describe
+from crm_infra.pool_stats import PoolStats
 from crm_infra.ports import Params
 from crm_infra.redaction import raise_sanitized
+from crm_infra.telemetry import watch_pools
 
 __all__ = [
     "POOL_KWARGS",
@@ -330,6 +333,7 @@ class PostgresBase:
                 f"{name}: a connection URL cannot be encoded as UTF-8 (a lone surrogate?)",
                 operation="configure",
             ) from None
+        watch_pools(self)
 
     def _conninfo(self, url: str) -> str:
         # No statement timeout among the startup options: PgBouncer refuses them (and one
@@ -377,6 +381,10 @@ class PostgresBase:
             f"{type(self).__name__}(url={self._url_shown!r}, pool_size={self._pool_size}, "
             f"admin={admin}, {state})"
         )
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Return the state of the open pools (application, and admin once opened), by name."""
+        return pool_stats(self)
 
     def _no_admin_url(self, operation: str) -> PostgresConfigError:
         return PostgresConfigError(

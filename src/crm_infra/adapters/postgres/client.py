@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
     _SET_TIMEOUT,
     _SET_USER,
@@ -74,6 +75,7 @@ from crm_infra.adapters.postgres.transactions import (
     first_value,
 )
 from crm_infra.ports import Params, Row
+from crm_infra.telemetry import traced, traced_block
 from crm_infra.user_context import UserId, resolve_user_id
 
 __all__ = [
@@ -344,6 +346,7 @@ class PostgresClient(PostgresBase):
 
     # --- UserScopedDB ------------------------------------------------------------------------
 
+    @traced(pg.EXECUTE)
     def execute(self, query: str, params: Params = (), user_id: UserId | None = None) -> list[Row]:
         """Run ``query`` for one user in its own transaction, in one round trip.
 
@@ -413,6 +416,7 @@ class PostgresClient(PostgresBase):
         """
         return first_value(self.execute(query, params, user_id), "execute_scalar", query)
 
+    @traced_block(pg.TRANSACTION)
     @contextmanager
     def transaction(self, user_id: UserId | None = None) -> Iterator[UserTransaction]:
         """Open one transaction for one user; commit on normal exit, roll back on an exception.
@@ -451,6 +455,7 @@ class PostgresClient(PostgresBase):
             handle.close()
             self._commit(state)
 
+    @traced(pg.TRANSACTION_EXECUTE)
     def _run_in_transaction(
         self, state: UserTxState, query: str, params: Params, operation: str
     ) -> list[Row]:
@@ -496,6 +501,7 @@ class PostgresClient(PostgresBase):
         handle.close()
         state.leave_savepoint(depth, name, failed=False)
 
+    @traced(pg.HEALTH_CHECK)
     def health_check(self) -> bool:
         """Return True when the application pool's server answers.
 
@@ -514,6 +520,7 @@ class PostgresClient(PostgresBase):
 
     # --- AdminDB -------------------------------------------------------------------------------
 
+    @traced(pg.EXECUTE_ADMIN)
     def execute_admin(self, query: str, params: Params = ()) -> list[Row]:
         """Run ``query`` as the admin role, bypassing row-level security; return all rows.
 
@@ -542,6 +549,7 @@ class PostgresClient(PostgresBase):
                 conn.execute(_SET_TIMEOUT, [timeout])
                 return _run_admin(conn, query, params)
 
+    @traced(pg.ADMIN_TRANSACTION_EXECUTE)
     def _run_admin_in(
         self, conn: PgConnection, query: str, params: Params, operation: str
     ) -> list[Row]:
@@ -553,6 +561,7 @@ class PostgresClient(PostgresBase):
         ):
             return _run_admin(conn, query, params)
 
+    @traced_block(pg.ADMIN_TRANSACTION)
     @contextmanager
     def admin_transaction(self) -> Iterator[AdminTransaction]:
         """Open one admin transaction; commit on normal exit, roll back on an exception.
@@ -601,6 +610,7 @@ class PostgresClient(PostgresBase):
 
     # --- raw access --------------------------------------------------------------------------
 
+    @traced_block(pg.CONNECTION)
     @contextmanager
     def connection(self, user_id: UserId | None = None) -> Iterator[PgConnection]:
         """Yield a raw psycopg connection inside a transaction set up for one user.
@@ -643,6 +653,7 @@ class PostgresClient(PostgresBase):
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.commit()
 
+    @traced_block(pg.ADMIN_CONNECTION)
     @contextmanager
     def admin_connection(self) -> Iterator[PgConnection]:
         """Yield a raw psycopg connection of the admin role (BYPASSRLS), in autocommit.

@@ -67,6 +67,7 @@ from crm_infra.adapters.valkey.protocol import (
     is_seconds,
     positive_seconds,
 )
+from crm_infra.adapters.valkey.telemetry import CALL, pool_stats
 from crm_infra.adapters.valkey.topology import (
     EndpointFor,
     SyncTransport,
@@ -75,8 +76,10 @@ from crm_infra.adapters.valkey.topology import (
     parse_url,
 )
 from crm_infra.errors import ConfigError
+from crm_infra.pool_stats import PoolStats
 from crm_infra.ports import JSONValue
 from crm_infra.redaction import raise_sanitized, redact_url
+from crm_infra.telemetry import traced, watch_pools
 
 __all__ = [
     "MAX_EXPIRE_SECONDS",
@@ -203,6 +206,7 @@ class ValkeyClient:
             )
         self._policy = RetryPolicy(retries, backoff_s, attempt_s, timeout_s)
         self._client: Any = transport.client
+        watch_pools(self)
         cluster = hasattr(transport.client, "nodes_manager")
         self._ping: Callable[[], Any] = (
             (lambda: self._client.ping(target_nodes=_PRIMARIES)) if cluster
@@ -272,6 +276,10 @@ class ValkeyClient:
         self._client = ClosedClient()
         self._close_transport()
 
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Return the state of the connection pools (one per node on a cluster), by name."""
+        return pool_stats(self._client)
+
     # --- internals -------------------------------------------------------------------------
 
     def _endpoint_for(self, exc: BaseException, key: str | None) -> str:
@@ -282,6 +290,7 @@ class ValkeyClient:
             return self._prefix + key
         raise ValkeyInputError(f"Valkey {op}: key must be a str, got {type(key).__name__}")
 
+    @traced(CALL)
     def _call(
         self, op: str, key: str | None, idempotent: bool, method: Callable[..., Any], *args: Any
     ) -> Any:

@@ -25,6 +25,7 @@ import hvac
 import hvac.exceptions as hvac_exc
 import requests
 
+from crm_infra.adapters.vault import telemetry
 from crm_infra.errors import (
     ConfigError,
     InvalidSecretError,
@@ -50,6 +51,7 @@ from crm_infra.secret_paths import (
     validate_secret_path,
 )
 from crm_infra.settings import VaultCredentials, vault_credentials
+from crm_infra.telemetry import traced
 
 __all__ = [
     "VaultAccessDeniedError",
@@ -267,6 +269,7 @@ class VaultClient(SecretLayoutMethods):
 
     # --- the port ----------------------------------------------------------------------------
 
+    @traced(telemetry.GET_SECRET)
     def get_secret(self, path: str) -> dict[str, Any]:
         """Return the latest version of the secret at ``path`` (relative to the mount).
 
@@ -290,6 +293,7 @@ class VaultClient(SecretLayoutMethods):
             return self._cache.get_secret(path)
         return self._read(path)
 
+    @traced(telemetry.HEALTH_CHECK)
     def health_check(self) -> bool:
         """Return True when Vault answers, is unsealed and the credentials are valid.
 

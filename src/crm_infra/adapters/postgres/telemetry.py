@@ -1,0 +1,194 @@
+"""What the PostgreSQL clients' spans say: the SQL template, never a value.
+
+Values travel as protocol parameters and never appear here, nor does the user id (the user
+setting is not a statement of the call's). ``db.query.text`` is the SQL as the caller wrote it
+(cut at :data:`QUERY_TEXT_LIMIT` characters): values belong in ``params``. The attributes
+follow OpenTelemetry's conventions for SQL client spans; see docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from crm_infra.pool_stats import PoolStats
+from crm_infra.telemetry import Call, CallSpec
+from crm_infra.telemetry.calls import Attributes
+
+__all__ = [
+    "ADMIN_CONNECTION",
+    "ADMIN_DB",
+    "ADMIN_TRANSACTION",
+    "ADMIN_TRANSACTION_EXECUTE",
+    "CONNECTION",
+    "EXECUTE",
+    "EXECUTE_ADMIN",
+    "HEALTH_CHECK",
+    "QUERY_TEXT_LIMIT",
+    "TRANSACTION",
+    "TRANSACTION_EXECUTE",
+    "USER_SCOPED_DB",
+    "Block",
+    "Statement",
+    "pool_stats",
+]
+
+USER_SCOPED_DB = "UserScopedDB"
+ADMIN_DB = "AdminDB"
+QUERY_TEXT_LIMIT = 2048
+"""``db.query.text`` is cut here (a migration can be long; the start says which)."""
+
+_server: weakref.WeakKeyDictionary[Any, tuple[Attributes, Attributes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _where(conninfo: str | None) -> Attributes:
+    if conninfo is None:
+        return {}
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return {}
+    found: dict[str, str | int] = {"server.address": str(parts.get("host") or "localhost")}
+    port = str(parts.get("port") or "5432")
+    if port.isdigit():
+        found["server.port"] = int(port)
+    if parts.get("dbname"):
+        found["db.namespace"] = str(parts["dbname"])
+    return found
+
+
+def _server_of(owner: Any, admin: bool) -> Attributes:
+    """The server attributes of ``owner``'s application or admin role (read once)."""
+    known = _server.get(owner)
+    if known is None:
+        known = (_where(owner._app_conninfo), _where(owner._admin_conninfo))
+        _server[owner] = known
+    return known[1] if admin else known[0]
+
+
+def _verb(query: str) -> str:
+    """The statement's first keyword (``SELECT``), after any leading comments."""
+    text = query.lstrip()
+    while text.startswith(("--", "/*")):
+        end = text.find("\n") if text.startswith("--") else text.find("*/")
+        if end < 0:
+            return ""
+        text = text[end + (1 if text.startswith("--") else 2):].lstrip()
+    word = text.split(None, 1)[0] if text else ""
+    word = word.rstrip(";(")
+    return word.upper() if word.isascii() and word.isalpha() else ""
+
+
+class Statement(CallSpec):
+    """One statement: ``execute``, ``execute_admin``, a transaction handle's ``execute``,
+    the health check's ``SELECT 1``.
+
+    Args:
+        port: ``UserScopedDB`` or ``AdminDB``.
+        operation: the method (``execute``, ``transaction.execute``...).
+        query_at: where the SQL is among the method's positional arguments.
+        query: the SQL the method always sends (the health check), instead.
+    """
+
+    def __init__(
+        self, port: str, operation: str, query_at: int = 0, *, query: str | None = None
+    ) -> None:
+        self._port = port
+        self._operation = operation
+        self._query_at = query_at
+        self._query = query
+        self._admin = port == ADMIN_DB
+        self._metric: Attributes = {
+            "crm.port": port,
+            "crm.operation": operation,
+            "db.system.name": "postgresql",
+        }
+
+    def describe(self, owner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
+        query = self._query
+        if query is None:
+            query = args[self._query_at] if len(args) > self._query_at else kwargs.get("query")
+        attributes: dict[str, str | int | bool | float] = {
+            **self._metric,
+            **_server_of(owner, self._admin),
+        }
+        verb = ""
+        if isinstance(query, str):
+            verb = _verb(query)
+            attributes["db.query.text"] = query[:QUERY_TEXT_LIMIT]
+        if verb:
+            attributes["db.operation.name"] = verb
+        return Call(verb or self._operation, attributes, self._metric)
+
+    def outcome(self, call: Call, result: Any) -> Attributes:
+        if isinstance(result, list):
+            return {"db.response.returned_rows": len(result)}
+        return {}
+
+    def failure(self, call: Call, exc: BaseException) -> Attributes:
+        sqlstate = getattr(exc, "sqlstate", None)
+        return {"db.response.status_code": sqlstate} if isinstance(sqlstate, str) else {}
+
+
+class Block(CallSpec):
+    """A block: ``transaction()``, ``admin_transaction()``, ``connection()``,
+    ``admin_connection()``; its statements are spans of their own inside it."""
+
+    def __init__(self, port: str, operation: str) -> None:
+        self._admin = port == ADMIN_DB
+        self._metric: Attributes = {
+            "crm.port": port,
+            "crm.operation": operation,
+            "db.system.name": "postgresql",
+        }
+        self._operation = operation
+
+    def describe(self, owner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
+        attributes = {**self._metric, **_server_of(owner, self._admin)}
+        return Call(self._operation, attributes, self._metric, client=False)
+
+
+def pool_stats(owner: Any) -> dict[str, PoolStats]:
+    """The state of ``owner``'s pools that are open (the admin pool opens on first use)."""
+    found: dict[str, PoolStats] = {}
+    for pool, admin in ((owner._pool, False), (owner._admin_pool, True)):
+        if pool is None:
+            continue
+        where = _server_of(owner, admin)
+        name = (
+            f"{pool.name} {where.get('server.address', '?')}:{where.get('server.port', '?')}"
+            f"/{where.get('db.namespace', '')}"
+        )
+        stats = pool.get_stats()
+        size = int(stats.get("pool_size", 0))
+        idle = int(stats.get("pool_available", 0))
+        found[name] = PoolStats(
+            name=name,
+            system="postgresql",
+            size=size,
+            idle=idle,
+            in_use=max(0, size - idle),
+            max=int(stats.get("pool_max", 0)) or None,
+            waiting=int(stats.get("requests_waiting", 0)),
+            wait_seconds=int(stats.get("requests_wait_ms", 0)) / 1000,
+            requests=int(stats.get("requests_num", 0)),
+        )
+    return found
+
+
+# The hooks of PostgresClient and AsyncPostgresClient, one per method.
+EXECUTE = Statement(USER_SCOPED_DB, "execute")
+TRANSACTION = Block(USER_SCOPED_DB, "transaction")
+TRANSACTION_EXECUTE = Statement(USER_SCOPED_DB, "transaction.execute", 1)
+HEALTH_CHECK = Statement(USER_SCOPED_DB, "health_check", query="SELECT 1")
+CONNECTION = Block(USER_SCOPED_DB, "connection")
+EXECUTE_ADMIN = Statement(ADMIN_DB, "execute_admin")
+ADMIN_TRANSACTION = Block(ADMIN_DB, "admin_transaction")
+ADMIN_TRANSACTION_EXECUTE = Statement(ADMIN_DB, "admin_transaction.execute", 1)
+ADMIN_CONNECTION = Block(ADMIN_DB, "admin_connection")

@@ -1,0 +1,103 @@
+"""Whether to emit, decided on every call for the price of a dictionary lookup.
+
+crm-infra never imports OpenTelemetry itself. An application that wants traces or metrics
+configures an SDK, and to do so it imports ``opentelemetry.trace`` or ``opentelemetry.metrics``
+and sets a global provider; until it has, there is nothing to emit to. So each call looks
+those modules up in ``sys.modules``: absent (the ``otel`` extra not installed, or installed
+and never configured) the call goes on at once. Present, the global providers are asked, and
+an :class:`~crm_infra.telemetry.emitter.Emitter` is built once per pair of providers (the
+providers are set once per process, so in practice once).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crm_infra.telemetry.emitter import Emitter
+
+__all__ = ["AttributeValue", "active", "count", "record"]
+
+AttributeValue = str | bool | int | float
+"""What an attribute of a span or a metric point may hold here."""
+
+_modules = sys.modules
+_TRACE = "opentelemetry.trace"
+_METRICS = "opentelemetry.metrics"
+
+
+class _Resolved:
+    """The emitter of the providers seen last (None: they are no-ops)."""
+
+    __slots__ = ("emitter", "meter_provider", "tracer_provider")
+
+    def __init__(self) -> None:
+        self.tracer_provider: object = None
+        self.meter_provider: object = None
+        self.emitter: Emitter | None = None
+
+
+_resolved = _Resolved()
+
+
+def active() -> Emitter | None:
+    """Return the emitter for the application's providers, or None when nothing would be
+    recorded (OpenTelemetry not loaded, or no SDK configured)."""
+    trace: Any = _modules.get(_TRACE)
+    metrics: Any = _modules.get(_METRICS)
+    if trace is None and metrics is None:
+        return None
+    tracer_provider = None if trace is None else trace.get_tracer_provider()
+    meter_provider = None if metrics is None else metrics.get_meter_provider()
+    resolved = _resolved
+    if (
+        tracer_provider is resolved.tracer_provider
+        and meter_provider is resolved.meter_provider
+    ):
+        return resolved.emitter
+    return _resolve(tracer_provider, meter_provider)
+
+
+def _resolve(tracer_provider: object, meter_provider: object) -> Emitter | None:
+    # Imported only now: the application has loaded OpenTelemetry already.
+    from crm_infra.telemetry.emitter import build_emitter  # noqa: PLC0415
+
+    emitter = build_emitter(tracer_provider, meter_provider)
+    resolved = _resolved
+    resolved.emitter = emitter
+    resolved.tracer_provider = tracer_provider
+    resolved.meter_provider = meter_provider
+    return emitter
+
+
+def count(
+    name: str, amount: int = 1, attributes: Mapping[str, AttributeValue] | None = None
+) -> None:
+    """Add ``amount`` to the counter ``name`` (created on first use, unit ``1``).
+
+    For events the rest of crm-infra wants counted, e.g. ``count("crm.vault.renewals",
+    attributes={"crm.vault.auth": "approle"})``. Nothing happens without a configured SDK.
+    Attribute values must be low-cardinality and never a secret, a user id or a value.
+    """
+    emitter = active()
+    if emitter is not None:
+        emitter.count(name, amount, attributes)
+
+
+def record(
+    name: str,
+    value: float,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    *,
+    unit: str = "s",
+) -> None:
+    """Record ``value`` in the histogram ``name`` (created on first use with ``unit``).
+
+    For durations the rest of crm-infra wants measured, e.g. how long a lease renewal took.
+    Nothing happens without a configured SDK.
+    """
+    emitter = active()
+    if emitter is not None:
+        emitter.record(name, value, attributes, unit=unit)
