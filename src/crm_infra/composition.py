@@ -30,6 +30,7 @@ from crm_infra.health import (
     redact_address,
     run_checks,
     short_error,
+    with_pools,
 )
 from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
 from crm_infra.secret_paths import (
@@ -192,7 +193,8 @@ class Infrastructure:
             {name: recording(name, check) for name, check in checks.items()},
             self.health_timeout if timeout is None else timeout,
         )
-        return _uncut(report, raised)
+        ports = {"database": (self.db, self.admin_db), "keyvalue": (self.kv,)}
+        return with_pools(_uncut(report, raised), ports)
 
 
 def error_line(exc: BaseException) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import attrs
+
+from crm_infra.pool_stats import PoolStats, pools_of
 
 # Re-exported: the CLI, the composition root and the dev stack show errors through these.
 from crm_infra.redaction import redact, redact_address, short_error
@@ -26,6 +28,7 @@ __all__ = [
     "redact_address",
     "run_checks",
     "short_error",
+    "with_pools",
 ]
 
 
@@ -37,15 +40,22 @@ class ComponentHealth:
         ok: True when the component answered its health check in time.
         latency_ms: how long the check took (up to the timeout when it did not answer).
         error: a short, secret-free description of what failed, or None when healthy.
+        pools: the counters of the component's connection pools, by pool name (None when it
+            holds none, as the in-memory fakes).
     """
 
     ok: bool
     latency_ms: float
     error: str | None = None
+    pools: Mapping[str, PoolStats] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"ok": ..., "latency_ms": ..., "error": ...}`` for JSON output."""
-        return {"ok": self.ok, "latency_ms": self.latency_ms, "error": self.error}
+        """Return ``{"ok": ..., "latency_ms": ..., "error": ...}`` (and ``"pools"`` when the
+        component holds pools) for JSON output."""
+        shown: dict[str, Any] = {"ok": self.ok, "latency_ms": self.latency_ms, "error": self.error}
+        if self.pools is not None:
+            shown["pools"] = {name: stats.to_dict() for name, stats in self.pools.items()}
+        return shown
 
 
 def _freeze(components: Mapping[str, ComponentHealth]) -> Mapping[str, ComponentHealth]:
@@ -69,6 +79,20 @@ class HealthReport:
             "ok": self.ok,
             "components": {name: c.to_dict() for name, c in self.components.items()},
         }
+
+
+def with_pools(report: HealthReport, ports: Mapping[str, Sequence[object]]) -> HealthReport:
+    """Add to each component of ``report`` the pool counters of its ``ports`` (of those that
+    hold open pools; one object playing two ports counts once)."""
+    components = dict(report.components)
+    for name, owners in ports.items():
+        component = components.get(name)
+        found: dict[str, PoolStats] = {}
+        for owner in {id(o): o for o in owners}.values():
+            found.update(pools_of(owner) or {})
+        if component is not None and found:
+            components[name] = attrs.evolve(component, pools=found)
+    return HealthReport(components)
 
 
 def _run_one(check: Callable[[], object]) -> ComponentHealth:
