@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.valkey",
     "tests.fixtures.postgres",
     "tests.fixtures.pgbouncer",
+    "tests.fixtures.telemetry",
 ]
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"

@@ -27,7 +27,7 @@ from crm_infra.telemetry.calls import Attributes, Call, CallSpec, error_type
 from crm_infra.telemetry.pools import watched_pools
 from crm_infra.telemetry.switch import AttributeValue
 
-__all__ = ["SCOPE", "Emitter", "build_emitter"]
+__all__ = ["SCOPE", "Block", "Emitter", "mark_failed", "quiet"]
 
 SCOPE = "crm_infra"
 """The instrumentation scope of every tracer and meter crm-infra asks for."""
@@ -40,43 +40,6 @@ _DURATION_BUCKETS = (
 )
 _POOL_NAME = "db.client.connection.pool.name"
 _perf_counter = time.perf_counter
-
-
-def _configured(tracer_provider: object, meter_provider: object) -> tuple[bool, bool]:
-    """Whether each provider is an SDK's (or any real one), not the API's stand-in."""
-    tracing = tracer_provider is not None and not isinstance(
-        tracer_provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
-    )
-    # The API's stand-in before a meter provider is set is private; it is known by name.
-    metering = meter_provider is not None and not (
-        isinstance(meter_provider, metrics.NoOpMeterProvider)
-        or type(meter_provider).__name__ == "_ProxyMeterProvider"
-    )
-    return tracing, metering
-
-
-def build_emitter(tracer_provider: object, meter_provider: object) -> Emitter | None:
-    """Return an emitter for these global providers, or None when neither records."""
-    tracing, metering = _configured(tracer_provider, meter_provider)
-    if not (tracing or metering):
-        return None
-    tracer = trace.get_tracer(SCOPE, tracer_provider=_as_tracer_provider(tracer_provider)) if (
-        tracing
-    ) else None
-    meter = metrics.get_meter(SCOPE, meter_provider=_as_meter_provider(meter_provider)) if (
-        metering
-    ) else None
-    return Emitter(tracer, meter)
-
-
-def _as_tracer_provider(provider: object) -> trace.TracerProvider:
-    assert isinstance(provider, trace.TracerProvider)
-    return provider
-
-
-def _as_meter_provider(provider: object) -> metrics.MeterProvider:
-    assert isinstance(provider, metrics.MeterProvider)
-    return provider
 
 
 class Emitter:
@@ -97,6 +60,17 @@ class Emitter:
                 explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
             )
             _observe_pools(meter)
+
+    @classmethod
+    def for_providers(cls, tracer_provider: object, meter_provider: object) -> Emitter:
+        """An emitter for these providers (None: that signal is not recorded)."""
+        tracer = None
+        if isinstance(tracer_provider, trace.TracerProvider):
+            tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = None
+        if isinstance(meter_provider, metrics.MeterProvider):
+            meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        return cls(tracer, meter)
 
     # --- calls -----------------------------------------------------------------------------
 

@@ -57,14 +57,30 @@ def active() -> Emitter | None:
         and meter_provider is resolved.meter_provider
     ):
         return resolved.emitter
-    return _resolve(tracer_provider, meter_provider)
+    return _resolve(trace, tracer_provider, metrics, meter_provider)
 
 
-def _resolve(tracer_provider: object, meter_provider: object) -> Emitter | None:
-    # Imported only now: the application has loaded OpenTelemetry already.
-    from crm_infra.telemetry.emitter import build_emitter  # noqa: PLC0415
+def _stand_in(module: Any, provider: object, names: tuple[str, ...]) -> bool:
+    """Whether ``provider`` is one of the API's stand-ins (nothing configured)."""
+    return module is None or type(provider).__name__ in names
 
-    emitter = build_emitter(tracer_provider, meter_provider)
+
+def _resolve(
+    trace: Any, tracer_provider: object, metrics: Any, meter_provider: object
+) -> Emitter | None:
+    tracing = not _stand_in(trace, tracer_provider, ("ProxyTracerProvider", "NoOpTracerProvider"))
+    # The metrics API's stand-in before a provider is set is private: known by its name.
+    metering = not _stand_in(
+        metrics, meter_provider, ("_ProxyMeterProvider", "NoOpMeterProvider")
+    )
+    emitter = None
+    if tracing or metering:
+        # Imported only now: the application has loaded and configured OpenTelemetry.
+        from crm_infra.telemetry.emitter import Emitter  # noqa: PLC0415
+
+        emitter = Emitter.for_providers(
+            tracer_provider if tracing else None, meter_provider if metering else None
+        )
     resolved = _resolved
     resolved.emitter = emitter
     resolved.tracer_provider = tracer_provider
