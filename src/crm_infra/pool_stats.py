@@ -20,7 +20,8 @@ class PoolStats:
     """The state of one pool, at the moment it was read.
 
     Attributes:
-        name: the pool and its server, unique in the process (``crm-app 127.0.0.1:5432/crm``).
+        name: the pool, its server and the number of its client, unique in the process
+            (``crm-app 127.0.0.1:5432/crm #1``).
         system: ``postgresql`` or ``redis`` (Valkey speaks the Redis protocol).
         size: connections open (idle and in use).
         idle: connections open and free.

@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from crm_infra.pool_stats import PoolStats
 from crm_infra.telemetry import Call, CallSpec
 from crm_infra.telemetry.calls import Attributes
+from crm_infra.telemetry.pools import client_number
 
 __all__ = [
     "ADMIN_CONNECTION",
@@ -155,15 +156,18 @@ class Block(CallSpec):
 
 
 def pool_stats(owner: Any) -> dict[str, PoolStats]:
-    """The state of ``owner``'s pools that are open (the admin pool opens on first use)."""
+    """The state of ``owner``'s pools that are open (the admin pool opens on first use;
+    a closed client has none)."""
     found: dict[str, PoolStats] = {}
+    if owner._closed:
+        return found
     for pool, admin in ((owner._pool, False), (owner._admin_pool, True)):
         if pool is None:
             continue
         where = _server_of(owner, admin)
         name = (
             f"{pool.name} {where.get('server.address', '?')}:{where.get('server.port', '?')}"
-            f"/{where.get('db.namespace', '')}"
+            f"/{where.get('db.namespace', '')} #{client_number(owner)}"
         )
         stats = pool.get_stats()
         size = int(stats.get("pool_size", 0))

@@ -278,7 +278,7 @@ class ValkeyClient:
 
     def pool_stats(self) -> dict[str, PoolStats]:
         """Return the state of the connection pools (one per node on a cluster), by name."""
-        return pool_stats(self._client)
+        return pool_stats(self)
 
     # --- internals -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from crm_infra.adapters.valkey.protocol import ClosedClient
 from crm_infra.pool_stats import PoolStats
 from crm_infra.telemetry import Call, CallSpec
 from crm_infra.telemetry.calls import Attributes
+from crm_infra.telemetry.pools import client_number
 
 __all__ = ["CALL", "KEY_VALUE_STORE", "key_prefix", "pool_stats"]
 
@@ -131,8 +132,9 @@ CALL = _Call()
 """The hook of ``ValkeyClient._call`` (and of the asyncio twin's)."""
 
 
-def pool_stats(client: Any) -> dict[str, PoolStats]:
-    """The state of the redis-py pools under ``client`` (one per cluster node)."""
+def pool_stats(owner: Any) -> dict[str, PoolStats]:
+    """The state of the redis-py pools under ``owner``'s client (one per cluster node)."""
+    client = owner._client
     if isinstance(client, ClosedClient) or _is_fake(client):
         return {}
     pools: list[Any] = []
@@ -145,13 +147,13 @@ def pool_stats(client: Any) -> dict[str, PoolStats]:
         pools.append(client.connection_pool)
     found: dict[str, PoolStats] = {}
     for pool in pools:
-        stats = _one_pool(pool)
+        stats = _one_pool(pool, client_number(owner))
         if stats is not None:
             found[stats.name] = stats
     return found
 
 
-def _one_pool(pool: Any) -> PoolStats | None:
+def _one_pool(pool: Any, number: int) -> PoolStats | None:
     kwargs = getattr(pool, "connection_kwargs", {})
     master = getattr(pool, "master_address", None)
     if master:
@@ -166,7 +168,7 @@ def _one_pool(pool: Any) -> PoolStats | None:
     if not isinstance(created, int) or idle is None:
         return None
     limit = getattr(pool, "max_connections", None)
-    name = f"valkey {where}/{kwargs.get('db', 0)}"
+    name = f"valkey {where}/{kwargs.get('db', 0)} #{number}"
     return PoolStats(
         name=name,
         system="redis",
