@@ -7,14 +7,14 @@ Each root differs only in how it opens and closes what it builds (a call, or an 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import attrs
 
 from crm_infra import secret_paths
-from crm_infra.errors import InfraError
+from crm_infra.errors import InfraError, UnsafeRoleError
 from crm_infra.health import ComponentHealth, HealthReport, short_error
 from crm_infra.ports import SecretStore
 from crm_infra.settings import Settings
@@ -215,3 +215,101 @@ def unhealthy_report(error: StartupError) -> HealthReport:
                 False, 0.0, f"not checked: start-up stopped at {error.component}"
             )
     return HealthReport(components)
+
+
+# --- the build, written once ------------------------------------------------------------------
+# Both roots run the same generator: it yields what to open or read, and the root's driver does
+# it (a call, or an ``await``) and sends back the result or throws in the error.
+
+
+@attrs.frozen
+class Open:
+    """Make a component's object and open it (``async with`` semantics on asyncio)."""
+
+    component: str
+    make: Callable[[], object]
+
+
+@attrs.frozen
+class ReadUrls:
+    """Read the database and Valkey URLs from the secret store (sync or asyncio)."""
+
+    store: object
+
+
+Step = Open | ReadUrls
+
+
+@attrs.frozen
+class Kinds:
+    """The classes one root builds: sync or asyncio, real or in memory."""
+
+    secrets: Callable[..., object]
+    database: Callable[..., object]
+    keyvalue: Callable[..., object]
+
+
+@attrs.frozen
+class Parts:
+    """What the build made, in the order it opened them."""
+
+    secrets: Any
+    db: Any
+    kv: Any
+    real: bool
+
+
+def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
+    """Build the three components, yielding each step to the root's driver.
+
+    Real mode logs in to Vault and reads every other credential from it; from then on the
+    database and Valkey are each tried even when the other fails, so that one dead dependency
+    cannot hide the state of the other. Raises :class:`StartupError` naming every failure.
+    """
+    timings: dict[str, float] = {}
+    real = settings.backend == "real"
+    if real:
+        # The Vault client's own errors name the address.
+        with component(timings, "secrets", "could not log in to Vault"):
+            secrets = yield Open("secrets", lambda: kinds.secrets(**vault_arguments(settings)))
+        with component(timings, "secrets", "could not read the database and Valkey credentials"):
+            urls: RealUrls = yield ReadUrls(secrets)
+        database = lambda: kinds.database(**postgres_arguments(settings, urls))  # noqa: E731
+        keyvalue = lambda: kinds.keyvalue(**valkey_arguments(settings, urls))  # noqa: E731
+    else:
+        with component(timings, "secrets"):
+            secrets = yield Open("secrets", lambda: kinds.secrets(MEMORY_SECRETS))
+        database = kinds.database
+        keyvalue = lambda: kinds.keyvalue(key_prefix=settings.key_prefix)  # noqa: E731
+    failures: dict[str, StartupError] = {}
+    db = kv = None
+    try:
+        with component(timings, "database", "could not connect to PostgreSQL" if real else None):
+            db = yield Open("database", database)
+    except StartupError as exc:
+        if real and isinstance(exc.__cause__, UnsafeRoleError):
+            exc = with_bootstrap_hint(exc, urls.admin_database)
+        failures["database"] = exc
+    try:
+        with component(timings, "keyvalue", "could not connect to Valkey" if real else None):
+            kv = yield Open("keyvalue", keyvalue)
+    except StartupError as exc:
+        failures["keyvalue"] = exc
+    if failures:
+        raise collected_failures(failures, timings)
+    return Parts(secrets=secrets, db=db, kv=kv, real=real)
+
+
+def database_checks(db: Any, admin_db: Any, *, check_admin_path: bool) -> list[Callable[[], Any]]:
+    """The calls the ``database`` health check makes, for either root to run (or await).
+
+    One object usually plays both ports; a separate admin object is checked as well. With
+    ``check_admin_path`` the admin role also runs ``SELECT 1`` from its own pool and URL: a
+    wrong admin password or a dropped admin role shows here, not at the first migration.
+    """
+    checks: list[Callable[[], Any]] = [db.health_check]
+    if admin_db is not db:
+        checks.append(admin_db.health_check)
+    if check_admin_path:
+        checks.append(lambda: admin_db.execute_admin("SELECT 1"))
+    return checks

@@ -14,27 +14,24 @@ receives the ports held by :class:`Infrastructure` and never learns which set it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import attrs
 
 from crm_infra._startup import (
     COMPONENTS,
-    MEMORY_SECRETS,
+    Kinds,
+    Parts,
+    ReadUrls,
     RealUrls,
     StartupError,
-    collected_failures,
-    component,
-    postgres_arguments,
+    Step,
+    assemble,
+    database_checks,
     unhealthy_report,
-    valkey_arguments,
-    vault_arguments,
-    with_bootstrap_hint,
 )
-from crm_infra.errors import UnsafeRoleError
 from crm_infra.health import ComponentHealth, HealthReport, run_checks, short_error
 from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
 from crm_infra.settings import Settings
@@ -112,15 +109,11 @@ class Infrastructure:
         """
 
         def database() -> bool:
-            ok = self.db.health_check()
-            # One object usually plays both ports; check a separate admin path as well.
-            if cast(object, self.admin_db) is not self.db:
-                ok = self.admin_db.health_check() and ok
-            if self.check_admin_path:
-                # The admin role logs in with its own URL from its own pool: a wrong admin
-                # password or a dropped admin role shows here, not at the first migration.
-                self.admin_db.execute_admin("SELECT 1")
-            return ok
+            calls = database_checks(
+                self.db, self.admin_db, check_admin_path=self.check_admin_path
+            )
+            results = [call() for call in calls]  # each runs, even after one answered False
+            return all(result is not False for result in results)
 
         checks: dict[str, Callable[[], object]] = {
             "secrets": self.secrets.health_check,
@@ -179,99 +172,67 @@ def build_infrastructure(settings: Settings | None = None) -> Infrastructure:
         StartupError: a component could not be built; its ``component`` and message say which
             and why (anything already opened is closed again).
     """
-    if settings is None:
-        settings = Settings.from_env()
+    return _build(Settings.from_env() if settings is None else settings)
+
+
+def _build(settings: Settings) -> Infrastructure:
     if settings.backend == "real":
-        return _build_real(settings)
-    return _build_memory(settings)
+        # Imported here so that memory mode never loads hvac, psycopg or redis...
+        from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
 
-
-def _build_memory(settings: Settings) -> Infrastructure:
-    # Imported here so that real mode never loads sqlglot or fakeredis.
-    from crm_infra.fakes import (  # noqa: PLC0415
-        InMemoryKeyValueStore,
-        InMemorySecretStore,
-        InMemoryUserScopedDB,
-    )
-
-    timings: dict[str, float] = {}
-    with _building() as opened:
-        with component(timings, "secrets"):
-            secrets = InMemorySecretStore(MEMORY_SECRETS)
-        with component(timings, "database"):
-            db = InMemoryUserScopedDB()
-        _remember(opened, "database", db)
-        with component(timings, "keyvalue"):
-            kv = InMemoryKeyValueStore(key_prefix=settings.key_prefix)
-        _remember(opened, "keyvalue", kv)
-        return Infrastructure(
-            secrets=secrets,
-            db=db,
-            admin_db=db,
-            kv=kv,
-            health_timeout=settings.health_timeout,
-            closers=tuple(opened),
+        kinds = Kinds(secrets=VaultClient, database=PostgresClient, keyvalue=ValkeyClient)
+    else:
+        # ... and real mode never loads sqlglot or fakeredis.
+        from crm_infra.fakes import (  # noqa: PLC0415
+            InMemoryKeyValueStore,
+            InMemorySecretStore,
+            InMemoryUserScopedDB,
         )
 
-
-def _build_real(settings: Settings) -> Infrastructure:
-    # Imported here so that memory mode never loads hvac, psycopg or redis.
-    from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
-
-    timings: dict[str, float] = {}
-    with _building() as opened:
-        # The Vault client's own errors name the address.
-        with component(timings, "secrets", "could not log in to Vault"):
-            vault = VaultClient(**vault_arguments(settings))
-        _remember(opened, "secrets", vault)
-        with component(timings, "secrets", "could not read the database and Valkey credentials"):
-            urls = RealUrls.read(vault)
-        # From here on each component is built on its own: a dead database must not hide the
-        # state of Valkey (and the other way round), whose address is already known.
-        failures: dict[str, StartupError] = {}
-        db: PostgresClient | None = None
-        kv: ValkeyClient | None = None
-        try:
-            with component(timings, "database", "could not connect to PostgreSQL"):
-                db = PostgresClient(**postgres_arguments(settings, urls))
-        except StartupError as exc:
-            if isinstance(exc.__cause__, UnsafeRoleError):
-                exc = with_bootstrap_hint(exc, urls.admin_database)
-            failures["database"] = exc
-        else:
-            _remember(opened, "database", db)
-        try:
-            with component(timings, "keyvalue", "could not connect to Valkey"):
-                kv = ValkeyClient(**valkey_arguments(settings, urls))
-        except StartupError as exc:
-            failures["keyvalue"] = exc
-        else:
-            _remember(opened, "keyvalue", kv)
-        if failures:
-            raise collected_failures(failures, timings)
-        # Each of the two was either built or recorded as failed above.
-        assert db is not None
-        assert kv is not None
-        return Infrastructure(
-            secrets=vault,
-            db=db,
-            admin_db=db,
-            kv=kv,
-            health_timeout=settings.health_timeout,
-            check_admin_path=True,
-            closers=tuple(opened),
+        kinds = Kinds(
+            secrets=InMemorySecretStore,
+            database=InMemoryUserScopedDB,
+            keyvalue=InMemoryKeyValueStore,
         )
-
-
-@contextmanager
-def _building() -> Iterator[list[tuple[str, Callable[[], object]]]]:
-    """Yield a list to record opened resources in; close them all again if building fails."""
     opened: list[tuple[str, Callable[[], object]]] = []
     try:
-        yield opened
+        parts = _drive(assemble(settings, kinds), opened)
     except BaseException:
         _close_all(opened)
         raise
+    return Infrastructure(
+        secrets=parts.secrets,
+        db=parts.db,
+        admin_db=parts.db,
+        kv=parts.kv,
+        health_timeout=settings.health_timeout,
+        check_admin_path=parts.real,
+        closers=tuple(opened),
+    )
+
+
+def _drive(
+    build: Generator[Step, Any, Parts], opened: list[tuple[str, Callable[[], object]]]
+) -> Parts:
+    """Do each step the build yields; record what was opened, to be closed in reverse."""
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = build.send(result) if error is None else build.throw(error)
+        except StopIteration as done:
+            return cast(Parts, done.value)
+        result, error = None, None
+        try:
+            if isinstance(step, ReadUrls):
+                result = RealUrls.read(cast(SecretStore, step.store))
+            else:
+                result = step.make()  # the sync adapters connect when made
+                close = getattr(result, "close", None)
+                if callable(close):
+                    opened.append((step.component, close))
+        except Exception as exc:  # noqa: BLE001  # thrown into the build, which names it
+            error = exc
 
 
 def _close_all(closers: Sequence[tuple[str, Callable[[], object]]]) -> None:
@@ -281,9 +242,3 @@ def _close_all(closers: Sequence[tuple[str, Callable[[], object]]]) -> None:
             close()
         except Exception:  # cleanup must go on; logged with its cause
             log.warning("closing %s failed", name, exc_info=True)
-
-
-def _remember(opened: list[tuple[str, Callable[[], object]]], name: str, resource: object) -> None:
-    close = getattr(resource, "close", None)
-    if callable(close):
-        opened.append((name, close))
