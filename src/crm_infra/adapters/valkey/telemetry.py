@@ -12,6 +12,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from crm_infra.adapters.valkey.protocol import ClosedClient
 from crm_infra.pool_stats import PoolStats
 from crm_infra.telemetry import Call, CallSpec
@@ -123,9 +125,12 @@ class _Call(CallSpec):
 
     def failure(self, call: Call, exc: BaseException) -> Attributes:
         # The server's error prefix (WRONGTYPE, NOSCRIPT...) is in the cause redis-py raised.
+        # redis-py drops the generic ERR from its ResponseError's message.
         cause = exc.__cause__
         said = str(cause).split(" ", 1)[0] if cause is not None else ""
-        return {"db.response.status_code": said} if said.isupper() and said.isalpha() else {}
+        if said.isupper() and said.isalpha():
+            return {"db.response.status_code": said}
+        return {"db.response.status_code": "ERR"} if isinstance(cause, ResponseError) else {}
 
 
 CALL = _Call()
