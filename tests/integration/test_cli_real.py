@@ -684,3 +684,22 @@ def test_dev_on_a_valkey_topology_serves_the_application_and_stops_every_server(
         assert process.wait(60) == 130, log.read_text()
     assert "stopped; nothing left behind" in log.read_text()
     assert not [port for port in ports if _port_answers(port)]
+
+
+def test_check_json_reports_each_pools_counters(
+    real_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "check", "--json")
+    assert code == 0, out + err
+    components = json.loads(out)["components"]
+    database = components["database"]["pools"]
+    assert sorted(name.split(" ")[0] for name in database) == ["crm-admin", "crm-app"]
+    for counters in database.values():
+        assert counters["system"] == "postgresql"
+        assert counters["size"] == counters["idle"] + counters["in_use"]
+        assert counters["waiting"] == 0
+        assert counters["requests"] >= 1
+    (valkey,) = components["keyvalue"]["pools"].values()
+    assert valkey["system"] == "redis"
+    assert valkey["size"] >= 1
+    assert "pools" not in components["secrets"]
