@@ -20,7 +20,9 @@ class _Pooled:
 
 
 def _report() -> HealthReport:
-    return HealthReport({"database": ComponentHealth(True, 1.0), "keyvalue": ComponentHealth(True, 2.0)})
+    return HealthReport(
+        {"database": ComponentHealth(True, 1.0), "keyvalue": ComponentHealth(True, 2.0)}
+    )
 
 
 def test_a_component_gains_the_counters_of_its_pools() -> None:
