@@ -4,13 +4,14 @@ crm-infra never imports OpenTelemetry itself. An application that wants traces o
 configures an SDK, and to do so it imports ``opentelemetry.trace`` or ``opentelemetry.metrics``
 and sets a global provider; until it has, there is nothing to emit to. So each call looks
 those modules up in ``sys.modules``: absent (the ``otel`` extra not installed, or installed
-and never configured) the call goes on at once. Present, the global providers are asked, and
+and never loaded) the call goes on at once. Present, the global providers are read, and
 an :class:`~crm_infra.telemetry.emitter.Emitter` is built once per pair of providers (the
 providers are set once per process, so in practice once).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,14 @@ AttributeValue = str | bool | int | float
 
 _modules = sys.modules
 _TRACE = "opentelemetry.trace"
-_METRICS = "opentelemetry.metrics"
+_METRICS = "opentelemetry.metrics._internal"
+_MISSING = object()
+# The API's public getters cost microseconds (each looks up an environment variable, through a
+# KeyError when it is unset); the globals they return are read directly, and the getters are
+# called only where a provider may come from the environment or the globals have moved.
+_PROVIDERS_FROM_ENV = any(
+    name in os.environ for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
+)
 
 
 class _Resolved:
@@ -49,8 +57,8 @@ def active() -> Emitter | None:
     metrics: Any = _modules.get(_METRICS)
     if trace is None and metrics is None:
         return None
-    tracer_provider = None if trace is None else trace.get_tracer_provider()
-    meter_provider = None if metrics is None else metrics.get_meter_provider()
+    tracer_provider = None if trace is None else getattr(trace, "_TRACER_PROVIDER", _MISSING)
+    meter_provider = None if metrics is None else getattr(metrics, "_METER_PROVIDER", _MISSING)
     resolved = _resolved
     if (
         tracer_provider is resolved.tracer_provider
@@ -60,14 +68,24 @@ def active() -> Emitter | None:
     return _resolve(trace, tracer_provider, metrics, meter_provider)
 
 
+def _provider(module: Any, read: object, getter: str) -> object:
+    """The provider behind what :func:`active` read, through the API's getter where the
+    global alone cannot say (the API's stand-in, when none is set, counts as none)."""
+    if module is None:
+        return None
+    if read is _MISSING or (read is None and _PROVIDERS_FROM_ENV):
+        return getattr(module, getter)()
+    return read
+
+
 def _stand_in(module: Any, provider: object, names: tuple[str, ...]) -> bool:
-    """Whether ``provider`` is one of the API's stand-ins (nothing configured)."""
-    return module is None or type(provider).__name__ in names
+    """Whether ``provider`` is none or one of the API's stand-ins (nothing configured)."""
+    return module is None or provider is None or type(provider).__name__ in names
 
 
-def _resolve(
-    trace: Any, tracer_provider: object, metrics: Any, meter_provider: object
-) -> Emitter | None:
+def _resolve(trace: Any, read_tracer: object, metrics: Any, read_meter: object) -> Emitter | None:
+    tracer_provider = _provider(trace, read_tracer, "get_tracer_provider")
+    meter_provider = _provider(metrics, read_meter, "get_meter_provider")
     tracing = not _stand_in(trace, tracer_provider, ("ProxyTracerProvider", "NoOpTracerProvider"))
     # The metrics API's stand-in before a provider is set is private: known by its name.
     metering = not _stand_in(
@@ -83,8 +101,8 @@ def _resolve(
         )
     resolved = _resolved
     resolved.emitter = emitter
-    resolved.tracer_provider = tracer_provider
-    resolved.meter_provider = meter_provider
+    resolved.tracer_provider = read_tracer
+    resolved.meter_provider = read_meter
     return emitter
 
 

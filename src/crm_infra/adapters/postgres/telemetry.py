@@ -43,9 +43,21 @@ ADMIN_DB = "AdminDB"
 QUERY_TEXT_LIMIT = 2048
 """``db.query.text`` is cut here (a migration can be long; the start says which)."""
 
-_server: weakref.WeakKeyDictionary[Any, tuple[Attributes, Attributes]] = (
-    weakref.WeakKeyDictionary()
-)
+_CALLS_KEPT = 1024  # per client: distinct (operation, SQL text) pairs whose Call is reused
+
+
+class _Known:
+    """What one client's spans repeat: its servers, and the Call of each (operation, SQL)."""
+
+    __slots__ = ("admin", "app", "calls")
+
+    def __init__(self, owner: Any) -> None:
+        self.app = _where(owner._app_conninfo)
+        self.admin = _where(owner._admin_conninfo)
+        self.calls: dict[tuple[str, object], Call] = {}
+
+
+_known: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
 
 
 def _where(conninfo: str | None) -> Attributes:
@@ -64,13 +76,17 @@ def _where(conninfo: str | None) -> Attributes:
     return found
 
 
+def _known_of(owner: Any) -> _Known:
+    known = _known.get(owner)
+    if known is None:
+        known = _known[owner] = _Known(owner)
+    return known
+
+
 def _server_of(owner: Any, admin: bool) -> Attributes:
     """The server attributes of ``owner``'s application or admin role (read once)."""
-    known = _server.get(owner)
-    if known is None:
-        known = (_where(owner._app_conninfo), _where(owner._admin_conninfo))
-        _server[owner] = known
-    return known[1] if admin else known[0]
+    known = _known_of(owner)
+    return known.admin if admin else known.app
 
 
 def _verb(query: str) -> str:
@@ -115,9 +131,20 @@ class Statement(CallSpec):
         query = self._query
         if query is None:
             query = args[self._query_at] if len(args) > self._query_at else kwargs.get("query")
+        # The same SQL makes the same span start: built once per client and text.
+        known = _known_of(owner)
+        key = (self._operation, query if isinstance(query, str) else None)
+        call = known.calls.get(key)
+        if call is None:
+            if len(known.calls) >= _CALLS_KEPT:
+                known.calls.clear()
+            call = known.calls[key] = self._call(known, query)
+        return call
+
+    def _call(self, known: _Known, query: object) -> Call:
         attributes: dict[str, str | int | bool | float] = {
             **self._metric,
-            **_server_of(owner, self._admin),
+            **(known.admin if self._admin else known.app),
         }
         verb = ""
         if isinstance(query, str):

@@ -1,0 +1,112 @@
+"""What telemetry costs ``PostgresClient.execute``, in one run, against the same call with
+OpenTelemetry absent:
+
+- absent: OpenTelemetry not loaded, as without the ``otel`` extra (crm-infra only looks for
+  OpenTelemetry's trace and metrics modules in ``sys.modules``; here they are
+  hidden from it for the rounds that stand for this case, since redis-py loads them whenever
+  they are installed);
+- no SDK: the extra installed and loaded, no provider configured (target <= 1.02x absent);
+- SDK: an SDK configured, spans through a batch processor to an exporter that drops them,
+  metrics to an in-memory reader (target <= 1.10x absent).
+
+The raw pooled psycopg query (benchmarks/bench_postgres.py's floor) is shown for scale. The
+SDK can be set only once per process, so the no-SDK rounds come first.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from benchmarks.bench_postgres import POOL, _calls, _counter, _database, _floor_pool, _seed
+from benchmarks.harness import time_per_call
+from crm_infra.adapters import PostgresClient
+from crm_infra.migrations import apply_migrations
+
+CALLS = 400
+ROUNDS = 9
+_OTEL_MODULES = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.metrics._internal")
+
+
+class _Dropped(SpanExporter):
+    """Takes spans and does nothing, so that the export's network cost is not measured."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+@contextmanager
+def _absent() -> Iterator[None]:
+    """What crm-infra sees without the extra: no OpenTelemetry in sys.modules."""
+    saved = {name: sys.modules.pop(name) for name in _OTEL_MODULES if name in sys.modules}
+    try:
+        yield
+    finally:
+        sys.modules.update(saved)
+
+
+def _median_ratio(call: Callable[[], object], baseline: Callable[[], object]) -> float:
+    """Time ``call`` (as it is) against ``call`` with OpenTelemetry absent, alternating."""
+    for _ in range(50):
+        call()
+    measured: list[float] = []
+    absent: list[float] = []
+    for i in range(ROUNDS):
+        first_present = i % 2 == 0
+        for present in (first_present, not first_present):
+            if present:
+                measured.append(time_per_call(call, CALLS))
+            else:
+                with _absent():
+                    absent.append(time_per_call(baseline, CALLS))
+    return statistics.median(measured) / statistics.median(absent)
+
+
+def _show(name: str, ratio: float, target: float) -> bool:
+    met = ratio <= target
+    print(f"{name:44} {ratio:8.3f}x  <= {target:g}  {'met' if met else 'MISSED'}")
+    return met
+
+
+def main() -> bool:
+    """Run the three cases; print the ratios; return True when the targets are met."""
+    with _database() as db:
+        with PostgresClient(db.app_url, POOL, admin_connection_url=db.admin_url) as setup:
+            apply_migrations(setup)
+            pairs = _seed(setup)
+        floor_user = pairs[0][0]
+        with (
+            PostgresClient(db.app_url, POOL, min_pool_size=POOL) as client,
+            _floor_pool(db.app_url, floor_user, POOL) as floor,
+        ):
+            fns = _calls(client, floor, floor, pairs, floor_user)
+            adapter, raw = _counter(fns["adapter"]), _counter(fns["floor"])
+            with _absent():
+                floor_ratio = statistics.median(
+                    time_per_call(adapter, CALLS) / time_per_call(raw, CALLS) for _ in range(5)
+                )
+            print("\n== telemetry: PostgresClient.execute against itself with OpenTelemetry absent")
+            print(f"{'(for scale) absent, vs raw pooled psycopg':44} {floor_ratio:8.3f}x")
+            no_sdk = _show("extra installed, no SDK configured", _median_ratio(adapter, adapter),
+                           1.02)
+            exporter = BatchSpanProcessor(_Dropped())
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(exporter)
+            trace.set_tracer_provider(tracer_provider)
+            metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+            with_sdk = _show("SDK configured (spans and metrics)",
+                             _median_ratio(adapter, adapter), 1.10)
+            tracer_provider.shutdown()
+    return no_sdk and with_sdk
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
