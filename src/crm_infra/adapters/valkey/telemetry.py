@@ -167,11 +167,17 @@ def _one_pool(pool: Any, number: int) -> PoolStats | None:
         where = str(kwargs["path"])
     else:
         where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-    # redis-py keeps these counts in attributes of its own; a version without them shows none.
-    created = getattr(pool, "_created_connections", None)
+    # redis-py keeps these counts in attributes of its own (redis.asyncio's pools count no
+    # created connections: idle and in use add up); a version without them shows none.
     idle = getattr(pool, "_available_connections", None)
-    if not isinstance(created, int) or idle is None:
+    in_use = getattr(pool, "_in_use_connections", None)
+    created = getattr(pool, "_created_connections", None)
+    if idle is None:
         return None
+    if not isinstance(created, int):
+        if in_use is None:
+            return None
+        created = len(idle) + len(in_use)
     limit = getattr(pool, "max_connections", None)
     name = f"valkey {where}/{kwargs.get('db', 0)} #{number}"
     return PoolStats(
