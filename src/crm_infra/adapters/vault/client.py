@@ -42,7 +42,7 @@ from crm_infra.redaction import (
     sanitized_copy,
     short_error,
 )
-from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
+from crm_infra.secret_cache import SecretCache, is_positive_seconds
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
     SecretLayoutMethods,
@@ -113,21 +113,6 @@ class VaultUnavailableError(VaultError, SecretStoreUnavailableError):
     """Vault is unreachable, sealed, or did not answer within the timeout."""
 
 
-class _Uncached:
-    """The client's own reads, as a SecretStore for :class:`CachedSecretStore` to wrap."""
-
-    __slots__ = ("_vault",)
-
-    def __init__(self, vault: VaultClient) -> None:
-        self._vault = vault
-
-    def get_secret(self, path: str) -> dict[str, Any]:
-        return self._vault._read(path)
-
-    def health_check(self) -> bool:
-        return self._vault._check_token()
-
-
 class VaultClient(SecretLayoutMethods):
     """Read secrets from a Vault or OpenBao KV v2 mount; fail fast on anything wrong.
 
@@ -186,11 +171,7 @@ class VaultClient(SecretLayoutMethods):
         self._login_lock = threading.Lock()
         self._token_deadline: float | None = None
         try:
-            self._cache = (
-                None
-                if cache_ttl is None
-                else CachedSecretStore(_Uncached(self), cache_ttl, clock=clock)
-            )
+            self._cache = None if cache_ttl is None else SecretCache(cache_ttl, clock=clock)
         except ConfigError as exc:
             raise VaultConfigError(str(exc)) from None
         with self._errors("connecting"):
@@ -284,11 +265,10 @@ class VaultClient(SecretLayoutMethods):
             VaultAuthError: the token is invalid, expired or revoked.
             VaultUnavailableError: Vault is unreachable, sealed or timed out.
         """
-        if self._closed:
-            self._raise_closed()
-        if self._cache is not None:
-            return self._cache.get_secret(path)
-        return self._read(path)
+        found, since = self._lookup(path)
+        if found is not None:
+            return found
+        return self._keep(path, self._read(path), since)
 
     def health_check(self) -> bool:
         """Return True when Vault answers, is unsealed and the credentials are valid.
@@ -352,8 +332,30 @@ class VaultClient(SecretLayoutMethods):
     def _raise_closed(self) -> NoReturn:
         raise VaultError(f"this VaultClient for {self._shown_addr} is closed")
 
-    def _read(self, path: str) -> dict[str, Any]:
+    def _lookup(self, path: str) -> tuple[dict[str, Any] | None, int]:
+        """Do what :meth:`get_secret` does before any I/O: refuse a closed client, serve a fresh
+        cached copy, else check the path. Return the copy (or None: read it with :meth:`_read`)
+        and the cache generation to hand to :meth:`_keep` with what was read."""
+        if self._closed:
+            self._raise_closed()
+        since = 0
+        if self._cache is not None:
+            since = self._cache.generation
+            found = self._cache.lookup(path)
+            if found is not None:
+                return found, since
         validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
+        return None, since
+
+    def _keep(self, path: str, data: dict[str, Any], since: int) -> dict[str, Any]:
+        """Do what :meth:`get_secret` does after the read: cache it, unless the cache was
+        invalidated meanwhile, and return the caller's copy."""
+        if self._cache is None:
+            return data  # hvac parsed it from JSON for this call: nobody else holds it
+        return self._cache.keep(path, data, since=since)
+
+    def _read(self, path: str) -> dict[str, Any]:
+        """Read the secret at ``path`` from Vault (the path was checked by :meth:`_lookup`)."""
         response = self._with_login(
             "reading secret",
             path,
