@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import hvac
 import hvac.exceptions as hvac_exc
@@ -142,6 +142,10 @@ class VaultClient(SecretLayoutMethods):
     """
 
     invalid_secret_error = VaultInvalidSecretError
+    # AsyncVaultClient's inner client does no I/O in its constructor (the twin authenticates
+    # in a worker thread) and goes by the twin's name in messages and its repr.
+    _authenticate_on_init: ClassVar[bool] = True
+    _shown_name: ClassVar[str] = "VaultClient"
 
     def __init__(
         self,
@@ -170,6 +174,8 @@ class VaultClient(SecretLayoutMethods):
         self._clock = clock
         self._login_lock = threading.Lock()
         self._token_deadline: float | None = None
+        self._authenticated = False
+        self._authenticate_lock = threading.Lock()
         try:
             self._cache = None if cache_ttl is None else SecretCache(cache_ttl, clock=clock)
         except ConfigError as exc:
@@ -181,13 +187,22 @@ class VaultClient(SecretLayoutMethods):
                 url=self._addr, token=self._token or "", timeout=self._timeout, verify=verify
             )
         try:
+            if self._authenticate_on_init:
+                self._authenticate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _authenticate(self) -> None:
+        """Log in with AppRole, or check the token; once (later calls return at once)."""
+        with self._authenticate_lock:
+            if self._authenticated:
+                return
             if self._role_id is not None:
                 self._login()
             else:
                 self._check_token()
-        except BaseException:
-            self.close()
-            raise
+            self._authenticated = True
 
     # --- settings --------------------------------------------------------------------------
 
@@ -322,7 +337,7 @@ class VaultClient(SecretLayoutMethods):
         # No token, role id or secret id: reprs end up in logs and tracebacks.
         cache = "None" if self._cache is None else f"{self._cache.ttl:g}"
         return (
-            f"VaultClient(addr={self._shown_addr!r}, mount_point={self._mount_point!r}, "
+            f"{self._shown_name}(addr={self._shown_addr!r}, mount_point={self._mount_point!r}, "
             f"auth={self.auth_method!r}, cache_ttl={cache}"
             f"{', closed' if self._closed else ''})"
         )
@@ -330,7 +345,7 @@ class VaultClient(SecretLayoutMethods):
     # --- requests ----------------------------------------------------------------------------
 
     def _raise_closed(self) -> NoReturn:
-        raise VaultError(f"this VaultClient for {self._shown_addr} is closed")
+        raise VaultError(f"this {self._shown_name} for {self._shown_addr} is closed")
 
     def _lookup(self, path: str) -> tuple[dict[str, Any] | None, int]:
         """Do what :meth:`get_secret` does before any I/O: refuse a closed client, serve a fresh
