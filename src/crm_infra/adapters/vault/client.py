@@ -421,15 +421,25 @@ class VaultClient(SecretLayoutMethods):
         An AppRole token is renewed by a fresh login before it expires; one that was revoked
         or expired early anyway fails the request with :class:`VaultAuthError`, and then the
         client logs in again, once, and retries. A token given by the caller is never retried.
+
+        Threads (and the asyncio twin's workers) share the token: when another one logged in
+        while this request was out, a 403 may be the old token's, so the request is retried
+        with the new token, and only one of them logs in.
         """
+        sent: str | None = None
         try:
             with self._errors(action, path):
                 self._ensure_fresh_login()
+                sent = self._client.token
                 return self._json(action, path, request())
         except VaultAuthError:
             if self._role_id is None:
                 raise
-        self._login()  # outside the handler: the retry's own error is chained to nothing
+        except VaultAccessDeniedError:
+            if self._role_id is None or self._client.token == sent:
+                raise
+        # Outside the handlers: the retry's own error is chained to nothing.
+        self._login(stale=sent)
         with self._errors(action, path):
             return self._json(action, path, request())
 
@@ -443,11 +453,18 @@ class VaultClient(SecretLayoutMethods):
     def _ensure_fresh_login(self) -> None:
         deadline = self._token_deadline
         if deadline is not None and self._clock() >= deadline:
-            self._login()
+            self._login(stale=self._client.token)
 
-    def _login(self) -> None:
-        """Log in with AppRole; remember when to log in again (before the token expires)."""
+    def _login(self, *, stale: str | None = None) -> None:
+        """Log in with AppRole; remember when to log in again (before the token expires).
+
+        Args:
+            stale: the token found wanting; when another thread has replaced it meanwhile,
+                there is nothing to do.
+        """
         with self._login_lock, self._errors("logging in with AppRole", login=True):
+            if stale is not None and self._client.token != stale:
+                return
             response = self._json(
                 "logging in with AppRole",
                 None,
