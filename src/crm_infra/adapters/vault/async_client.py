@@ -19,7 +19,7 @@ import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from requests.adapters import DEFAULT_POOLSIZE
 
@@ -29,6 +29,7 @@ from crm_infra.secret_paths import AsyncSecretLayoutMethods
 
 __all__ = ["AsyncVaultClient"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 WORKERS = DEFAULT_POOLSIZE
@@ -89,7 +90,7 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
 
     # --- waiting ---------------------------------------------------------------------------
 
-    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+    async def _in_thread(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args)`` in a worker thread and wait for it without blocking the loop.
 
         Cancelled before a worker took it, it never runs; cancelled after, it finishes in its
@@ -98,7 +99,7 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
         if self._closing:
             self._vault._raise_closed()
         # The caller's context (log and trace context) goes along, as asyncio.to_thread does.
-        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         job = self._executor.submit(call)
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
