@@ -18,13 +18,13 @@ import copy
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
 
 from crm_infra.errors import InvalidSecretError, InvalidSecretPathError
-from crm_infra.ports import SecretStore
+from crm_infra.ports import AsyncSecretStore, SecretStore
 from crm_infra.redaction import raise_sanitized
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "VALKEY_PATH",
     "VALKEY_SCHEMES",
     "VALKEY_URL_FIELD",
+    "AsyncSecretLayoutMethods",
     "EmailCredentials",
     "SecretLayoutMethods",
     "admin_database_url",
@@ -231,6 +232,7 @@ class EmailCredentials:
 
 
 _Error = type[InvalidSecretError]
+T = TypeVar("T")
 
 
 def _field(secret: Mapping[str, Any], path: str, field: str, error: _Error) -> str:
@@ -246,14 +248,63 @@ def _field(secret: Mapping[str, Any], path: str, field: str, error: _Error) -> s
     return value
 
 
-def _url(store: SecretStore, path: str, field: str, schemes: tuple[str, ...], error: _Error) -> str:
-    value = _field(store.get_secret(path), path, field, error)
-    scheme, sep, _ = value.partition("://")
-    if not sep or scheme.lower() not in schemes:
-        expected = " or ".join(f"{s}://" for s in schemes)
-        # The value itself (or even its scheme part) is never shown: it may be a password.
-        raise error(f"field {field!r} of secret {path!r} must be a URL starting with {expected}")
-    return value
+@attrs.frozen
+class _UrlField:
+    """Check a URL field of a secret: present, a non-empty string, one of ``schemes``."""
+
+    path: str
+    field: str
+    schemes: tuple[str, ...]
+
+    def __call__(self, secret: Mapping[str, Any], error: _Error) -> str:
+        value = _field(secret, self.path, self.field, error)
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme.lower() not in self.schemes:
+            expected = " or ".join(f"{s}://" for s in self.schemes)
+            # The value itself (or even its scheme part) is never shown: it may be a password.
+            raise error(
+                f"field {self.field!r} of secret {self.path!r} must be a URL starting with "
+                f"{expected}"
+            )
+        return value
+
+
+def _email_credentials_of(secret: Mapping[str, Any], error: _Error) -> EmailCredentials:
+    api_key = _field(secret, EMAIL_PATH, EMAIL_API_KEY_FIELD, error)
+    from_address = _field(secret, EMAIL_PATH, EMAIL_FROM_ADDRESS_FIELD, error)
+    if "@" not in from_address:
+        raise error(
+            f"field {EMAIL_FROM_ADDRESS_FIELD!r} of secret {EMAIL_PATH!r} is not an email address"
+        )
+    return EmailCredentials(from_address=from_address, api_key=api_key)
+
+
+@attrs.frozen
+class _Accessor(Generic[T]):
+    """One typed value of the layout: the secret it lives in, and how to check and take it.
+
+    Written once; :meth:`read` serves the sync stores and :meth:`read_async` their asyncio
+    twins, which differ only in how they wait for ``get_secret``.
+    """
+
+    path: str
+    take: Callable[[Mapping[str, Any], _Error], T]
+
+    def read(self, store: SecretStore, error: _Error) -> T:
+        return self.take(store.get_secret(self.path), error)
+
+    async def read_async(self, store: AsyncSecretStore, error: _Error) -> T:
+        return self.take(await store.get_secret(self.path), error)
+
+
+_DATABASE_URL = _Accessor(
+    DATABASE_PATH, _UrlField(DATABASE_PATH, DATABASE_URL_FIELD, POSTGRES_SCHEMES)
+)
+_ADMIN_DATABASE_URL = _Accessor(
+    DATABASE_PATH, _UrlField(DATABASE_PATH, DATABASE_ADMIN_URL_FIELD, POSTGRES_SCHEMES)
+)
+_VALKEY_URL = _Accessor(VALKEY_PATH, _UrlField(VALKEY_PATH, VALKEY_URL_FIELD, VALKEY_SCHEMES))
+_EMAIL_CREDENTIALS = _Accessor(EMAIL_PATH, _email_credentials_of)
 
 
 def database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
@@ -267,7 +318,7 @@ def database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> s
         SecretStoreError: any error of ``store.get_secret``.
         InvalidSecretError: the field is missing, empty, not a string or not a PostgreSQL URL.
     """
-    return _url(store, DATABASE_PATH, DATABASE_URL_FIELD, POSTGRES_SCHEMES, error)
+    return _DATABASE_URL.read(store, error)
 
 
 def admin_database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
@@ -275,7 +326,7 @@ def admin_database_url(store: SecretStore, *, error: _Error = InvalidSecretError
 
     Args and Raises: as :func:`database_url`.
     """
-    return _url(store, DATABASE_PATH, DATABASE_ADMIN_URL_FIELD, POSTGRES_SCHEMES, error)
+    return _ADMIN_DATABASE_URL.read(store, error)
 
 
 def valkey_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
@@ -283,7 +334,7 @@ def valkey_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str
 
     Args and Raises: as :func:`database_url` (another scheme is an ``InvalidSecretError``).
     """
-    return _url(store, VALKEY_PATH, VALKEY_URL_FIELD, VALKEY_SCHEMES, error)
+    return _VALKEY_URL.read(store, error)
 
 
 def email_credentials(
@@ -300,17 +351,15 @@ def email_credentials(
         InvalidSecretError: a field is missing, empty or not a string, or ``from_address``
             has no ``@``.
     """
-    secret = store.get_secret(EMAIL_PATH)
-    api_key = _field(secret, EMAIL_PATH, EMAIL_API_KEY_FIELD, error)
-    from_address = _field(secret, EMAIL_PATH, EMAIL_FROM_ADDRESS_FIELD, error)
-    if "@" not in from_address:
-        raise error(
-            f"field {EMAIL_FROM_ADDRESS_FIELD!r} of secret {EMAIL_PATH!r} is not an email address"
-        )
-    return EmailCredentials(from_address=from_address, api_key=api_key)
+    return _EMAIL_CREDENTIALS.read(store, error)
 
 
 class _LayoutStore(SecretStore, Protocol):
+    @property
+    def invalid_secret_error(self) -> _Error: ...
+
+
+class _AsyncLayoutStore(AsyncSecretStore, Protocol):
     @property
     def invalid_secret_error(self) -> _Error: ...
 
@@ -328,19 +377,47 @@ class SecretLayoutMethods:
 
     def get_database_url(self: _LayoutStore) -> str:
         """Return the application's PostgreSQL URL (see :func:`database_url`)."""
-        return database_url(self, error=self.invalid_secret_error)
+        return _DATABASE_URL.read(self, self.invalid_secret_error)
 
     def get_admin_database_url(self: _LayoutStore) -> str:
         """Return the admin PostgreSQL URL (see :func:`admin_database_url`)."""
-        return admin_database_url(self, error=self.invalid_secret_error)
+        return _ADMIN_DATABASE_URL.read(self, self.invalid_secret_error)
 
     def get_valkey_url(self: _LayoutStore) -> str:
         """Return the Valkey URL (see :func:`valkey_url`)."""
-        return valkey_url(self, error=self.invalid_secret_error)
+        return _VALKEY_URL.read(self, self.invalid_secret_error)
 
     def get_email_credentials(self: _LayoutStore) -> EmailCredentials:
         """Return the email service credentials (see :func:`email_credentials`)."""
-        return email_credentials(self, error=self.invalid_secret_error)
+        return _EMAIL_CREDENTIALS.read(self, self.invalid_secret_error)
+
+
+class AsyncSecretLayoutMethods:
+    """:class:`SecretLayoutMethods` for asyncio stores: ``await store.get_database_url()``...
+
+    Mixed into :class:`~crm_infra.adapters.AsyncVaultClient` and
+    :class:`~crm_infra.fakes.AsyncInMemorySecretStore`; the same checks and errors, read
+    through the store's own ``async def get_secret``.
+    """
+
+    invalid_secret_error: ClassVar[_Error] = InvalidSecretError
+    """The class raised for a field that is missing or malformed."""
+
+    async def get_database_url(self: _AsyncLayoutStore) -> str:
+        """Return the application's PostgreSQL URL (see :func:`database_url`)."""
+        return await _DATABASE_URL.read_async(self, self.invalid_secret_error)
+
+    async def get_admin_database_url(self: _AsyncLayoutStore) -> str:
+        """Return the admin PostgreSQL URL (see :func:`admin_database_url`)."""
+        return await _ADMIN_DATABASE_URL.read_async(self, self.invalid_secret_error)
+
+    async def get_valkey_url(self: _AsyncLayoutStore) -> str:
+        """Return the Valkey URL (see :func:`valkey_url`)."""
+        return await _VALKEY_URL.read_async(self, self.invalid_secret_error)
+
+    async def get_email_credentials(self: _AsyncLayoutStore) -> EmailCredentials:
+        """Return the email service credentials (see :func:`email_credentials`)."""
+        return await _EMAIL_CREDENTIALS.read_async(self, self.invalid_secret_error)
 
 
 # --- writing the layout ------------------------------------------------------------------------

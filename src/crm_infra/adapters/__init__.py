@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from crm_infra.adapters.postgres import AsyncPostgresClient, PostgresClient, PostgresError
     from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
-    from crm_infra.adapters.vault import VaultClient, VaultError
+    from crm_infra.adapters.vault import AsyncVaultClient, VaultClient, VaultError
 
 __all__ = [
     "AsyncPostgresClient",
+    "AsyncVaultClient",
     "PostgresClient",
     "PostgresError",
     "ValkeyClient",
@@ -30,6 +31,7 @@ __all__ = [
 
 _HOMES = {
     "AsyncPostgresClient": "crm_infra.adapters.postgres",
+    "AsyncVaultClient": "crm_infra.adapters.vault",
     "PostgresClient": "crm_infra.adapters.postgres",
     "PostgresError": "crm_infra.adapters.postgres",
     "ValkeyClient": "crm_infra.adapters.valkey",

@@ -1,9 +1,13 @@
-"""An in-memory :class:`SecretStore` with the Vault adapter's behaviour and errors.
+"""An in-memory :class:`SecretStore` with the Vault adapter's behaviour and errors, and its
+asyncio face.
 
 Use it in unit tests instead of a Vault server::
 
     store = InMemorySecretStore({"crm/database": {"url": "postgresql://app@db/crm"}})
     assert store.get_database_url() == "postgresql://app@db/crm"
+
+    store = AsyncInMemorySecretStore({"crm/database": {"url": "postgresql://app@db/crm"}})
+    assert await store.get_database_url() == "postgresql://app@db/crm"
 
 The contract suite (``tests/contract/test_secret_store.py``) runs the same tests against this
 fake and a real OpenBao server, which is what makes it safe to trust.
@@ -16,16 +20,18 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from crm_infra._twins import same_arguments_as
 from crm_infra.errors import InvalidSecretError, SecretNotFoundError
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
+    AsyncSecretLayoutMethods,
     SecretLayoutMethods,
     copy_secret_data,
     normalise_secret_data,
     validate_secret_path,
 )
 
-__all__ = ["InMemorySecretStore"]
+__all__ = ["AsyncInMemorySecretStore", "InMemorySecretStore"]
 
 
 class InMemorySecretStore(SecretLayoutMethods):
@@ -134,3 +140,64 @@ class InMemorySecretStore(SecretLayoutMethods):
         with self._lock:
             paths = sorted(p for p in self._secrets if p not in self._deleted)
         return f"InMemorySecretStore(paths={paths!r})"
+
+
+class AsyncInMemorySecretStore(AsyncSecretLayoutMethods):
+    """:class:`InMemorySecretStore` for asyncio code: the same secrets, checks and errors, awaited.
+
+    Every method is the sync store's, behind ``async def``; none waits for anything, so a call
+    never lets another task run in the middle of it. Also offers ``await
+    store.get_database_url()``... (:class:`~crm_infra.secret_paths.AsyncSecretLayoutMethods`).
+
+    The arguments are :class:`InMemorySecretStore`'s; :meth:`wrapping` gives the asyncio face
+    of an existing sync store instead (both then hold the same secrets).
+
+    Raises:
+        InvalidSecretPathError: a path in ``secrets`` is invalid.
+        InvalidSecretError: secret data is not a str-keyed mapping of JSON values.
+    """
+
+    @same_arguments_as(InMemorySecretStore.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._store = InMemorySecretStore(*args, **kwargs)
+
+    @classmethod
+    def wrapping(cls, store: InMemorySecretStore) -> AsyncInMemorySecretStore:
+        """Return the asyncio face of ``store``: the same secrets, seen and changed by both."""
+        face = cls()
+        face._store = store
+        return face
+
+    @property
+    def sync(self) -> InMemorySecretStore:
+        """The sync store underneath (the same secrets), for synchronous set-up code."""
+        return self._store
+
+    async def get_secret(self, path: str) -> dict[str, Any]:
+        """See :meth:`InMemorySecretStore.get_secret`."""
+        return self._store.get_secret(path)
+
+    async def health_check(self) -> bool:
+        """Return True: an in-memory store is always reachable."""
+        return self._store.health_check()
+
+    async def put_secret(self, path: str, data: Mapping[str, Any]) -> None:
+        """See :meth:`InMemorySecretStore.put_secret`."""
+        self._store.put_secret(path, data)
+
+    async def delete_secret(self, path: str) -> None:
+        """See :meth:`InMemorySecretStore.delete_secret`."""
+        self._store.delete_secret(path)
+
+    async def close(self) -> None:
+        """Do nothing; present so the fake can stand wherever the adapter is closed."""
+        self._store.close()
+
+    async def __aenter__(self) -> AsyncInMemorySecretStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Async{self._store!r}"

@@ -1,6 +1,7 @@
-"""Vault and OpenBao (hvac): the client and its errors.
+"""Vault and OpenBao (hvac): the client, its asyncio twin and their errors.
 """
 
+from crm_infra.adapters.vault.async_client import AsyncVaultClient
 from crm_infra.adapters.vault.client import (
     VaultAccessDeniedError,
     VaultAuthError,
@@ -14,6 +15,7 @@ from crm_infra.adapters.vault.client import (
 )
 
 __all__ = [
+    "AsyncVaultClient",
     "VaultAccessDeniedError",
     "VaultAuthError",
     "VaultClient",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import hvac
 import hvac.exceptions as hvac_exc
@@ -43,7 +43,7 @@ from crm_infra.redaction import (
     sanitized_copy,
     short_error,
 )
-from crm_infra.secret_cache import CachedSecretStore, is_positive_seconds
+from crm_infra.secret_cache import SecretCache, is_positive_seconds
 from crm_infra.secret_paths import (
     DEFAULT_MOUNT_POINT,
     SecretLayoutMethods,
@@ -115,21 +115,6 @@ class VaultUnavailableError(VaultError, SecretStoreUnavailableError):
     """Vault is unreachable, sealed, or did not answer within the timeout."""
 
 
-class _Uncached:
-    """The client's own reads, as a SecretStore for :class:`CachedSecretStore` to wrap."""
-
-    __slots__ = ("_vault",)
-
-    def __init__(self, vault: VaultClient) -> None:
-        self._vault = vault
-
-    def get_secret(self, path: str) -> dict[str, Any]:
-        return self._vault._read(path)
-
-    def health_check(self) -> bool:
-        return self._vault._check_token()
-
-
 class VaultClient(SecretLayoutMethods):
     """Read secrets from a Vault or OpenBao KV v2 mount; fail fast on anything wrong.
 
@@ -159,6 +144,10 @@ class VaultClient(SecretLayoutMethods):
     """
 
     invalid_secret_error = VaultInvalidSecretError
+    # AsyncVaultClient's inner client does no I/O in its constructor (the twin authenticates
+    # in a worker thread) and goes by the twin's name in messages and its repr.
+    _authenticate_on_init: ClassVar[bool] = True
+    _shown_name: ClassVar[str] = "VaultClient"
 
     def __init__(
         self,
@@ -187,12 +176,10 @@ class VaultClient(SecretLayoutMethods):
         self._clock = clock
         self._login_lock = threading.Lock()
         self._token_deadline: float | None = None
+        self._authenticated = False
+        self._authenticate_lock = threading.Lock()
         try:
-            self._cache = (
-                None
-                if cache_ttl is None
-                else CachedSecretStore(_Uncached(self), cache_ttl, clock=clock)
-            )
+            self._cache = None if cache_ttl is None else SecretCache(cache_ttl, clock=clock)
         except ConfigError as exc:
             raise VaultConfigError(str(exc)) from None
         with self._errors("connecting"):
@@ -202,13 +189,22 @@ class VaultClient(SecretLayoutMethods):
                 url=self._addr, token=self._token or "", timeout=self._timeout, verify=verify
             )
         try:
+            if self._authenticate_on_init:
+                self._authenticate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _authenticate(self) -> None:
+        """Log in with AppRole, or check the token; once (later calls return at once)."""
+        with self._authenticate_lock:
+            if self._authenticated:
+                return
             if self._role_id is not None:
                 self._login()
             else:
                 self._check_token()
-        except BaseException:
-            self.close()
-            raise
+            self._authenticated = True
 
     # --- settings --------------------------------------------------------------------------
 
@@ -287,11 +283,10 @@ class VaultClient(SecretLayoutMethods):
             VaultAuthError: the token is invalid, expired or revoked.
             VaultUnavailableError: Vault is unreachable, sealed or timed out.
         """
-        if self._closed:
-            self._raise_closed()
-        if self._cache is not None:
-            return self._cache.get_secret(path)
-        return self._read(path)
+        found, since = self._lookup(path)
+        if found is not None:
+            return found
+        return self._keep(path, self._read(path), since)
 
     @traced(telemetry.HEALTH_CHECK)
     def health_check(self) -> bool:
@@ -346,7 +341,7 @@ class VaultClient(SecretLayoutMethods):
         # No token, role id or secret id: reprs end up in logs and tracebacks.
         cache = "None" if self._cache is None else f"{self._cache.ttl:g}"
         return (
-            f"VaultClient(addr={self._shown_addr!r}, mount_point={self._mount_point!r}, "
+            f"{self._shown_name}(addr={self._shown_addr!r}, mount_point={self._mount_point!r}, "
             f"auth={self.auth_method!r}, cache_ttl={cache}"
             f"{', closed' if self._closed else ''})"
         )
@@ -354,10 +349,32 @@ class VaultClient(SecretLayoutMethods):
     # --- requests ----------------------------------------------------------------------------
 
     def _raise_closed(self) -> NoReturn:
-        raise VaultError(f"this VaultClient for {self._shown_addr} is closed")
+        raise VaultError(f"this {self._shown_name} for {self._shown_addr} is closed")
+
+    def _lookup(self, path: str) -> tuple[dict[str, Any] | None, int]:
+        """Do what :meth:`get_secret` does before any I/O: refuse a closed client, serve a fresh
+        cached copy, else check the path. Return the copy (or None: read it with :meth:`_read`)
+        and the cache generation to hand to :meth:`_keep` with what was read."""
+        if self._closed:
+            self._raise_closed()
+        since = 0
+        if self._cache is not None:
+            since = self._cache.generation
+            found = self._cache.lookup(path)
+            if found is not None:
+                return found, since
+        validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
+        return None, since
+
+    def _keep(self, path: str, data: dict[str, Any], since: int) -> dict[str, Any]:
+        """Do what :meth:`get_secret` does after the read: cache it, unless the cache was
+        invalidated meanwhile, and return the caller's copy."""
+        if self._cache is None:
+            return data  # hvac parsed it from JSON for this call: nobody else holds it
+        return self._cache.keep(path, data, since=since)
 
     def _read(self, path: str) -> dict[str, Any]:
-        validate_secret_path(path, mount_point=self._mount_point, error=VaultInvalidPathError)
+        """Read the secret at ``path`` from Vault (the path was checked by :meth:`_lookup`)."""
         response = self._with_login(
             "reading secret",
             path,
@@ -408,15 +425,25 @@ class VaultClient(SecretLayoutMethods):
         An AppRole token is renewed by a fresh login before it expires; one that was revoked
         or expired early anyway fails the request with :class:`VaultAuthError`, and then the
         client logs in again, once, and retries. A token given by the caller is never retried.
+
+        Threads (and the asyncio twin's workers) share the token: when another one logged in
+        while this request was out, a 403 may be the old token's, so the request is retried
+        with the new token, and only one of them logs in.
         """
+        sent: str | None = None
         try:
             with self._errors(action, path):
                 self._ensure_fresh_login()
+                sent = self._client.token
                 return self._json(action, path, request())
         except VaultAuthError:
             if self._role_id is None:
                 raise
-        self._login()  # outside the handler: the retry's own error is chained to nothing
+        except VaultAccessDeniedError:
+            if self._role_id is None or self._client.token == sent:
+                raise
+        # Outside the handlers: the retry's own error is chained to nothing.
+        self._login(stale=sent)
         with self._errors(action, path):
             return self._json(action, path, request())
 
@@ -430,11 +457,18 @@ class VaultClient(SecretLayoutMethods):
     def _ensure_fresh_login(self) -> None:
         deadline = self._token_deadline
         if deadline is not None and self._clock() >= deadline:
-            self._login()
+            self._login(stale=self._client.token)
 
-    def _login(self) -> None:
-        """Log in with AppRole; remember when to log in again (before the token expires)."""
+    def _login(self, *, stale: str | None = None) -> None:
+        """Log in with AppRole; remember when to log in again (before the token expires).
+
+        Args:
+            stale: the token found wanting; when another thread has replaced it meanwhile,
+                there is nothing to do.
+        """
         with self._login_lock, self._errors("logging in with AppRole", login=True):
+            if stale is not None and self._client.token != stale:
+                return
             response = self._json(
                 "logging in with AppRole",
                 None,
