@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from crm_infra.adapters import ValkeyClient, VaultClient
+from crm_infra.adapters import AsyncVaultClient, ValkeyClient, VaultClient
 from crm_infra.adapters.valkey import ValkeyDataError
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.errors import SecretNotFoundError
@@ -167,3 +167,26 @@ def test_a_path_that_is_not_a_layout_name_is_not_repeated(
         vault.get_secret("../planted secret")
     (span,) = telemetry.ours()
     assert (span.attributes or {})["crm.secret.path"] == "(invalid)"
+
+
+@pytest.mark.asyncio
+async def test_the_asyncio_vault_client_makes_the_same_spans(
+    telemetry: Telemetry, openbao_server: OpenBaoServer, openbao_root: Any, vault_mount: VaultMount
+) -> None:
+    token = create_token(openbao_root, read_policy(vault_mount.name, "crm/*"))
+    async with AsyncVaultClient(openbao_server.addr, token, mount_point=vault_mount.name) as vault:
+        telemetry.clear()
+        await vault.get_database_url()
+        with pytest.raises(SecretNotFoundError):
+            await vault.get_secret("crm/missing")
+        await vault.health_check()
+    spans = telemetry.ours()
+    assert [(s.name, (s.attributes or {}).get("crm.secret.path")) for s in spans] == [
+        ("get_secret", "crm/database"),
+        ("get_secret", "crm/missing"),
+        ("health_check", None),
+    ]
+    first = spans[0].attributes or {}
+    assert first["crm.vault.mount"] == vault_mount.name
+    assert f"http://{first['server.address']!s}:{first['server.port']!s}" == openbao_server.addr
+    assert spans[1].status.status_code is StatusCode.ERROR

@@ -24,8 +24,10 @@ from typing import Any, ParamSpec, TypeVar
 from requests.adapters import DEFAULT_POOLSIZE
 
 from crm_infra._twins import same_arguments_as
+from crm_infra.adapters.vault import telemetry
 from crm_infra.adapters.vault.client import VaultClient, VaultInvalidSecretError
 from crm_infra.secret_paths import AsyncSecretLayoutMethods
+from crm_infra.telemetry import traced
 
 __all__ = ["AsyncVaultClient"]
 
@@ -123,6 +125,7 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
 
     # --- the port ----------------------------------------------------------------------------
 
+    @traced(telemetry.GET_SECRET)
     async def get_secret(self, path: str) -> dict[str, Any]:
         """Return the latest version of the secret at ``path``, as
         :meth:`VaultClient.get_secret` does.
@@ -138,7 +141,8 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
 
     async def health_check(self) -> bool:
         """Return True when Vault answers, is unsealed and the credentials are valid, as
-        :meth:`VaultClient.health_check` does (never answered from the cache)."""
+        :meth:`VaultClient.health_check` does (never answered from the cache; its span is the
+        sync client's, in the worker thread, under the caller's context)."""
         vault = await self._ready()
         return await self._in_thread(vault.health_check)
 

@@ -26,8 +26,8 @@ _server: weakref.WeakKeyDictionary[Any, Attributes] = weakref.WeakKeyDictionary(
 def _server_of(owner: Any) -> Attributes:
     known = _server.get(owner)
     if known is None:
-        parts = urlsplit(owner._addr)
-        found: dict[str, str | int] = {"crm.vault.mount": owner._mount_point}
+        parts = urlsplit(owner.addr)
+        found: dict[str, str | int] = {"crm.vault.mount": owner.mount_point}
         if parts.hostname:
             found["server.address"] = parts.hostname
         try:
