@@ -275,6 +275,7 @@ def _build_real(settings: Settings) -> Infrastructure:
     # Imported here so that memory mode never loads hvac, psycopg or redis.
     from crm_infra import secret_paths  # noqa: PLC0415
     from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
+    from crm_infra.adapters.postgres.credentials import credentials_from_secret  # noqa: PLC0415
 
     timings: dict[str, float] = {}
     with _building() as opened:
@@ -290,8 +291,8 @@ def _build_real(settings: Settings) -> Infrastructure:
             )
         _remember(opened, "secrets", vault)
         with _component(timings, "secrets", "could not read the database and Valkey credentials"):
-            database_url = secret_paths.database_url(vault)
-            admin_database_url = secret_paths.admin_database_url(vault)
+            database = secret_paths.database_secret(vault)
+            database_url, admin_database_url = database.url, database.admin_url
             valkey_url = secret_paths.valkey_url(vault)
         # From here on each component is built on its own: a dead database must not hide the
         # state of Valkey (and the other way round), whose address is already known.
@@ -305,6 +306,8 @@ def _build_real(settings: Settings) -> Infrastructure:
                     settings.db_pool_size,
                     admin_connection_url=admin_database_url,
                     connect_timeout=settings.db_timeout,
+                    # Short-lived logins from Vault's database secrets engine, if named.
+                    **credentials_from_secret(vault, database),
                 )
         except StartupError as exc:
             if isinstance(exc.__cause__, UnsafeRoleError):
