@@ -106,6 +106,12 @@ class Lifetime:
         own = self.end
         return own if self.parent is None else min(own, self.parent.true_end())
 
+    def usable_until(self) -> float:
+        """When to stop using it: a margin before its own end, or before its token's (by the
+        token's own margin: a renewable token is renewed well before that)."""
+        own = self.end - self.end_margin
+        return own if self.parent is None else min(own, self.parent.usable_until())
+
     def final_end(self) -> float:
         """The earliest end that can no longer move (infinity while every end may)."""
         own = self.end if self.final else math.inf
@@ -148,7 +154,7 @@ def retry_delay(failures: int, now: float, lifetime: Lifetime | None) -> float:
     """
     delay = min(MAX_RETRY, MIN_RETRY * 2.0 ** max(0, failures - 1))
     if lifetime is not None:
-        left = lifetime.true_end() - lifetime.end_margin - now
+        left = lifetime.usable_until() - now
         if left > 0:
             delay = min(delay, left / 4)
     return max(MIN_RETRY, delay)

@@ -94,3 +94,11 @@ def test_a_lease_tag_is_short_stable_and_not_the_id() -> None:
     assert len(tag) == 8
     assert tag not in lease_id
     assert lease_tag(lease_id + "x") != tag
+
+
+def test_a_lease_bound_by_its_token_is_used_until_the_tokens_own_margin() -> None:
+    token = Lifetime(granted_at=0.0, duration=8.0, renewable=True)  # margin 1.33 s
+    lease = Lifetime(granted_at=0.0, duration=60.0, renewable=True, parent=token)  # margin 5 s
+    assert lease.usable_until() == token.usable_until() == 8.0 - 4.0 / 3.0
+    token.renewed(5.0, 8.0)  # renewed by its keeper: the lease may be used longer
+    assert lease.usable_until() == 13.0 - 4.0 / 3.0

@@ -86,7 +86,7 @@ class _Held:
     @property
     def stop_at(self) -> float:
         """When to stop using it: a margin before its true end."""
-        return self.lifetime.true_end() - self.lifetime.end_margin
+        return self.lifetime.usable_until()
 
     def has_open_connections(self) -> bool:
         return any(not conn.closed for conn in list(self.connections))

@@ -434,7 +434,7 @@ class VaultClient(SecretLayoutMethods, VaultLeaseMethods):
 
     def _ensure_fresh_login(self) -> None:
         lifetime = self._token_lifetime
-        if lifetime is not None and self._clock() >= lifetime.true_end() - lifetime.end_margin:
+        if lifetime is not None and self._clock() >= lifetime.usable_until():
             self._login()
 
     def _login(self) -> None:

@@ -3,8 +3,9 @@
 Mixed into the client (it uses the client's one retrying request path and its one error
 translation), these make it a :class:`crm_infra.leases.LeaseIssuer`: what the database
 clients' short-lived credentials need. Each call takes a ``timeout`` so that a keeper can
-bound how long Vault may keep it waiting. No message names a lease id (it lets whoever holds
-a token renew or revoke the lease) or shows a secret value.
+bound how long Vault may keep it waiting (never longer than the client's own timeout). No
+message names a lease id (it lets whoever holds a token renew or revoke the lease) or shows a
+secret value.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class VaultLeaseMethods:
     if TYPE_CHECKING:  # provided by VaultClient
         _client: Any
         _clock: Callable[[], float]
+        _timeout: float
         _login_lock: Any
         _token_lifetime: Lifetime | None
 
@@ -66,7 +68,9 @@ class VaultLeaseMethods:
         action = "reading dynamic credentials"
         with self._lease_errors(action, path, f"read on {path!r}"):
             answer = self._with_login(
-                action, path, lambda: self._client.adapter.get(f"/v1/{path}", timeout=timeout)
+                action,
+                path,
+                lambda: self._client.adapter.get(f"/v1/{path}", timeout=self._bounded(timeout)),
             )
         with self._errors(action, path):
             data = answer["data"]
@@ -96,7 +100,7 @@ class VaultLeaseMethods:
                 action,
                 _RENEW_PATH,
                 lambda: self._client.adapter.put(
-                    f"/v1/{_RENEW_PATH}", json=body, timeout=timeout
+                    f"/v1/{_RENEW_PATH}", json=body, timeout=self._bounded(timeout)
                 ),
             )
         with self._errors(action, _RENEW_PATH):
@@ -120,7 +124,9 @@ class VaultLeaseMethods:
                 _REVOKE_PATH,
                 lambda: self._answer_or_empty(
                     self._client.adapter.put(
-                        f"/v1/{_REVOKE_PATH}", json={"lease_id": lease_id}, timeout=timeout
+                        f"/v1/{_REVOKE_PATH}",
+                        json={"lease_id": lease_id},
+                        timeout=self._bounded(timeout),
                     )
                 ),
             )
@@ -145,11 +151,14 @@ class VaultLeaseMethods:
                 self._client.adapter.post(
                     "/v1/auth/token/renew-self",
                     json={"increment": max(1, round(lifetime.first_duration))},
-                    timeout=timeout,
+                    timeout=self._bounded(timeout),
                 ),
             )
             lifetime.renewed(started, float(answer["auth"]["lease_duration"]))
             return lifetime
+
+    def _bounded(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else min(self._timeout, timeout)
 
     @staticmethod
     def _answer_or_empty(answer: object) -> dict[str, Any]:
