@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from crm_infra.secret_paths import DEFAULT_CREDS_MOUNT, validate_mount_point
 
@@ -26,13 +26,18 @@ __all__ = [
     "ADMIN_REVOCATION_STATEMENTS",
     "APP_CREATION_STATEMENTS",
     "APP_REVOCATION_STATEMENTS",
+    "DEV_ROLES",
     "PLUGIN_NAME",
     "configure_database_engine",
     "create_engine_role",
     "dynamic_credentials_policy",
+    "provision_engine",
+    "revoke_engine_leases",
 ]
 
 PLUGIN_NAME = "postgresql-database-plugin"
+DEV_ROLES = ("crm-app", "crm-admin")
+"""The engine roles ``crm-infra dev --dynamic-credentials`` creates: application, admin."""
 
 APP_CREATION_STATEMENTS = (
     (
@@ -172,3 +177,38 @@ def dynamic_credentials_policy(roles: Sequence[str], mount: str = DEFAULT_CREDS_
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def provision_engine(
+    client: Any,
+    *,
+    superuser_url: str,
+    database: str,
+    default_ttl: int = 3600,
+    max_ttl: int = 86400,
+    mount: str = DEFAULT_CREDS_MOUNT,
+) -> None:
+    """Set up the engine for a local stack: one connection to ``database`` as the superuser
+    (so the admin path may be dynamic too: only a superuser may create BYPASSRLS roles on
+    PostgreSQL 15) and the roles :data:`DEV_ROLES`."""
+    manager_url = make_conninfo(superuser_url, dbname=database)
+    configure_database_engine(
+        client, manager_url=manager_url, connection="crm", roles=DEV_ROLES, mount=mount
+    )
+    app_role, admin_role = DEV_ROLES
+    for name, admin in ((app_role, False), (admin_role, True)):
+        create_engine_role(
+            client,
+            name=name,
+            connection="crm",
+            admin=admin,
+            default_ttl=default_ttl,
+            max_ttl=max_ttl,
+            mount=mount,
+        )
+
+
+def revoke_engine_leases(client: Any, mount: str = DEFAULT_CREDS_MOUNT) -> None:
+    """Revoke every lease the engine issued (its revocation statements drop each login
+    role): what a local stack does before it drops its database and stops OpenBao."""
+    client.sys.revoke_prefix(prefix=f"{mount}/creds")
