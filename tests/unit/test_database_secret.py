@@ -3,6 +3,7 @@ database secrets engine; and the engine's role statements and the policy the app
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +112,12 @@ def test_the_engines_connection_url_is_a_template_without_the_managers_login() -
         "postgresql://{{username}}:{{password}}@db.internal:6432/crm?sslmode=require"
     )
     assert (user, password) == ("vault_mgr", "MGR-PW")
+
+
+def test_the_operations_guide_shows_the_statements_the_code_uses() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for statement in (
+        *database_engine.APP_CREATION_STATEMENTS,
+        *database_engine.APP_REVOCATION_STATEMENTS,
+    ):
+        assert statement in guide, statement
