@@ -565,13 +565,16 @@ class AsyncPostgresClient(PostgresBase):
         if self._closed:
             return
         self._closed = True
-        for source in self._credential_sources():
-            source.stop()  # no more draining of pools that are closing
+        sources = self._credential_sources()
+        if sources:
+            # No more draining of pools that are closing; stopping may wait for a Vault
+            # request in flight, so not on the loop.
+            await asyncio.to_thread(self._stop_credentials)
         for pool in (self._pool, self._admin_pool):
             if pool is not None:
                 await pool.close()
         self._statements.clear()
-        if self._credential_sources():
+        if sources:
             await asyncio.to_thread(self._close_credentials)  # revoking waits for Vault
 
     async def __aenter__(self) -> AsyncPostgresClient:

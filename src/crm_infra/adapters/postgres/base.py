@@ -458,6 +458,12 @@ class PostgresBase:
     def _credential_sources(self) -> list[DynamicCredentials]:
         return [s for s in self._credentials.values() if s is not None]
 
+    def _stop_credentials(self) -> None:
+        """Stop renewing (and draining pools that are about to close); may wait for a Vault
+        request in flight."""
+        for source in self._credential_sources():
+            source.stop()
+
     def _close_credentials(self) -> None:
         """Revoke the leases (after the pools closed); a failure is logged, never raised."""
         for source in self._credential_sources():

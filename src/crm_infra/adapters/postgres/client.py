@@ -694,8 +694,7 @@ class PostgresClient(PostgresBase):
         if self._closed:
             return
         self._closed = True
-        for source in self._credential_sources():
-            source.stop()  # no more draining of pools that are closing
+        self._stop_credentials()  # no more draining of pools that are closing
         for watchdog in self._watchdogs:
             watchdog.close()
         self._pool.close()

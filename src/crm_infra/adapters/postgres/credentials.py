@@ -102,7 +102,8 @@ class DynamicCredentials:
     Give it to :class:`~crm_infra.adapters.PostgresClient` or its asyncio twin
     (``credentials=`` for the application pool, ``admin_credentials=`` for the admin pool)
     with a URL that names host, port and database but no user or password; the client opens
-    it, looks it up each time its pool opens a connection, and closes it.
+    it, looks it up each time its pool opens a connection, and closes it (give each pool its
+    own).
 
     Args:
         issuer: Vault (a :class:`~crm_infra.adapters.VaultClient`).
