@@ -13,24 +13,28 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID, uuid4
 
+import hvac
 import pytest
 
 from crm_infra import BackendUnavailableError, DatabaseCredentialsExpiredError
 from crm_infra.adapters import PostgresClient, VaultClient
 from crm_infra.adapters.postgres import DynamicCredentials
 from crm_infra.bootstrap import BootstrappedDatabase
-from crm_infra.devservers.openbao import OpenBaoServer
+from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from tests.fixtures.common import wait_until
 from tests.fixtures.database_engine import (
     DatabaseEngine,
     approle_login,
     database_engine,
+    drop_engine_logins,
     migrated_database,
     role_connections,
     role_exists,
+    setup_database_engine,
     vault_manager,
 )
 from tests.fixtures.openbao import VaultMount
@@ -99,6 +103,19 @@ def until_ok(call: Callable[[], str], *, timeout: float = 30.0) -> tuple[str, li
             errors.append(exc)
             if time.monotonic() > deadline:
                 raise
+
+
+def first_failure(
+    call: Callable[[], object], *, timeout: float = 60.0
+) -> tuple[Exception, float]:
+    """Call until it raises; return what it raised, and when."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            call()
+        except Exception as exc:
+            return exc, time.monotonic()
+    pytest.fail(f"no failure within {timeout:g} s")
 
 
 def test_a_minute_of_calls_from_eight_threads_across_rotations_and_token_renewals_fails_none(
@@ -234,19 +251,16 @@ def test_with_vault_unreachable_the_pool_serves_until_the_credentials_end_then_f
                 what="a failed renewal",
             )
             assert who(db) == first  # still served on the credentials held
+
+            def still_first() -> None:
+                assert who(db) == first
+
+            error, failed_at = first_failure(still_first)
+            assert isinstance(error, DatabaseCredentialsExpiredError), error
             # Given up a margin (1.5 s) before their end, never earlier.
-            usable_until = opened + 9.0 - 1.5
-            ended_at = None
-            while ended_at is None:
-                try:
-                    assert who(db) == first
-                except DatabaseCredentialsExpiredError as exc:
-                    ended_at = time.monotonic()
-                    message = str(exc)
-                assert time.monotonic() < opened + 60, "the credentials never ended"
-            assert ended_at >= usable_until
-            assert engine.app_role in message
-            assert "ended" in message
+            assert failed_at >= opened + 9.0 - 1.5
+            assert engine.app_role in str(error)
+            assert "ended" in str(error)
             assert "ended without renewal or replacement" in logs.text
             # Vault answers again: new credentials, and calls work again.
             proxy.heal()
@@ -254,6 +268,42 @@ def test_with_vault_unreachable_the_pool_serves_until_the_credentials_end_then_f
             after, errors = until_ok(lambda: who(db), timeout=60)
             assert after != first
             assert all(isinstance(e, DatabaseCredentialsExpiredError) for e in errors), errors
+
+
+def test_with_vault_stopped_the_pool_serves_until_the_credentials_end_then_fails_typed(
+    creds_db: BootstrappedDatabase, manager_url: str, logs: pytest.LogCaptureFixture
+) -> None:
+    # A Vault of its own, stopped for good: nothing revokes the lease at its end, so only the
+    # client's own accounting ends the use of the credentials.
+    with ExitStack() as stopping:
+        own = stopping.enter_context(openbao_dev_server())
+        root = hvac.Client(url=own.addr, token=own.token, timeout=10)
+        engine = setup_database_engine(root, creds_db, manager_url)
+        engine.set_ttls(ttl=9, max_ttl=600)
+        try:
+            with VaultClient(own.addr, own.token, timeout=1) as vault:
+                opened = time.monotonic()
+                with client(engine, vault, pool_size=2, pool_timeout=2) as db:
+                    first = who(db)
+                    stopping.close()  # Vault stops
+                    wait_until(
+                        lambda: "could not renew them" in logs.text,
+                        timeout=30,
+                        what="a failed renewal",
+                    )
+                    assert who(db) == first
+
+                    def still_first() -> None:
+                        assert who(db) == first
+
+                    error, failed_at = first_failure(still_first)
+                    assert isinstance(error, DatabaseCredentialsExpiredError), error
+                    assert failed_at >= opened + 9.0 - 1.5
+                    assert "cannot connect" in str(error)
+        finally:
+            for role in (engine.app_role, engine.admin_role):
+                drop_engine_logins(creds_db, role)
+            root.adapter.close()
 
 
 def test_at_the_maximum_lifetime_new_credentials_take_over_with_no_failed_call(

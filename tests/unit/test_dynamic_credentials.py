@@ -304,6 +304,20 @@ def test_no_log_line_names_a_lease_id_user_or_password(
         _run_until(creds, clock, 1210.0)  # recovery
         creds.close()
     messages = [record.getMessage() for record in caplog.records]
+    events = {
+        getattr(record, "crm_event", None)
+        for record in caplog.records
+        if record.name == "crm_infra.adapters.postgres.credentials"
+    }
+    assert {
+        "db_credentials.issued",
+        "db_credentials.renewed",
+        "db_credentials.replaced",
+        "db_credentials.renewal_failed",
+        "db_credentials.ended",
+        "db_credentials.revoked",
+    } <= events
+    assert None not in events  # every line carries its fields
     assert any("renewed" in m for m in messages)
     assert any("replaced" in m for m in messages)
     assert any("ended" in m for m in messages)

@@ -283,12 +283,14 @@ class DynamicCredentials:
                     exc,
                     self._role,
                     held.tag,
+                    extra=self._extra("not_revoked", held.tag),
                 )
             else:
                 logger.info(
                     "database credentials revoked at close: role=%s lease=%s",
                     self._role,
                     held.tag,
+                    extra=self._extra("revoked", held.tag),
                 )
 
     # --- the keeper --------------------------------------------------------------------------
@@ -355,6 +357,7 @@ class DynamicCredentials:
                 exc,
                 self._role,
                 held.tag,
+                extra=self._extra("renewal_refused", held.tag),
             )
             self._try_replace(now, held)
             return
@@ -369,6 +372,7 @@ class DynamicCredentials:
                 held.tag,
                 grant.duration,
                 held.lifetime.lead,
+                extra=self._extra("renewed_to_maximum", held.tag),
             )
         else:
             logger.info(
@@ -376,6 +380,7 @@ class DynamicCredentials:
                 self._role,
                 held.tag,
                 grant.duration,
+                extra=self._extra("renewed", held.tag),
             )
 
     def _try_replace(self, now: float, held: _Held | None) -> None:
@@ -419,6 +424,7 @@ class DynamicCredentials:
                 new.tag,
                 grant.duration,
                 grant.renewable,
+                extra=self._extra("issued", new.tag),
             )
             return
         logger.info(
@@ -429,6 +435,7 @@ class DynamicCredentials:
             new.tag,
             grant.duration,
             held.tag,
+            extra=self._extra("replaced", new.tag),
         )
         if plan(new.lifetime).at <= now:
             # Already due again: the Vault token that read them ends soon too. Asking again
@@ -453,6 +460,7 @@ class DynamicCredentials:
                 exc,
                 self._role,
                 delay,
+                extra=self._extra("no_credentials", None),
             )
             return
         assert held is not None
@@ -466,6 +474,7 @@ class DynamicCredentials:
             self._wall(held.stop_at),
             max(0.0, held.stop_at - now),
             delay,
+            extra=self._extra("renewal_failed", held.tag),
         )
 
     def _end(self, held: _Held) -> None:
@@ -478,6 +487,7 @@ class DynamicCredentials:
             self._role,
             held.tag,
             self._problem or "none recorded",
+            extra=self._extra("ended", held.tag),
         )
         self._fire_hooks()
 
@@ -492,8 +502,14 @@ class DynamicCredentials:
                 "database credentials: connections opened with replaced credentials were "
                 "still open near their end: role=%s; retiring them",
                 self._role,
+                extra=self._extra("stragglers_retired", None),
             )
             self._fire_hooks()
+
+    def _extra(self, event: str, lease: str | None) -> dict[str, str | None]:
+        """The fields of a log line, for handlers that keep them apart: what happened, to
+        which engine role, under which lease tag."""
+        return {"crm_event": f"db_credentials.{event}", "crm_role": self._role, "crm_lease": lease}
 
     def _fire_hooks(self) -> None:
         for hook in list(self._hooks):

@@ -25,6 +25,11 @@ __all__ = ["TokenKeeper"]
 logger = logging.getLogger("crm_infra.adapters.vault")
 
 
+def _extra(event: str) -> dict[str, str]:
+    """The fields of a log line, for handlers that keep them apart (never the token)."""
+    return {"crm_event": f"vault_token.{event}"}
+
+
 class _TokenOwner(Protocol):
     @property
     def token_lifetime(self) -> Lifetime | None: ...
@@ -73,7 +78,11 @@ class TokenKeeper:
             if next_step.action != "renew":
                 return self._failed(now, lifetime, exc)
             # Refused (revoked, expired, not renewable after all): a new login is the way.
-            logger.warning("Vault token: renewal refused (%s); logging in again", exc)
+            logger.warning(
+                "Vault token: renewal refused (%s); logging in again",
+                exc,
+                extra=_extra("renewal_refused"),
+            )
             try:
                 self._log_in_again("renewal was refused")
             except SecretStoreError as again:
@@ -90,16 +99,24 @@ class TokenKeeper:
                 "Vault token: renewal granted %.0fs, less than asked (token_max_ttl near); "
                 "logging in again",
                 renewed.duration,
+                extra=_extra("renewed_to_maximum"),
             )
             self._log_in_again("it met its maximum lifetime")
         else:
-            logger.info("Vault token renewed: ttl=%.0fs", renewed.duration)
+            logger.info(
+                "Vault token renewed: ttl=%.0fs", renewed.duration, extra=_extra("renewed")
+            )
 
     def _log_in_again(self, why: str) -> None:
         self._owner._login()
         current = self._owner.token_lifetime
         ttl = "?" if current is None else f"{current.duration:.0f}"
-        logger.info("Vault token: logged in again with AppRole (%s): ttl=%ss", why, ttl)
+        logger.info(
+            "Vault token: logged in again with AppRole (%s): ttl=%ss",
+            why,
+            ttl,
+            extra=_extra("logged_in_again"),
+        )
 
     def _failed(self, now: float, lifetime: Lifetime, exc: SecretStoreError) -> float:
         self._failures += 1
@@ -111,5 +128,6 @@ class TokenKeeper:
             exc,
             delay,
             max(0.0, left),
+            extra=_extra("renewal_failed"),
         )
         return self._retry_at
