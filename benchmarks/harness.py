@@ -4,12 +4,22 @@ interleaved in rounds so drift (CPU frequency, other load) hits both alike, and 
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Comparison", "compare", "print_comparisons", "time_per_call"]
+__all__ = [
+    "Comparison",
+    "async_timer",
+    "compare",
+    "print_comparisons",
+    "time_per_call",
+]
+
+Timer = Callable[[Callable[[], Any], int], float]
 
 
 def time_per_call(fn: Callable[[], object], calls: int) -> float:
@@ -18,6 +28,19 @@ def time_per_call(fn: Callable[[], object], calls: int) -> float:
     for _ in range(calls):
         fn()
     return (time.perf_counter() - start) / calls
+
+
+def async_timer(loop: asyncio.AbstractEventLoop) -> Timer:
+    """A timer for coroutine functions: ``calls`` awaited one after another inside ``loop``,
+    timed there, so entering the loop is not part of any call."""
+
+    async def batch(fn: Callable[[], Awaitable[object]], calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            await fn()
+        return (time.perf_counter() - start) / calls
+
+    return lambda fn, calls: loop.run_until_complete(batch(fn, calls))
 
 
 @dataclass
@@ -60,17 +83,21 @@ def compare(
     rounds: int = 7,
     warmup: int = 50,
     target: float | None = None,
+    timer: Timer = time_per_call,
 ) -> Comparison:
-    """Time ``adapter`` and ``baseline`` in alternating rounds; keep per-round means."""
-    for _ in range(warmup):
-        adapter()
-        baseline()
+    """Time ``adapter`` and ``baseline`` in alternating rounds; keep per-round means.
+
+    ``timer`` runs the calls: :func:`time_per_call`, or :func:`async_timer` for coroutine
+    functions.
+    """
+    timer(adapter, warmup)
+    timer(baseline, warmup)
     result = Comparison(name, baseline_name, target=target)
     for i in range(rounds):
         # Alternate which goes first so neither always runs on a warmer cache.
         pair = [(adapter, result.adapter_s), (baseline, result.baseline_s)]
         for fn, sink in pair if i % 2 == 0 else reversed(pair):
-            sink.append(time_per_call(fn, calls))
+            sink.append(timer(fn, calls))
     return result
 
 

@@ -24,11 +24,10 @@ from crm_infra.composition import (
     Infrastructure,
     StartupError,
     build_infrastructure,
-    error_line,
     unhealthy_report,
 )
 from crm_infra.errors import ConfigError, InfraError
-from crm_infra.health import redact
+from crm_infra.health import redact, short_error
 from crm_infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ def _with_schema_checks(
         try:
             return read()
         except InfraError as exc:
-            problems.append(f"{failed}: {error_line(exc)}")
+            problems.append(f"{failed}: {short_error(exc, limit=None)}")
             return None
 
     pending = attempt("could not list pending migrations",

@@ -473,7 +473,6 @@ def run_dev(
     try:
         from crm_infra.devservers.openbao import openbao_dev_server  # noqa: PLC0415
         from crm_infra.devservers.valkey_stack import start_valkey  # noqa: PLC0415
-        from crm_infra.redaction import redact_url  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ProvisioningError(f"the dev servers are not installed: {exc}") from exc
 
@@ -485,8 +484,9 @@ def run_dev(
             print(f"OpenBao  {bao.addr} (dev mode, in memory)", file=out, flush=True)
             with _step(f"starting Valkey ({valkey})"):
                 valkey_url = start_valkey(stack, valkey, password=secrets.token_hex(16))
-            print(f"Valkey   {redact_url(valkey_url)} ({valkey}; password in Vault)", file=out,
-                  flush=True)
+            # The password is in Vault, not on the screen: the URL is shown without it.
+            shown = re.sub(r"//[^/@]*@", "//", valkey_url, count=1)
+            print(f"Valkey   {shown} ({valkey}; password in Vault)", file=out, flush=True)
             # A stop during provisioning waits for it to end (its steps have timeouts), so
             # that the new database is always registered for cleanup before the stop unwinds.
             with signals.deferred():

@@ -3,14 +3,16 @@
 A check that hangs cannot hang the report and cannot hide the others: each runs in its own daemon
 thread, and the report is assembled when every check has answered or its deadline has passed.
 A thread still stuck in a dead dependency is left behind (it holds no lock of ours, and as a
-daemon it cannot keep the process alive).
+daemon it cannot keep the process alive). :func:`run_checks_async` does the same with tasks, for
+the asyncio infrastructure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "redact",
     "redact_address",
     "run_checks",
+    "run_checks_async",
     "short_error",
 ]
 
@@ -119,3 +122,35 @@ def run_checks(checks: Mapping[str, Callable[[], object]], timeout: float) -> He
                 False, _elapsed_ms(start), f"no answer within {timeout:g} s"
             )
     return HealthReport(components)
+
+
+async def run_checks_async(
+    checks: Mapping[str, Callable[[], Awaitable[object]]],
+    timeout: float,
+    *,
+    limit: int | None = None,
+) -> HealthReport:
+    """Run every check at once as tasks; give each ``timeout`` seconds.
+
+    The asyncio twin of :func:`run_checks`: a check still running at its deadline is
+    cancelled and reported as failed. Errors are kept whole unless ``limit`` cuts them.
+    """
+
+    async def one(check: Callable[[], Awaitable[object]]) -> ComponentHealth:
+        start = time.perf_counter()
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                result = await check()
+        except TimeoutError as exc:
+            if deadline.expired():
+                return ComponentHealth(False, _elapsed_ms(start), f"no answer within {timeout:g} s")
+            return ComponentHealth(False, _elapsed_ms(start), short_error(exc, limit=limit))
+        except Exception as exc:  # noqa: BLE001  # the component's state, not the report's
+            return ComponentHealth(False, _elapsed_ms(start), short_error(exc, limit=limit))
+        if result is False:
+            return ComponentHealth(False, _elapsed_ms(start), "health check answered False")
+        return ComponentHealth(True, _elapsed_ms(start))
+
+    results = await asyncio.gather(*(one(check) for check in checks.values()))
+    return HealthReport(dict(zip(checks, results, strict=True)))

@@ -87,8 +87,9 @@ EMAIL_FROM_ADDRESS_FIELD = "from_address"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """What libpq and psycopg accept as a connection URI."""
 
-VALKEY_SCHEMES = ("redis", "rediss", "unix")
-"""What redis-py's ``from_url`` accepts; it refuses ``valkey://``, so that is refused here too."""
+VALKEY_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+"""One server (what redis-py's ``from_url`` accepts: not ``valkey://``), a Sentinel-managed
+primary, or a cluster (docs/keyvalue.md, "Topologies")."""
 
 MAX_PATH_LENGTH = 512
 

@@ -246,8 +246,17 @@ def test_database_url_accepts_both_postgres_schemes(backend: Backend, url: str) 
     assert backend.store.get_admin_database_url() == url
 
 
-@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://h:6380/1", "unix:///tmp/v.sock"])
-def test_valkey_url_accepts_redis_py_schemes(backend: Backend, url: str) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0",
+        "rediss://h:6380/1",
+        "unix:///tmp/v.sock",
+        "redis+sentinel://:pw@h1:26379,h2:26379/crm",
+        "redis+cluster://:pw@h1:6379,h2:6379",
+    ],
+)
+def test_valkey_url_accepts_every_topology_scheme(backend: Backend, url: str) -> None:
     backend.put("crm/valkey", {"url": url})
     assert backend.store.get_valkey_url() == url
 

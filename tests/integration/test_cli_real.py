@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -432,9 +433,9 @@ def _run_dev(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-@pytest.fixture
-def dev_process(
-    tmp_path: Path, pg_superuser_url: str
+@contextmanager
+def _running_dev(
+    tmp_path: Path, superuser_url: str, *extra: str
 ) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
     """Start `crm-infra dev` as a subprocess; make sure it is gone at the end.
 
@@ -442,14 +443,14 @@ def dev_process(
     """
     env_file = tmp_path / "dev.env"
     log = tmp_path / "dev.log"
-    argv = [sys.executable, "-m", "crm_infra", "dev", "--env-file", str(env_file)]
+    argv = [sys.executable, "-m", "crm_infra", "dev", "--env-file", str(env_file), *extra]
     with log.open("w") as out:
         process = subprocess.Popen(
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            env=_dev_environ(CRM_DEV_DATABASE_URL=pg_superuser_url),
+            env=_dev_environ(CRM_DEV_DATABASE_URL=superuser_url),
         )
     try:
         wait_until(
@@ -469,6 +470,14 @@ def dev_process(
                 process.wait(10)
 
 
+@pytest.fixture
+def dev_process(
+    tmp_path: Path, pg_superuser_url: str
+) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
+    with _running_dev(tmp_path, pg_superuser_url) as running:
+        yield running
+
+
 def _provisioned(log_text: str) -> tuple[str, list[str]]:
     """Return the database and login roles a provisioning run reported."""
     found = re.search(
@@ -481,7 +490,7 @@ def _provisioned(log_text: str) -> tuple[str, list[str]]:
 def _server_ports(log_text: str) -> tuple[int, int]:
     """Return the OpenBao and Valkey ports `crm-infra dev` reported."""
     vault_port = re.search(r"OpenBao  http://127\.0\.0\.1:(\d+)", log_text)
-    valkey_port = re.search(r"Valkey   redis://127\.0\.0\.1:(\d+)/0", log_text)
+    valkey_port = re.search(r"Valkey   redis(?:\+\w+)?://127\.0\.0\.1:(\d+)", log_text)
     assert vault_port, log_text
     assert valkey_port, log_text
     return int(vault_port.group(1)), int(valkey_port.group(1))
@@ -646,3 +655,32 @@ def test_the_compose_init_entry_point_provisions_a_working_stack(  # noqa: PLR09
             for role in roles:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     assert _leftovers(pg_superuser_url, database, roles) == (0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_dev_on_a_valkey_topology_serves_the_application_and_stops_every_server(
+    tmp_path: Path, pg_superuser_url: str, topology: str
+) -> None:
+    with _running_dev(tmp_path, pg_superuser_url, "--valkey", topology) as running:
+        process, env_file, log = running
+        text = log.read_text()
+        assert f"Valkey   redis+{topology}://127.0.0.1:" in text
+        shown = re.search(r"Valkey   (\S+)", text)
+        assert shown
+        ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", shown.group(1))]
+        assert ports, text
+        environ = {k: v for k, v in os.environ.items() if k not in CLI_VARIABLES}
+        demo = subprocess.run(
+            [sys.executable, "-m", "crm_infra", "demo", "--backend", "real"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**environ, **_read_env_file(env_file)},
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130, log.read_text()
+    assert "stopped; nothing left behind" in log.read_text()
+    assert not [port for port in ports if _port_answers(port)]

@@ -1,8 +1,9 @@
 """The arrows point inward: parse every module's imports and enforce docs/architecture.md.
 
 - The core (``errors``, ``ports``, ``user_context``) imports nothing of ours but the core.
-- No module outside ``adapters/`` and ``fakes/`` imports either package, except
-  ``composition.py``, the composition root, which alone imports both; and the provisioning
+- No module outside ``adapters/`` and ``fakes/`` imports either package, except the composition
+  roots (``composition.py`` and its asyncio twin ``async_composition.py``), which alone import
+  both; and the provisioning
   tools (``bootstrap.py``, ``devstack.py``), which set up real servers and may import the
   adapters, never the fakes.
 - Adapters never import fakes. Fakes never import adapters, with one documented exception:
@@ -21,7 +22,7 @@ import crm_infra
 
 PACKAGE_DIR = Path(crm_infra.__file__).resolve().parent
 CORE = {"crm_infra.errors", "crm_infra.ports", "crm_infra.user_context"}
-COMPOSITION_ROOT = "crm_infra.composition"
+COMPOSITION_ROOTS = {"crm_infra.composition", "crm_infra.async_composition"}
 PROVISIONING_TOOLS = {"crm_infra.bootstrap", "crm_infra.devstack"}
 FAKES_ALLOWED_TO_IMPORT_ADAPTERS = {("crm_infra.fakes.keyvalue", "crm_infra.adapters.valkey")}
 
@@ -71,8 +72,9 @@ MODULES = {module_name(p): our_imports(p) for p in sorted(PACKAGE_DIR.rglob("*.p
 def test_the_parser_sees_the_modules_and_their_imports() -> None:
     assert "crm_infra.ports" in MODULES
     assert "crm_infra.user_context" in MODULES["crm_infra.ports"]
-    assert any(in_package(n, "crm_infra.fakes") for n in MODULES[COMPOSITION_ROOT])
-    assert any(in_package(n, "crm_infra.adapters") for n in MODULES[COMPOSITION_ROOT])
+    for root in COMPOSITION_ROOTS:
+        assert any(in_package(n, "crm_infra.fakes") for n in MODULES[root])
+        assert any(in_package(n, "crm_infra.adapters") for n in MODULES[root])
 
 
 @pytest.mark.parametrize("module", sorted(CORE))
@@ -85,7 +87,7 @@ def test_the_core_imports_only_the_core(module: str) -> None:
     sorted(
         m
         for m in MODULES
-        if m != COMPOSITION_ROOT
+        if m not in COMPOSITION_ROOTS
         and m not in PROVISIONING_TOOLS
         and not in_package(m, "crm_infra.adapters")
         and not in_package(m, "crm_infra.fakes")
@@ -97,7 +99,7 @@ def test_only_the_composition_root_imports_adapters_or_fakes(module: str) -> Non
         for n in MODULES[module]
         if in_package(n, "crm_infra.adapters") or in_package(n, "crm_infra.fakes")
     }
-    assert not offending, f"{module} imports {sorted(offending)}; only composition.py may"
+    assert not offending, f"{module} imports {sorted(offending)}; only the composition roots may"
 
 
 ADAPTERS = sorted(m for m in MODULES if in_package(m, "crm_infra.adapters"))

@@ -77,6 +77,8 @@ _TEXT_OID = 25
 # a statement without an SQL statement: no error when it is missing, and a pooler that tracks
 # prepared statements (PgBouncer 1.21+) sees it. Older libpq: DEALLOCATE, in SQL.
 _CLOSE_MESSAGE = pq.version() >= 170000
+# How long an asyncio wait sleeps before it looks at the socket again (psycopg's own value).
+_WAIT_INTERVAL = 0.1
 
 
 @functools.lru_cache(maxsize=8192)
@@ -210,7 +212,10 @@ async def drive_async(conn: psycopg.AsyncConnection[DictRow], gen: PQGen[T]) -> 
     """:func:`drive` for an asyncio connection. A cancelled call closes it at once (psycopg's
     own ``wait`` would first try to cancel the query, for up to 5 s)."""
     try:
-        return await waiting.wait_async(gen, conn.pgconn.socket)
+        # A wait wakes at the socket, or after the interval to look again: psycopg's own
+        # interval. Without one, every wait would spin through the event loop until the answer
+        # came (the default of 0 re-polls at once).
+        return await waiting.wait_async(gen, conn.pgconn.socket, interval=_WAIT_INTERVAL)
     except BaseException as exc:
         if not conn.closed and _unusable(conn.pgconn, exc):
             await conn.close()

@@ -1,0 +1,249 @@
+"""AsyncPostgresClient.execute under RLS against a raw async pool and asyncpg, in one run.
+
+- floor: a raw ``AsyncConnectionPool`` query in autocommit, same server, same app role, same
+  query and rows (the user is set once per connection at session level, so RLS still filters);
+- asyncpg: a pooled ``fetch`` of the same query, which asyncpg prepares and caches per
+  connection (the ``bench`` extra: ``pip install -e '.[bench]'``);
+- adapter: ``AsyncPostgresClient.execute(query, params, user_id=...)``, a different user per
+  call.
+
+Targets: 1 round trip per call; latency <= 1.0x the raw async pool and <= 1.3x asyncpg, one
+task; throughput >= 1.0x the raw async pool with 64 tasks on a pool of 4. Builds and drops its
+own database (``CRM_TEST_DATABASE_URL``, a superuser URL; default the local server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from tests.fixtures.roundtrips import RoundTripCounter
+
+from benchmarks.bench_postgres import POOL, QUERY, _database, _seed, _via
+from benchmarks.harness import Comparison, async_timer, compare, print_comparisons
+from crm_infra.adapters import AsyncPostgresClient, PostgresClient
+from crm_infra.bootstrap import BootstrappedDatabase
+from crm_infra.migrations import apply_migrations
+
+TASKS = 64
+THROUGHPUT_SECONDS = 2.0
+THROUGHPUT_ROUNDS = 3
+SET_USER = "SELECT set_config('app.current_user_id', %s, false)"
+
+Call = Callable[[int], Awaitable[object]]
+
+
+async def _floor_pool(url: str, user: UUID, size: int) -> AsyncConnectionPool[Any]:
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        # Session-level, once per connection: RLS filters as for the adapter, at no per-call cost.
+        await conn.execute(SET_USER, (str(user),))
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        min_size=size,
+        max_size=size,
+        configure=configure,
+        open=False,
+    )
+    await pool.open(wait=True)
+    return pool
+
+
+async def _asyncpg_pool(url: str, user: UUID, size: int) -> Any:
+    import asyncpg  # type: ignore[import-untyped]  # the bench extra; checked by the caller
+
+    async def keep(conn: Any) -> None:
+        # asyncpg's default reset on release costs a round trip (RESET ALL ...), which the
+        # other two do not pay: the fastest asyncpg is the fairest floor.
+        return None
+
+    return await asyncpg.create_pool(
+        url,
+        min_size=size,
+        max_size=size,
+        reset=keep,
+        # Set at connection start: RLS filters as for the adapter, at no per-call cost.
+        server_settings={"app.current_user_id": str(user)},
+    )
+
+
+def _has_asyncpg() -> bool:
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _calls(
+    client: AsyncPostgresClient,
+    floor: AsyncConnectionPool[Any],
+    fast: Any,
+    pairs: list[tuple[UUID, UUID]],
+    floor_user: UUID,
+) -> dict[str, Call]:
+    floor_contacts = [c for u, c in pairs if u == floor_user]
+    dollar_query = QUERY.replace("%s", "$1")
+
+    async def adapter(i: int) -> object:
+        user, contact = pairs[i % len(pairs)]
+        rows = await client.execute(QUERY, (contact,), user_id=user)
+        assert len(rows) == 1
+        return rows
+
+    async def raw(i: int) -> object:
+        async with floor.connection() as conn:
+            cur = await conn.execute(QUERY, (floor_contacts[i % len(floor_contacts)],))
+            rows = await cur.fetchall()
+        assert len(rows) == 1
+        return rows
+
+    async def asyncpg_fetch(i: int) -> object:
+        async with fast.acquire() as conn:
+            rows = await conn.fetch(dollar_query, floor_contacts[i % len(floor_contacts)])
+        assert len(rows) == 1
+        return rows
+
+    calls: dict[str, Call] = {"adapter": adapter, "floor": raw}
+    if fast is not None:
+        calls["asyncpg"] = asyncpg_fetch
+    return calls
+
+
+def _counter(fn: Call) -> Callable[[], Awaitable[object]]:
+    state = {"i": 0}
+
+    def run() -> Awaitable[object]:
+        state["i"] += 1
+        return fn(state["i"])
+
+    return run
+
+
+async def _throughput(fn: Call, tasks: int, seconds: float) -> float:
+    done = [0] * tasks
+    stop = asyncio.Event()
+
+    async def worker(k: int) -> None:
+        i = k * 1000
+        while not stop.is_set():
+            await fn(i)
+            i += 1
+            done[k] += 1
+
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker(k)) for k in range(tasks)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*workers)
+    return sum(done) / (time.perf_counter() - start)
+
+
+async def _round_trips(db: BootstrappedDatabase, pairs: list[tuple[UUID, UUID]]) -> float:
+    params = conninfo_to_dict(db.app_url)
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+    calls = 200
+    with RoundTripCounter(host, port) as proxy:
+        async with AsyncPostgresClient(_via(db.app_url, proxy.port), 1, min_pool_size=1) as client:
+            for i in range(20):  # warm: connection open, statements prepared
+                user, contact = pairs[i % len(pairs)]
+                await client.execute(QUERY, (contact,), user_id=user)
+            proxy.reset()
+            for i in range(calls):
+                user, contact = pairs[i % len(pairs)]
+                await client.execute(QUERY, (contact,), user_id=user)
+            return proxy.turns / calls
+
+
+def _measure(
+    loop: asyncio.AbstractEventLoop, db: BootstrappedDatabase, pairs: list[tuple[UUID, UUID]]
+) -> tuple[list[Comparison], Comparison]:
+    floor_user = pairs[0][0]
+    client = AsyncPostgresClient(db.app_url, POOL, min_pool_size=POOL)
+    loop.run_until_complete(client.open())
+    floor = loop.run_until_complete(_floor_pool(db.app_url, floor_user, POOL))
+    fast = None
+    if _has_asyncpg():
+        fast = loop.run_until_complete(_asyncpg_pool(db.app_url, floor_user, POOL))
+    try:
+        fns = _calls(client, floor, fast, pairs, floor_user)
+        timer = async_timer(loop)
+        latency = [
+            compare(
+                "async execute (RLS, 1 user per call)",
+                _counter(fns["adapter"]),
+                "raw AsyncConnectionPool",
+                _counter(fns["floor"]),
+                calls=500,
+                target=1.0,
+                timer=timer,
+            )
+        ]
+        if "asyncpg" in fns:
+            latency.append(
+                compare(
+                    "async execute (RLS, 1 user per call)",
+                    _counter(fns["adapter"]),
+                    "asyncpg prepared fetch",
+                    _counter(fns["asyncpg"]),
+                    calls=500,
+                    target=1.3,
+                    timer=timer,
+                )
+            )
+        throughput = Comparison(
+            "async execute", "raw AsyncConnectionPool", target=1.0, higher_is_better=True
+        )
+        for _ in range(THROUGHPUT_ROUNDS):
+            throughput.adapter_s.append(
+                loop.run_until_complete(_throughput(fns["adapter"], TASKS, THROUGHPUT_SECONDS))
+            )
+            throughput.baseline_s.append(
+                loop.run_until_complete(_throughput(fns["floor"], TASKS, THROUGHPUT_SECONDS))
+            )
+        return latency, throughput
+    finally:
+        if fast is not None:
+            loop.run_until_complete(fast.close())
+        loop.run_until_complete(floor.close())
+        loop.run_until_complete(client.close())
+
+
+def main() -> bool:
+    """Run the comparison; print the table; return True when every target is met."""
+    with _database() as db:
+        with PostgresClient(db.app_url, POOL, admin_connection_url=db.admin_url) as setup:
+            apply_migrations(setup)
+            pairs = _seed(setup)
+        loop = asyncio.new_event_loop()
+        try:
+            trips = loop.run_until_complete(_round_trips(db, pairs))
+            latency, throughput = _measure(loop, db, pairs)
+        finally:
+            loop.close()
+    trips_ok = trips == 1.0
+    print(f"\n== asyncio PostgreSQL round trips per call: execute {trips:.2f} "
+          f"(== 1 {'met' if trips_ok else 'MISSED'})")
+    print_comparisons("asyncio PostgreSQL latency, one task", latency)
+    missing_asyncpg = len(latency) < 2
+    if missing_asyncpg:
+        print("asyncpg: not installed (pip install -e '.[bench]'); its row MISSED")
+    print(
+        f"\n== asyncio PostgreSQL throughput, {TASKS} tasks on a pool of {POOL}\n"
+        f"execute {throughput.adapter:8.0f}/s   raw pool {throughput.baseline:8.0f}/s   "
+        f"ratio {throughput.ratio:.3f}x (>= 1.0 {'met' if throughput.met else 'MISSED'})"
+    )
+    latency_ok = all(c.met for c in latency)
+    return trips_ok and latency_ok and not missing_asyncpg and bool(throughput.met)
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
