@@ -9,6 +9,7 @@ from crm_infra.composition import Infrastructure, StartupError, build_infrastruc
 from crm_infra.errors import (
     BackendUnavailableError,
     ConfigError,
+    DatabaseCredentialsExpiredError,
     DatabaseError,
     DatabaseInputError,
     DatabaseUnavailableError,
@@ -67,6 +68,7 @@ __all__ = [
     "BackendUnavailableError",
     "ComponentHealth",
     "ConfigError",
+    "DatabaseCredentialsExpiredError",
     "DatabaseError",
     "DatabaseInputError",
     "DatabaseUnavailableError",

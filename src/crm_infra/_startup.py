@@ -112,19 +112,26 @@ def collected_failures(
 
 @attrs.frozen
 class RealUrls:
-    """The credentials real mode reads from Vault (reprs never show them)."""
+    """The credentials real mode reads from Vault (reprs never show them).
+
+    ``database_secret`` is ``crm/database`` whole: it also says which paths take short-lived
+    logins from Vault's database secrets engine instead of the ones in the URLs.
+    """
 
     database: str = attrs.field(repr=False)
     admin_database: str = attrs.field(repr=False)
     valkey: str = attrs.field(repr=False)
+    database_secret: secret_paths.DatabaseSecret | None = None
 
     @classmethod
     def read(cls, store: SecretStore) -> RealUrls:
         """Read and check ``crm/database`` and ``crm/valkey`` (:mod:`crm_infra.secret_paths`)."""
+        database = secret_paths.database_secret(store)
         return cls(
-            database=secret_paths.database_url(store),
-            admin_database=secret_paths.admin_database_url(store),
+            database=database.url,
+            admin_database=database.admin_url,
             valkey=secret_paths.valkey_url(store),
+            database_secret=database,
         )
 
 
@@ -242,11 +249,17 @@ Step = Open | ReadUrls
 
 @attrs.frozen
 class Kinds:
-    """The classes one root builds: sync or asyncio, real or in memory."""
+    """The classes one root builds: sync or asyncio, real or in memory.
+
+    ``credentials`` makes the database client's short-lived credentials from the secret store
+    and ``crm/database`` (its ``credentials=``/``admin_credentials=`` arguments); real mode
+    only.
+    """
 
     secrets: Callable[..., object]
     database: Callable[..., object]
     keyvalue: Callable[..., object]
+    credentials: Callable[[Any, secret_paths.DatabaseSecret], Mapping[str, Any]] | None = None
 
 
 @attrs.frozen
@@ -274,7 +287,9 @@ def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
             secrets = yield Open("secrets", lambda: kinds.secrets(**vault_arguments(settings)))
         with component(timings, "secrets", "could not read the database and Valkey credentials"):
             urls: RealUrls = yield ReadUrls(secrets)
-        database = lambda: kinds.database(**postgres_arguments(settings, urls))  # noqa: E731
+        database = lambda: kinds.database(  # noqa: E731
+            **postgres_arguments(settings, urls), **_credentials(kinds, secrets, urls)
+        )
         keyvalue = lambda: kinds.keyvalue(**valkey_arguments(settings, urls))  # noqa: E731
     else:
         with component(timings, "secrets"):
@@ -298,6 +313,14 @@ def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
     if failures:
         raise collected_failures(failures, timings)
     return Parts(secrets=secrets, db=db, kv=kv, real=real)
+
+
+def _credentials(kinds: Kinds, secrets: Any, urls: RealUrls) -> Mapping[str, Any]:
+    """The database client's short-lived credentials, for the paths ``crm/database`` names
+    roles for (none otherwise)."""
+    if kinds.credentials is None or urls.database_secret is None:
+        return {}
+    return kinds.credentials(secrets, urls.database_secret)
 
 
 def database_checks(db: Any, admin_db: Any, *, check_admin_path: bool) -> list[Callable[[], Any]]:

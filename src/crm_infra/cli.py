@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a PostgreSQL superuser URL (default: $CRM_DEV_DATABASE_URL, which keeps a "
         "password out of the process list, else postgresql://postgres@127.0.0.1:5432/postgres)",
     )
+    dev.add_argument(
+        "--dynamic-credentials",
+        action="store_true",
+        help="log the application in with short-lived PostgreSQL credentials from OpenBao's "
+        "database secrets engine instead of fixed passwords",
+    )
     return parser
 
 
@@ -144,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _migrate,
         "demo": lambda: _demo(args.backend),
         "dev": lambda: _dev(
-            env_file=args.env_file, database_url=args.database_url, valkey=args.valkey
+            env_file=args.env_file,
+            database_url=args.database_url,
+            valkey=args.valkey,
+            dynamic_credentials=args.dynamic_credentials,
         ),
     }
     try:
@@ -313,7 +322,19 @@ def _demo(backend: str | None) -> int:
     return EXIT_OK if run_demo(settings, sys.stdout) else EXIT_FAILED
 
 
-def _dev(*, env_file: str, database_url: str | None, valkey: ValkeyTopology) -> int:
+def _dev(
+    *,
+    env_file: str,
+    database_url: str | None,
+    valkey: ValkeyTopology,
+    dynamic_credentials: bool = False,
+) -> int:
     from crm_infra.devstack import run_dev  # noqa: PLC0415  # needs the dev extra's servers
 
-    return run_dev(env_file=env_file, database_url=database_url, out=sys.stdout, valkey=valkey)
+    return run_dev(
+        env_file=env_file,
+        database_url=database_url,
+        out=sys.stdout,
+        valkey=valkey,
+        dynamic_credentials=dynamic_credentials,
+    )

@@ -180,8 +180,18 @@ def _build(settings: Settings) -> Infrastructure:
     if settings.backend == "real":
         # Imported here so that memory mode never loads hvac, psycopg or redis...
         from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient  # noqa: PLC0415
+        from crm_infra.adapters.postgres.credentials import (  # noqa: PLC0415
+            credentials_from_secret,
+        )
 
-        kinds = Kinds(secrets=VaultClient, database=PostgresClient, keyvalue=ValkeyClient)
+        kinds = Kinds(
+            secrets=VaultClient,
+            database=PostgresClient,
+            keyvalue=ValkeyClient,
+            # Short-lived logins from Vault's database secrets engine, where crm/database
+            # names its roles.
+            credentials=credentials_from_secret,
+        )
     else:
         # ... and real mode never loads sqlglot or fakeredis.
         from crm_infra.fakes import (  # noqa: PLC0415

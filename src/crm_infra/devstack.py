@@ -32,9 +32,13 @@ import attrs
 from crm_infra.errors import ConfigError, InfraError
 from crm_infra.health import redact, redact_address, short_error
 from crm_infra.secret_paths import (
+    DATABASE_ADMIN_CREDS_ROLE_FIELD,
     DATABASE_ADMIN_URL_FIELD,
+    DATABASE_CREDS_MOUNT_FIELD,
+    DATABASE_CREDS_ROLE_FIELD,
     DATABASE_PATH,
     DATABASE_URL_FIELD,
+    DEFAULT_CREDS_MOUNT,
     DEFAULT_MOUNT_POINT,
     EMAIL_API_KEY_FIELD,
     EMAIL_FROM_ADDRESS_FIELD,
@@ -116,6 +120,13 @@ def _with_host(url: str, host_port: str | None) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _without_login(url: str) -> str:
+    """Return ``url`` without its user and password (what ``crm/database`` holds when the
+    credentials come from Vault's database secrets engine)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def provision(
     *,
     superuser_url: str,
@@ -125,6 +136,7 @@ def provision(
     mount_point: str = DEFAULT_MOUNT_POINT,
     advertised_db_host: str | None = None,
     out: TextIO | None = None,
+    dynamic_credentials: bool = False,
 ) -> Provisioned:
     """Create a database with login roles, migrate it, and write every credential into Vault.
 
@@ -137,6 +149,9 @@ def provision(
         advertised_db_host: ``host:port`` clients use to reach PostgreSQL, when it differs from
             the superuser URL's (inside compose, for example).
         out: where to report progress (default: nowhere).
+        dynamic_credentials: set up OpenBao's database secrets engine against the new
+            database (as the superuser) and have ``crm/database`` name its roles instead of
+            the login roles' passwords: the application then runs on short-lived logins.
 
     Returns:
         The names made (for :func:`deprovision`) and a read-only token for the application.
@@ -168,13 +183,33 @@ def provision(
 
         app_url = _with_host(made.app_url, advertised_db_host)
         admin_url = _with_host(made.admin_url, advertised_db_host)
+        database_fields = {DATABASE_URL_FIELD: app_url, DATABASE_ADMIN_URL_FIELD: admin_url}
+        policy = APP_POLICY.format(mount=mount_point)
+        client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
+        if dynamic_credentials:
+            from crm_infra import database_engine  # noqa: PLC0415
+
+            with _step("setting up OpenBao's database secrets engine"):
+                database_engine.provision_engine(
+                    client, superuser_url=superuser_url, database=made.database
+                )
+            app_role, admin_role = database_engine.DEV_ROLES
+            database_fields = {
+                DATABASE_URL_FIELD: _without_login(app_url),
+                DATABASE_ADMIN_URL_FIELD: _without_login(admin_url),
+                DATABASE_CREDS_ROLE_FIELD: app_role,
+                DATABASE_ADMIN_CREDS_ROLE_FIELD: admin_role,
+                DATABASE_CREDS_MOUNT_FIELD: DEFAULT_CREDS_MOUNT,
+            }
+            policy += database_engine.dynamic_credentials_policy(database_engine.DEV_ROLES)
+            say(
+                f"short-lived database credentials: {DEFAULT_CREDS_MOUNT}/creds/{app_role} and "
+                f"{DEFAULT_CREDS_MOUNT}/creds/{admin_role} (leases of 1 h, renewable up to 24 h)"
+            )
         with _step(f"writing the secrets into Vault at {redact_address(vault_addr)}"):
-            client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
             kv = client.secrets.kv.v2
             kv.create_or_update_secret(
-                path=DATABASE_PATH,
-                secret={DATABASE_URL_FIELD: app_url, DATABASE_ADMIN_URL_FIELD: admin_url},
-                mount_point=mount_point,
+                path=DATABASE_PATH, secret=database_fields, mount_point=mount_point
             )
             kv.create_or_update_secret(
                 path=VALKEY_PATH, secret={VALKEY_URL_FIELD: valkey_url}, mount_point=mount_point
@@ -189,15 +224,16 @@ def provision(
             )
         say(f"secrets written to {mount_point}/{DATABASE_PATH}, {VALKEY_PATH}, {EMAIL_PATH}")
         with _step("creating the read-only application policy and token"):
-            client.sys.create_or_update_policy(
-                name=APP_POLICY_NAME, policy=APP_POLICY.format(mount=mount_point)
-            )
+            client.sys.create_or_update_policy(name=APP_POLICY_NAME, policy=policy)
             created = client.auth.token.create(
                 policies=[APP_POLICY_NAME], ttl="768h", renewable=True,
                 display_name="crm-infra-app",
             )
             app_token = str(created["auth"]["client_token"])
-        say(f"application token created with policy {APP_POLICY_NAME!r} (read crm/* only)")
+        say(
+            f"application token created with policy {APP_POLICY_NAME!r} (read crm/* only"
+            + (", and its database credentials)" if dynamic_credentials else ")")
+        )
     except BaseException:
         drop_database(made)
         raise
@@ -405,6 +441,7 @@ def run_dev(
     database_url: str | None,
     out: TextIO,
     valkey: ValkeyTopology = "single",
+    dynamic_credentials: bool = False,
 ) -> int:
     """Run a local real stack until SIGINT or SIGTERM, then remove all of it.
 
@@ -415,6 +452,9 @@ def run_dev(
         valkey: the Valkey topology: ``single``, ``cluster`` (3 primaries with a replica
             each) or ``sentinel`` (a primary, a replica and 3 Sentinels); its URL goes into
             Vault, so the application picks it up as in production.
+        dynamic_credentials: the application logs in to PostgreSQL with short-lived
+            credentials from OpenBao's database secrets engine (see :func:`provision`); every
+            lease is revoked before the database is dropped.
 
     Returns:
         128 + the number of the signal that stopped it, after a clean stop: 130 for SIGINT
@@ -456,8 +496,12 @@ def run_dev(
                     vault_token=bao.token,
                     valkey_url=valkey_url,
                     out=out,
+                    dynamic_credentials=dynamic_credentials,
                 )
                 stack.callback(_cleanup_database, made, out)
+                if dynamic_credentials:
+                    # Before the database goes: the revocation statements run in it.
+                    stack.callback(_revoke_leases, bao.addr, bao.token, out)
             # Likewise the env file: written and registered for removal, or neither.
             with signals.deferred():
                 try:
@@ -487,6 +531,16 @@ def run_dev(
             stopped_by = stop.signum
     print("stopped; nothing left behind", file=out, flush=True)
     return 128 + stopped_by if stopped_by else 0
+
+
+def _revoke_leases(addr: str, token: str, out: TextIO) -> None:
+    import hvac  # noqa: PLC0415  # only provisioning talks to Vault directly
+
+    from crm_infra.database_engine import revoke_engine_leases  # noqa: PLC0415
+
+    with _step("revoking the short-lived database credentials"):
+        revoke_engine_leases(hvac.Client(url=addr, token=token, timeout=30))
+    print("revoked every short-lived database login", file=out, flush=True)
 
 
 def _cleanup_database(made: Provisioned, out: TextIO) -> None:

@@ -31,6 +31,7 @@ imports hvac, psycopg or redis. Where a builtin means the same thing, the error 
     │   ├── UnsafeRoleError                       a user-facing role that would bypass RLS
     │   ├── QueryTimeoutError                     a statement or deadline ran out
     │   └── DatabaseUnavailableError (BackendUnavailableError)
+    │       └── DatabaseCredentialsExpiredError   Vault's credentials ended, not renewed
     └── KeyValueStoreError
         ├── KeyValueStoreInputError (ValueError)  bad arguments, values JSON cannot hold
         ├── KeyValueStoreDataError                a stored value of the wrong shape
@@ -44,6 +45,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigError",
+    "DatabaseCredentialsExpiredError",
     "DatabaseError",
     "DatabaseInputError",
     "DatabaseUnavailableError",
@@ -183,6 +185,11 @@ class QueryTimeoutError(DatabaseError):
 
 class DatabaseUnavailableError(DatabaseError, BackendUnavailableError):
     """The database is unreachable, or no pooled connection became free in time."""
+
+
+class DatabaseCredentialsExpiredError(DatabaseUnavailableError):
+    """The short-lived database credentials from Vault ended and could be neither renewed nor
+    replaced (Vault unreachable, or refusing); the client recovers once Vault issues new ones."""
 
 
 # --- key-value -------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Layout (KV v2, paths relative to the mount, ``secret`` by default)::
 
-    crm/database   url (postgresql:// or postgres://), admin_url (same schemes)
+    crm/database   url (postgresql:// or postgres://), admin_url (same schemes);
+                   optionally creds_role, admin_creds_role, creds_mount (short-lived
+                   credentials from Vault's database secrets engine: the URLs then name
+                   no user or password)
     crm/valkey     url (redis://, rediss:// or unix://)
     crm/email      api_key, from_address
 
@@ -20,6 +23,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
@@ -28,9 +32,13 @@ from crm_infra.ports import AsyncSecretStore, SecretStore
 from crm_infra.redaction import raise_sanitized
 
 __all__ = [
+    "DATABASE_ADMIN_CREDS_ROLE_FIELD",
     "DATABASE_ADMIN_URL_FIELD",
+    "DATABASE_CREDS_MOUNT_FIELD",
+    "DATABASE_CREDS_ROLE_FIELD",
     "DATABASE_PATH",
     "DATABASE_URL_FIELD",
+    "DEFAULT_CREDS_MOUNT",
     "DEFAULT_MOUNT_POINT",
     "EMAIL_API_KEY_FIELD",
     "EMAIL_FROM_ADDRESS_FIELD",
@@ -42,10 +50,12 @@ __all__ = [
     "VALKEY_SCHEMES",
     "VALKEY_URL_FIELD",
     "AsyncSecretLayoutMethods",
+    "DatabaseSecret",
     "EmailCredentials",
     "SecretLayoutMethods",
     "admin_database_url",
     "copy_secret_data",
+    "database_secret",
     "database_url",
     "email_credentials",
     "is_flat",
@@ -64,6 +74,11 @@ PATH_PREFIX = "crm/"
 DATABASE_PATH = "crm/database"
 DATABASE_URL_FIELD = "url"
 DATABASE_ADMIN_URL_FIELD = "admin_url"
+DATABASE_CREDS_ROLE_FIELD = "creds_role"
+DATABASE_ADMIN_CREDS_ROLE_FIELD = "admin_creds_role"
+DATABASE_CREDS_MOUNT_FIELD = "creds_mount"
+DEFAULT_CREDS_MOUNT = "database"
+"""Where Vault's database secrets engine is mounted unless ``creds_mount`` says otherwise."""
 VALKEY_PATH = "crm/valkey"
 VALKEY_URL_FIELD = "url"
 EMAIL_PATH = "crm/email"
@@ -307,6 +322,12 @@ _VALKEY_URL = _Accessor(VALKEY_PATH, _UrlField(VALKEY_PATH, VALKEY_URL_FIELD, VA
 _EMAIL_CREDENTIALS = _Accessor(EMAIL_PATH, _email_credentials_of)
 
 
+def _url_field(
+    secret: Mapping[str, Any], path: str, field: str, schemes: tuple[str, ...], error: _Error
+) -> str:
+    return _UrlField(path, field, schemes)(secret, error)
+
+
 def database_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:
     """Return the application's PostgreSQL URL (``crm/database`` field ``url``).
 
@@ -327,6 +348,88 @@ def admin_database_url(store: SecretStore, *, error: _Error = InvalidSecretError
     Args and Raises: as :func:`database_url`.
     """
     return _ADMIN_DATABASE_URL.read(store, error)
+
+
+@attrs.frozen
+class DatabaseSecret:
+    """``crm/database`` read whole: the two URLs, and where short-lived credentials come from.
+
+    A role that is None means that path's URL holds its own user and password; one that is
+    set means its URL names host, port and database only, and the login is read from
+    ``<creds_mount>/creds/<role>`` (Vault's database secrets engine). The URLs stay out of
+    the repr.
+    """
+
+    url: str = attrs.field(repr=False)
+    admin_url: str = attrs.field(repr=False)
+    creds_role: str | None = None
+    admin_creds_role: str | None = None
+    creds_mount: str = DEFAULT_CREDS_MOUNT
+
+
+def database_secret(store: SecretStore, *, error: _Error = InvalidSecretError) -> DatabaseSecret:
+    """Return ``crm/database`` whole: ``url``, ``admin_url``, and the optional ``creds_role``,
+    ``admin_creds_role`` and ``creds_mount`` (default ``database``).
+
+    Raises:
+        SecretStoreError: any error of ``store.get_secret``.
+        InvalidSecretError: a URL field is missing or not a PostgreSQL URL; a role or mount
+            field is present but not a plain name; a URL names a user or password although
+            its path takes credentials from Vault.
+    """
+    secret = store.get_secret(DATABASE_PATH)
+    url = _url_field(secret, DATABASE_PATH, DATABASE_URL_FIELD, POSTGRES_SCHEMES, error)
+    admin_url = _url_field(
+        secret, DATABASE_PATH, DATABASE_ADMIN_URL_FIELD, POSTGRES_SCHEMES, error
+    )
+    roles = {}
+    for field in (DATABASE_CREDS_ROLE_FIELD, DATABASE_ADMIN_CREDS_ROLE_FIELD):
+        roles[field] = _name_field(secret, field, error) if field in secret else None
+    mount = DEFAULT_CREDS_MOUNT
+    if DATABASE_CREDS_MOUNT_FIELD in secret:
+        mount = _field(secret, DATABASE_PATH, DATABASE_CREDS_MOUNT_FIELD, error)
+        try:
+            validate_mount_point(mount)
+        except InvalidSecretPathError:
+            raise error(
+                f"field {DATABASE_CREDS_MOUNT_FIELD!r} of secret {DATABASE_PATH!r} is not a "
+                "Vault mount path"
+            ) from None
+    for field, role in (
+        (DATABASE_URL_FIELD, roles[DATABASE_CREDS_ROLE_FIELD]),
+        (DATABASE_ADMIN_URL_FIELD, roles[DATABASE_ADMIN_CREDS_ROLE_FIELD]),
+    ):
+        if role is not None and _has_login(secret[field]):
+            raise error(
+                f"field {field!r} of secret {DATABASE_PATH!r} must name no user or password: "
+                f"its credentials come from Vault (role {role!r})"
+            )
+    return DatabaseSecret(
+        url=url,
+        admin_url=admin_url,
+        creds_role=roles[DATABASE_CREDS_ROLE_FIELD],
+        admin_creds_role=roles[DATABASE_ADMIN_CREDS_ROLE_FIELD],
+        creds_mount=mount,
+    )
+
+
+def _name_field(secret: Mapping[str, Any], field: str, error: _Error) -> str:
+    value = _field(secret, DATABASE_PATH, field, error)
+    if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
+        raise error(
+            f"field {field!r} of secret {DATABASE_PATH!r} must be one name (letters, digits "
+            "and '_ . @ + = , -')"
+        )
+    return value
+
+
+def _has_login(url: str) -> bool:
+    """Whether a PostgreSQL URL names a user or a password (in its netloc or its query)."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return True
+    query = parse_qs(parts.query)
+    return "user" in query or "password" in query
 
 
 def valkey_url(store: SecretStore, *, error: _Error = InvalidSecretError) -> str:

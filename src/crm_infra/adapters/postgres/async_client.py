@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -29,10 +29,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
+    _ADMIN_POOL,
+    _APP_POOL,
     _SET_TIMEOUT,
     _SET_USER,
     _SET_USER_AND_TIMEOUT,
-    POOL_KWARGS,
     Lease,
     PostgresBase,
     check_user_sql,
@@ -42,6 +43,7 @@ from crm_infra.adapters.postgres.base import (
     role_shown,
     tidy_action,
 )
+from crm_infra.adapters.postgres.credentials import DynamicCredentials
 from crm_infra.adapters.postgres.deadline import AsyncDeadline
 from crm_infra.adapters.postgres.errors import (
     PostgresError,
@@ -62,6 +64,7 @@ from crm_infra.adapters.postgres.transactions import (
     first_value,
 )
 from crm_infra.ports import Params, Row
+from crm_infra.redaction import raise_sanitized
 from crm_infra.telemetry import traced, traced_block
 from crm_infra.user_context import UserId, resolve_user_id
 
@@ -97,6 +100,8 @@ class AsyncPostgresClient(PostgresBase):
         health_check_interval: float = 30.0,
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
+        credentials: DynamicCredentials | None = None,
+        admin_credentials: DynamicCredentials | None = None,
     ) -> None:
         super().__init__(
             connection_url,
@@ -110,8 +115,11 @@ class AsyncPostgresClient(PostgresBase):
             health_check_interval=health_check_interval,
             admin_pool_size=admin_pool_size,
             application_name=application_name,
+            credentials=credentials,
+            admin_credentials=admin_credentials,
         )
         self._pool: _Pool | None = None
+        self._drains: set[asyncio.Task[None]] = set()
         self._admin_pool: _Pool | None = None
         self._open_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
@@ -142,10 +150,11 @@ class AsyncPostgresClient(PostgresBase):
                     raise PostgresError(
                         "the client is closed", operation=f"connect to {self._url_shown}"
                     )
+                await self._open_credentials(_APP_POOL)
                 await self._probe(self._app_conninfo, "check the application role", role=True)
                 with translate_errors(f"connect to {self._url_shown}", self._secrets):
                     self._pool = await self._make_pool(
-                        self._app_conninfo, "crm-app", self._min_size, self._pool_size
+                        self._app_conninfo, _APP_POOL, self._min_size, self._pool_size
                     )
             return self._pool
 
@@ -153,10 +162,11 @@ class AsyncPostgresClient(PostgresBase):
         """Connect once: check the application role (``role``), or that an admin URL works,
         with the server's own reason when it does not."""
         where = self._url_shown if role else f"the admin role {role_shown(conninfo)}"
+        login = self._login_kwargs(_APP_POOL if role else _ADMIN_POOL)
         with translate_errors(f"connect to {where}", self._secrets):
             async with (
                 self._short_deadlines.guard(what),
-                await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe,
+                await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **login) as probe,
             ):
                 if role:
                     await check_user_facing_role_async(probe)
@@ -167,20 +177,45 @@ class AsyncPostgresClient(PostgresBase):
         pool: _Pool = AsyncConnectionPool(
             conninfo,
             connection_class=psycopg.AsyncConnection[DictRow],
-            kwargs=POOL_KWARGS,
+            kwargs=self._pool_kwargs(name),
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=self._configure,
+            configure=functools.partial(self._configure, name),
             check=functools.partial(self._check, name),
             timeout=self._pool_timeout,
             name=name,
         )
+        source = self._credentials[name]
+        if source is not None:
+            source.on_replaced(self._drain_from_elsewhere(pool))
         await pool.open(wait=False)
         return pool
 
-    async def _configure(self, conn: AsyncPgConnection) -> None:
-        self._note_opened(conn)
+    async def _configure(self, pool_name: str, conn: AsyncPgConnection) -> None:
+        self._opened(pool_name, conn)
+
+    async def _open_credentials(self, pool_name: str) -> None:
+        source = self._credentials[pool_name]
+        if source is not None:
+            # Its first Vault request blocks: not on the event loop.
+            await asyncio.to_thread(source.open)
+
+    def _drain_from_elsewhere(self, pool: _Pool) -> Callable[[], None]:
+        """Return a hook that drains ``pool`` on this loop, callable from the credentials'
+        keeper thread (it retires the connections of replaced or ended credentials)."""
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            task = loop.create_task(pool.drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+
+        def drain() -> None:
+            with suppress(RuntimeError):  # the loop is closed: so is the pool
+                loop.call_soon_threadsafe(start)
+
+        return drain
 
     async def _check(self, pool_name: str, conn: AsyncPgConnection) -> None:
         if not self._idle_long(conn):
@@ -215,15 +250,16 @@ class AsyncPostgresClient(PostgresBase):
             raise self._no_admin_url(operation)
         async with self._admin_lock:
             if self._admin_pool is None:
+                await self._open_credentials(_ADMIN_POOL)
                 await self._probe(self._admin_conninfo, "connect to the admin role", role=False)
                 with translate_errors(operation, self._secrets):
                     self._admin_pool = await self._make_pool(
-                        self._admin_conninfo, "crm-admin", 0, self._admin_pool_size
+                        self._admin_conninfo, _ADMIN_POOL, 0, self._admin_pool_size
                     )
             return self._admin_pool
 
     async def _replace_idle_connections(self, pool_name: str) -> None:
-        pool = self._pool if pool_name == "crm-app" else self._admin_pool
+        pool = self._pool if pool_name == _APP_POOL else self._admin_pool
         if pool is not None:
             await pool.drain()
 
@@ -234,6 +270,9 @@ class AsyncPostgresClient(PostgresBase):
             lease.conn = await pool.getconn()  # taken and owned in one statement
         except psycopg.Error as exc:
             if isinstance(exc, PoolTimeout):
+                expired = self._credentials_expired(pool.name, operation)
+                if expired is not None:
+                    raise_sanitized(expired, None)
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
         error = not_idle_error(lease.conn, operation)
@@ -537,13 +576,24 @@ class AsyncPostgresClient(PostgresBase):
         if self._closed:
             return
         self._closed = True
+        sources = self._credential_sources()
+        if sources:
+            # No more draining of pools that are closing; stopping may wait for a Vault
+            # request in flight, so not on the loop.
+            await asyncio.to_thread(self._stop_credentials)
         for pool in (self._pool, self._admin_pool):
             if pool is not None:
                 await pool.close()
         self._statements.clear()
+        if sources:
+            await asyncio.to_thread(self._close_credentials)  # revoking waits for Vault
 
     async def __aenter__(self) -> AsyncPostgresClient:
-        await self.open()
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()  # no __aexit__ follows a failed __aenter__
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -9,6 +9,7 @@ import math
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -20,6 +21,7 @@ from psycopg.rows import dict_row
 
 from crm_infra._sql_params import ClientSideError, ParamsShapeError
 from crm_infra._sql_text import shown, untextable_reason
+from crm_infra.adapters.postgres.credentials import DynamicCredentials, LiveSecrets
 from crm_infra.adapters.postgres.deadline import GRACE_S
 from crm_infra.adapters.postgres.errors import (
     PostgresConfigError,
@@ -242,10 +244,44 @@ def tidy_action(conn: Any, *, raw: bool) -> str:
 
 
 def role_shown(conninfo: str) -> str:
-    """``user@host:port/dbname`` of a connection string, for messages (no password)."""
+    """``user@host:port/dbname`` of a connection string, for messages (no password; no user
+    either when it comes from Vault)."""
     parts = conninfo_to_dict(conninfo)
     where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
-    return f"{parts.get('user')!s}@{where}/{parts.get('dbname')!s}"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    return f"{user}{where}/{parts.get('dbname')!s}"
+
+
+_APP_POOL = "crm-app"
+_ADMIN_POOL = "crm-admin"
+
+
+def _credential_problems(
+    url: str,
+    credentials: DynamicCredentials | None,
+    admin_url: str | None,
+    admin_credentials: DynamicCredentials | None,
+) -> list[str]:
+    """What is wrong with URLs given beside credentials from Vault (which bring their own)."""
+    problems = []
+    for which, one_url, source in (
+        ("connection_url", url, credentials),
+        ("admin_connection_url", admin_url, admin_credentials),
+    ):
+        if source is None or one_url is None:
+            continue
+        try:
+            parts = conninfo_to_dict(one_url)
+        except psycopg.Error:
+            continue  # reported when it is used, with psycopg's own reason
+        if parts.get("user") or parts.get("password"):
+            problems.append(
+                f"{which} must name no user or password when the credentials come from "
+                f"Vault ({source.path})"
+            )
+    if admin_credentials is not None and admin_url is None:
+        problems.append("admin_credentials need an admin_connection_url (host and database)")
+    return problems
 
 
 class PostgresBase:
@@ -271,10 +307,18 @@ class PostgresBase:
         health_check_interval: float = 30.0,
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
+        credentials: DynamicCredentials | None = None,
+        admin_credentials: DynamicCredentials | None = None,
     ) -> None:
         name = type(self).__name__
-        self._secrets = (password_of(connection_url), password_of(admin_connection_url or ""))
+        fixed = (password_of(connection_url), password_of(admin_connection_url or ""))
+        self._secrets: Iterable[str | None] = (
+            fixed
+            if credentials is None and admin_credentials is None
+            else LiveSecrets(fixed, (credentials, admin_credentials))
+        )
         self._url_shown = scrub(connection_url, self._secrets)
+        self._credentials = {_APP_POOL: credentials, _ADMIN_POOL: admin_credentials}
         min_size = min(2, pool_size) if min_pool_size is None else min_pool_size
         problems = _setting_problems(
             pool_size=pool_size,
@@ -285,6 +329,9 @@ class PostgresBase:
                 "statement_timeout": statement_timeout,
                 "admin_statement_timeout": admin_statement_timeout,
             },
+        )
+        problems += _credential_problems(
+            connection_url, credentials, admin_connection_url, admin_credentials
         )
         if problems:
             raise PostgresConfigError(f"{name}: " + "; ".join(problems), operation="configure")
@@ -377,14 +424,60 @@ class PostgresBase:
     def __repr__(self) -> str:
         admin = "configured" if self._admin_conninfo else "none"
         state = "closed" if self._closed else "open"
+        dynamic = [s.path for s in self._credentials.values() if s is not None]
+        creds = f", credentials={dynamic!r}" if dynamic else ""
         return (
             f"{type(self).__name__}(url={self._url_shown!r}, pool_size={self._pool_size}, "
-            f"admin={admin}, {state})"
+            f"admin={admin}{creds}, {state})"
         )
 
     def pool_stats(self) -> dict[str, PoolStats]:
         """Return the state of the open pools (application, and admin once opened), by name."""
         return pool_stats(self)
+    # --- short-lived credentials (see credentials.py): looked up only when a pool connects ---
+
+    def _login_kwargs(self, pool_name: str) -> dict[str, Any]:
+        """The user and password of a connection made outside the pool (none from a URL that
+        holds them)."""
+        source = self._credentials[pool_name]
+        return {} if source is None else source.connect_kwargs()
+
+    def _pool_kwargs(self, pool_name: str) -> dict[str, Any] | Callable[[], dict[str, Any]]:
+        """What a pool passes to each connection it opens: with credentials from Vault, a
+        callable the pool calls then (never per call: ``execute`` pays nothing)."""
+        source = self._credentials[pool_name]
+        if source is None:
+            return POOL_KWARGS
+        return lambda: {**POOL_KWARGS, **source.connect_kwargs()}
+
+    def _opened(self, pool_name: str, conn: Any) -> None:
+        """The pools' ``configure``: note a new connection (and the credentials it used)."""
+        source = self._credentials[pool_name]
+        if source is not None:
+            source.opened(conn)
+        self._note_opened(conn)
+
+    def _credentials_expired(self, pool_name: str, operation: str) -> PostgresError | None:
+        """The error for a pool timeout that the end of its credentials explains, if any."""
+        source = self._credentials[pool_name]
+        return None if source is None else source.expired_error(operation)
+
+    def _credential_sources(self) -> list[DynamicCredentials]:
+        return [s for s in self._credentials.values() if s is not None]
+
+    def _stop_credentials(self) -> None:
+        """Stop renewing (and draining pools that are about to close); may wait for a Vault
+        request in flight."""
+        for source in self._credential_sources():
+            source.stop()
+
+    def _close_credentials(self) -> None:
+        """Revoke the leases (after the pools closed); a failure is logged, never raised."""
+        for source in self._credential_sources():
+            try:
+                source.close()
+            except Exception:  # cleanup goes on; logged with its cause
+                logger.warning("closing the database credentials failed", exc_info=True)
 
     def _no_admin_url(self, operation: str) -> PostgresConfigError:
         return PostgresConfigError(
@@ -415,6 +508,9 @@ class PostgresBase:
             if opened <= self._replaced_at.get(pool_name, -math.inf):
                 return False
             self._replaced_at[pool_name] = time.monotonic()
+        source = self._credentials.get(pool_name)
+        if source is not None:
+            source.suspect()  # a revoked lease ends its connections like this
         logger.warning(
             "a pooled connection was closed by the server; replacing the idle ones (%s)",
             pool_name,

@@ -29,10 +29,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
+    _ADMIN_POOL,
+    _APP_POOL,
     _SET_TIMEOUT,
     _SET_USER,
     _SET_USER_AND_TIMEOUT,
-    POOL_KWARGS,
     Lease,
     PostgresBase,
     check_user_sql,
@@ -42,6 +43,7 @@ from crm_infra.adapters.postgres.base import (
     role_shown,
     tidy_action,
 )
+from crm_infra.adapters.postgres.credentials import DynamicCredentials
 from crm_infra.adapters.postgres.deadline import Watchdog
 from crm_infra.adapters.postgres.errors import (
     PostgresConfigError,
@@ -75,6 +77,7 @@ from crm_infra.adapters.postgres.transactions import (
     first_value,
 )
 from crm_infra.ports import Params, Row
+from crm_infra.redaction import raise_sanitized
 from crm_infra.telemetry import traced, traced_block
 from crm_infra.user_context import UserId, resolve_user_id
 
@@ -122,6 +125,10 @@ class PostgresClient(PostgresBase):
             replaced when dead.
         admin_pool_size: the most connections the admin pool opens.
         application_name: shown in ``pg_stat_activity``.
+        credentials: the application role's login from Vault's database secrets engine
+            (:class:`DynamicCredentials`), kept valid in the background; ``connection_url``
+            then names no user or password. The client opens and closes it.
+        admin_credentials: the same for the admin pool (opened with it, on first use).
 
     Raises:
         PostgresUnsafeRoleError: the application role could bypass row-level security.
@@ -144,6 +151,8 @@ class PostgresClient(PostgresBase):
         health_check_interval: float = 30.0,
         admin_pool_size: int = 2,
         application_name: str = "crm-infra",
+        credentials: DynamicCredentials | None = None,
+        admin_credentials: DynamicCredentials | None = None,
     ) -> None:
         super().__init__(
             connection_url,
@@ -157,6 +166,8 @@ class PostgresClient(PostgresBase):
             health_check_interval=health_check_interval,
             admin_pool_size=admin_pool_size,
             application_name=application_name,
+            credentials=credentials,
+            admin_credentials=admin_credentials,
         )
         self._admin_lock = threading.Lock()
         self._admin_pool: ConnectionPool[PgConnection] | None = None
@@ -169,19 +180,24 @@ class PostgresClient(PostgresBase):
         self._watchdogs = (self._watchdog, self._admin_watchdog, self._short_watchdog)
         self._pools: dict[str, ConnectionPool[PgConnection]] = {}
         try:
+            if credentials is not None:
+                credentials.open()
             with (
                 translate_errors(f"connect to {self._url_shown}", self._secrets),
-                psycopg.connect(self._app_conninfo, autocommit=True) as probe,
+                psycopg.connect(
+                    self._app_conninfo, autocommit=True, **self._login_kwargs(_APP_POOL)
+                ) as probe,
                 self._short_watchdog.guard(probe, "check the application role"),
             ):
                 check_user_facing_role(probe)
             with translate_errors(f"connect to {self._url_shown}", self._secrets):
                 self._pool: ConnectionPool[PgConnection] = self._make_pool(
-                    self._app_conninfo, "crm-app", self._min_size, self._pool_size
+                    self._app_conninfo, _APP_POOL, self._min_size, self._pool_size
                 )
         except BaseException:
             for watchdog in self._watchdogs:
                 watchdog.close()
+            self._close_credentials()
             raise
 
     # --- set-up ----------------------------------------------------------------------------
@@ -192,16 +208,19 @@ class PostgresClient(PostgresBase):
         pool: ConnectionPool[PgConnection] = ConnectionPool(
             conninfo,
             connection_class=psycopg.Connection[DictRow],
-            kwargs=POOL_KWARGS,
+            kwargs=self._pool_kwargs(name),
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=self._note_opened,
+            configure=functools.partial(self._opened, name),
             check=functools.partial(self._check, name),
             timeout=self._pool_timeout,
             name=name,
         )
         self._pools[name] = pool
+        source = self._credentials[name]
+        if source is not None:
+            source.on_replaced(pool.drain)  # retire the connections of the old credentials
         pool.open(wait=False)
         return pool
 
@@ -246,9 +265,12 @@ class PostgresClient(PostgresBase):
             raise self._no_admin_url(operation)
         with self._admin_lock:
             if self._admin_pool is None:
+                source = self._credentials[_ADMIN_POOL]
+                if source is not None:
+                    source.open()
                 self._probe_admin(self._admin_conninfo)
                 self._admin_pool = self._make_pool(
-                    self._admin_conninfo, "crm-admin", 0, self._admin_pool_size
+                    self._admin_conninfo, _ADMIN_POOL, 0, self._admin_pool_size
                 )
             return self._admin_pool
 
@@ -258,7 +280,7 @@ class PostgresClient(PostgresBase):
         once, instead of as a pool timeout beside the pool's log lines."""
         with (
             translate_errors(f"connect to the admin role {role_shown(conninfo)}", self._secrets),
-            psycopg.connect(conninfo, autocommit=True) as probe,
+            psycopg.connect(conninfo, autocommit=True, **self._login_kwargs(_ADMIN_POOL)) as probe,
             self._short_watchdog.guard(probe, "connect to the admin role"),
         ):
             probe.execute("SELECT 1")
@@ -272,6 +294,9 @@ class PostgresClient(PostgresBase):
             lease.conn = pool.getconn()  # taken and owned in one statement
         except psycopg.Error as exc:
             if isinstance(exc, PoolTimeout):
+                expired = self._credentials_expired(pool.name, operation)
+                if expired is not None:
+                    raise_sanitized(expired, None)
                 operation += self._held_by_open_block(pool)
             raise_translated(exc, operation, self._secrets)
         error = not_idle_error(lease.conn, operation)
@@ -680,12 +705,14 @@ class PostgresClient(PostgresBase):
         if self._closed:
             return
         self._closed = True
+        self._stop_credentials()  # no more draining of pools that are closing
         for watchdog in self._watchdogs:
             watchdog.close()
         self._pool.close()
         if self._admin_pool is not None:
             self._admin_pool.close()
         self._statements.clear()
+        self._close_credentials()
 
     def __enter__(self) -> PostgresClient:
         return self

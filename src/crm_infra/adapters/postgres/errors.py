@@ -13,6 +13,7 @@
     ├── PostgresTimeoutError (QueryTimeoutError)  57014, 55P03, the client's deadline
     ├── PostgresInputError (DatabaseInputError)   a parameter PostgreSQL text cannot hold
     ├── PostgresUnavailableError (DatabaseUnavailableError)   class 08, 57P0x, pool timeout
+    │   └── PostgresCredentialsExpiredError (DatabaseCredentialsExpiredError)
     └── PostgresConfigError (ConfigError)         e.g. admin work without an admin URL
 
 Messages never carry a password: psycopg puts the whole connection string into some errors
@@ -39,6 +40,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from crm_infra.errors import (
     ConfigError,
+    DatabaseCredentialsExpiredError,
     DatabaseError,
     DatabaseInputError,
     DatabaseUnavailableError,
@@ -55,6 +57,7 @@ from crm_infra.redaction import one_line, password_of, raise_sanitized, redact, 
 
 __all__ = [
     "PostgresConfigError",
+    "PostgresCredentialsExpiredError",
     "PostgresError",
     "PostgresInputError",
     "PostgresIntegrityError",
@@ -144,6 +147,11 @@ def unsendable_error(operation: str, exc: ValueError) -> PostgresInputError:
 
 class PostgresUnavailableError(PostgresError, DatabaseUnavailableError):
     """The server is unreachable, went away, or no pooled connection became free in time."""
+
+
+class PostgresCredentialsExpiredError(PostgresUnavailableError, DatabaseCredentialsExpiredError):
+    """The pool's short-lived credentials from Vault ended and could be neither renewed nor
+    replaced; new ones are asked for in the background, and calls work again once they come."""
 
 
 class PostgresConfigError(PostgresError, ConfigError):

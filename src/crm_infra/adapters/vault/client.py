@@ -26,6 +26,8 @@ import hvac.exceptions as hvac_exc
 import requests
 
 from crm_infra.adapters.vault import telemetry
+from crm_infra.adapters.vault.leases import VaultLeaseMethods
+from crm_infra.adapters.vault.token_keeper import TokenKeeper
 from crm_infra.errors import (
     ConfigError,
     InvalidSecretError,
@@ -36,6 +38,7 @@ from crm_infra.errors import (
     SecretStoreError,
     SecretStoreUnavailableError,
 )
+from crm_infra.leases import Lifetime
 from crm_infra.redaction import (
     one_line,
     raise_sanitized,
@@ -115,7 +118,7 @@ class VaultUnavailableError(VaultError, SecretStoreUnavailableError):
     """Vault is unreachable, sealed, or did not answer within the timeout."""
 
 
-class VaultClient(SecretLayoutMethods):
+class VaultClient(SecretLayoutMethods, VaultLeaseMethods):
     """Read secrets from a Vault or OpenBao KV v2 mount; fail fast on anything wrong.
 
     Construction checks the settings, then authenticates (a token lookup, or an AppRole login),
@@ -175,7 +178,8 @@ class VaultClient(SecretLayoutMethods):
         self._approle_mount_point = approle_mount_point
         self._clock = clock
         self._login_lock = threading.Lock()
-        self._token_deadline: float | None = None
+        self._token_lifetime: Lifetime | None = None
+        self._token_keeper: TokenKeeper | None = None
         self._authenticated = False
         self._authenticate_lock = threading.Lock()
         try:
@@ -320,6 +324,9 @@ class VaultClient(SecretLayoutMethods):
         if self._closed:
             return
         self._closed = True
+        keeper = getattr(self, "_token_keeper", None)
+        if keeper is not None:
+            keeper.close()
         if self._cache is not None:
             self._cache.invalidate()
         client = getattr(self, "_client", None)
@@ -422,9 +429,11 @@ class VaultClient(SecretLayoutMethods):
         """Return Vault's JSON answer to ``request()``, logged in: the one place a request is
         retried.
 
-        An AppRole token is renewed by a fresh login before it expires; one that was revoked
-        or expired early anyway fails the request with :class:`VaultAuthError`, and then the
-        client logs in again, once, and retries. A token given by the caller is never retried.
+        An AppRole token is kept alive in the background (:class:`TokenKeeper`); one about
+        to end anyway (the keeper could not reach Vault) is replaced by a login first, and one
+        that was revoked or expired early fails the request with :class:`VaultAuthError`, and
+        then the client logs in again, once, and retries. A token given by the caller is never
+        retried.
 
         Threads (and the asyncio twin's workers) share the token: when another one logged in
         while this request was out, a 403 may be the old token's, so the request is retried
@@ -455,12 +464,12 @@ class VaultClient(SecretLayoutMethods):
         raise self._not_vault_error(action, path, "an answer that is not JSON")
 
     def _ensure_fresh_login(self) -> None:
-        deadline = self._token_deadline
-        if deadline is not None and self._clock() >= deadline:
+        lifetime = self._token_lifetime
+        if lifetime is not None and self._clock() >= lifetime.usable_until():
             self._login(stale=self._client.token)
 
     def _login(self, *, stale: str | None = None) -> None:
-        """Log in with AppRole; remember when to log in again (before the token expires).
+        """Log in with AppRole; keep the new token alive in the background.
 
         Args:
             stale: the token found wanting; when another thread has replaced it meanwhile,
@@ -469,6 +478,7 @@ class VaultClient(SecretLayoutMethods):
         with self._login_lock, self._errors("logging in with AppRole", login=True):
             if stale is not None and self._client.token != stale:
                 return
+            started = self._clock()
             response = self._json(
                 "logging in with AppRole",
                 None,
@@ -479,12 +489,17 @@ class VaultClient(SecretLayoutMethods):
                     use_token=False,  # taken below, once the answer is known to be Vault's
                 ),
             )
-            self._client.token = response["auth"]["client_token"]
-            lease = response["auth"]["lease_duration"]
-            # Renew at 90% of the lease so a request never carries a token about to expire.
-            self._token_deadline = (
-                self._clock() + 0.9 * lease if isinstance(lease, int) and lease > 0 else None
+            auth = response["auth"]
+            self._client.token = auth["client_token"]
+            lease = auth["lease_duration"]
+            self._token_lifetime = (
+                Lifetime(started, float(lease), bool(auth.get("renewable")))
+                if isinstance(lease, int) and lease > 0
+                else None
             )
+            if self._token_keeper is None and not self._closed:
+                self._token_keeper = TokenKeeper(self, clock=self._clock)
+                self._token_keeper.start()
 
     def _token_is_valid(self) -> bool | None:
         """Return whether the token is still valid (lookup-self); None when that is unknown."""
