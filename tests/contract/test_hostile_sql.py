@@ -1,8 +1,8 @@
 """The hostile corpus on every DB backend: the same outcome, and A never reaches B's rows.
 
 Every entry of ``tests/battery/hostile_sql.py`` runs as user A against the rows of user B on
-each backend of ``conftest.DB_BACKENDS`` (the in-memory fake and PostgreSQL), in every mode
-of :data:`tests.battery.hostile_run.MODES`. Both backends are held to the entry's one
+each backend of ``conftest.DB_BACKENDS`` (the in-memory fakes and PostgreSQL, sync and async),
+in every mode of :data:`tests.battery.hostile_run.MODES`. Both backends are held to the entry's one
 expected outcome, so they agree: refused with ``UnsafeQueryError`` on both, an error on both,
 or the same rows on both (the fake may refuse SQL it cannot run with
 ``UnsupportedQueryError``, never answer differently). On each, A is shown nothing of B's,
@@ -20,11 +20,13 @@ a pooled connection (settings, locks, listens, prepared statements) are in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from crm_infra import DatabaseError, UnsafeQueryError
-from crm_infra.adapters import PostgresClient
+from crm_infra.adapters import AsyncPostgresClient, PostgresClient
+from crm_infra.adapters.postgres.base import PostgresBase
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.fakes import InMemoryUserScopedDB
 from tests.battery.hostile_run import (
@@ -41,7 +43,13 @@ from tests.battery.hostile_run import (
     state_problems,
 )
 from tests.battery.hostile_sql import CORPUS, SEED, USER_A, USER_B, Hostile, by_category
-from tests.contract.conftest import DB_BACKENDS, REAL_BACKENDS
+from tests.contract.conftest import (
+    DB_BACKENDS,
+    REAL_BACKENDS,
+    async_memory_db,
+    async_postgres_db,
+    backend_params,
+)
 from tests.fixtures.pgbouncer import PgBouncer
 
 _BY_ID = {entry.id: entry for entry in CORPUS}
@@ -105,54 +113,56 @@ class Side:
         return problems
 
 
-def _memory() -> Backend:
-    return InMemoryUserScopedDB()
+Client = TypeVar("Client", bound=PostgresBase)
 
 
-def _postgres(request: pytest.FixtureRequest) -> Callable[[], Backend]:
-    database: BootstrappedDatabase = request.getfixturevalue("pg_database")
+def _client(app_url: str, admin_url: str, *, twin: bool) -> Callable[[], Backend]:
+    """Build a client with ONE pooled connection (see the module docstring); ``twin``: the
+    asyncio one, behind the sync facade."""
+
+    def make(cls: type[Client]) -> Client:
+        return cls(
+            app_url, 1, min_pool_size=1, admin_connection_url=admin_url, statement_timeout=5.0
+        )
 
     def build() -> Backend:
-        return PostgresClient(
-            database.app_url,
-            1,
-            min_pool_size=1,
-            admin_connection_url=database.admin_url,
-            statement_timeout=5.0,
-        )
+        if twin:
+            return async_postgres_db(lambda: make(AsyncPostgresClient))
+        return make(PostgresClient)
 
     return build
 
 
-def _through_pgbouncer(request: pytest.FixtureRequest) -> Callable[[], Backend]:
-    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+def _postgres(twin: bool) -> Callable[[pytest.FixtureRequest], Callable[[], Backend]]:
+    def builder(request: pytest.FixtureRequest) -> Callable[[], Backend]:
+        database: BootstrappedDatabase = request.getfixturevalue("pg_database")
+        return _client(database.app_url, database.admin_url, twin=twin)
 
-    def build() -> Backend:
-        return PostgresClient(
-            bouncer.app_url,
-            1,
-            min_pool_size=1,
-            admin_connection_url=bouncer.admin_url,
-            statement_timeout=5.0,
-        )
+    return builder
 
-    return build
+
+def _through_pgbouncer(twin: bool) -> Callable[[pytest.FixtureRequest], Callable[[], Backend]]:
+    def builder(request: pytest.FixtureRequest) -> Callable[[], Backend]:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        return _client(bouncer.app_url, bouncer.admin_url, twin=twin)
+
+    return builder
 
 
 # One builder per backend of conftest.DB_BACKENDS, at module scope (see the module docstring).
 _BUILDERS: dict[str, Callable[[pytest.FixtureRequest], Callable[[], Backend]]] = {
-    "memory": lambda _request: _memory,
-    "postgres": _postgres,
-    "pgbouncer": _through_pgbouncer,
+    "memory": lambda _request: InMemoryUserScopedDB,
+    "postgres": _postgres(twin=False),
+    "pgbouncer": _through_pgbouncer(twin=False),
+    "memory-async": lambda _request: async_memory_db,
+    "postgres-async": _postgres(twin=True),
+    "pgbouncer-async": _through_pgbouncer(twin=True),
 }
 
 
 @pytest.fixture(
     scope="module",
-    params=[
-        pytest.param(name, marks=[pytest.mark.real] if name in REAL_BACKENDS else [])
-        for name in sorted(DB_BACKENDS)
-    ],
+    params=backend_params(list(DB_BACKENDS)),
 )
 def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     """One backend of ``conftest.DB_BACKENDS``, seeded once for the module."""
