@@ -2,8 +2,9 @@
 
 Hypothesis draws a program (add, rename, move, delete and upsert contacts, add tickets, search,
 aggregate, a transaction that fails halfway), runs it step by step on the in-memory fake and
-on PostgreSQL, and compares every step's outcome (rows, or the port-level error class) and
-the final contents of the tables. Ids are chosen by the test so both backends see the same.
+on PostgreSQL (the sync pair, and the asyncio pair), and compares every step's outcome (rows,
+or the port-level error class) and the final contents of the tables. Ids are chosen by the
+test so both backends see the same.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,9 +29,8 @@ from crm_infra import (
     TransactionUsageError,
     UnsupportedQueryError,
 )
-from crm_infra.adapters import PostgresClient
 from crm_infra.fakes import InMemoryUserScopedDB
-from tests.contract.conftest import DB_BACKENDS, REAL_BACKENDS, ContractDB
+from tests.contract.conftest import DB_BACKENDS, REAL_BACKENDS, ContractDB, async_memory_db
 from tests.fixtures.postgres import truncate_all
 
 pytestmark = pytest.mark.real  # needs PostgreSQL; left out by --skip-real
@@ -247,15 +248,39 @@ def snapshot(db: ContractDB) -> list[Any]:
     ]
 
 
+class Closable(ContractDB, Protocol):
+    def close(self) -> None: ...
+
+
+# Each real backend is compared with the fake of its own kind: sync or asyncio.
+_FAKES: dict[str, Callable[[], Closable]] = {
+    "postgres": InMemoryUserScopedDB,
+    "pgbouncer": InMemoryUserScopedDB,
+    "postgres-async": async_memory_db,
+    "pgbouncer-async": async_memory_db,
+}
+
+
+@attrs.frozen
+class RealBackend:
+    """A real backend of the contract suite, and how to make the fake it is compared with."""
+
+    db: ContractDB
+    make_fake: Callable[[], Closable]
+
+
 @pytest.fixture(params=sorted(REAL_BACKENDS))
-def real_db(request: pytest.FixtureRequest) -> PostgresClient:
-    """Each real backend of the contract suite: PostgreSQL directly, and through PgBouncer."""
-    return cast(PostgresClient, request.getfixturevalue(DB_BACKENDS[request.param]))
+def real_db(request: pytest.FixtureRequest) -> RealBackend:
+    """Each real backend of the contract suite: PostgreSQL directly and through PgBouncer,
+    with the sync client and with the asyncio one."""
+    db = cast(ContractDB, request.getfixturevalue(DB_BACKENDS[request.param]))
+    return RealBackend(db, _FAKES[request.param])
 
 
-def fresh_pair(pg: PostgresClient) -> tuple[InMemoryUserScopedDB, PostgresClient]:
+def fresh_pair(real: RealBackend) -> tuple[Closable, ContractDB]:
+    pg = real.db
     truncate_all(pg)
-    fake = InMemoryUserScopedDB()
+    fake = real.make_fake()
     for backend in (fake, pg):
         for number, user in enumerate(USERS):
             backend.execute_admin(
@@ -283,7 +308,7 @@ READS = st.lists(
 )
 @given(seed=SEED, program=st.lists(STEPS, min_size=1, max_size=20), reads=READS)
 def test_random_programs_give_the_same_results_on_both_backends(
-    real_db: PostgresClient, seed: list[Step], program: list[Step], reads: list[Step]
+    real_db: RealBackend, seed: list[Step], program: list[Step], reads: list[Step]
 ) -> None:
     program = [*seed, *program, *reads]
     fake, pg = fresh_pair(real_db)
@@ -308,7 +333,7 @@ def test_random_programs_give_the_same_results_on_both_backends(
     name=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
 )
 def test_values_round_trip_the_same_on_both_backends(
-    real_db: PostgresClient, value: Decimal, name: str
+    real_db: RealBackend, value: Decimal, name: str
 ) -> None:
     fake, pg = fresh_pair(real_db)
     try:
@@ -405,7 +430,7 @@ def _seed_tickets(backend: ContractDB) -> None:
     descending=st.booleans(),
 )
 def test_random_filters_select_the_same_rows_on_both_backends(
-    real_db: PostgresClient, condition: tuple[str, list[Any]], order: str, descending: bool
+    real_db: RealBackend, condition: tuple[str, list[Any]], order: str, descending: bool
 ) -> None:
     fake, pg = fresh_pair(real_db)
     try:
@@ -461,7 +486,7 @@ def _expressions(draw: st.DrawFn) -> tuple[str, list[Any]]:
 )
 @given(expression=_expressions(), grouped=st.booleans())
 def test_random_expressions_compute_the_same_on_both_backends(
-    real_db: PostgresClient, expression: tuple[str, list[Any]], grouped: bool
+    real_db: RealBackend, expression: tuple[str, list[Any]], grouped: bool
 ) -> None:
     fake, pg = fresh_pair(real_db)
     try:
