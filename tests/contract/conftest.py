@@ -9,16 +9,25 @@ written once and runs on sync and async, fake and real.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Protocol, cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, cast
 
+import attrs
 import pytest
 
-from crm_infra.adapters import AsyncPostgresClient
+from crm_infra.adapters import AsyncPostgresClient, AsyncVaultClient, VaultClient
 from crm_infra.bootstrap import BootstrappedDatabase
-from crm_infra.fakes import AsyncInMemoryUserScopedDB, InMemoryUserScopedDB
-from crm_infra.ports import AdminDB, UserScopedDB
-from tests.contract.async_facade import AsyncContractDB, SyncDB
+from crm_infra.devservers.openbao import OpenBaoServer
+from crm_infra.fakes import (
+    AsyncInMemorySecretStore,
+    AsyncInMemoryUserScopedDB,
+    InMemorySecretStore,
+    InMemoryUserScopedDB,
+)
+from crm_infra.ports import AdminDB, SecretStore, UserScopedDB
+from crm_infra.secret_paths import EmailCredentials
+from tests.contract.async_facade import AsyncContractDB, SyncDB, SyncSecretStore
+from tests.fixtures.openbao import TEST_SECRETS, VaultMount
 from tests.fixtures.pgbouncer import PgBouncer
 from tests.fixtures.postgres import truncate_all
 
@@ -30,8 +39,16 @@ DB_BACKENDS: dict[str, str] = {
     "postgres-async": "pg_async_db",
     "pgbouncer-async": "pgbouncer_async_db",
 }
+SECRET_BACKENDS: dict[str, str] = {
+    "memory": "memory_secrets",
+    "vault": "vault_secrets",  # OpenBao, a KV v2 mount of the test's own
+    "memory-async": "memory_async_secrets",
+    "vault-async": "vault_async_secrets",
+}
 # Marked ``real``: left out by --skip-real.
-REAL_BACKENDS = frozenset({"postgres", "pgbouncer", "postgres-async", "pgbouncer-async"})
+REAL_BACKENDS = frozenset(
+    {"postgres", "pgbouncer", "postgres-async", "pgbouncer-async", "vault", "vault-async"}
+)
 
 
 class ContractDB(UserScopedDB, AdminDB, Protocol):
@@ -132,3 +149,65 @@ def pgbouncer_async_db(pgbouncer_async_session_client: SyncDB) -> SyncDB:
 def db(request: pytest.FixtureRequest) -> ContractDB:
     """A database backend with empty CRM tables, both user-scoped and admin."""
     return cast(ContractDB, request.getfixturevalue(DB_BACKENDS[request.param]))
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+class LayoutStore(SecretStore, Protocol):
+    """A secret store with the layout accessors, as every secret backend has them."""
+
+    def get_database_url(self) -> str: ...
+    def get_admin_database_url(self) -> str: ...
+    def get_valkey_url(self) -> str: ...
+    def get_email_credentials(self) -> EmailCredentials: ...
+
+
+@attrs.frozen
+class SecretBackend:
+    """One store under test and the means to change what it holds behind its back."""
+
+    store: LayoutStore
+    put: Callable[[str, Mapping[str, Any]], None]
+    delete: Callable[[str], None]  # soft-delete the latest version
+
+
+@pytest.fixture
+def memory_secrets() -> SecretBackend:
+    store = InMemorySecretStore(TEST_SECRETS)
+    return SecretBackend(store, store.put_secret, store.delete_secret)
+
+
+@pytest.fixture
+def memory_async_secrets() -> Iterator[SecretBackend]:
+    async def build() -> AsyncInMemorySecretStore:
+        return AsyncInMemorySecretStore(TEST_SECRETS)
+
+    store = SyncSecretStore(build)
+    fake = cast(AsyncInMemorySecretStore, store.inner).sync  # set-up goes behind its back
+    yield SecretBackend(store, fake.put_secret, fake.delete_secret)
+    store.close()
+
+
+@pytest.fixture
+def vault_secrets(
+    openbao_server: OpenBaoServer, vault_mount: VaultMount
+) -> Iterator[SecretBackend]:
+    with VaultClient(openbao_server.addr, openbao_server.token, mount_point=vault_mount.name) as c:
+        yield SecretBackend(c, vault_mount.put, vault_mount.delete)
+
+
+@pytest.fixture
+def vault_async_secrets(
+    openbao_server: OpenBaoServer, vault_mount: VaultMount
+) -> Iterator[SecretBackend]:
+    async def build() -> AsyncVaultClient:
+        client = AsyncVaultClient(
+            openbao_server.addr, openbao_server.token, mount_point=vault_mount.name
+        )
+        await client.open()
+        return client
+
+    store = SyncSecretStore(build)
+    yield SecretBackend(store, vault_mount.put, vault_mount.delete)
+    store.close()

@@ -1,4 +1,5 @@
-"""The SecretStore contract: every test runs against the in-memory fake and a real OpenBao.
+"""The SecretStore contract: every test runs on each backend of ``conftest.SECRET_BACKENDS``:
+the in-memory fake and a real OpenBao, through the sync clients and the asyncio ones.
 
 A difference in behaviour between the two is a bug in the fake (or in the adapter), which is
 what this suite exists to catch.
@@ -7,12 +8,12 @@ what this suite exists to catch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import cast
 
 import pytest
 
 from crm_infra import (
+    AsyncSecretStore,
     InvalidSecretError,
     InvalidSecretPathError,
     SecretNotFoundError,
@@ -20,48 +21,17 @@ from crm_infra import (
     SecretStoreError,
 )
 from crm_infra import secret_paths as sp
-from crm_infra.adapters import VaultClient
-from crm_infra.devservers.openbao import OpenBaoServer
-from crm_infra.fakes import InMemorySecretStore
-from tests.fixtures.openbao import TEST_SECRETS, VaultMount
+from tests.contract.async_facade import SyncSecretStore
+from tests.contract.conftest import SECRET_BACKENDS, backend_params
+from tests.contract.conftest import SecretBackend as Backend
+from tests.fixtures.openbao import TEST_SECRETS
 from tests.fixtures.secret_paths import BAD_PATHS
 
-Store = InMemorySecretStore | VaultClient
 
-
-class Backend:
-    """One store under test and the means to change what it holds behind its back."""
-
-    def __init__(self, store: Store, mount: VaultMount | None) -> None:
-        self.store = store
-        self._mount = mount
-
-    def put(self, path: str, data: Mapping[str, Any]) -> None:
-        if self._mount is None:
-            assert isinstance(self.store, InMemorySecretStore)
-            self.store.put_secret(path, data)
-        else:
-            self._mount.put(path, data)
-
-    def delete(self, path: str) -> None:
-        """Soft-delete the latest version (``delete_secret`` in the fake, a KV v2 delete)."""
-        if self._mount is None:
-            assert isinstance(self.store, InMemorySecretStore)
-            self.store.delete_secret(path)
-        else:
-            self._mount.delete(path)
-
-
-@pytest.fixture(params=["memory", pytest.param("vault", marks=pytest.mark.real)])
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Yield a store holding the DESIGN layout (TEST_SECRETS), fake or real."""
-    if request.param == "memory":
-        yield Backend(InMemorySecretStore(TEST_SECRETS), None)
-        return
-    server: OpenBaoServer = request.getfixturevalue("openbao_server")
-    mount: VaultMount = request.getfixturevalue("vault_mount")
-    with VaultClient(server.addr, server.token, mount_point=mount.name) as client:
-        yield Backend(client, mount)
+@pytest.fixture(params=backend_params(list(SECRET_BACKENDS)))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """A secret store holding the layout of TEST_SECRETS, fake or real, sync or async."""
+    return cast(Backend, request.getfixturevalue(SECRET_BACKENDS[request.param]))
 
 
 def unique_path() -> str:
@@ -329,8 +299,11 @@ def test_health_check_returns_true(backend: Backend) -> None:
 
 
 def test_the_store_satisfies_the_port(backend: Backend) -> None:
-    store: SecretStore = backend.store
-    assert isinstance(store, SecretStore)
+    if isinstance(backend.store, SyncSecretStore):
+        assert isinstance(backend.store.inner, AsyncSecretStore)
+    else:
+        store: SecretStore = backend.store
+        assert isinstance(store, SecretStore)
 
 
 def test_repr_never_shows_a_value(backend: Backend) -> None:
