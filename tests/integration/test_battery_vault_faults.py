@@ -47,7 +47,7 @@ def own_server() -> Iterator[OpenBaoServer]:
 
 
 def _write_layout(server: OpenBaoServer) -> None:
-    """Write the DESIGN layout into the server's default ``secret`` mount."""
+    """Write the secret layout of docs/secrets.md into the server's default ``secret`` mount."""
     root = hvac.Client(server.addr, server.token)
     for path, data in TEST_SECRETS.items():
         root.secrets.kv.v2.create_or_update_secret(path=path, secret=data)

@@ -1,4 +1,4 @@
-"""A database that cannot be reached: calls give up within DESIGN's 5 s, with a typed error."""
+"""A database that cannot be reached: calls give up within the 5 s budget, with a typed error."""
 
 from __future__ import annotations
 
