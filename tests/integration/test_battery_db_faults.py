@@ -5,7 +5,8 @@ The promise: a restart, a killed connection or a frozen server gives typed ``Pos
 every transaction that reported success is still there afterwards; and a connection given back
 with a session-level user setting never shows it to the next borrower.
 
-The shared server at 127.0.0.1:5432 is never touched: see :mod:`tests.fixtures.pg_cluster`.
+The shared test server (``CRM_TEST_DATABASE_URL``) is never touched: see
+:mod:`tests.fixtures.pg_cluster`.
 """
 
 from __future__ import annotations
