@@ -58,7 +58,7 @@ async def _floor_pool(url: str, user: UUID, size: int) -> AsyncConnectionPool[An
 
 
 async def _asyncpg_pool(url: str, user: UUID, size: int) -> Any:
-    import asyncpg  # type: ignore[import-untyped]  # the bench extra; checked by the caller
+    import asyncpg  # the bench extra; checked by the caller
 
     async def keep(conn: Any) -> None:
         # asyncpg's default reset on release costs a round trip (RESET ALL ...), which the

@@ -13,19 +13,17 @@ local server).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from uuid import UUID
 
 import hvac
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from benchmarks.bench_postgres import QUERY, THREADS, _counter, _seed, _throughput
+from benchmarks.bench_postgres import QUERY, THREADS, _counter, _database, _seed, _throughput
 from benchmarks.harness import Comparison, compare, print_comparisons
 from crm_infra.adapters import PostgresClient, VaultClient
 from crm_infra.adapters.postgres import DynamicCredentials
-from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
+from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.database_engine import configure_database_engine, create_engine_role
 from crm_infra.devservers.openbao import openbao_dev_server
 from crm_infra.migrations import apply_migrations
@@ -34,16 +32,6 @@ POOL = 4
 TARGET = 1.02
 THROUGHPUT_SECONDS = 2.0
 THROUGHPUT_ROUNDS = 3
-
-
-@contextmanager
-def _database() -> Iterator[BootstrappedDatabase]:
-    url = os.environ.get("CRM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    created = create_database(url, prefix="crm_bench")
-    try:
-        yield created
-    finally:
-        drop_database(created)
 
 
 def _host_only(db: BootstrappedDatabase) -> str:

@@ -8,7 +8,6 @@ on the server from ``CRM_TEST_DATABASE_URL`` (default: the local server), droppe
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 from uuid import UUID, uuid4
 
@@ -19,7 +18,6 @@ from crm_infra.ports import AdminDB, UserScopedDB
 TARGET_SPEEDUP = 10.0
 CALLS = 1000
 QUERY = "SELECT id, name, email, created_at FROM contacts WHERE id = %s"
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class _BothPorts(UserScopedDB, AdminDB, Protocol):
@@ -53,6 +51,8 @@ def _fake_alone() -> bool:
 def main() -> bool:
     """Time the fake and PostgreSQL on the same SELECT; return True when the target is met."""
     try:
+        from tests.fixtures.postgres import superuser_url_from_env
+
         from crm_infra.adapters import PostgresClient
         from crm_infra.bootstrap import create_database, drop_database
         from crm_infra.migrations import apply_migrations
@@ -61,7 +61,7 @@ def main() -> bool:
         print("PostgreSQL side missing (crm_infra.adapters.PostgresClient not available)")
         return False
 
-    superuser_url = os.environ.get("CRM_TEST_DATABASE_URL", DEFAULT_URL)
+    superuser_url = superuser_url_from_env()
     try:
         created = create_database(superuser_url, prefix="crm_bench")
     except Exception as exc:  # the benchmark reports, it does not crash

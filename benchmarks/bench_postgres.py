@@ -19,7 +19,6 @@ Target: 1 round trip per call, latency <= 1.15x the floor through the bouncer.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from tests.fixtures.pgbouncer import PgBouncer, find_pgbouncer, running_pgbouncer
+from tests.fixtures.postgres import superuser_url_from_env
 from tests.fixtures.roundtrips import RoundTripCounter
 
 from benchmarks.harness import Comparison, compare, print_comparisons
@@ -164,8 +164,7 @@ def _throughput(fn: Callable[[int], object], threads: int, seconds: float) -> fl
 
 @contextmanager
 def _database() -> Iterator[BootstrappedDatabase]:
-    url = os.environ.get("CRM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    created = create_database(url, prefix="crm_bench")
+    created = create_database(superuser_url_from_env(), prefix="crm_bench")
     try:
         yield created
     finally:

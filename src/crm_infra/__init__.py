@@ -2,9 +2,11 @@
 
 Domain code imports from here: the ports, the errors and the user context. Real adapters live
 in :mod:`crm_infra.adapters`, in-memory fakes in :mod:`crm_infra.fakes`; only the composition
-root (:func:`build_infrastructure`, configured by :class:`Settings`) chooses between them.
+root (:func:`build_infrastructure`, configured by :class:`Settings`; for asyncio
+:func:`build_async_infrastructure`) chooses between them.
 """
 
+from crm_infra.async_composition import AsyncInfrastructure, build_async_infrastructure
 from crm_infra.composition import Infrastructure, StartupError, build_infrastructure
 from crm_infra.errors import (
     BackendUnavailableError,
@@ -61,6 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdminDB",
     "AsyncAdminDB",
+    "AsyncInfrastructure",
     "AsyncKeyValueStore",
     "AsyncSecretStore",
     "AsyncTransaction",
@@ -108,6 +111,7 @@ __all__ = [
     "UserId",
     "UserScopedDB",
     "__version__",
+    "build_async_infrastructure",
     "build_infrastructure",
     "get_current_user_id",
     "user_context",

@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="memory (default) or real (reads VAULT_ADDR and VAULT_TOKEN from the environment)",
     )
+    demo.add_argument(
+        "--async",
+        dest="use_asyncio",
+        action="store_true",
+        help="the asyncio story instead: concurrent requests as different users, a request "
+        "cancelled mid-transaction, concurrent rate-limit hits",
+    )
 
     dev = commands.add_parser(
         "dev",
@@ -148,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[], int]] = {
         "check": lambda: _check(as_json=args.json),
         "migrate": _migrate,
-        "demo": lambda: _demo(args.backend),
+        "demo": lambda: _demo(args.backend, use_asyncio=args.use_asyncio),
         "dev": lambda: _dev(
             env_file=args.env_file,
             database_url=args.database_url,
@@ -311,15 +318,23 @@ def _migrate(out: TextIO | None = None) -> int:
 # --- demo and dev live in their own modules; imported lazily to keep start-up quick ----------
 
 
-def _demo(backend: str | None) -> int:
-    from crm_infra.demo import run_demo  # noqa: PLC0415  # keeps `check` start-up light
-
+def _demo(backend: str | None, *, use_asyncio: bool = False) -> int:
     env: Mapping[str, str] = os.environ
     if backend is not None:
         env = {**os.environ, "CRM_BACKEND": backend}
     settings = Settings.from_env(env)
     _note_ignored_vault_variables(env)
-    return EXIT_OK if run_demo(settings, sys.stdout) else EXIT_FAILED
+    if use_asyncio:
+        import asyncio  # noqa: PLC0415
+
+        from crm_infra.demo_async import run_demo_async  # noqa: PLC0415
+
+        held = asyncio.run(run_demo_async(settings, sys.stdout))
+    else:
+        from crm_infra.demo import run_demo  # noqa: PLC0415  # keeps `check` start-up light
+
+        held = run_demo(settings, sys.stdout)
+    return EXIT_OK if held else EXIT_FAILED
 
 
 def _dev(

@@ -24,14 +24,14 @@ from crm_infra.errors import (
 from crm_infra.settings import Settings
 from crm_infra.user_context import user_context
 
-__all__ = ["run_demo"]
+__all__ = ["LOGIN_LIMIT", "LOGIN_WINDOW_SECONDS", "Story", "migration_error", "run_demo"]
 
 SESSION_TTL_SECONDS = 1800
 LOGIN_LIMIT = 3
 LOGIN_WINDOW_SECONDS = 60
 
 
-class _Story:
+class Story:
     """Print numbered steps and record whether every claim held."""
 
     def __init__(self, out: TextIO) -> None:
@@ -52,6 +52,22 @@ class _Story:
         if not holds:
             self.failures.append(text)
 
+    def finish(self, done: str) -> bool:
+        """Print the verdict; return True when every claim held."""
+        if self.failures:
+            print(f"\nDemo FAILED: {len(self.failures)} claim(s) did not hold.", file=self.out)
+            return False
+        print(f"\n{done} (Demo users removed again.)", file=self.out)
+        return True
+
+
+def migration_error(pending: list[str]) -> MigrationError:
+    """The error a demo raises on a real database with ``pending`` migrations."""
+    return MigrationError(
+        f"the database schema is not migrated ({len(pending)} migration(s) pending: "
+        f"{', '.join(pending)}); run `crm-infra migrate` first"
+    )
+
 
 def run_demo(settings: Settings, out: TextIO) -> bool:
     """Run the story on the backend ``settings`` choose, printing it to ``out``.
@@ -67,7 +83,7 @@ def run_demo(settings: Settings, out: TextIO) -> bool:
     with build_infrastructure(settings) as infra:
         if settings.backend == "real":
             _require_migrated(infra)
-        story = _Story(out)
+        story = Story(out)
         run_id = uuid.uuid4().hex[:6]
         alice, bob = _sign_up(infra, story, run_id)
         try:
@@ -78,11 +94,7 @@ def run_demo(settings: Settings, out: TextIO) -> bool:
         finally:
             # ON DELETE CASCADE removes their contacts and tickets too.
             infra.admin_db.execute_admin("DELETE FROM users WHERE id = ANY(%s)", [[alice, bob]])
-    if story.failures:
-        print(f"\nDemo FAILED: {len(story.failures)} claim(s) did not hold.", file=out)
-        return False
-    print("\nDone: each user saw only their own rows. (Demo users removed again.)", file=out)
-    return True
+    return story.finish("Done: each user saw only their own rows.")
 
 
 def _require_migrated(infra: Infrastructure) -> None:
@@ -90,13 +102,10 @@ def _require_migrated(infra: Infrastructure) -> None:
 
     pending = pending_migrations(infra.admin_db)
     if pending:
-        raise MigrationError(
-            f"the database schema is not migrated ({len(pending)} migration(s) pending: "
-            f"{', '.join(pending)}); run `crm-infra migrate` first"
-        )
+        raise migration_error(pending)
 
 
-def _sign_up(infra: Infrastructure, story: _Story, run_id: str) -> tuple[uuid.UUID, uuid.UUID]:
+def _sign_up(infra: Infrastructure, story: Story, run_id: str) -> tuple[uuid.UUID, uuid.UUID]:
     story.step("Two users sign up (the admin path writes the account directory)")
     ids = []
     for name in ("alice", "bob"):
@@ -110,7 +119,7 @@ def _sign_up(infra: Infrastructure, story: _Story, run_id: str) -> tuple[uuid.UU
     return ids[0], ids[1]
 
 
-def _create_rows(infra: Infrastructure, story: _Story, alice: uuid.UUID, bob: uuid.UUID) -> None:
+def _create_rows(infra: Infrastructure, story: Story, alice: uuid.UUID, bob: uuid.UUID) -> None:
     story.step("Each creates contacts and a ticket, as themselves (row-level security applies)")
     data = {
         alice: ("alice", ["Ada Lovelace", "Alan Turing"], "Renewal quote for Ada"),
@@ -133,7 +142,7 @@ def _create_rows(infra: Infrastructure, story: _Story, alice: uuid.UUID, bob: uu
 
 
 def _show_isolation(
-    infra: Infrastructure, story: _Story, alice: uuid.UUID, bob: uuid.UUID
+    infra: Infrastructure, story: Story, alice: uuid.UUID, bob: uuid.UUID
 ) -> None:
     story.step("Each lists contacts and tickets: only their own rows come back")
     seen: dict[str, set[str]] = {}
@@ -189,7 +198,7 @@ def _show_isolation(
     story.claim(total == 3, f"the admin path (RLS bypass) sees all {total} contacts")
 
 
-def _session(infra: Infrastructure, story: _Story, alice: uuid.UUID, run_id: str) -> None:
+def _session(infra: Infrastructure, story: Story, alice: uuid.UUID, run_id: str) -> None:
     story.step(f"A session token is stored with a TTL of {SESSION_TTL_SECONDS} s")
     token = token_source.token_urlsafe(32)
     # Keyed by a hash of the token: a leaked key listing does not leak usable tokens.
@@ -205,7 +214,7 @@ def _session(infra: Infrastructure, story: _Story, alice: uuid.UUID, run_id: str
     infra.kv.delete(key)
 
 
-def _rate_limit(infra: Infrastructure, story: _Story, bob: uuid.UUID, run_id: str) -> None:
+def _rate_limit(infra: Infrastructure, story: Story, bob: uuid.UUID, run_id: str) -> None:
     story.step(f"A login rate limit: {LOGIN_LIMIT} attempts per {LOGIN_WINDOW_SECONDS} s")
     key = f"demo:{run_id}:ratelimit:login:{bob}"
     outcomes = []

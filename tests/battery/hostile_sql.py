@@ -1,6 +1,6 @@
 """Hostile user-scoped SQL: what an injection in domain code could send, by category.
 
-DESIGN's threat model (Contract details of the second wave, "Hostile SQL"): the whole SQL text
+The threat model of docs/database.md ("The threat model: hostile SQL"): the whole SQL text
 of one user-scoped call may be hostile. Such a call may fail, or act as its own user; it must
 never read, change or create another user's rows, and never change what any later call does.
 Each :class:`Hostile` entry is one such text, run as user A against a database where user B has
@@ -16,8 +16,8 @@ design, so B's email there is not a secret.
 
 Each entry says what it must come to (:class:`Outcome`), the same on every backend:
 
-- ``REFUSED``: :class:`crm_infra.UnsafeQueryError`, before any I/O. What DESIGN lists as
-  refused, in every spelling the grammar accepts, nested anywhere.
+- ``REFUSED``: :class:`crm_infra.UnsafeQueryError`, before any I/O. What docs/database.md
+  lists as refused, in every spelling the grammar accepts, nested anywhere.
 - ``ERROR``: some :class:`crm_infra.DatabaseError` (the server's or the fake's answer: row
   security, a missing table, a privilege, a syntax error), never rows; ``error`` narrows the
   class where it is deterministic.

@@ -5,7 +5,8 @@ The promise: a restart, a killed connection or a frozen server gives typed ``Pos
 every transaction that reported success is still there afterwards; and a connection given back
 with a session-level user setting never shows it to the next borrower.
 
-The shared server at 127.0.0.1:5432 is never touched: see :mod:`tests.fixtures.pg_cluster`.
+The shared test server (``CRM_TEST_DATABASE_URL``) is never touched: see
+:mod:`tests.fixtures.pg_cluster`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from crm_infra.errors import (
     QueryTimeoutError,
 )
 from crm_infra.migrations import apply_migrations
+from tests.fixtures.common import wait_until
 from tests.fixtures.pg_cluster import PrivateCluster, running_cluster
 
 RECOVERY_S = 5.0
@@ -98,6 +100,18 @@ def _until_ok(call: Callable[[], Any], within: float = RECOVERY_S) -> tuple[Any,
             time.sleep(0.05)
 
 
+def _running(cluster: PrivateCluster, statement: str) -> bool:
+    """Return True when a session of ``cluster`` is running ``statement`` right now (alone or
+    after the statement that sets the user)."""
+    with psycopg.connect(cluster.superuser_url, connect_timeout=2) as su:
+        row = su.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE state = 'active' AND strpos(query, %s) > 0 AND pid <> pg_backend_pid()",
+            (statement,),
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
 # --- a restart mid-run ------------------------------------------------------------------------
 
 
@@ -136,19 +150,28 @@ def test_a_restart_mid_run_loses_no_committed_transaction_and_the_pool_recovers(
         except BaseException as exc:
             in_flight.append(exc)
 
+    def committed_count() -> int:
+        with lock:
+            return len(committed)
+
     threads = [threading.Thread(target=writer, args=(u,)) for u in users]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: committed_count() >= len(users), timeout=30, what="the first commits")
     sleeper = threading.Thread(target=long_statement)
     sleeper.start()
-    time.sleep(0.2)
-    before = len(committed)
+    wait_until(
+        lambda: _running(private_cluster, "SELECT pg_sleep(1.5)"),
+        timeout=30,
+        what="the long statement",
+    )
+    before = committed_count()
     private_cluster.restart("fast")
     restarted = time.monotonic()
     _value, _errors = _until_ok(lambda: client.execute_scalar("SELECT 1", user_id=users[0]))
     recovered_after = time.monotonic() - restarted
-    time.sleep(1.0)
+    after = committed_count()
+    wait_until(lambda: committed_count() > after, timeout=30, what="commits after the restart")
     stop.set()
     for thread in [*threads, sleeper]:
         thread.join(timeout=30)

@@ -22,6 +22,7 @@ from crm_infra.adapters import ValkeyClient
 from crm_infra.adapters.valkey import ValkeyUnavailableError
 from crm_infra.devservers.valkey import Persistence, ValkeyDevServer
 from crm_infra.errors import BackendUnavailableError
+from tests.fixtures.common import wait_until
 from tests.fixtures.tcp_proxy import TcpProxy
 
 CONNECT_S, REPLY_S, BUDGET_S = 0.3, 0.5, 1.5
@@ -109,7 +110,7 @@ def test_writes_acknowledged_before_a_crash_survive_it_with_aof(tmp_path: Path) 
 
         thread = threading.Thread(target=writer)
         thread.start()
-        time.sleep(0.3)
+        wait_until(lambda: len(acknowledged) >= 10, timeout=30, what="the first writes")
         server.kill()
         thread.join(timeout=BUDGET_S + 2)
         stop.set()
@@ -178,8 +179,13 @@ def test_a_slow_incr_that_times_out_still_counts_once(
     proxy.delay = REPLY_S + 0.3  # the INCR reaches the server, but too late for the caller
     _fails_typed(lambda: kv.incr("counter"), "incr")
     proxy.heal()
-    time.sleep(REPLY_S + 0.5)  # let the late INCR land
     with _raw(private_valkey.port) as raw:
+        # The late INCR lands, and nothing else the client sent is still on its way.
+        wait_until(
+            lambda: raw.get("app:counter") == "2" and proxy.in_flight == 0,
+            timeout=30,
+            what="the late INCR",
+        )
         assert raw.get("app:counter") == "2"  # counted once, never resent
     assert kv.incr("counter") == 3
 
@@ -223,8 +229,7 @@ def test_connections_cut_while_pooled_are_replaced_and_incr_counts_once(
 ) -> None:
     assert kv.incr("counter") == 1
     assert proxy.open_connections >= 1
-    proxy.cut()
-    time.sleep(0.05)
+    proxy.cut()  # returns once the client has seen the resets
     # The pool notices the dead connection before sending, so nothing is lost or doubled.
     assert kv.incr("counter") == 2
     assert kv.get("counter") == "2"

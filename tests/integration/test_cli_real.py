@@ -23,12 +23,26 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from crm_infra import Settings, StartupError, build_infrastructure, devstack
-from crm_infra.adapters import PostgresClient, ValkeyClient, VaultClient
+from crm_infra import (
+    Settings,
+    StartupError,
+    build_async_infrastructure,
+    build_infrastructure,
+    devstack,
+)
+from crm_infra.adapters import (
+    AsyncPostgresClient,
+    AsyncValkeyClient,
+    AsyncVaultClient,
+    PostgresClient,
+    ValkeyClient,
+    VaultClient,
+)
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.cli import main
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.devservers.valkey import ValkeyDevServer
+from crm_infra.errors import KeyValueStoreError
 from crm_infra.schema_files import migration_files
 from tests.fixtures.cli_env import CLI_VARIABLES
 from tests.fixtures.common import free_port, wait_until
@@ -104,6 +118,28 @@ def test_real_mode_builds_the_adapters_from_vault(
         assert infra.db.execute_scalar("SELECT current_user", user_id=someone) == (
             pg_database.app_role
         )
+
+
+@pytest.mark.asyncio
+async def test_async_real_mode_builds_the_async_adapters_from_vault(
+    real_env: dict[str, str], pg_database: BootstrappedDatabase
+) -> None:
+    async with await build_async_infrastructure() as infra:
+        assert isinstance(infra.secrets, AsyncVaultClient)
+        assert isinstance(infra.db, AsyncPostgresClient)
+        assert cast(object, infra.admin_db) is infra.db
+        assert isinstance(infra.kv, AsyncValkeyClient)
+        report = await infra.health()
+        assert report.ok, report.to_dict()
+        assert report.components["database"].pools, "the asyncio pools report their state"
+        assert report.components["keyvalue"].pools
+        someone = "00000000-0000-4000-8000-000000000001"
+        assert await infra.db.execute_scalar("SELECT current_user", user_id=someone) == (
+            pg_database.app_role
+        )
+        assert await infra.kv.hit("async-real", 60) == 1
+    with pytest.raises(KeyValueStoreError, match="closed"):
+        await infra.kv.get("k")
 
 
 def test_real_mode_applies_the_key_prefix(
@@ -381,6 +417,22 @@ def test_demo_on_the_real_backend(
     assert "[FAIL]" not in out
     assert "[ok  ] alice tries to create a contact owned by bob: refused by RLS" in out
     assert "BLOCKED" in out
+    emails = re.findall(r"\b(?:alice|bob)\.\w+@example\.com", out)
+    assert len(emails) == 2, out
+    with psycopg.connect(pg_database.admin_url) as conn:
+        left = conn.execute("SELECT count(*) FROM users WHERE email = ANY(%s)", [emails])
+        assert left.fetchone() == (0,), "the demo removes its users again"
+
+
+def test_demo_async_on_the_real_backend(
+    real_env: dict[str, str], capsys: pytest.CaptureFixture[str], pg_database: BootstrappedDatabase
+) -> None:
+    code, out, err = run_cli(capsys, "demo", "--async", "--backend", "real")
+    assert code == 0, out + err
+    assert "crm-infra demo on asyncio, on the real backend" in out
+    assert "[FAIL]" not in out
+    assert "[ok  ] no request saw a row of the other user" in out
+    assert "[ok  ] the cancelled transaction left nothing behind" in out
     emails = re.findall(r"\b(?:alice|bob)\.\w+@example\.com", out)
     assert len(emails) == 2, out
     with psycopg.connect(pg_database.admin_url) as conn:

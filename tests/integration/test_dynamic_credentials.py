@@ -23,6 +23,7 @@ import pytest
 from crm_infra import BackendUnavailableError, DatabaseCredentialsExpiredError
 from crm_infra.adapters import PostgresClient, VaultClient
 from crm_infra.adapters.postgres import DynamicCredentials
+from crm_infra.adapters.postgres.credentials import CREDENTIAL_EVENTS
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
 from tests.fixtures.common import wait_until
@@ -39,6 +40,7 @@ from tests.fixtures.database_engine import (
 )
 from tests.fixtures.openbao import VaultMount
 from tests.fixtures.tcp_proxy import TcpProxy
+from tests.fixtures.telemetry import Telemetry
 
 pytestmark = pytest.mark.slow
 
@@ -311,6 +313,7 @@ def test_at_the_maximum_lifetime_new_credentials_take_over_with_no_failed_call(
     openbao_server: OpenBaoServer,
     engine: DatabaseEngine,
     creds_db: BootstrappedDatabase,
+    telemetry: Telemetry,
 ) -> None:
     engine.set_ttls(ttl=4, max_ttl=8)
     with (
@@ -330,3 +333,13 @@ def test_at_the_maximum_lifetime_new_credentials_take_over_with_no_failed_call(
             what="the first login to end",
         )
         assert who(db) != first
+    # Each step of the credentials' lives is counted, by event and engine role.
+    counted = {
+        (p.attributes["crm.event"], p.attributes["crm.database.creds_role"]): p.value
+        for p in telemetry.points(CREDENTIAL_EVENTS)
+    }
+    role = engine.app_role
+    assert counted.get(("issued", role), 0) == 1
+    assert counted.get(("renewed", role), 0) >= 1
+    assert counted.get(("replaced", role), 0) >= 1
+    assert "renewal_failed" not in {event for event, _ in counted}

@@ -3,9 +3,10 @@
 In ``pool_mode = transaction`` (``default_pool_size = 3``) every transaction of a client
 connection may run on another server connection, which holds whatever prepared statements
 other clients left on it, and no startup parameter the bouncer does not know gets through.
-The client must be correct there with no setting to change (DESIGN.md, "PgBouncer"): every
-call answers with its own SQL text's rows for its own user, a statement that is missing or
-already there is retried, the statement timeout travels with the statement that sets the user.
+The client must be correct there with no setting to change (docs/database.md, "Behind
+PgBouncer"): every call answers with its own SQL text's rows for its own user, a statement
+that is missing or already there is retried, the statement timeout travels with the statement
+that sets the user.
 
 Every result is checked (``tests.fixtures.statement_mix``: each SQL text returns a tag naming
 it and rows only its user has), so "the call succeeded" is never taken for "the call was

@@ -1,4 +1,4 @@
-"""PostgresClient against the real server: the seed's tests, fixed, and what only a real
+"""PostgresClient against the real server: the user-context basics, and what only a real
 server can show (round trips, timeouts, pooled connections, raw access)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_the_client_implements_both_ports(pg_db: PostgresClient) -> None:
     assert isinstance(pg_db, AdminDB)
 
 
-# --- the seed's tests, adapted -----------------------------------------------------------------
+# --- the user context: set per call, isolated per user ----------------------------------------
 
 
 def test_connection_sets_rls_context(pg_db: PostgresClient) -> None:

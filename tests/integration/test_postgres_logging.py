@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
 from uuid import uuid4
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from crm_infra.adapters import PostgresClient
 from crm_infra.bootstrap import BootstrappedDatabase
+from tests.fixtures.postgres import login_role
 
 # The server's own words when a backend is terminated. As the password they make a marker
 # that a failure message really carries, so only scrubbing can keep it out of a log record.
@@ -23,20 +21,10 @@ _MARKER = "administrator"
 @pytest.fixture
 def marked_url(pg_database: BootstrappedDatabase) -> Iterator[str]:
     """A URL of a throwaway app login role whose password is the marker."""
-    role = f"crm_test_log_{secrets.token_hex(5)}"
-    with psycopg.connect(pg_database.superuser_url, autocommit=True) as su:
-        su.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOBYPASSRLS IN ROLE crm_app").format(
-                sql.Identifier(role), sql.Literal(_MARKER)
-            )
-        )
-    try:
-        yield make_conninfo(
-            pg_database.superuser_url, user=role, password=_MARKER, dbname=pg_database.database
-        )
-    finally:
-        with psycopg.connect(pg_database.superuser_url, autocommit=True) as su:
-            su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with login_role(
+        pg_database, "NOBYPASSRLS IN ROLE crm_app", prefix="crm_test_log", password=_MARKER
+    ) as role:
+        yield role.url
 
 
 def test_a_failed_give_back_logs_no_password(

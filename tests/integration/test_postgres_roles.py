@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from uuid import uuid4
@@ -15,24 +16,18 @@ from crm_infra import UnsafeRoleError
 from crm_infra.adapters import PostgresClient, PostgresError
 from crm_infra.adapters.postgres.roles import REVOKED_FUNCTIONS
 from crm_infra.bootstrap import BootstrappedDatabase, create_database, drop_database
+from tests.fixtures.postgres import login_role
 
 
 @pytest.fixture
 def make_login_role(pg_database: BootstrappedDatabase) -> Iterator[Callable[[str], str]]:
     """Create throwaway login roles with given options; return a URL into the test database."""
-    created: list[str] = []
+    with contextlib.ExitStack() as roles:
 
-    def make(options: str) -> str:
-        role = f"crm_test_role_{secrets.token_hex(5)}"
-        with psycopg.connect(pg_database.superuser_url, autocommit=True) as su:
-            su.execute(sql.SQL("CREATE ROLE {} LOGIN " + options).format(sql.Identifier(role)))
-        created.append(role)
-        return make_conninfo(pg_database.superuser_url, user=role, dbname=pg_database.database)
+        def make(options: str) -> str:
+            return roles.enter_context(login_role(pg_database, options)).url
 
-    yield make
-    with psycopg.connect(pg_database.superuser_url, autocommit=True) as su:
-        for role in created:
-            su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        yield make
 
 
 def test_a_superuser_is_refused(pg_database: BootstrappedDatabase) -> None:

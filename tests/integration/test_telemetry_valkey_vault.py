@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from crm_infra.adapters import AsyncVaultClient, ValkeyClient, VaultClient
+from crm_infra.adapters import AsyncValkeyClient, AsyncVaultClient, ValkeyClient, VaultClient
 from crm_infra.adapters.valkey import ValkeyDataError
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.errors import SecretNotFoundError
@@ -126,6 +126,33 @@ def test_the_valkey_pool_reports_its_connections(
               for p in telemetry.points("db.client.connection.count")}
     assert states[(name, "idle")] == 1
     kv.close()
+    assert kv.pool_stats() == {}
+
+
+@pytest.mark.asyncio
+async def test_the_asyncio_valkey_client_makes_the_same_spans_and_reports_its_pool(
+    telemetry: Telemetry, valkey_url: str
+) -> None:
+    async with AsyncValkeyClient(valkey_url, key_prefix="crm:", check_connection=False) as kv:
+        await kv.set("session:s1", "v")
+        await kv.get("session:s1")
+        await kv.set_json("profile:p1", {"a": 1})
+        await kv.get_json("profile:p1")
+        await kv.exists("session:s1")
+        await kv.expire("session:s1", 60)
+        await kv.ttl("session:s1")
+        await kv.incr("count:c1")
+        await kv.hit("rate:r1", 60)
+        await kv.delete("session:s1")
+        await kv.health_check()
+        spans = telemetry.ours()
+        assert [((s.attributes or {})["crm.operation"], s.name) for s in spans] == KV_CALLS
+        (hit,) = telemetry.named("hit")
+        assert (hit.attributes or {})["crm.kv.key_prefix"] == "crm:rate:"
+        assert [p.value for p in telemetry.points("crm.kv.hits")] == [1]
+        (name,) = kv.pool_stats()
+        assert name.endswith(f"/0 #{client_number(kv)}")
+        assert (kv.pool_stats()[name].idle, kv.pool_stats()[name].in_use) == (1, 0)
     assert kv.pool_stats() == {}
 
 

@@ -7,7 +7,6 @@ INCR / hit must never be sent twice.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,7 +17,7 @@ from redis.exceptions import RedisError
 from crm_infra.adapters import ValkeyClient, ValkeyError
 from crm_infra.devservers.valkey import ValkeyDevServer
 from crm_infra.errors import BackendUnavailableError, KeyValueStoreUnavailableError
-from tests.fixtures.common import free_port
+from tests.fixtures.common import free_port, wait_until
 
 # Short timeouts keep the frozen-server tests quick; the budget logic is the same.
 CONNECT_S, REPLY_S, BUDGET_S = 0.3, 0.5, 1.5
@@ -130,24 +129,27 @@ def test_a_frozen_server_raises_within_ten_seconds_with_the_defaults(
 def _counter_after_frozen_call(
     server: ValkeyDevServer, kv: ValkeyClient, call: Callable[[], object]
 ) -> int:
-    """Freeze the server until just after ``call`` times out; return the counter's value.
+    """Freeze the server until ``call`` has timed out; return the counter's value once the
+    timed-out command has run.
 
-    The server thaws while a retry (if one were made) would be waiting for its reply: the
-    timed-out command, still in the server's socket buffer, runs then, and a retried one
-    would run right after it and succeed, counting twice. Without retries the call fails.
+    A retry, if one were made, would be sent while the server is still frozen and run right
+    after the first command when it thaws, counting twice: the caller's check (and its next
+    call's answer) shows it. Without retries the call fails and the counter moves once.
     """
-    server.pause()
-    thaw = threading.Timer(REPLY_S + 0.2, server.resume)
-    thaw.start()
-    try:
-        _unavailable(call)
-    finally:
-        thaw.join()
-        server.resume()
     with redis.Redis.from_url(server.url, decode_responses=True) as raw:
-        time.sleep(0.2)  # let the thawed server finish what was in its buffer
-        value = raw.get("app:counter")
-    return int(value or 0)
+        before = int(raw.get("app:counter") or 0)
+        server.pause()
+        try:
+            _unavailable(call)
+        finally:
+            server.resume()
+        # The thawed server runs what was in its buffer: wait for it, not for a time.
+        wait_until(
+            lambda: int(raw.get("app:counter") or 0) > before,
+            timeout=30,
+            what="the timed-out command",
+        )
+        return int(raw.get("app:counter") or 0)
 
 
 def test_hit_is_not_retried_after_a_timeout(

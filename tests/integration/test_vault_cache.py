@@ -17,26 +17,19 @@ from crm_infra.adapters.vault import (
     VaultSecretNotFoundError,
 )
 from crm_infra.devservers.openbao import OpenBaoServer
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.openbao import VaultMount, create_token, read_policy
 
 
-class Clock:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def cached(openbao_server: OpenBaoServer, vault_mount: VaultMount, clock: Clock) -> VaultClient:
+def cached(
+    openbao_server: OpenBaoServer, vault_mount: VaultMount, clock: ManualClock
+) -> VaultClient:
     return VaultClient(
         openbao_server.addr,
         openbao_server.token,
@@ -47,7 +40,7 @@ def cached(openbao_server: OpenBaoServer, vault_mount: VaultMount, clock: Clock)
 
 
 def test_a_fresh_entry_is_served_without_asking_the_server(
-    cached: VaultClient, vault_mount: VaultMount, clock: Clock
+    cached: VaultClient, vault_mount: VaultMount, clock: ManualClock
 ) -> None:
     vault_mount.put("app/a", {"v": "1"})
     assert cached.get_secret("app/a") == {"v": "1"}
@@ -57,7 +50,7 @@ def test_a_fresh_entry_is_served_without_asking_the_server(
 
 
 def test_an_expired_entry_is_read_again(
-    cached: VaultClient, vault_mount: VaultMount, clock: Clock
+    cached: VaultClient, vault_mount: VaultMount, clock: ManualClock
 ) -> None:
     vault_mount.put("app/a", {"v": "1"})
     assert cached.get_secret("app/a") == {"v": "1"}
@@ -102,7 +95,7 @@ def test_a_not_found_answer_is_not_cached(cached: VaultClient, vault_mount: Vaul
 
 
 def test_a_cached_secret_stays_cached_after_a_delete_until_it_expires(
-    cached: VaultClient, vault_mount: VaultMount, clock: Clock
+    cached: VaultClient, vault_mount: VaultMount, clock: ManualClock
 ) -> None:
     vault_mount.put("app/a", {"v": "1"})
     cached.get_secret("app/a")
@@ -131,7 +124,7 @@ def test_invalid_paths_are_refused_with_a_cache_too(cached: VaultClient) -> None
 
 
 def test_health_check_is_never_answered_from_the_cache(
-    openbao_root: Any, openbao_server: OpenBaoServer, vault_mount: VaultMount, clock: Clock
+    openbao_root: Any, openbao_server: OpenBaoServer, vault_mount: VaultMount, clock: ManualClock
 ) -> None:
     token = create_token(openbao_root, read_policy(vault_mount.name, "crm/database"))
     with VaultClient(

@@ -28,7 +28,7 @@ from crm_infra.adapters.vault import (
     VaultUnavailableError,
 )
 from crm_infra.devservers.openbao import OpenBaoServer, openbao_dev_server
-from tests.fixtures.common import free_port
+from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.openbao import VaultMount, create_token, read_policy
 
 # --- permission denied versus a dead token ------------------------------------------------------
@@ -77,13 +77,23 @@ def test_a_revoked_token_raises_auth_error_not_access_denied(
             client.health_check()
 
 
+def _refused(root: Any, token: str) -> bool:
+    """Return True once the server no longer knows ``token`` (expired or revoked)."""
+    try:
+        root.auth.token.lookup(token)
+    except hvac.exceptions.VaultError:
+        return True
+    return False
+
+
 def test_an_expired_token_raises_auth_error_not_access_denied(
     openbao_root: Any, openbao_server: OpenBaoServer, vault_mount: VaultMount
 ) -> None:
     token = create_token(openbao_root, read_policy(vault_mount.name, "crm/database"), ttl="2s")
     with VaultClient(openbao_server.addr, token, mount_point=vault_mount.name) as client:
         assert client.get_database_url()
-        time.sleep(2.5)
+        # The server, not a sleep, says when the token has run out.
+        wait_until(lambda: _refused(openbao_root, token), timeout=30, what="the token's expiry")
         with pytest.raises(VaultAuthError, match="invalid, expired or revoked"):
             client.get_secret("crm/database")
 

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from crm_infra.adapters import VaultClient
+from crm_infra.adapters.vault.token_keeper import TOKEN_EVENTS
 from crm_infra.devservers.openbao import OpenBaoServer
 from tests.fixtures.database_engine import approle_login
 from tests.fixtures.openbao import TEST_SECRETS, VaultMount, read_policy
+from tests.fixtures.telemetry import Telemetry
 
 
 def test_an_approle_token_is_renewed_then_replaced_by_a_login_before_its_maximum(
@@ -20,6 +22,7 @@ def test_an_approle_token_is_renewed_then_replaced_by_a_login_before_its_maximum
     openbao_root: Any,
     vault_mount: VaultMount,
     caplog: pytest.LogCaptureFixture,
+    telemetry: Telemetry,
 ) -> None:
     caplog.set_level(logging.INFO, "crm_infra.adapters.vault")
     policy = read_policy(vault_mount.name, "crm/*")
@@ -43,3 +46,6 @@ def test_an_approle_token_is_renewed_then_replaced_by_a_login_before_its_maximum
         assert lifetime is not None
         assert lifetime.true_end() > time.monotonic()
     assert "could not renew" not in caplog.text
+    counted = {p.attributes["crm.event"]: p.value for p in telemetry.points(TOKEN_EVENTS)}
+    assert counted.get("renewed", 0) >= 1
+    assert counted.get("logged_in_again", 0) >= 1

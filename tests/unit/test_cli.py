@@ -144,6 +144,24 @@ def test_demo_shows_isolation_on_the_memory_backend(capsys: pytest.CaptureFixtur
     assert "BLOCKED" in out
 
 
+def test_demo_async_tells_the_isolation_story_on_asyncio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--async"]) == 0
+    out = capsys.readouterr().out
+    assert "crm-infra demo on asyncio, on the memory backend" in out
+    assert "[FAIL]" not in out
+    for claim in (
+        "no request saw a row of the other user",
+        "each request's user stayed its own across awaits",
+        "the cancelled transaction left nothing behind",
+        "every attempt was counted exactly once",
+        "exactly 3 attempts were allowed",
+    ):
+        assert f"[ok  ] {claim}" in out
+    assert "rows of the other user seen: 0" in out
+
+
 def test_demo_backend_option_overrides_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

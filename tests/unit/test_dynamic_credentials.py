@@ -20,22 +20,13 @@ from crm_infra.adapters.postgres.credentials import LiveSecrets, credentials_fro
 from crm_infra.errors import SecretAccessDeniedError, SecretStoreError, SecretStoreUnavailableError
 from crm_infra.leases import Grant, Lifetime
 from crm_infra.secret_paths import DatabaseSecret
-
-
-class Clock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.clock import ManualClock
 
 
 class FakeVault:
     """A database secrets engine: leases of ``ttl`` seconds, renewable up to ``max_ttl``."""
 
-    def __init__(self, clock: Clock, *, ttl: float = 30.0, max_ttl: float = 90.0) -> None:
+    def __init__(self, clock: ManualClock, *, ttl: float = 30.0, max_ttl: float = 90.0) -> None:
         self.clock = clock
         self.ttl = ttl
         self.max_ttl = max_ttl
@@ -87,17 +78,17 @@ class FakeConnection:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def vault(clock: Clock) -> FakeVault:
+def vault(clock: ManualClock) -> FakeVault:
     return FakeVault(clock)
 
 
 @pytest.fixture
-def creds(vault: FakeVault, clock: Clock) -> DynamicCredentials:
+def creds(vault: FakeVault, clock: ManualClock) -> DynamicCredentials:
     made = DynamicCredentials(vault, "crm-app", clock=clock)
     made.step(clock())  # nothing is due before open: no thread is involved in these tests
     with pytest.MonkeyPatch.context() as patch:
@@ -116,7 +107,7 @@ def _retired(creds: DynamicCredentials) -> list[int]:
     return calls
 
 
-def _run_until(creds: DynamicCredentials, clock: Clock, until: float) -> None:
+def _run_until(creds: DynamicCredentials, clock: ManualClock, until: float) -> None:
     """Step the keeper at every time it asks for, up to ``until``."""
     while True:
         wake = creds.step(clock())
@@ -133,7 +124,7 @@ def test_open_reads_credentials_that_new_connections_use(creds: DynamicCredentia
 
 
 def test_nothing_is_asked_of_vault_before_two_thirds_of_the_lease(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     wake = creds.step(clock())
     assert wake == 1020.0
@@ -147,7 +138,7 @@ def test_nothing_is_asked_of_vault_before_two_thirds_of_the_lease(
 
 
 def test_before_the_maximum_new_credentials_replace_the_old_and_their_connections_go(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     retired = _retired(creds)
     _run_until(creds, clock, 1000.0 + 90.0)  # the first lease's maximum
@@ -160,7 +151,7 @@ def test_before_the_maximum_new_credentials_replace_the_old_and_their_connection
 
 
 def test_a_minute_of_rotations_never_leaves_new_connections_without_credentials(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     for _ in range(600):
         clock.now += 1.0
@@ -171,7 +162,7 @@ def test_a_minute_of_rotations_never_leaves_new_connections_without_credentials(
 
 
 def test_with_vault_unreachable_the_credentials_serve_until_their_end_then_fail_typed(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     retired = _retired(creds)
     vault.down = True
@@ -201,7 +192,7 @@ def test_with_vault_unreachable_the_credentials_serve_until_their_end_then_fail_
 
 
 def test_once_vault_answers_again_new_credentials_end_the_failures(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     vault.down = True
     _run_until(creds, clock, 1040.0)
@@ -213,7 +204,7 @@ def test_once_vault_answers_again_new_credentials_end_the_failures(
 
 
 def test_a_revoked_lease_found_at_renewal_is_replaced_at_once(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     retired = _retired(creds)
     vault.revoked.append(vault.issued[0])
@@ -224,7 +215,7 @@ def test_a_revoked_lease_found_at_renewal_is_replaced_at_once(
 
 
 def test_connections_closed_by_the_server_have_the_lease_checked_at_once(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     vault.revoked.append(vault.issued[0])  # revoked by an operator: its sessions were ended
     creds.suspect()
@@ -234,7 +225,7 @@ def test_connections_closed_by_the_server_have_the_lease_checked_at_once(
 
 
 def test_a_connection_opened_with_replaced_credentials_is_discarded(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     current = FakeConnection("v-app-USER-1")
     creds.opened(current)
@@ -248,7 +239,7 @@ def test_a_connection_opened_with_replaced_credentials_is_discarded(
 
 
 def test_a_connection_the_drain_missed_is_retired_again_before_its_credentials_end(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     straggler = FakeConnection("v-app-USER-1")
     creds.opened(straggler)
@@ -263,7 +254,7 @@ def test_a_connection_the_drain_missed_is_retired_again_before_its_credentials_e
 
 
 def test_a_lease_is_replaced_before_the_vault_token_that_read_it_ends(
-    vault: FakeVault, clock: Clock
+    vault: FakeVault, clock: ManualClock
 ) -> None:
     token = Lifetime(granted_at=clock(), duration=20.0, renewable=True)
     vault.token_lifetime = token
@@ -290,7 +281,7 @@ def test_close_revokes_the_leases_and_a_refusal_is_only_logged(
 
 
 def test_no_log_line_names_a_lease_id_user_or_password(
-    vault: FakeVault, clock: Clock, caplog: pytest.LogCaptureFixture
+    vault: FakeVault, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         creds = DynamicCredentials(vault, "crm-app", clock=clock)
@@ -328,7 +319,7 @@ def test_no_log_line_names_a_lease_id_user_or_password(
     assert "LEASE-ID" not in repr(creds)
 
 
-def test_open_says_why_vault_gave_no_credentials(vault: FakeVault, clock: Clock) -> None:
+def test_open_says_why_vault_gave_no_credentials(vault: FakeVault, clock: ManualClock) -> None:
     vault.down = True
     with pytest.raises(PostgresUnavailableError, match="no database credentials from Vault"):
         DynamicCredentials(vault, "crm-app", clock=clock).open()
@@ -361,7 +352,7 @@ def test_the_secret_names_which_paths_take_credentials_from_vault(vault: FakeVau
 
 
 def test_messages_are_scrubbed_of_the_passwords_held_now(
-    creds: DynamicCredentials, vault: FakeVault, clock: Clock
+    creds: DynamicCredentials, vault: FakeVault, clock: ManualClock
 ) -> None:
     secrets: Any = LiveSecrets(("static-pw", None), (creds, None))
     assert list(secrets) == ["static-pw", None, "PASSWORD-1"]

@@ -45,11 +45,13 @@ def test_unavailable_errors_share_one_marker() -> None:
 
 def test_the_composition_root_is_exported() -> None:
     for name in (
+        "AsyncInfrastructure",
         "ComponentHealth",
         "HealthReport",
         "Infrastructure",
         "Settings",
         "StartupError",
+        "build_async_infrastructure",
         "build_infrastructure",
     ):
         assert name in crm_infra.__all__, name

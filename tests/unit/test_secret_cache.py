@@ -7,14 +7,7 @@ import pytest
 from crm_infra import ConfigError, InvalidSecretPathError, SecretNotFoundError, SecretStore
 from crm_infra.fakes import InMemorySecretStore
 from crm_infra.secret_cache import CachedSecretStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.clock import ManualClock
 
 
 @pytest.fixture
@@ -23,17 +16,17 @@ def backing() -> InMemorySecretStore:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(50.0)
 
 
 @pytest.fixture
-def cache(backing: InMemorySecretStore, clock: Clock) -> CachedSecretStore:
+def cache(backing: InMemorySecretStore, clock: ManualClock) -> CachedSecretStore:
     return CachedSecretStore(backing, ttl=10, clock=clock)
 
 
 def test_a_read_within_the_ttl_comes_from_the_cache(
-    cache: CachedSecretStore, backing: InMemorySecretStore, clock: Clock
+    cache: CachedSecretStore, backing: InMemorySecretStore, clock: ManualClock
 ) -> None:
     assert cache.get_secret("app/a") == {"v": "1"}
     backing.put_secret("app/a", {"v": "2"})
@@ -42,7 +35,7 @@ def test_a_read_within_the_ttl_comes_from_the_cache(
 
 
 def test_a_read_at_the_ttl_goes_to_the_store(
-    cache: CachedSecretStore, backing: InMemorySecretStore, clock: Clock
+    cache: CachedSecretStore, backing: InMemorySecretStore, clock: ManualClock
 ) -> None:
     cache.get_secret("app/a")
     backing.put_secret("app/a", {"v": "2"})
@@ -51,7 +44,7 @@ def test_a_read_at_the_ttl_goes_to_the_store(
 
 
 def test_the_ttl_restarts_from_the_fresh_read(
-    cache: CachedSecretStore, backing: InMemorySecretStore, clock: Clock
+    cache: CachedSecretStore, backing: InMemorySecretStore, clock: ManualClock
 ) -> None:
     cache.get_secret("app/a")
     clock.now += 10

@@ -8,12 +8,13 @@ import pytest
 from crm_infra.adapters.vault.token_keeper import TokenKeeper
 from crm_infra.errors import SecretStoreAuthError, SecretStoreUnavailableError
 from crm_infra.leases import Lifetime
+from tests.fixtures.clock import ManualClock
 
 
 class FakeOwner:
     """A Vault client's token: ``ttl`` seconds, renewable up to ``max_ttl`` after login."""
 
-    def __init__(self, clock: list[float], *, ttl: float = 30.0, max_ttl: float = 100.0) -> None:
+    def __init__(self, clock: ManualClock, *, ttl: float = 30.0, max_ttl: float = 100.0) -> None:
         self.clock = clock
         self.ttl = ttl
         self.max_ttl = max_ttl
@@ -29,8 +30,8 @@ class FakeOwner:
             raise SecretStoreUnavailableError("Vault at http://vault: cannot connect")
         self.logins += 1
         self.revoked = False
-        self.logged_in_at = self.clock[0]
-        self.token_lifetime = Lifetime(self.clock[0], self.ttl, True)
+        self.logged_in_at = self.clock()
+        self.token_lifetime = Lifetime(self.clock(), self.ttl, True)
 
     def _renew_token(self, *, timeout: float | None = None) -> Lifetime:
         if self.down:
@@ -40,35 +41,35 @@ class FakeOwner:
         self.renewals += 1
         lifetime = self.token_lifetime
         assert lifetime is not None
-        left = self.logged_in_at + self.max_ttl - self.clock[0]
-        lifetime.renewed(self.clock[0], min(self.ttl, left))
+        left = self.logged_in_at + self.max_ttl - self.clock()
+        lifetime.renewed(self.clock(), min(self.ttl, left))
         return lifetime
 
 
 @pytest.fixture
-def clock() -> list[float]:
-    return [0.0]
+def clock() -> ManualClock:
+    return ManualClock(0.0)
 
 
-def _keeper(owner: FakeOwner, clock: list[float]) -> TokenKeeper:
-    return TokenKeeper(owner, clock=lambda: clock[0])
+def _keeper(owner: FakeOwner, clock: ManualClock) -> TokenKeeper:
+    return TokenKeeper(owner, clock=clock)
 
 
-def test_the_token_is_renewed_at_two_thirds_of_each_grant(clock: list[float]) -> None:
+def test_the_token_is_renewed_at_two_thirds_of_each_grant(clock: ManualClock) -> None:
     owner = FakeOwner(clock)
     keeper = _keeper(owner, clock)
     assert keeper.step(0.0) == 20.0
-    clock[0] = 20.0
+    clock.now = 20.0
     assert keeper.step(20.0) == 40.0
     assert owner.renewals == 1
     assert owner.logins == 1
 
 
-def test_at_its_maximum_the_token_is_replaced_by_a_new_login(clock: list[float]) -> None:
+def test_at_its_maximum_the_token_is_replaced_by_a_new_login(clock: ManualClock) -> None:
     owner = FakeOwner(clock)
     keeper = _keeper(owner, clock)
-    while owner.logins == 1 and clock[0] < 200.0:
-        clock[0] = keeper.step(clock[0])
+    while owner.logins == 1 and clock() < 200.0:
+        clock.now = keeper.step(clock())
     # Renewed at 20, 40, 60; at 80 the renewal granted 20 s of the 30 asked: the maximum
     # (100) is near, so the keeper logged in again, while the first token still lived.
     assert owner.renewals == 4
@@ -77,25 +78,25 @@ def test_at_its_maximum_the_token_is_replaced_by_a_new_login(clock: list[float])
 
 
 def test_while_vault_is_unreachable_the_keeper_retries_and_does_not_log_in(
-    clock: list[float],
+    clock: ManualClock,
 ) -> None:
     owner = FakeOwner(clock)
     keeper = _keeper(owner, clock)
     owner.down = True
-    clock[0] = 20.0
+    clock.now = 20.0
     wake = keeper.step(20.0)
     assert 20.0 < wake < 30.0
     assert owner.logins == 1
     owner.down = False
-    clock[0] = wake
+    clock.now = wake
     keeper.step(wake)
     assert owner.renewals == 1
 
 
-def test_a_refused_renewal_is_followed_by_a_new_login(clock: list[float]) -> None:
+def test_a_refused_renewal_is_followed_by_a_new_login(clock: ManualClock) -> None:
     owner = FakeOwner(clock)
     keeper = _keeper(owner, clock)
     owner.revoked = True
-    clock[0] = 20.0
+    clock.now = 20.0
     keeper.step(20.0)
     assert owner.logins == 2

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crm_infra.adapters.postgres import AsyncPostgresClient, PostgresClient, PostgresError
-    from crm_infra.adapters.valkey import ValkeyClient, ValkeyError
+    from crm_infra.adapters.valkey import AsyncValkeyClient, ValkeyClient, ValkeyError
     from crm_infra.adapters.vault import AsyncVaultClient, VaultClient, VaultError
 
 __all__ = [
     "AsyncPostgresClient",
+    "AsyncValkeyClient",
     "AsyncVaultClient",
     "PostgresClient",
     "PostgresError",
@@ -31,6 +32,7 @@ __all__ = [
 
 _HOMES = {
     "AsyncPostgresClient": "crm_infra.adapters.postgres",
+    "AsyncValkeyClient": "crm_infra.adapters.valkey",
     "AsyncVaultClient": "crm_infra.adapters.vault",
     "PostgresClient": "crm_infra.adapters.postgres",
     "PostgresError": "crm_infra.adapters.postgres",

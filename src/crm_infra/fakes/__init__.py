@@ -5,10 +5,11 @@ Each fake is proven faithful by the same contract suite that runs against the re
 
 from crm_infra.fakes.async_database import AsyncInMemoryUserScopedDB
 from crm_infra.fakes.database import InMemoryUserScopedDB
-from crm_infra.fakes.keyvalue import InMemoryKeyValueStore
+from crm_infra.fakes.keyvalue import AsyncInMemoryKeyValueStore, InMemoryKeyValueStore
 from crm_infra.fakes.secrets import AsyncInMemorySecretStore, InMemorySecretStore
 
 __all__ = [
+    "AsyncInMemoryKeyValueStore",
     "AsyncInMemorySecretStore",
     "AsyncInMemoryUserScopedDB",
     "InMemoryKeyValueStore",

@@ -1,19 +1,22 @@
-"""The in-memory :class:`~crm_infra.ports.KeyValueStore`: the real adapter over fakeredis.
+"""The in-memory key-value stores: the real adapters over fakeredis.
 
 :class:`InMemoryKeyValueStore` *is* a :class:`~crm_infra.adapters.valkey.ValkeyClient` whose
 transport is a ``fakeredis.FakeRedis``: every method, check, script and error translation is the
 adapter's own code, so only the transport differs. It raises the adapter's errors (which are the
 port's), expires keys in real time, and runs the rate-limit script (fakeredis runs Lua through
-``lupa``).
+``lupa``). :class:`AsyncInMemoryKeyValueStore` is the same over ``fakeredis.FakeAsyncRedis``
+and :class:`~crm_infra.adapters.valkey.AsyncValkeyClient`.
 """
 
 from __future__ import annotations
 
 import fakeredis
 
-from crm_infra.adapters.valkey import ValkeyClient
+from crm_infra.adapters.valkey import AsyncValkeyClient, ValkeyClient
 
-__all__ = ["InMemoryKeyValueStore"]
+__all__ = ["AsyncInMemoryKeyValueStore", "InMemoryKeyValueStore"]
+
+_ENDPOINT = "in-memory fakeredis"
 
 
 class InMemoryKeyValueStore(ValkeyClient):
@@ -39,5 +42,28 @@ class InMemoryKeyValueStore(ValkeyClient):
             key_prefix=key_prefix,
             check_connection=False,
             close_client=True,  # built here, so closed here
-            endpoint="in-memory fakeredis",
+            endpoint=_ENDPOINT,
+        )
+
+
+class AsyncInMemoryKeyValueStore(AsyncValkeyClient):
+    """:class:`InMemoryKeyValueStore` for asyncio: the same arguments and sharing rules.
+
+    Stores on one ``server`` share data with sync stores on it too.
+    """
+
+    def __init__(self, *, key_prefix: str = "", server: fakeredis.FakeServer | None = None) -> None:
+        """Create an empty store (or one on a shared fake ``server``); see
+        :class:`InMemoryKeyValueStore`.
+        """
+        client = fakeredis.FakeAsyncRedis(
+            server=server if server is not None else fakeredis.FakeServer(),
+            decode_responses=True,
+        )
+        super().__init__(
+            client=client,
+            key_prefix=key_prefix,
+            check_connection=False,
+            close_client=True,
+            endpoint=_ENDPOINT,
         )

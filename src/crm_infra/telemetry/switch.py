@@ -111,8 +111,8 @@ def count(
 ) -> None:
     """Add ``amount`` to the counter ``name`` (created on first use, unit ``1``).
 
-    For events the rest of crm-infra wants counted, e.g. ``count("crm.vault.renewals",
-    attributes={"crm.vault.auth": "approle"})``. Nothing happens without a configured SDK.
+    For events the rest of crm-infra wants counted, e.g. ``count("crm.vault.token.events",
+    attributes={"crm.event": "renewed"})``. Nothing happens without a configured SDK.
     Attribute values must be low-cardinality and never a secret, a user id or a value.
     """
     emitter = active()

@@ -59,10 +59,21 @@ from crm_infra.secret_paths import (
     validate_mount_point,
     validate_secret_path,
 )
+from crm_infra.telemetry import count
 
-__all__ = ["CredentialArgs", "DynamicCredentials", "LiveSecrets", "credentials_from_secret"]
+__all__ = [
+    "CREDENTIAL_EVENTS",
+    "CredentialArgs",
+    "DynamicCredentials",
+    "LiveSecrets",
+    "credentials_from_secret",
+]
 
 logger = logging.getLogger(__name__)
+
+CREDENTIAL_EVENTS = "crm.database.credentials.events"
+"""The counter of short-lived database credentials' lifecycle (issued, renewed, replaced,
+renewal_failed, ended...), by ``crm.event`` and ``crm.database.creds_role``."""
 
 # Revoking at close is a courtesy (the lease ends with its TTL anyway): it may not hold up
 # a shutdown for long.
@@ -283,14 +294,14 @@ class DynamicCredentials:
                     exc,
                     self._role,
                     held.tag,
-                    extra=self._extra("not_revoked", held.tag),
+                    extra=self._event("not_revoked", held.tag),
                 )
             else:
                 logger.info(
                     "database credentials revoked at close: role=%s lease=%s",
                     self._role,
                     held.tag,
-                    extra=self._extra("revoked", held.tag),
+                    extra=self._event("revoked", held.tag),
                 )
 
     # --- the keeper --------------------------------------------------------------------------
@@ -357,7 +368,7 @@ class DynamicCredentials:
                 exc,
                 self._role,
                 held.tag,
-                extra=self._extra("renewal_refused", held.tag),
+                extra=self._event("renewal_refused", held.tag),
             )
             self._try_replace(now, held)
             return
@@ -372,7 +383,7 @@ class DynamicCredentials:
                 held.tag,
                 grant.duration,
                 held.lifetime.lead,
-                extra=self._extra("renewed_to_maximum", held.tag),
+                extra=self._event("renewed_to_maximum", held.tag),
             )
         else:
             logger.info(
@@ -380,7 +391,7 @@ class DynamicCredentials:
                 self._role,
                 held.tag,
                 grant.duration,
-                extra=self._extra("renewed", held.tag),
+                extra=self._event("renewed", held.tag),
             )
 
     def _try_replace(self, now: float, held: _Held | None) -> None:
@@ -424,7 +435,7 @@ class DynamicCredentials:
                 new.tag,
                 grant.duration,
                 grant.renewable,
-                extra=self._extra("issued", new.tag),
+                extra=self._event("issued", new.tag),
             )
             return
         logger.info(
@@ -435,7 +446,7 @@ class DynamicCredentials:
             new.tag,
             grant.duration,
             held.tag,
-            extra=self._extra("replaced", new.tag),
+            extra=self._event("replaced", new.tag),
         )
         if plan(new.lifetime).at <= now:
             # Already due again: the Vault token that read them ends soon too. Asking again
@@ -460,7 +471,7 @@ class DynamicCredentials:
                 exc,
                 self._role,
                 delay,
-                extra=self._extra("no_credentials", None),
+                extra=self._event("no_credentials", None),
             )
             return
         assert held is not None
@@ -474,7 +485,7 @@ class DynamicCredentials:
             self._wall(held.stop_at),
             max(0.0, held.stop_at - now),
             delay,
-            extra=self._extra("renewal_failed", held.tag),
+            extra=self._event("renewal_failed", held.tag),
         )
 
     def _end(self, held: _Held) -> None:
@@ -487,7 +498,7 @@ class DynamicCredentials:
             self._role,
             held.tag,
             self._problem or "none recorded",
-            extra=self._extra("ended", held.tag),
+            extra=self._event("ended", held.tag),
         )
         self._fire_hooks()
 
@@ -502,13 +513,15 @@ class DynamicCredentials:
                 "database credentials: connections opened with replaced credentials were "
                 "still open near their end: role=%s; retiring them",
                 self._role,
-                extra=self._extra("stragglers_retired", None),
+                extra=self._event("stragglers_retired", None),
             )
             self._fire_hooks()
 
-    def _extra(self, event: str, lease: str | None) -> dict[str, str | None]:
-        """The fields of a log line, for handlers that keep them apart: what happened, to
-        which engine role, under which lease tag."""
+    def _event(self, event: str, lease: str | None) -> dict[str, str | None]:
+        """Count ``event`` (issued, renewed, replaced, failed...) by engine role, and return
+        the fields of its log line, for handlers that keep them apart: what happened, to
+        which engine role, under which lease tag (never the lease id itself)."""
+        count(CREDENTIAL_EVENTS, 1, {"crm.event": event, "crm.database.creds_role": self._role})
         return {"crm_event": f"db_credentials.{event}", "crm_role": self._role, "crm_lease": lease}
 
     def _fire_hooks(self) -> None:

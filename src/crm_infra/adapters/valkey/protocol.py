@@ -16,14 +16,15 @@ only in how they call and sleep; the decisions live here, once:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, NamedTuple, Protocol, TypeVar
 
 import attrs
 import redis
@@ -63,8 +64,10 @@ __all__ = [
     "VENDOR_ERRORS",
     "Boundary",
     "ClosedClient",
+    "Command",
     "RetryPolicy",
     "bad_seconds",
+    "call_async",
     "call_sync",
     "decode_json",
     "encode_json",
@@ -225,6 +228,25 @@ def decode_json(key: str, raw: str | None) -> Any:
         )
 
 
+T = TypeVar("T")
+
+
+class Command(NamedTuple, Generic[T]):
+    """One call of the port, decided before any I/O: what the sync and async clients send.
+
+    ``method`` names the redis-py method to call with ``args`` (``"hit"`` and ``"ping"``
+    name the client's own rate-limit script call and health ping); ``finish`` turns the
+    reply into the port's return value.
+    """
+
+    op: str
+    key: str | None
+    idempotent: bool
+    method: str
+    args: tuple[Any, ...]
+    finish: Callable[[Any], T]
+
+
 class ClientClosed(RedisError):
     """Raised by the stand-in client after close()."""
 
@@ -336,6 +358,27 @@ def call_sync(
         time.sleep(pause)
         try:
             return method(*args)
+        except VENDOR_ERRORS as exc:
+            error = exc
+    raise error
+
+
+async def call_async(
+    policy: RetryPolicy,
+    idempotent: bool,
+    method: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    *,
+    started: float,
+    error: Exception,
+) -> Any:
+    """:func:`call_sync` for ``redis.asyncio``: the same decisions, awaited."""
+    for pause in policy.pauses(started):
+        if not retryable(error, idempotent):
+            break
+        await asyncio.sleep(pause)
+        try:
+            return await method(*args)
         except VENDOR_ERRORS as exc:
             error = exc
     raise error

@@ -96,11 +96,11 @@ def _cluster_node(client: Any, name: str | None) -> Attributes:
 
 
 class _Call(CallSpec):
-    """``ValkeyClient._call(op, key, idempotent, method, *args)``: every operation of the
-    port goes through it."""
+    """``_call(command)`` of both Valkey clients: every operation of the port goes through
+    it."""
 
     def describe(self, owner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
-        op, key = args[0], args[1]
+        op, key = args[0].op, args[0].key
         prefix = key_prefix(owner._prefix, key)
         metric: dict[str, str | int | bool | float] = {
             "crm.port": KEY_VALUE_STORE,
@@ -134,7 +134,7 @@ class _Call(CallSpec):
 
 
 CALL = _Call()
-"""The hook of ``ValkeyClient._call`` (and of the asyncio twin's)."""
+"""The hook of ``ValkeyClient._call`` and ``AsyncValkeyClient._call``."""
 
 
 def pool_stats(owner: Any) -> dict[str, PoolStats]:

@@ -11,7 +11,8 @@ One URL, three topologies (the ``crm/valkey`` secret's ``url`` picks one):
   through any of those start nodes (database 0 only, as a cluster has no other).
 
 Parsing (:func:`parse_url`) and naming endpoints are shared by the sync and async clients; the
-``connect_*`` builders are the only part that differs (``redis`` vs ``redis.asyncio``).
+``connect_*`` builders are the only part that differs (``redis`` vs ``redis.asyncio``), and they
+share their options.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ __all__ = [
     "ClusterEndpoint",
     "EndpointFor",
     "SentinelEndpoint",
-    "SyncTransport",
     "Topology",
+    "Transport",
+    "connect_async",
     "connect_sync",
     "endpoint_of_client",
     "parse_url",
@@ -219,56 +221,76 @@ def endpoint_of_client(client: Any, given: str | None) -> EndpointFor:
     return lambda exc, name: fixed
 
 
-# --- building the sync client -----------------------------------------------------------------
+# --- building the clients -------------------------------------------------------------------
 
 
 @attrs.frozen
-class SyncTransport:
-    """A redis-py client for one topology, how to name its endpoints, and how to close it."""
+class Transport:
+    """A redis-py client for one topology, how to name its endpoints, and how to close it
+    (``close`` returns an awaitable for a ``redis.asyncio`` client).
+    """
 
     client: Any
     endpoint_for: EndpointFor
-    close: Callable[[], None]
+    close: Callable[[], Any]
 
 
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)  # retries are ours: idempotent commands only
 
 
+def _cluster_options(
+    topology: Topology, connect_s: float, reply_s: float, max_connections: int | None
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"max_connections": max_connections} if max_connections else {}
+    return {
+        "decode_responses": True,
+        "username": topology.username,
+        "password": topology.password,
+        "socket_connect_timeout": connect_s,
+        "socket_timeout": reply_s,
+        **extra,
+    }
+
+
+def _sentinel_options(connect_s: float, reply_s: float) -> dict[str, Any]:
+    # The Sentinels answer one quick question (who is primary?): the same timeouts, no
+    # retries of redis-py's own (a frozen Sentinel would otherwise cost several timeouts).
+    return {"socket_connect_timeout": connect_s, "socket_timeout": reply_s}
+
+
+def _primary_options(topology: Topology, max_connections: int | None) -> dict[str, Any]:
+    return {
+        "db": topology.db,
+        "decode_responses": True,
+        "max_connections": max_connections,
+        "username": topology.username,
+        "password": topology.password,
+    }
+
+
 def connect_sync(
     topology: Topology, *, connect_s: float, reply_s: float, max_connections: int | None
-) -> SyncTransport:
+) -> Transport:
     """Build the redis-py client for ``topology`` (a cluster reads its slot map now).
 
     Raises:
         redis.RedisError: a cluster could not be reached to read its slot map.
     """
-    timeouts: dict[str, Any] = {
-        "socket_connect_timeout": connect_s,
-        "socket_timeout": reply_s,
-        "retry": _no_retry(),
-    }
-    auth: dict[str, Any] = {"username": topology.username, "password": topology.password}
     if topology.kind == "cluster":
         from redis.cluster import ClusterNode, RedisCluster  # noqa: PLC0415 - only if used
 
-        del timeouts["retry"]  # RedisCluster takes its retry policy separately
-        extra: dict[str, Any] = {"max_connections": max_connections} if max_connections else {}
         node: Any = ClusterNode  # untyped in redis-py
         cluster = RedisCluster(
             startup_nodes=[node(host, port) for host, port in topology.nodes],
-            decode_responses=True,
             retry=_no_retry(),
-            **auth,
-            **timeouts,
-            **extra,
+            **_cluster_options(topology, connect_s, reply_s, max_connections),
         )
-        return SyncTransport(cluster, ClusterEndpoint(cluster, topology.nodes_text), cluster.close)
+        return Transport(cluster, ClusterEndpoint(cluster, topology.nodes_text), cluster.close)
 
     from redis.sentinel import Sentinel  # noqa: PLC0415 - only if used
 
-    # The Sentinels answer one quick question (who is primary?): the same timeouts, no
-    # retries of redis-py's own (a frozen Sentinel would otherwise cost several timeouts).
+    timeouts = {**_sentinel_options(connect_s, reply_s), "retry": _no_retry()}
     sentinel = Sentinel(
         list(topology.nodes),
         sentinel_kwargs={**timeouts, "password": topology.sentinel_password},
@@ -276,12 +298,7 @@ def connect_sync(
     )
     assert topology.service is not None
     primary = sentinel.master_for(
-        topology.service,
-        redis_class=redis.Redis,
-        db=topology.db,
-        decode_responses=True,
-        max_connections=max_connections,
-        **auth,
+        topology.service, redis_class=redis.Redis, **_primary_options(topology, max_connections)
     )
 
     def close() -> None:
@@ -290,4 +307,49 @@ def connect_sync(
             client.close()
 
     endpoint = SentinelEndpoint(primary.connection_pool, topology.service, topology.nodes_text)
-    return SyncTransport(primary, endpoint, close)
+    return Transport(primary, endpoint, close)
+
+
+def connect_async(
+    topology: Topology, *, connect_s: float, reply_s: float, max_connections: int
+) -> Transport:
+    """:func:`connect_sync` for ``redis.asyncio`` (a cluster reads its slot map on first use).
+
+    ``max_connections`` is required: the asyncio client waits for a free connection instead of
+    letting redis-py refuse one.
+    """
+    import redis.asyncio as aredis  # noqa: PLC0415 - only if used
+    from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
+
+    no_retry = AsyncRetry(NoBackoff(), 0)
+    if topology.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster  # noqa: PLC0415
+
+        node: Any = ClusterNode  # untyped in redis-py
+        cluster = RedisCluster(
+            startup_nodes=[node(host, port) for host, port in topology.nodes],
+            retry=no_retry,
+            **_cluster_options(topology, connect_s, reply_s, max_connections),
+        )
+        return Transport(cluster, ClusterEndpoint(cluster, topology.nodes_text), cluster.aclose)
+
+    from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415 - only if used
+
+    timeouts = {**_sentinel_options(connect_s, reply_s), "retry": no_retry}
+    sentinel = Sentinel(
+        list(topology.nodes),
+        sentinel_kwargs={**timeouts, "password": topology.sentinel_password},
+        **timeouts,
+    )
+    assert topology.service is not None
+    primary = sentinel.master_for(
+        topology.service, redis_class=aredis.Redis, **_primary_options(topology, max_connections)
+    )
+
+    async def close() -> None:
+        await primary.aclose()
+        for client in sentinel.sentinels:
+            await client.aclose()
+
+    endpoint = SentinelEndpoint(primary.connection_pool, topology.service, topology.nodes_text)
+    return Transport(primary, endpoint, close)

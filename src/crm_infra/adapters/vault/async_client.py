@@ -90,6 +90,16 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
         """``"token"`` or ``"approle"``."""
         return self._vault.auth_method
 
+    @property
+    def sync_client(self) -> VaultClient:
+        """The :class:`VaultClient` this one runs in its worker threads, sharing its token.
+
+        For what works in a thread of its own, never on the event loop: short-lived database
+        credentials (``credentials_from_secret(vault.sync_client, secret)``) issue and renew
+        their leases with it.
+        """
+        return self._vault
+
     # --- waiting ---------------------------------------------------------------------------
 
     async def _in_thread(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -19,14 +19,21 @@ from typing import Protocol
 
 from crm_infra.errors import SecretStoreError, SecretStoreUnavailableError
 from crm_infra.leases import KeeperThread, Lifetime, plan, retry_delay
+from crm_infra.telemetry import count
 
-__all__ = ["TokenKeeper"]
+__all__ = ["TOKEN_EVENTS", "TokenKeeper"]
 
 logger = logging.getLogger("crm_infra.adapters.vault")
 
 
-def _extra(event: str) -> dict[str, str]:
-    """The fields of a log line, for handlers that keep them apart (never the token)."""
+TOKEN_EVENTS = "crm.vault.token.events"  # noqa: S105 - a metric name
+"""The counter of the AppRole token's renewals, logins and failures, by ``crm.event``."""
+
+
+def _event(event: str) -> dict[str, str]:
+    """Count ``event`` (a renewal, a new login, a failure) and return the fields of its log
+    line, for handlers that keep them apart (never the token)."""
+    count(TOKEN_EVENTS, 1, {"crm.event": event})
     return {"crm_event": f"vault_token.{event}"}
 
 
@@ -81,7 +88,7 @@ class TokenKeeper:
             logger.warning(
                 "Vault token: renewal refused (%s); logging in again",
                 exc,
-                extra=_extra("renewal_refused"),
+                extra=_event("renewal_refused"),
             )
             try:
                 self._log_in_again("renewal was refused")
@@ -99,12 +106,12 @@ class TokenKeeper:
                 "Vault token: renewal granted %.0fs, less than asked (token_max_ttl near); "
                 "logging in again",
                 renewed.duration,
-                extra=_extra("renewed_to_maximum"),
+                extra=_event("renewed_to_maximum"),
             )
             self._log_in_again("it met its maximum lifetime")
         else:
             logger.info(
-                "Vault token renewed: ttl=%.0fs", renewed.duration, extra=_extra("renewed")
+                "Vault token renewed: ttl=%.0fs", renewed.duration, extra=_event("renewed")
             )
 
     def _log_in_again(self, why: str) -> None:
@@ -115,7 +122,7 @@ class TokenKeeper:
             "Vault token: logged in again with AppRole (%s): ttl=%ss",
             why,
             ttl,
-            extra=_extra("logged_in_again"),
+            extra=_event("logged_in_again"),
         )
 
     def _failed(self, now: float, lifetime: Lifetime, exc: SecretStoreError) -> float:
@@ -128,6 +135,6 @@ class TokenKeeper:
             exc,
             delay,
             max(0.0, left),
-            extra=_extra("renewal_failed"),
+            extra=_event("renewal_failed"),
         )
         return self._retry_at
