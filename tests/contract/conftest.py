@@ -10,23 +10,38 @@ written once and runs on sync and async, fake and real.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
 from typing import Any, Protocol, cast
 
 import attrs
+import fakeredis
 import pytest
 
-from crm_infra.adapters import AsyncPostgresClient, AsyncVaultClient, VaultClient
+from crm_infra.adapters import (
+    AsyncPostgresClient,
+    AsyncValkeyClient,
+    AsyncVaultClient,
+    ValkeyClient,
+    VaultClient,
+)
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.devservers.openbao import OpenBaoServer
 from crm_infra.fakes import (
+    AsyncInMemoryKeyValueStore,
     AsyncInMemorySecretStore,
     AsyncInMemoryUserScopedDB,
+    InMemoryKeyValueStore,
     InMemorySecretStore,
     InMemoryUserScopedDB,
 )
-from crm_infra.ports import AdminDB, SecretStore, UserScopedDB
+from crm_infra.ports import AdminDB, KeyValueStore, SecretStore, UserScopedDB
 from crm_infra.secret_paths import EmailCredentials
-from tests.contract.async_facade import AsyncContractDB, SyncDB, SyncSecretStore
+from tests.contract.async_facade import (
+    AsyncContractDB,
+    SyncDB,
+    SyncKeyValueStore,
+    SyncSecretStore,
+)
 from tests.fixtures.openbao import TEST_SECRETS, VaultMount
 from tests.fixtures.pgbouncer import PgBouncer
 from tests.fixtures.postgres import truncate_all
@@ -45,9 +60,20 @@ SECRET_BACKENDS: dict[str, str] = {
     "memory-async": "memory_async_secrets",
     "vault-async": "vault_async_secrets",
 }
+KV_BACKENDS: dict[str, str] = {
+    "memory": "memory_kv",
+    "valkey": "valkey_kv",
+    "valkey-cluster": "valkey_cluster_kv",  # 3 primaries, 3 replicas
+    "valkey-sentinel": "valkey_sentinel_kv",  # a primary, a replica, 3 Sentinels
+    "memory-async": "memory_async_kv",
+    "valkey-async": "valkey_async_kv",
+    "valkey-cluster-async": "valkey_cluster_async_kv",
+    "valkey-sentinel-async": "valkey_sentinel_async_kv",
+}
 # Marked ``real``: left out by --skip-real.
 REAL_BACKENDS = frozenset(
     {"postgres", "pgbouncer", "postgres-async", "pgbouncer-async", "vault", "vault-async"}
+    | {name for name in KV_BACKENDS if name.startswith("valkey")}
 )
 
 
@@ -211,3 +237,101 @@ def vault_async_secrets(
     store = SyncSecretStore(build)
     yield SecretBackend(store, vault_mount.put, vault_mount.delete)
     store.close()
+
+
+# --- key-value -----------------------------------------------------------------------------------
+
+
+class KVStore(KeyValueStore, Protocol):
+    """A key-value store under test: the port, closable, a context manager."""
+
+    def close(self) -> None: ...
+    def __enter__(self) -> KeyValueStore: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+MakeKVStore = Callable[..., KVStore]
+
+
+def _kv_stores(make_one: Callable[[str], KVStore]) -> Iterator[MakeKVStore]:
+    """Yield a factory of stores (``make(key_prefix="")``); close every one made after."""
+    made: list[KVStore] = []
+
+    def make(key_prefix: str = "") -> KVStore:
+        made.append(make_one(key_prefix))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def _async_kv(make_one: Callable[[str], AsyncValkeyClient]) -> Callable[[str], KVStore]:
+    """Build each store on its facade's loop (its connections belong to that loop)."""
+
+    def make(key_prefix: str) -> KVStore:
+        async def build() -> AsyncValkeyClient:
+            store = make_one(key_prefix)
+            await store.open()
+            return store
+
+        return SyncKeyValueStore(build)
+
+    return make
+
+
+@pytest.fixture
+def memory_kv() -> Iterator[MakeKVStore]:
+    server = fakeredis.FakeServer()
+    yield from _kv_stores(lambda prefix: InMemoryKeyValueStore(key_prefix=prefix, server=server))
+
+
+@pytest.fixture
+def memory_async_kv() -> Iterator[MakeKVStore]:
+    server = fakeredis.FakeServer()
+    yield from _kv_stores(
+        _async_kv(lambda prefix: AsyncInMemoryKeyValueStore(key_prefix=prefix, server=server))
+    )
+
+
+def _valkey(url: str, *, twin: bool) -> Iterator[MakeKVStore]:
+    if twin:
+        yield from _kv_stores(_async_kv(lambda prefix: AsyncValkeyClient(url, key_prefix=prefix)))
+    else:
+        yield from _kv_stores(lambda prefix: ValkeyClient(url, key_prefix=prefix))
+
+
+@pytest.fixture
+def valkey_kv(valkey_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_url, twin=False)
+
+
+@pytest.fixture
+def valkey_async_kv(valkey_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_url, twin=True)
+
+
+@pytest.fixture
+def valkey_cluster_kv(valkey_cluster_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_cluster_url, twin=False)
+
+
+@pytest.fixture
+def valkey_cluster_async_kv(valkey_cluster_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_cluster_url, twin=True)
+
+
+@pytest.fixture
+def valkey_sentinel_kv(valkey_sentinel_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_sentinel_url, twin=False)
+
+
+@pytest.fixture
+def valkey_sentinel_async_kv(valkey_sentinel_url: str) -> Iterator[MakeKVStore]:
+    yield from _valkey(valkey_sentinel_url, twin=True)

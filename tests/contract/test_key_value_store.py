@@ -1,5 +1,6 @@
-"""The KeyValueStore contract: every test runs against the in-memory fake and a real Valkey
-(one server, a cluster, and a Sentinel-managed primary).
+"""The KeyValueStore contract: every test runs on each backend of ``conftest.KV_BACKENDS``: the
+in-memory fake and a real Valkey (one server, a cluster, and a Sentinel-managed primary),
+through the sync clients and the asyncio ones.
 
 The fake passing this suite is what lets unit tests trust it. Expiry tests wait for real (a
 second or so): both backends expire keys in real time.
@@ -9,57 +10,29 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
-import fakeredis
 import pytest
 
-from crm_infra.adapters import ValkeyClient
 from crm_infra.errors import (
     KeyValueStoreDataError,
     KeyValueStoreError,
     KeyValueStoreInputError,
 )
-from crm_infra.fakes import InMemoryKeyValueStore
-from crm_infra.ports import KeyValueStore
+from crm_infra.ports import AsyncKeyValueStore, KeyValueStore
+from tests.contract.async_facade import SyncKeyValueStore
+from tests.contract.conftest import KV_BACKENDS, backend_params
+from tests.contract.conftest import KVStore as Store
+from tests.contract.conftest import MakeKVStore as MakeStore
 
-Store = ValkeyClient  # InMemoryKeyValueStore is one too
-MakeStore = Callable[..., Store]
 MARKER = "m4rker-s3cret-value"
 BAD_SECONDS = [0, -1, -3600, True, False, 1.5, "10"]
 
 
-# Each real backend: its name and the fixture that yields its URL, emptied for the test.
-KV_URL_FIXTURES: dict[str, str] = {
-    "valkey": "valkey_url",
-    "valkey-cluster": "valkey_cluster_url",  # 3 primaries, 3 replicas
-    "valkey-sentinel": "valkey_sentinel_url",  # a primary, a replica, 3 Sentinels
-}
-
-
-@pytest.fixture(
-    params=["memory", *(pytest.param(name, marks=pytest.mark.real) for name in KV_URL_FIXTURES)]
-)
-def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
+@pytest.fixture(params=backend_params(list(KV_BACKENDS)))
+def make_store(request: pytest.FixtureRequest) -> MakeStore:
     """Return a factory of stores that share one backend (one fake server, or one Valkey)."""
-    made: list[Store] = []
-    if request.param == "memory":
-        server = fakeredis.FakeServer()
-
-        def make(key_prefix: str = "") -> Store:
-            made.append(InMemoryKeyValueStore(key_prefix=key_prefix, server=server))
-            return made[-1]
-    else:
-        url: str = request.getfixturevalue(KV_URL_FIXTURES[request.param])
-
-        def make(key_prefix: str = "") -> Store:
-            made.append(ValkeyClient(url, key_prefix=key_prefix))
-            return made[-1]
-
-    yield make
-    for store in made:
-        store.close()
+    return cast(MakeStore, request.getfixturevalue(KV_BACKENDS[request.param]))
 
 
 @pytest.fixture
@@ -69,7 +42,10 @@ def kv(make_store: MakeStore) -> Store:
 
 
 def test_both_backends_are_key_value_stores(kv: Store) -> None:
-    assert isinstance(kv, KeyValueStore)
+    if isinstance(kv, SyncKeyValueStore):
+        assert isinstance(kv.inner, AsyncKeyValueStore)
+    else:
+        assert isinstance(kv, KeyValueStore)
 
 
 # --- get / set / delete / exists -----------------------------------------------------------
