@@ -49,6 +49,7 @@ class Driver:
         # not disturbed, and this one runs only while a call is under way.
         self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
         self._calls: asyncio.Queue[_Call] | None = None
+        self._server: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
         self._closed = False
 
     def call(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -68,7 +69,7 @@ class Driver:
         if self._calls is None:
             self._calls = asyncio.Queue()
             # An empty context: the task sees no user but the one each call brings.
-            asyncio.get_running_loop().create_task(
+            self._server = asyncio.get_running_loop().create_task(
                 _serve(self._calls), context=contextvars.Context()
             )
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
