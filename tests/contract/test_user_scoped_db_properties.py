@@ -269,7 +269,7 @@ class RealBackend:
     make_fake: Callable[[], Closable]
 
 
-@pytest.fixture(params=sorted(REAL_BACKENDS))
+@pytest.fixture(params=sorted(REAL_BACKENDS & set(DB_BACKENDS)))
 def real_db(request: pytest.FixtureRequest) -> RealBackend:
     """Each real backend of the contract suite: PostgreSQL directly and through PgBouncer,
     with the sync client and with the asyncio one."""
