@@ -267,6 +267,7 @@ class RealBackend:
 
     db: ContractDB
     make_fake: Callable[[], Closable]
+    twin: bool  # the asyncio client (and fake)
 
 
 @pytest.fixture(params=sorted(REAL_BACKENDS & set(DB_BACKENDS)))
@@ -274,7 +275,25 @@ def real_db(request: pytest.FixtureRequest) -> RealBackend:
     """Each real backend of the contract suite: PostgreSQL directly and through PgBouncer,
     with the sync client and with the asyncio one."""
     db = cast(ContractDB, request.getfixturevalue(DB_BACKENDS[request.param]))
-    return RealBackend(db, _FAKES[request.param])
+    return RealBackend(db, _FAKES[request.param], twin=request.param.endswith("-async"))
+
+
+def property_on(
+    real: RealBackend, examples: int, **strategies: st.SearchStrategy[Any]
+) -> Callable[[Callable[..., None]], None]:
+    """Run the decorated function at once as a hypothesis property drawn from ``strategies``:
+    ``examples`` examples on a sync backend, a third as many on an async twin. The twins share
+    the SQL checks, statement cache and pipeline; what the async one adds is how it waits,
+    which every example exercises alike, so more examples there would mostly cost time."""
+
+    def run(check: Callable[..., None]) -> None:
+        settings(
+            max_examples=examples // 3 if real.twin else examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )(given(**strategies)(check))()
+
+    return run
 
 
 def fresh_pair(real: RealBackend) -> tuple[Closable, ContractDB]:
@@ -301,53 +320,47 @@ READS = st.lists(
 )
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(seed=SEED, program=st.lists(STEPS, min_size=1, max_size=20), reads=READS)
-def test_random_programs_give_the_same_results_on_both_backends(
-    real_db: RealBackend, seed: list[Step], program: list[Step], reads: list[Step]
-) -> None:
-    program = [*seed, *program, *reads]
-    fake, pg = fresh_pair(real_db)
-    on_fake, on_pg = Program(fake), Program(pg)
-    try:
-        for number, step in enumerate(program):
-            expected = outcome(lambda: on_pg.run(step))  # noqa: B023 - called at once
-            got = outcome(lambda: on_fake.run(step))  # noqa: B023 - called at once
-            assert got == expected, f"step {number} {step!r}"
-        assert snapshot(fake) == snapshot(pg)
-    finally:
-        fake.close()
+def test_random_programs_give_the_same_results_on_both_backends(real_db: RealBackend) -> None:
+    @property_on(
+        real_db, 25, seed=SEED, program=st.lists(STEPS, min_size=1, max_size=20), reads=READS
+    )
+    def check(seed: list[Step], program: list[Step], reads: list[Step]) -> None:
+        program = [*seed, *program, *reads]
+        fake, pg = fresh_pair(real_db)
+        on_fake, on_pg = Program(fake), Program(pg)
+        try:
+            for number, step in enumerate(program):
+                expected = outcome(lambda: on_pg.run(step))  # noqa: B023 - called at once
+                got = outcome(lambda: on_fake.run(step))  # noqa: B023 - called at once
+                assert got == expected, f"step {number} {step!r}"
+            assert snapshot(fake) == snapshot(pg)
+        finally:
+            fake.close()
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    value=st.decimals(min_value=-10**10, max_value=10**10, places=4, allow_nan=False),
-    name=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
-)
-def test_values_round_trip_the_same_on_both_backends(
-    real_db: RealBackend, value: Decimal, name: str
-) -> None:
-    fake, pg = fresh_pair(real_db)
-    try:
-        query = (
-            "INSERT INTO tickets (subject, estimated_value) VALUES (%s, %s) "
-            "RETURNING subject, estimated_value, upper(subject) AS up, length(subject) AS n"
-        )
-        results = [
-            outcome(partial(backend.execute, query, (name, value), USERS[0]))
-            for backend in (fake, pg)
-        ]
-        assert results[0] == results[1]
-    finally:
-        fake.close()
+def test_values_round_trip_the_same_on_both_backends(real_db: RealBackend) -> None:
+    @property_on(
+        real_db,
+        25,
+        value=st.decimals(min_value=-10**10, max_value=10**10, places=4, allow_nan=False),
+        name=st.text(
+            alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12
+        ),
+    )
+    def check(value: Decimal, name: str) -> None:
+        fake, pg = fresh_pair(real_db)
+        try:
+            query = (
+                "INSERT INTO tickets (subject, estimated_value) VALUES (%s, %s) "
+                "RETURNING subject, estimated_value, upper(subject) AS up, length(subject) AS n"
+            )
+            results = [
+                outcome(partial(backend.execute, query, (name, value), USERS[0]))
+                for backend in (fake, pg)
+            ]
+            assert results[0] == results[1]
+        finally:
+            fake.close()
 
 
 # --- random filters over fixed data -------------------------------------------------------------
@@ -419,32 +432,28 @@ def _seed_tickets(backend: ContractDB) -> None:
         )
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    condition=_conditions(),
-    order=st.sampled_from(sorted(_COLUMNS)),
-    descending=st.booleans(),
-)
-def test_random_filters_select_the_same_rows_on_both_backends(
-    real_db: RealBackend, condition: tuple[str, list[Any]], order: str, descending: bool
-) -> None:
-    fake, pg = fresh_pair(real_db)
-    try:
-        for backend in (fake, pg):
-            _seed_tickets(backend)
-        where, params = condition
-        query = (
-            f"SELECT id, subject, count(*) OVER () AS matches FROM tickets WHERE {where} "
-            f"ORDER BY {order} {'DESC' if descending else 'ASC'}, id"
-        )
-        results = [outcome(partial(b.execute, query, params, USERS[0])) for b in (fake, pg)]
-        assert_same(results[0], results[1], query)
-    finally:
-        fake.close()
+def test_random_filters_select_the_same_rows_on_both_backends(real_db: RealBackend) -> None:
+    @property_on(
+        real_db,
+        40,
+        condition=_conditions(),
+        order=st.sampled_from(sorted(_COLUMNS)),
+        descending=st.booleans(),
+    )
+    def check(condition: tuple[str, list[Any]], order: str, descending: bool) -> None:
+        fake, pg = fresh_pair(real_db)
+        try:
+            for backend in (fake, pg):
+                _seed_tickets(backend)
+            where, params = condition
+            query = (
+                f"SELECT id, subject, count(*) OVER () AS matches FROM tickets WHERE {where} "
+                f"ORDER BY {order} {'DESC' if descending else 'ASC'}, id"
+            )
+            results = [outcome(partial(b.execute, query, params, USERS[0])) for b in (fake, pg)]
+            assert_same(results[0], results[1], query)
+        finally:
+            fake.close()
 
 
 _NUMBERS = st.one_of(
@@ -479,29 +488,23 @@ def _expressions(draw: st.DrawFn) -> tuple[str, list[Any]]:
     return chosen
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(expression=_expressions(), grouped=st.booleans())
-def test_random_expressions_compute_the_same_on_both_backends(
-    real_db: RealBackend, expression: tuple[str, list[Any]], grouped: bool
-) -> None:
-    fake, pg = fresh_pair(real_db)
-    try:
-        for backend in (fake, pg):
-            _seed_tickets(backend)
-        text, params = expression
-        if grouped:
-            query = (
-                f"SELECT status, count(*) AS n, max({text}) AS top, min({text}) AS bottom "
-                "FROM tickets GROUP BY status ORDER BY status"
-            )
-            params = params * 2
-        else:
-            query = f"SELECT id, {text} AS v FROM tickets ORDER BY id"
-        results = [outcome(partial(b.execute, query, params, USERS[0])) for b in (fake, pg)]
-        assert_same(results[0], results[1], query)
-    finally:
-        fake.close()
+def test_random_expressions_compute_the_same_on_both_backends(real_db: RealBackend) -> None:
+    @property_on(real_db, 40, expression=_expressions(), grouped=st.booleans())
+    def check(expression: tuple[str, list[Any]], grouped: bool) -> None:
+        fake, pg = fresh_pair(real_db)
+        try:
+            for backend in (fake, pg):
+                _seed_tickets(backend)
+            text, params = expression
+            if grouped:
+                query = (
+                    f"SELECT status, count(*) AS n, max({text}) AS top, min({text}) AS bottom "
+                    "FROM tickets GROUP BY status ORDER BY status"
+                )
+                params = params * 2
+            else:
+                query = f"SELECT id, {text} AS v FROM tickets ORDER BY id"
+            results = [outcome(partial(b.execute, query, params, USERS[0])) for b in (fake, pg)]
+            assert_same(results[0], results[1], query)
+        finally:
+            fake.close()
