@@ -27,7 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from crm_infra._twins import same_arguments_as
+from crm_infra._twins import OpenedByAsyncWith, same_arguments_as
 from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
     _ADMIN_POOL,
@@ -76,7 +76,7 @@ AsyncPgConnection = psycopg.AsyncConnection[DictRow]
 _Pool = AsyncConnectionPool[AsyncPgConnection]
 
 
-class AsyncPostgresClient(PostgresBase):
+class AsyncPostgresClient(OpenedByAsyncWith, PostgresBase):
     """PostgreSQL for user-scoped work under row-level security, and an admin path, for
     asyncio. The arguments, errors and guarantees are :class:`PostgresClient`'s.
 
@@ -559,16 +559,6 @@ class AsyncPostgresClient(PostgresBase):
         if sources:
             await asyncio.to_thread(self._close_credentials)  # revoking waits for Vault
 
-    async def __aenter__(self) -> AsyncPostgresClient:
-        try:
-            await self.open()
-        except BaseException:
-            await self.close()  # no __aexit__ follows a failed __aenter__
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def _run_admin(conn: AsyncPgConnection, query: str, params: Params) -> list[Row]:
