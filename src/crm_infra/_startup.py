@@ -279,6 +279,17 @@ class Parts:
     kv: Any
     real: bool
 
+    def fields(self, settings: Settings) -> dict[str, Any]:
+        """The ports and checks of a root's infrastructure object (both roots' names)."""
+        return {
+            "secrets": self.secrets,
+            "db": self.db,
+            "admin_db": self.db,
+            "kv": self.kv,
+            "health_timeout": settings.health_timeout,
+            "check_admin_path": self.real,
+        }
+
 
 def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
     """Build the three components, yielding each step to the root's driver.

@@ -163,15 +163,7 @@ async def build_async_infrastructure(settings: Settings | None = None) -> AsyncI
     except BaseException:
         await _close_all(opened)
         raise
-    return AsyncInfrastructure(
-        secrets=parts.secrets,
-        db=parts.db,
-        admin_db=parts.db,
-        kv=parts.kv,
-        health_timeout=settings.health_timeout,
-        check_admin_path=parts.real,
-        closers=tuple(opened),
-    )
+    return AsyncInfrastructure(**parts.fields(settings), closers=tuple(opened))
 
 
 async def _drive(build: Generator[Step, Any, Parts], opened: list[_Closer]) -> Parts:

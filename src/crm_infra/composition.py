@@ -212,15 +212,7 @@ def _build(settings: Settings) -> Infrastructure:
     except BaseException:
         _close_all(opened)
         raise
-    return Infrastructure(
-        secrets=parts.secrets,
-        db=parts.db,
-        admin_db=parts.db,
-        kv=parts.kv,
-        health_timeout=settings.health_timeout,
-        check_admin_path=parts.real,
-        closers=tuple(opened),
-    )
+    return Infrastructure(**parts.fields(settings), closers=tuple(opened))
 
 
 def _drive(
