@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -22,10 +22,18 @@ from crm_infra.settings import Settings
 __all__ = [
     "COMPONENTS",
     "MEMORY_SECRETS",
+    "Driver",
+    "Kinds",
+    "Open",
+    "Parts",
+    "ReadUrls",
     "RealUrls",
     "StartupError",
+    "Step",
+    "assemble",
     "collected_failures",
     "component",
+    "database_checks",
     "postgres_arguments",
     "unhealthy_report",
     "valkey_arguments",
@@ -271,6 +279,17 @@ class Parts:
     kv: Any
     real: bool
 
+    def fields(self, settings: Settings) -> dict[str, Any]:
+        """The ports and checks of a root's infrastructure object (both roots' names)."""
+        return {
+            "secrets": self.secrets,
+            "db": self.db,
+            "admin_db": self.db,
+            "kv": self.kv,
+            "health_timeout": settings.health_timeout,
+            "check_admin_path": self.real,
+        }
+
 
 def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
     """Build the three components, yielding each step to the root's driver.
@@ -313,6 +332,54 @@ def assemble(settings: Settings, kinds: Kinds) -> Generator[Step, Any, Parts]:
     if failures:
         raise collected_failures(failures, timings)
     return Parts(secrets=secrets, db=db, kv=kv, real=real)
+
+
+class Driver:
+    """Runs a build for a root: iterate it for the steps, and report each step's outcome with
+    :meth:`done` or :meth:`failed` before the next; :attr:`parts` holds the result at the end.
+
+    The roots differ only in how they do a step (a call, or an ``await``)::
+
+        driver = Driver(assemble(settings, kinds))
+        for step in driver:
+            try:
+                driver.done(do(step))
+            except Exception as exc:
+                driver.failed(exc)
+        return driver.parts
+    """
+
+    def __init__(self, build: Generator[Step, Any, Parts]) -> None:
+        self._build = build
+        self._result: Any = None
+        self._error: Exception | None = None
+        self._parts: Parts | None = None
+
+    def __iter__(self) -> Driver:
+        return self
+
+    def __next__(self) -> Step:
+        result, error = self._result, self._error
+        self._result = self._error = None
+        try:
+            return self._build.send(result) if error is None else self._build.throw(error)
+        except StopIteration as finished:
+            self._parts = cast(Parts, finished.value)
+            raise StopIteration from None
+
+    def done(self, result: object) -> None:
+        """The step succeeded with ``result`` (sent into the build)."""
+        self._result = result
+
+    def failed(self, error: Exception) -> None:
+        """The step failed with ``error`` (thrown into the build, which names it)."""
+        self._error = error
+
+    @property
+    def parts(self) -> Parts:
+        """What the build made (once iterating has ended)."""
+        assert self._parts is not None, "the build has not finished"
+        return self._parts
 
 
 def _credentials(kinds: Kinds, secrets: Any, urls: RealUrls) -> Mapping[str, Any]:

@@ -1,4 +1,5 @@
-"""What the sync and asyncio twins of a class share that is not protocol code: their signature.
+"""What the sync and asyncio twins of a class share that is not protocol code: their signature,
+and the asyncio clients' ``async with``.
 
 An asyncio twin takes the same constructor arguments as its sync twin. Written twice, the two
 lists drift (a new option lands in one); :func:`same_arguments_as` makes the sync twin's
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-__all__ = ["same_arguments_as"]
+__all__ = ["OpenedByAsyncWith", "same_arguments_as"]
 
 P = ParamSpec("P")
 S = TypeVar("S")
@@ -36,3 +37,25 @@ def same_arguments_as(
         return init
 
     return decorate
+
+
+class OpenedByAsyncWith:
+    """``async with client:`` opens (``await client.open()``) and closes the client; when
+    opening fails, closes it again (no ``__aexit__`` follows a failed ``__aenter__``)."""
+
+    async def open(self) -> None:
+        """Connect or log in (subclasses)."""
+
+    async def close(self) -> None:
+        """Close (subclasses); idempotent."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

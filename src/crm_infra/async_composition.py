@@ -22,6 +22,7 @@ from typing import Any, cast
 import attrs
 
 from crm_infra._startup import (
+    Driver,
     Kinds,
     Parts,
     ReadUrls,
@@ -162,41 +163,30 @@ async def build_async_infrastructure(settings: Settings | None = None) -> AsyncI
     except BaseException:
         await _close_all(opened)
         raise
-    return AsyncInfrastructure(
-        secrets=parts.secrets,
-        db=parts.db,
-        admin_db=parts.db,
-        kv=parts.kv,
-        health_timeout=settings.health_timeout,
-        check_admin_path=parts.real,
-        closers=tuple(opened),
-    )
+    return AsyncInfrastructure(**parts.fields(settings), closers=tuple(opened))
 
 
 async def _drive(build: Generator[Step, Any, Parts], opened: list[_Closer]) -> Parts:
     """Do each step the build yields, awaiting it; record what was opened."""
-    result: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = build.send(result) if error is None else build.throw(error)
-        except StopIteration as done:
-            return cast(Parts, done.value)
-        result, error = None, None
+    driver = Driver(build)
+    for step in driver:
         try:
             if isinstance(step, ReadUrls):
-                result = RealUrls.read(await _Read.of(cast(AsyncSecretStore, step.store)))
-            else:
-                made: Any = step.make()
-                # ``async with`` semantics: entering opens (connects, logs in) when there is
-                # anything to open.
-                enter = getattr(made, "__aenter__", None)
-                result = await enter() if enter is not None else made
-                close = getattr(made, "close", None)
-                if close is not None:
-                    opened.append((step.component, close))
+                store = cast(AsyncSecretStore, step.store)
+                driver.done(RealUrls.read(await _Read.of(store)))
+                continue
+            made: Any = step.make()
+            # ``async with`` semantics: entering opens (connects, logs in) when there is
+            # anything to open.
+            enter = getattr(made, "__aenter__", None)
+            opened_one = await enter() if enter is not None else made
+            close = getattr(made, "close", None)
+            if close is not None:
+                opened.append((step.component, close))
+            driver.done(opened_one)
         except Exception as exc:  # noqa: BLE001  # thrown into the build, which names it
-            error = exc
+            driver.failed(exc)
+    return driver.parts
 
 
 @attrs.frozen

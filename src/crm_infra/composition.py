@@ -22,6 +22,7 @@ import attrs
 
 from crm_infra._startup import (
     COMPONENTS,
+    Driver,
     Kinds,
     Parts,
     ReadUrls,
@@ -211,39 +212,27 @@ def _build(settings: Settings) -> Infrastructure:
     except BaseException:
         _close_all(opened)
         raise
-    return Infrastructure(
-        secrets=parts.secrets,
-        db=parts.db,
-        admin_db=parts.db,
-        kv=parts.kv,
-        health_timeout=settings.health_timeout,
-        check_admin_path=parts.real,
-        closers=tuple(opened),
-    )
+    return Infrastructure(**parts.fields(settings), closers=tuple(opened))
 
 
 def _drive(
     build: Generator[Step, Any, Parts], opened: list[tuple[str, Callable[[], object]]]
 ) -> Parts:
     """Do each step the build yields; record what was opened, to be closed in reverse."""
-    result: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = build.send(result) if error is None else build.throw(error)
-        except StopIteration as done:
-            return cast(Parts, done.value)
-        result, error = None, None
+    driver = Driver(build)
+    for step in driver:
         try:
             if isinstance(step, ReadUrls):
-                result = RealUrls.read(cast(SecretStore, step.store))
-            else:
-                result = step.make()  # the sync adapters connect when made
-                close = getattr(result, "close", None)
-                if callable(close):
-                    opened.append((step.component, close))
+                driver.done(RealUrls.read(cast(SecretStore, step.store)))
+                continue
+            made = step.make()  # the sync adapters connect when made
+            close = getattr(made, "close", None)
+            if callable(close):
+                opened.append((step.component, close))
+            driver.done(made)
         except Exception as exc:  # noqa: BLE001  # thrown into the build, which names it
-            error = exc
+            driver.failed(exc)
+    return driver.parts
 
 
 def _close_all(closers: Sequence[tuple[str, Callable[[], object]]]) -> None:

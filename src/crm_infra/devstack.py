@@ -45,6 +45,7 @@ from crm_infra.secret_paths import (
     EMAIL_PATH,
     VALKEY_PATH,
     VALKEY_URL_FIELD,
+    read_policy,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from crm_infra.devservers.valkey_stack import ValkeyTopology
 
 __all__ = [
-    "APP_POLICY",
     "APP_POLICY_NAME",
     "DEFAULT_SUPERUSER_URL",
     "SUPERUSER_URL_VARIABLE",
@@ -71,15 +71,6 @@ SUPERUSER_URL_VARIABLE = "CRM_DEV_DATABASE_URL"
 """Where ``crm-infra dev`` reads its superuser URL when ``--database-url`` is not given: a
 password in the environment stays out of the process list, where every local user can read it."""
 APP_POLICY_NAME = "crm-app"
-# Every secret of the layout lives in one folder of the mount ("crm"): the policy names it.
-_LAYOUT_FOLDER = DATABASE_PATH.partition("/")[0]
-# A str.format template taking {mount}, hence the doubled braces of the f-string.
-APP_POLICY = f"""\
-# crm-infra application: read its own secrets, nothing else (KV v2 reads go to data/).
-path "{{mount}}/data/{_LAYOUT_FOLDER}/*" {{{{
-  capabilities = ["read"]
-}}}}
-"""
 _ENV_FILE_HEADER = "# written by `crm-infra dev` (pid {pid}); removed when it stops"
 _ENV_FILE_OWNER = re.compile(r"# written by `crm-infra dev` \(pid (\d+)\)")
 
@@ -184,7 +175,7 @@ def provision(
         app_url = _with_host(made.app_url, advertised_db_host)
         admin_url = _with_host(made.admin_url, advertised_db_host)
         database_fields = {DATABASE_URL_FIELD: app_url, DATABASE_ADMIN_URL_FIELD: admin_url}
-        policy = APP_POLICY.format(mount=mount_point)
+        policy = read_policy(mount_point)
         client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
         if dynamic_credentials:
             from crm_infra import database_engine  # noqa: PLC0415

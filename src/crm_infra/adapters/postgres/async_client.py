@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from crm_infra._twins import OpenedByAsyncWith, same_arguments_as
 from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
     _ADMIN_POOL,
@@ -43,7 +44,6 @@ from crm_infra.adapters.postgres.base import (
     role_shown,
     tidy_action,
 )
-from crm_infra.adapters.postgres.credentials import DynamicCredentials
 from crm_infra.adapters.postgres.deadline import AsyncDeadline
 from crm_infra.adapters.postgres.errors import (
     PostgresError,
@@ -76,7 +76,7 @@ AsyncPgConnection = psycopg.AsyncConnection[DictRow]
 _Pool = AsyncConnectionPool[AsyncPgConnection]
 
 
-class AsyncPostgresClient(PostgresBase):
+class AsyncPostgresClient(OpenedByAsyncWith, PostgresBase):
     """PostgreSQL for user-scoped work under row-level security, and an admin path, for
     asyncio. The arguments, errors and guarantees are :class:`PostgresClient`'s.
 
@@ -86,38 +86,9 @@ class AsyncPostgresClient(PostgresBase):
         PostgresUnavailableError: on opening, the server cannot be reached in time.
     """
 
-    def __init__(
-        self,
-        connection_url: str,
-        pool_size: int = 10,
-        *,
-        admin_connection_url: str | None = None,
-        min_pool_size: int | None = None,
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = 30.0,
-        admin_statement_timeout: float | None = None,
-        pool_timeout: float = 5.0,
-        health_check_interval: float = 30.0,
-        admin_pool_size: int = 2,
-        application_name: str = "crm-infra",
-        credentials: DynamicCredentials | None = None,
-        admin_credentials: DynamicCredentials | None = None,
-    ) -> None:
-        super().__init__(
-            connection_url,
-            pool_size,
-            admin_connection_url=admin_connection_url,
-            min_pool_size=min_pool_size,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-            admin_statement_timeout=admin_statement_timeout,
-            pool_timeout=pool_timeout,
-            health_check_interval=health_check_interval,
-            admin_pool_size=admin_pool_size,
-            application_name=application_name,
-            credentials=credentials,
-            admin_credentials=admin_credentials,
-        )
+    @same_arguments_as(PostgresBase.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._pool: _Pool | None = None
         self._drains: set[asyncio.Task[None]] = set()
         self._admin_pool: _Pool | None = None
@@ -588,16 +559,6 @@ class AsyncPostgresClient(PostgresBase):
         if sources:
             await asyncio.to_thread(self._close_credentials)  # revoking waits for Vault
 
-    async def __aenter__(self) -> AsyncPostgresClient:
-        try:
-            await self.open()
-        except BaseException:
-            await self.close()  # no __aexit__ follows a failed __aenter__
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def _run_admin(conn: AsyncPgConnection, query: str, params: Params) -> list[Row]:

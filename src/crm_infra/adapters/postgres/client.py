@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from crm_infra._twins import same_arguments_as
 from crm_infra.adapters.postgres import telemetry as pg
 from crm_infra.adapters.postgres.base import (
     _ADMIN_POOL,
@@ -43,7 +44,6 @@ from crm_infra.adapters.postgres.base import (
     role_shown,
     tidy_action,
 )
-from crm_infra.adapters.postgres.credentials import DynamicCredentials
 from crm_infra.adapters.postgres.deadline import Watchdog
 from crm_infra.adapters.postgres.errors import (
     PostgresConfigError,
@@ -137,38 +137,9 @@ class PostgresClient(PostgresBase):
         PostgresConfigError: an argument out of range.
     """
 
-    def __init__(
-        self,
-        connection_url: str,
-        pool_size: int = 10,
-        *,
-        admin_connection_url: str | None = None,
-        min_pool_size: int | None = None,
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = 30.0,
-        admin_statement_timeout: float | None = None,
-        pool_timeout: float = 5.0,
-        health_check_interval: float = 30.0,
-        admin_pool_size: int = 2,
-        application_name: str = "crm-infra",
-        credentials: DynamicCredentials | None = None,
-        admin_credentials: DynamicCredentials | None = None,
-    ) -> None:
-        super().__init__(
-            connection_url,
-            pool_size,
-            admin_connection_url=admin_connection_url,
-            min_pool_size=min_pool_size,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-            admin_statement_timeout=admin_statement_timeout,
-            pool_timeout=pool_timeout,
-            health_check_interval=health_check_interval,
-            admin_pool_size=admin_pool_size,
-            application_name=application_name,
-            credentials=credentials,
-            admin_credentials=admin_credentials,
-        )
+    @same_arguments_as(PostgresBase.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._admin_lock = threading.Lock()
         self._admin_pool: ConnectionPool[PgConnection] | None = None
         self._watchdog = Watchdog(self._deadline)
@@ -180,6 +151,7 @@ class PostgresClient(PostgresBase):
         self._watchdogs = (self._watchdog, self._admin_watchdog, self._short_watchdog)
         self._pools: dict[str, ConnectionPool[PgConnection]] = {}
         try:
+            credentials = self._credentials[_APP_POOL]
             if credentials is not None:
                 credentials.open()
             with (

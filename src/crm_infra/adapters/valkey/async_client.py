@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from crm_infra._twins import OpenedByAsyncWith
 from crm_infra.adapters.valkey.base import ValkeyBase
 from crm_infra.adapters.valkey.protocol import (
     VENDOR_ERRORS,
@@ -50,7 +51,7 @@ DEFAULT_ASYNC_MAX_CONNECTIONS: Final = 50
 T = TypeVar("T")
 
 
-class AsyncValkeyClient(ValkeyBase):
+class AsyncValkeyClient(OpenedByAsyncWith, ValkeyBase):
     """The :class:`~crm_infra.ports.AsyncKeyValueStore` port on Valkey, via ``redis.asyncio``.
 
     The arguments, errors and guarantees are :class:`~crm_infra.adapters.valkey.ValkeyClient`'s;
@@ -107,16 +108,6 @@ class AsyncValkeyClient(ValkeyBase):
         self._client = ClosedClient()
         await self._close_transport()
 
-    async def __aenter__(self) -> AsyncValkeyClient:
-        try:
-            await self.open()
-        except BaseException:
-            await self.close()  # no __aexit__ follows a failed __aenter__
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # --- internals --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from requests.adapters import DEFAULT_POOLSIZE
 
-from crm_infra._twins import same_arguments_as
+from crm_infra._twins import OpenedByAsyncWith, same_arguments_as
 from crm_infra.adapters.vault import telemetry
 from crm_infra.adapters.vault.client import VaultClient, VaultInvalidSecretError
 from crm_infra.secret_paths import AsyncSecretLayoutMethods
@@ -48,7 +48,7 @@ class _InnerVaultClient(VaultClient):
     _shown_name = "AsyncVaultClient"
 
 
-class AsyncVaultClient(AsyncSecretLayoutMethods):
+class AsyncVaultClient(OpenedByAsyncWith, AsyncSecretLayoutMethods):
     """Read secrets from a Vault or OpenBao KV v2 mount, for asyncio.
 
     The arguments, errors and guarantees are :class:`VaultClient`'s, and so are its
@@ -180,16 +180,6 @@ class AsyncVaultClient(AsyncSecretLayoutMethods):
         finally:
             self._vault.close()
 
-    async def __aenter__(self) -> AsyncVaultClient:
-        try:
-            await self.open()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return repr(self._vault)
