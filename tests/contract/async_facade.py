@@ -62,19 +62,14 @@ class Driver:
             # What a closed object does (raise, mostly) needs no loop of its own any more.
             with asyncio.Runner(loop_factory=asyncio.new_event_loop) as once:
                 return once.run(_as_user(make, user))
-        result: T = self._runner.run(self._submit(make, user))
-        return result
-
-    async def _submit(self, make: Callable[[], Awaitable[T]], user: UUID | None) -> T:
+        loop = self._runner.get_loop()
         if self._calls is None:
             self._calls = asyncio.Queue()
             # An empty context: the task sees no user but the one each call brings.
-            self._server = asyncio.get_running_loop().create_task(
-                _serve(self._calls), context=contextvars.Context()
-            )
-        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._server = loop.create_task(_serve(self._calls), context=contextvars.Context())
+        done: asyncio.Future[T] = loop.create_future()
         self._calls.put_nowait((make, user, done))
-        return await done
+        return loop.run_until_complete(done)
 
     @contextmanager
     def entered(self, manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
