@@ -193,7 +193,7 @@ def test_accessors_return_the_layout_values(backend: Backend) -> None:
     assert creds.from_address == TEST_SECRETS["crm/email"]["from_address"]
 
 
-def test_the_seed_methods_delegate_to_the_accessors(backend: Backend) -> None:
+def test_the_get_methods_delegate_to_the_layout_accessors(backend: Backend) -> None:
     store = backend.store
     assert store.get_database_url() == sp.database_url(store)
     assert store.get_admin_database_url() == sp.admin_database_url(store)
