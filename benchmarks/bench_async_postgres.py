@@ -1,8 +1,8 @@
 """AsyncPostgresClient.execute under RLS against a raw async pool and asyncpg, in one run.
 
 - raw: a raw ``AsyncConnectionPool`` doing the same work in one round trip, as an expert
-  psycopg user would write it: the user set transaction-locally and the query, in one pipeline
-  (one implicit transaction), a different user per call;
+  psycopg user would write it: the user and the statement timeout set transaction-locally, and
+  the query, in one pipeline (one implicit transaction), a different user per call;
 - floor (for scale, no target): the same query on a raw pool whose connections have one user
   set at session level, once, so a call does no user work at all (and serves one user only);
 - asyncpg: a pooled ``fetch`` of the same query, which asyncpg prepares and caches per
@@ -41,7 +41,11 @@ TASKS = 64
 THROUGHPUT_SECONDS = 2.0
 THROUGHPUT_ROUNDS = 3
 SET_USER = "SELECT set_config('app.current_user_id', %s, false)"
-SET_USER_LOCAL = "SELECT set_config('app.current_user_id', %s, true)"
+# What the adapter sets per call with its default statement_timeout (30 s): both, locally.
+SET_USER_LOCAL = (
+    "SELECT set_config('app.current_user_id', %s, true), "
+    "set_config('statement_timeout', '30s', true)"
+)
 
 Call = Callable[[int], Awaitable[object]]
 
