@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import pytest
@@ -19,6 +19,7 @@ import pytest_asyncio
 from crm_infra import DatabaseError, QueryTimeoutError, UnsafeQueryError, user_context
 from crm_infra.adapters import AsyncPostgresClient
 from crm_infra.bootstrap import BootstrappedDatabase
+from tests.fixtures.cancellation import cancel_after, steps_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -117,19 +118,6 @@ async def _assert_pool_clean(db: AsyncPostgresClient) -> None:
     assert seen == [str(u) for u in users]
 
 
-async def _steps_of(call: Callable[[], Awaitable[object]]) -> int:
-    """How many times ``call`` suspends (yields to the event loop) when run alone."""
-    steps = 0
-    coro = call()
-    assert asyncio.iscoroutine(coro)
-    task = asyncio.ensure_future(coro)
-    while not task.done():
-        steps += 1
-        await asyncio.sleep(0)
-    await task
-    return steps
-
-
 @pytest.mark.parametrize("operation", ["execute", "transaction", "execute_admin", "health"])
 async def test_a_call_cancelled_at_any_point_leaves_nothing_behind(
     pg_database: BootstrappedDatabase, operation: str
@@ -159,18 +147,13 @@ async def test_a_call_cancelled_at_any_point_leaves_nothing_behind(
             return await db.health_check()
 
         await call()  # warm: the pools are open, the statements cached
-        steps = await _steps_of(call)
+        steps = await steps_of(call)
         assert steps >= 1
         # Every turn early on (where the call goes through its awaits before any I/O), then
         # turns spread over the rest (mostly waiting on the socket, where it stays put).
         points = sorted({*range(1, min(steps, 40) + 1), *range(1, steps + 1, max(1, steps // 40))})
         for point in points:
-            task = asyncio.ensure_future(call())
-            for _ in range(point):
-                await asyncio.sleep(0)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_after(call, point)
             bob = uuid4()
             me = await db.execute_scalar(
                 "SELECT current_setting('app.current_user_id', true) AS me", user_id=bob

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
@@ -15,6 +14,7 @@ import redis
 from crm_infra.adapters import AsyncValkeyClient
 from crm_infra.adapters.valkey import ValkeyError, ValkeyUnavailableError
 from crm_infra.ports import AsyncKeyValueStore
+from tests.fixtures.cancellation import cancel_after, steps_of
 
 pytestmark = [pytest.mark.real, pytest.mark.asyncio]
 
@@ -79,17 +79,6 @@ async def test_an_unreachable_server_fails_open_and_names_it() -> None:
         await kv.get("k")  # a failed __aenter__ closed it
 
 
-async def _steps_of(call: Callable[[], Awaitable[object]]) -> int:
-    """How many times ``call`` suspends (yields to the event loop) when run alone."""
-    steps = 0
-    task = asyncio.ensure_future(call())
-    while not task.done():
-        steps += 1
-        await asyncio.sleep(0)
-    await task
-    return steps
-
-
 @pytest.mark.parametrize("operation", ["hit", "incr", "get", "set_json"])
 async def test_a_call_cancelled_at_any_point_leaves_nothing_behind(
     valkey_url: str, operation: str
@@ -110,16 +99,11 @@ async def test_a_call_cancelled_at_any_point_leaves_nothing_behind(
             return None
 
         await call()  # warm: the connection is made and the script loaded
-        steps = await _steps_of(call)
+        steps = await steps_of(call)
         assert steps >= 1
         attempts = 2  # the two calls above
         for point in range(1, steps + 2):
-            task = asyncio.ensure_future(call())
-            for _ in range(point):
-                await asyncio.sleep(0)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_after(call, point)
             attempts += 1
             marker = f"after-{point}"
             await kv.set("probe", marker)

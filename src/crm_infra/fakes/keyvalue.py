@@ -10,13 +10,30 @@ and :class:`~crm_infra.adapters.valkey.AsyncValkeyClient`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 
 from crm_infra.adapters.valkey import AsyncValkeyClient, ValkeyClient
 
 __all__ = ["AsyncInMemoryKeyValueStore", "InMemoryKeyValueStore"]
 
-_ENDPOINT = "in-memory fakeredis"
+
+
+def _over(
+    client_class: Any, key_prefix: str, server: fakeredis.FakeServer | None
+) -> dict[str, Any]:
+    """The adapter's arguments for a store over a new fakeredis client of ``client_class``."""
+    client = client_class(
+        server=server if server is not None else fakeredis.FakeServer(), decode_responses=True
+    )
+    return {
+        "client": client,
+        "key_prefix": key_prefix,
+        "check_connection": False,
+        "close_client": True,  # built here, so closed here
+        "endpoint": "in-memory fakeredis",
+    }
 
 
 class InMemoryKeyValueStore(ValkeyClient):
@@ -33,17 +50,7 @@ class InMemoryKeyValueStore(ValkeyClient):
             key_prefix: prepended to every key, as in :class:`ValkeyClient`.
             server: a ``fakeredis.FakeServer`` to share with other stores; None for a new one.
         """
-        client = fakeredis.FakeRedis(
-            server=server if server is not None else fakeredis.FakeServer(),
-            decode_responses=True,
-        )
-        super().__init__(
-            client=client,
-            key_prefix=key_prefix,
-            check_connection=False,
-            close_client=True,  # built here, so closed here
-            endpoint=_ENDPOINT,
-        )
+        super().__init__(**_over(fakeredis.FakeRedis, key_prefix, server))
 
 
 class AsyncInMemoryKeyValueStore(AsyncValkeyClient):
@@ -56,14 +63,4 @@ class AsyncInMemoryKeyValueStore(AsyncValkeyClient):
         """Create an empty store (or one on a shared fake ``server``); see
         :class:`InMemoryKeyValueStore`.
         """
-        client = fakeredis.FakeAsyncRedis(
-            server=server if server is not None else fakeredis.FakeServer(),
-            decode_responses=True,
-        )
-        super().__init__(
-            client=client,
-            key_prefix=key_prefix,
-            check_connection=False,
-            close_client=True,
-            endpoint=_ENDPOINT,
-        )
+        super().__init__(**_over(fakeredis.FakeAsyncRedis, key_prefix, server))
