@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.pgbouncer",
     "tests.fixtures.telemetry",
+    "tests.fixtures.database_engine",
 ]
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID, uuid4
@@ -30,13 +30,10 @@ from tests.fixtures.common import wait_until
 from tests.fixtures.database_engine import (
     DatabaseEngine,
     approle_login,
-    database_engine,
     drop_engine_logins,
-    migrated_database,
     role_connections,
     role_exists,
     setup_database_engine,
-    vault_manager,
 )
 from tests.fixtures.openbao import VaultMount
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -50,26 +47,6 @@ WHO = "SELECT current_user::text AS who"
 def soak_seconds() -> float:
     """How long the eight threads call: ``CRM_CREDS_SOAK_SECONDS`` (default 60)."""
     return float(os.environ.get("CRM_CREDS_SOAK_SECONDS", "60"))
-
-
-@pytest.fixture(scope="module")
-def creds_db(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
-    with migrated_database(pg_superuser_url, "crm_creds") as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def manager_url(creds_db: BootstrappedDatabase) -> Iterator[str]:
-    with vault_manager(creds_db) as url:
-        yield url
-
-
-@pytest.fixture
-def engine(
-    openbao_root: Any, creds_db: BootstrappedDatabase, manager_url: str
-) -> Iterator[DatabaseEngine]:
-    with database_engine(openbao_root, creds_db, manager_url) as made:
-        yield made
 
 
 @pytest.fixture

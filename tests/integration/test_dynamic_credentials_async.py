@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -23,37 +22,14 @@ from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.devservers.openbao import OpenBaoServer
 from tests.fixtures.database_engine import (
     DatabaseEngine,
-    database_engine,
-    migrated_database,
     role_connections,
     role_exists,
-    vault_manager,
 )
 from tests.fixtures.openbao import VaultMount
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 WHO = "SELECT current_user::text AS who"
-
-
-@pytest.fixture(scope="module")
-def creds_db(pg_superuser_url: str) -> Iterator[BootstrappedDatabase]:
-    with migrated_database(pg_superuser_url, "crm_acreds") as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def manager_url(creds_db: BootstrappedDatabase) -> Iterator[str]:
-    with vault_manager(creds_db) as url:
-        yield url
-
-
-@pytest.fixture
-def engine(
-    openbao_root: Any, creds_db: BootstrappedDatabase, manager_url: str
-) -> Iterator[DatabaseEngine]:
-    with database_engine(openbao_root, creds_db, manager_url) as made:
-        yield made
 
 
 def client(engine: DatabaseEngine, vault: VaultClient, **options: Any) -> AsyncPostgresClient:
