@@ -63,6 +63,8 @@ def resolve_user_id(user_id: UserId | None) -> UUID:
         InvalidUserIdError: ``user_id`` is not a UUID.
         MissingUserContextError: ``user_id`` is ``None`` and no user is set.
     """
+    if type(user_id) is UUID:  # the common case, told first
+        return user_id
     if user_id is None:
         return get_current_user_id()
     return coerce_user_id(user_id)

@@ -28,6 +28,7 @@ from crm_infra import (
 )
 from crm_infra.adapters import PostgresClient
 from crm_infra.adapters.postgres import pipeline as _pg_pipeline
+from crm_infra.adapters.postgres.base import left_clean
 from crm_infra.adapters.postgres.statements import StatementCache, check_call, prepare_call
 from crm_infra.bootstrap import BootstrappedDatabase
 from crm_infra.ports import Params, Row
@@ -340,10 +341,25 @@ def test_a_call_refused_before_any_io_leaves_no_deadline_behind(
         assert db.execute_admin("SELECT 2 AS two") == [{"two": 2}]
 
 
+def _give_back_through(client: PostgresClient, where: Callable[..., object]) -> None:
+    """A call whose connection goes back through ``where``: only one that did not end well
+    (a failed block, left in its transaction) is tidied."""
+    if where is PostgresClient._tidy:
+        with client.transaction(uuid4()) as tx:
+            tx.execute("SELECT 1 AS one")
+            raise ValueError("the block fails: its transaction is rolled back")
+    client.execute("SELECT 1 AS one", user_id=uuid4())
+
+
+@pytest.mark.parametrize(
+    "where",
+    [left_clean, PostgresClient._tidy, PostgresClient._handed_back],
+    ids=["checking", "tidying", "noting"],
+)
 def test_an_interrupt_while_a_connection_is_given_back_loses_no_pool_slot(
-    client: PostgresClient,
+    client: PostgresClient, where: Callable[..., object]
 ) -> None:
-    code = PostgresClient._tidy.__code__
+    code = where.__code__
     armed = [True]
 
     def tracer(frame: FrameType, event: str, arg: object) -> Any:
@@ -355,9 +371,10 @@ def test_an_interrupt_while_a_connection_is_given_back_loses_no_pool_slot(
     sys.settrace(tracer)
     try:
         with pytest.raises(KeyboardInterrupt):
-            client.execute("SELECT 1 AS one", user_id=uuid4())
+            _give_back_through(client, where)
     finally:
         sys.settrace(None)
+    assert not armed[0]  # the interrupt came where it was meant to
     # The pool of one still has its slot (the interrupted connection was closed and replaced).
     assert client.execute_scalar("SELECT 2 AS two", user_id=uuid4()) == 2
 

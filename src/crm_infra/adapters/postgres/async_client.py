@@ -39,6 +39,7 @@ from crm_infra.adapters.postgres.base import (
     PostgresBase,
     check_user_sql,
     closed_on_purpose,
+    left_clean,
     not_idle_error,
     refuse_untextable_sql,
     role_shown,
@@ -272,15 +273,8 @@ class AsyncPostgresClient(OpenedByAsyncWith, PostgresBase):
         if conn is None:
             return
         try:
-            if conn.broken and self._first_to_replace(pool.name, conn):
-                await pool.drain()
-            action = tidy_action(conn, raw=raw)
-            if action == "close":
-                if raw:
-                    closed_on_purpose.connections.add(conn)
-                await conn.close()
-            elif action == "rollback":
-                await self._rollback_or_close(conn)
+            if raw or not left_clean(conn):  # else as every call that ended well leaves it
+                await self._tidy(pool, conn, raw=raw)
         except BaseException:
             await conn.close()  # cancelled while tidying: not known to be clean
             raise
@@ -288,6 +282,17 @@ class AsyncPostgresClient(OpenedByAsyncWith, PostgresBase):
             self._handed_back(conn)
             lease.conn = None
             await pool.putconn(conn)  # always: a slot is never lost, a closed one replaced
+
+    async def _tidy(self, pool: _Pool, conn: AsyncPgConnection, *, raw: bool) -> None:
+        if conn.broken and self._first_to_replace(pool.name, conn):
+            await pool.drain()
+        action = tidy_action(conn, raw=raw)
+        if action == "close":
+            if raw:
+                closed_on_purpose.connections.add(conn)
+            await conn.close()
+        elif action == "rollback":
+            await self._rollback_or_close(conn)
 
     # --- AsyncUserScopedDB -------------------------------------------------------------------
 

@@ -202,15 +202,27 @@ POOL_KWARGS: dict[str, Any] = {
 }
 
 
+# Plain ints: the hot path compares libpq's status codes without an enum lookup per call.
+_IDLE = int(TransactionStatus.IDLE)
+_PIPELINE_OFF = int(PipelineStatus.OFF)
+
+
+def left_clean(conn: Any) -> bool:
+    """Whether ``conn`` is open, idle and out of pipeline mode: how every call that ended well
+    leaves it (nothing to tidy, and not broken)."""
+    pgconn = conn.pgconn
+    return bool(pgconn.transaction_status == _IDLE and pgconn.pipeline_status == _PIPELINE_OFF)
+
+
 def not_idle_error(conn: Any, operation: str) -> PostgresTransactionUsageError | None:
     """The error for a borrowed connection that is not idle in autocommit (the one-round-trip
     protocol relies on it: otherwise the user setting would join someone's open
     transaction), or None when it is."""
     pgconn = conn.pgconn
-    if (
-        conn.autocommit
-        and pgconn.transaction_status == TransactionStatus.IDLE
-        and pgconn.pipeline_status == PipelineStatus.OFF
+    if (  # written out: this runs on every borrow
+        pgconn.transaction_status == _IDLE
+        and pgconn.pipeline_status == _PIPELINE_OFF
+        and conn.autocommit
     ):
         return None
     status = TransactionStatus(pgconn.transaction_status).name
@@ -232,6 +244,8 @@ def tidy_action(conn: Any, *, raw: bool) -> str:
         # session advisory locks...): its connection is never handed on. Its transaction has
         # ended (committed or rolled back); the server ends the rest.
         return "close"
+    if left_clean(conn):
+        return ""  # the common case, told first
     pgconn = conn.pgconn
     if not conn.closed and pgconn.pipeline_status != PipelineStatus.OFF:
         return "close"  # interrupted between entering pipeline mode and the Sync
@@ -347,6 +361,7 @@ class PostgresBase:
         # (PgBouncer refuses those, and a pooled session must not carry it).
         self._timeout_value = _milliseconds(statement_timeout)
         self._admin_timeout_value = _milliseconds(admin_statement_timeout)
+        self._timeout_bytes = None if self._timeout_value is None else self._timeout_value.encode()
         # The server enforces the timeouts; the client's deadlines are the backstop for when
         # it cannot (a frozen server). The client's own short statements (a ping, BEGIN,
         # ROLLBACK, the role check) answer at once from a live server: they get the connect
@@ -405,9 +420,8 @@ class PostgresBase:
         return ""
 
     def _set_user(self, uid: UUID) -> list[bytes]:
-        user = str(uid).encode()
-        timeout = self._timeout_value
-        return [user] if timeout is None else [user, timeout.encode()]
+        timeout = self._timeout_bytes
+        return [str(uid).encode()] if timeout is None else [str(uid).encode(), timeout]
 
     def _prepare(self, conn: Any, checked: Checked, operation: str, query: str) -> Call:
         """Dump the values of ``checked`` for ``conn``; errors say nothing was sent."""

@@ -39,6 +39,7 @@ from crm_infra.adapters.postgres.base import (
     PostgresBase,
     check_user_sql,
     closed_on_purpose,
+    left_clean,
     not_idle_error,
     refuse_untextable_sql,
     role_shown,
@@ -315,7 +316,8 @@ class PostgresClient(PostgresBase):
         conn = lease.conn
         assert conn is not None
         try:
-            self._tidy(pool, conn, raw=raw)
+            if raw or not left_clean(conn):  # else as every call that ended well leaves it
+                self._tidy(pool, conn, raw=raw)
         except BaseException:
             conn.close()  # interrupted while tidying: not known to be clean
             raise

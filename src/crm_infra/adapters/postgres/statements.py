@@ -95,6 +95,7 @@ class _UserStatement(NamedTuple):
     refusal: Refusal | None
     syntax_error: str | None
     untextable: str | None = None
+    checked: bool = False  # none of the three above: the guard accepts it
 
 
 _STATEMENTS: dict[tuple[str, bool], _UserStatement] = {}
@@ -117,7 +118,9 @@ def _user_statement(query: str, with_params: bool) -> _UserStatement:
     refusal = verdict.refusal
     if refusal is None and verdict.syntax_error is None:
         refusal = parameter_refusal(split)
-    found = _UserStatement(split, split.text.encode(), refusal, verdict.syntax_error)
+    syntax_error = verdict.syntax_error
+    accepted = refusal is None and syntax_error is None
+    found = _UserStatement(split, split.text.encode(), refusal, syntax_error, None, accepted)
     with _STATEMENTS_LOCK:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             _STATEMENTS.clear()  # generated SQL texts could otherwise grow it forever
@@ -151,7 +154,16 @@ def check_call(query: str, params: Params) -> Checked:
         crm_infra._sql_params.ClientSideError: placeholders and params do not fit.
         crm_infra._sql_params.ParamsShapeError: params of the wrong kind (a TypeError).
     """
-    statement = _user_statement(query, bool(params))
+    with_params = bool(params)
+    statement = _STATEMENTS.get((query, with_params)) or _user_statement(query, with_params)
+    split = statement.split
+    if (  # the common case, told first: an accepted statement, positional values that fit
+        statement.checked
+        and type(params) is tuple
+        and not split.named
+        and len(params) == len(split.keys)
+    ):
+        return Checked(statement, list(params) if with_params else None)
     if statement.untextable is not None:
         raise UntextableSql(statement.untextable)
     if statement.refusal is not None:
