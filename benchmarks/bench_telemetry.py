@@ -16,8 +16,10 @@ attributes as an ``execute`` span and one histogram point, made by hand with the
 against the absent call, in alternating rounds: no instrumentation can come in under that
 ratio with this SDK. It is measured beside real calls, not in a loop of its own, where the
 SDK's code and data stay in the CPU's caches and it looks about half as costly. What
-crm-infra adds beyond it is the SDK row divided by this one. The SDK can be set only once
-per process, so the no-SDK rounds come first.
+crm-infra adds beyond it is the SDK row divided by this one. Last, the same SDK sampling one
+trace in 100 (``ParentBased(TraceIdRatioBased(0.01))``), for scale: every call still records
+its metric points. The SDK can be set only once per process, so the no-SDK rounds come first
+and the sampler is switched in place.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 
 from benchmarks.bench_postgres import POOL, _calls, _counter, _database, _floor_pool, _seed
 from benchmarks.harness import time_per_call
@@ -39,7 +49,8 @@ from crm_infra.adapters import PostgresClient
 from crm_infra.migrations import apply_migrations
 
 CALLS = 400
-ROUNDS = 9
+ROUNDS = 21
+SAMPLED = 0.01  # a common production ratio: every call still records its metric points
 _OTEL_MODULES = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.metrics._internal")
 
 
@@ -48,6 +59,20 @@ class _Dropped(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
+
+
+class _Switchable(Sampler):
+    """Samples every trace, or as ``sampling`` says once it is set: one provider for both
+    cases, since the SDK can be set only once per process."""
+
+    def __init__(self) -> None:
+        self.inner: Sampler = ALWAYS_ON
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return self.inner.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"Switchable({self.inner.get_description()})"
 
 
 @contextmanager
@@ -130,7 +155,8 @@ def main() -> bool:
             no_sdk = _show("extra installed, no SDK configured", _median_ratio(adapter, adapter),
                            1.02)
             exporter = BatchSpanProcessor(_Dropped())
-            tracer_provider = TracerProvider()
+            sampler = _Switchable()
+            tracer_provider = TracerProvider(sampler=sampler)
             tracer_provider.add_span_processor(exporter)
             trace.set_tracer_provider(tracer_provider)
             meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
@@ -148,6 +174,9 @@ def main() -> bool:
             print(f"{'(for scale) the SDK alone, made by hand':44} {sdk_alone:8.3f}x")
             print(f"{'(for scale) crm-infra beyond the SDK alone':44} "
                   f"{with_sdk_ratio / sdk_alone:8.3f}x")
+            sampler.inner = ParentBased(TraceIdRatioBased(SAMPLED))
+            sampled = _median_ratio(adapter, adapter)
+            print(f"{'(for scale) SDK, 1 trace in 100 sampled':44} {sampled:8.3f}x")
             tracer_provider.shutdown()
     return no_sdk and with_sdk
 

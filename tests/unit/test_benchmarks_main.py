@@ -42,3 +42,14 @@ def test_the_command_line_exits_2_for_an_unknown_name() -> None:
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "all targets met" not in done.stdout
+
+
+def test_the_instruction_count_is_read_from_the_totals_not_the_header() -> None:
+    # Instrumentation starts off, so callgrind's header summary says 0: the totals line
+    # at the end holds what was counted.
+    from benchmarks.bench_instructions import _total
+
+    profile = "version: 1\nevents: Ir\nsummary: 0\n\nfn=(1) main\n5 10\n\ntotals: 188482576\n"
+    assert _total(profile) == 188482576
+    with pytest.raises(RuntimeError, match="no total"):
+        _total("events: Ir\nsummary: 0\n")
