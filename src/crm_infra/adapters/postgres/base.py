@@ -207,6 +207,12 @@ _IDLE = int(TransactionStatus.IDLE)
 _PIPELINE_OFF = int(PipelineStatus.OFF)
 
 
+# The text of recent user ids (a UUID's str() costs about as much as a dict lookup ten times):
+# only for exact UUIDs, whose hash and equality are UUID's own.
+_USER_TEXT: dict[UUID, bytes] = {}
+_USERS_KEPT = 4096
+
+
 def left_clean(conn: Any) -> bool:
     """Whether ``conn`` is open, idle and out of pipeline mode: how every call that ended well
     leaves it (nothing to tidy, and not broken)."""
@@ -420,8 +426,16 @@ class PostgresBase:
         return ""
 
     def _set_user(self, uid: UUID) -> list[bytes]:
+        if type(uid) is UUID:  # not a subclass, which could redefine hash and equality
+            user = _USER_TEXT.get(uid)
+            if user is None:
+                if len(_USER_TEXT) >= _USERS_KEPT:
+                    _USER_TEXT.clear()
+                user = _USER_TEXT[uid] = str(uid).encode()
+        else:
+            user = str(uid).encode()
         timeout = self._timeout_bytes
-        return [str(uid).encode()] if timeout is None else [str(uid).encode(), timeout]
+        return [user] if timeout is None else [user, timeout]
 
     def _prepare(self, conn: Any, checked: Checked, operation: str, query: str) -> Call:
         """Dump the values of ``checked`` for ``conn``; errors say nothing was sent."""

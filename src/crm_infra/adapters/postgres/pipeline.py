@@ -77,6 +77,11 @@ _TEXT_OID = 25
 # a statement without an SQL statement: no error when it is missing, and a pooler that tracks
 # prepared statements (PgBouncer 1.21+) sees it. Older libpq: DEALLOCATE, in SQL.
 _CLOSE_MESSAGE = pq.version() >= 170000
+# Plain ints: an IntEnum member costs a slow class attribute lookup, several per call here.
+_FATAL_ERROR = int(ExecStatus.FATAL_ERROR)
+_TUPLES_OK = int(ExecStatus.TUPLES_OK)
+_COMMAND_OK = int(ExecStatus.COMMAND_OK)
+_PIPELINE_SYNC = int(ExecStatus.PIPELINE_SYNC)
 # How long an asyncio wait sleeps before it looks at the socket again (psycopg's own value).
 _WAIT_INTERVAL = 0.1
 
@@ -296,7 +301,7 @@ def _outcome(
     parsed = False
     for step, result in zip(steps, results, strict=True):
         status = result.status
-        if status == ExecStatus.FATAL_ERROR:
+        if status == _FATAL_ERROR:
             error = pg_errors.error_from_result(result, encoding=state.encoding)
             if keeps:
                 keeps = pid is not None  # it ran: the failure came after it
@@ -304,7 +309,7 @@ def _outcome(
         if step == Step.SET_USER:
             pid = _set_user_pid(result)
         elif step == Step.PARSE:
-            parsed = status == ExecStatus.COMMAND_OK
+            parsed = status == _COMMAND_OK
     rows = _rows(state.transformer, results[-1], state.encoding)
     return Outcome(rows, None, None, pid, parsed, keeps)
 
@@ -313,7 +318,7 @@ def _set_user_pid(result: PGresult) -> int:
     """The backend's pid from the set-user statement's row, which must be that statement's
     (a check on the client's own bookkeeping of the unnamed statement)."""
     if (
-        result.status != ExecStatus.TUPLES_OK
+        result.status != _TUPLES_OK
         or result.ntuples != 1
         or result.fname(0) != b"crm_user"
         or result.fname(result.nfields - 1) != b"crm_pid"
@@ -336,13 +341,13 @@ def _exchange(pgconn: PGconn, expected: int) -> PQGen[list[PGresult]]:
         got = yield from fetch_many(pgconn)
         results.append(got[-1])
     sync = yield from fetch_many(pgconn)
-    if not sync or sync[-1].status != ExecStatus.PIPELINE_SYNC:
+    if not sync or sync[-1].status != _PIPELINE_SYNC:
         raise psycopg.OperationalError("the server's answer to a pipeline ended unexpectedly")
     return results
 
 
 def _rows(tx: pg_abc.Transformer, result: PGresult, encoding: str) -> list[Row]:
-    if result.status != ExecStatus.TUPLES_OK or not result.ntuples:
+    if result.status != _TUPLES_OK or not result.ntuples:
         return []
     tx.set_pgresult(result)
     names = [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
