@@ -207,8 +207,8 @@ _IDLE = int(TransactionStatus.IDLE)
 _PIPELINE_OFF = int(PipelineStatus.OFF)
 
 
-# The text of recent user ids (a UUID's str() costs about as much as a dict lookup ten times):
-# only for exact UUIDs, whose hash and equality are UUID's own.
+# The text of recent user ids (str() of a UUID costs about six dictionary lookups): kept only
+# for exact UUIDs, whose hash and equality are UUID's own.
 _USER_TEXT: dict[UUID, bytes] = {}
 _USERS_KEPT = 4096
 
