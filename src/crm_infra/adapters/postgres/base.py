@@ -60,6 +60,7 @@ __all__ = [
     "PostgresBase",
     "check_user_sql",
     "closed_on_purpose",
+    "left_clean",
     "not_idle_error",
     "refuse_untextable_sql",
     "role_shown",
@@ -243,15 +244,14 @@ def not_idle_error(conn: Any, operation: str) -> PostgresTransactionUsageError |
 
 def tidy_action(conn: Any, *, raw: bool) -> str:
     """What a connection needs before it goes back to the pool: ``"close"`` (a raw block's,
-    or one interrupted mid-protocol), ``"rollback"`` (left in a transaction) or ``""``."""
+    or one interrupted mid-protocol), ``"rollback"`` (left in a transaction) or ``""``. The
+    clients ask only for a raw block's or one not :func:`left_clean`."""
     if raw:
         # A raw block can change more than any reset undoes (psycopg adapters and notice
         # handlers, a transaction() block left open, two-phase state, held cursors, LISTEN,
         # session advisory locks...): its connection is never handed on. Its transaction has
         # ended (committed or rolled back); the server ends the rest.
         return "close"
-    if left_clean(conn):
-        return ""  # the common case, told first
     pgconn = conn.pgconn
     if not conn.closed and pgconn.pipeline_status != PipelineStatus.OFF:
         return "close"  # interrupted between entering pipeline mode and the Sync

@@ -95,7 +95,7 @@ class _UserStatement(NamedTuple):
     refusal: Refusal | None
     syntax_error: str | None
     untextable: str | None = None
-    checked: bool = False  # none of the three above: the guard accepts it
+    accepted: bool = False  # none of the three above: derived once per text, read per call
 
 
 _STATEMENTS: dict[tuple[str, bool], _UserStatement] = {}
@@ -158,7 +158,7 @@ def check_call(query: str, params: Params) -> Checked:
     statement = _STATEMENTS.get((query, with_params)) or _user_statement(query, with_params)
     split = statement.split
     if (  # the common case, told first: an accepted statement, positional values that fit
-        statement.checked
+        statement.accepted
         and type(params) is tuple
         and not split.named
         and len(params) == len(split.keys)
