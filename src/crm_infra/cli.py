@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+import attrs
+
 from crm_infra.composition import (
     COMPONENTS,
-    ComponentHealth,
     HealthReport,
     Infrastructure,
     StartupError,
@@ -269,7 +270,7 @@ def _with_schema_checks(
         return report, pending
     database = report.components["database"]
     components = dict(report.components)
-    components["database"] = ComponentHealth(False, database.latency_ms, "; ".join(problems))
+    components["database"] = attrs.evolve(database, ok=False, error="; ".join(problems))
     return HealthReport(components), pending
 
 

@@ -328,6 +328,7 @@ def test_check_reports_pending_migrations_until_migrate_applies_them(
     assert database["error"] == (
         f"{len(SHIPPED)} migration(s) pending: {', '.join(SHIPPED)}; run `crm-infra migrate`"
     )
+    assert database["pools"], "an unhealthy schema must not hide the pools' counters"
     assert report["components"]["secrets"]["ok"] is True
     assert report["components"]["keyvalue"]["ok"] is True
 
