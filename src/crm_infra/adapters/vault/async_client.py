@@ -149,10 +149,12 @@ class AsyncVaultClient(OpenedByAsyncWith, AsyncSecretLayoutMethods):
             return found
         return vault._keep(path, await self._in_thread(vault._read, path), since)
 
+    @traced(telemetry.HEALTH_CHECK)
     async def health_check(self) -> bool:
         """Return True when Vault answers, is unsealed and the credentials are valid, as
-        :meth:`VaultClient.health_check` does (never answered from the cache; its span is the
-        sync client's, in the worker thread, under the caller's context)."""
+        :meth:`VaultClient.health_check` does (never answered from the cache). Its span covers
+        the first login too, so a refused login is recorded; the sync client's check in the
+        worker thread runs under it and makes no second span."""
         vault = await self._ready()
         return await self._in_thread(vault.health_check)
 
