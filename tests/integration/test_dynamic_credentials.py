@@ -213,6 +213,7 @@ def test_with_vault_unreachable_the_pool_serves_until_the_credentials_end_then_f
     openbao_server: OpenBaoServer,
     engine: DatabaseEngine,
     logs: pytest.LogCaptureFixture,
+    telemetry: Telemetry,
 ) -> None:
     engine.set_ttls(ttl=9, max_ttl=600)
     token = engine.token(vault_mount.name)
@@ -229,6 +230,12 @@ def test_with_vault_unreachable_the_pool_serves_until_the_credentials_end_then_f
                 timeout=30,
                 what="a failed renewal",
             )
+            failed = sum(
+                p.value for p in telemetry.points(CREDENTIAL_EVENTS)
+                if p.attributes["crm.event"] == "renewal_failed"
+                and p.attributes["crm.database.creds_role"] == engine.app_role
+            )
+            assert failed >= 1  # the failed renewal is counted too
             assert who(db) == first  # still served on the credentials held
 
             def still_first() -> None:
