@@ -8,12 +8,13 @@ spec runs only when something will be recorded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from crm_infra.telemetry.switch import AttributeValue
 
-__all__ = ["Attributes", "Call", "CallSpec", "error_type"]
+__all__ = ["Attributes", "Call", "CallSpec", "error_type", "is_name"]
 
 Attributes = Mapping[str, AttributeValue]
 
@@ -38,6 +39,18 @@ class Call:
         self.metric_attributes = metric_attributes
         self.client = client  # a call to a server (CLIENT span), else a block (INTERNAL)
         self.counter = counter  # a counter to add one to when the call succeeds
+
+
+_NAME = re.compile(r"[a-z][a-z_-]{0,31}")
+
+
+def is_name(segment: str) -> bool:
+    """Whether a segment of a key or of a path reads as the name of a kind of thing, and so
+    may be shown: 1 to 32 lowercase ASCII letters, ``_`` or ``-``, starting with a letter
+    (``session``, ``rate_limit``, ``database``). Digits, capitals, ``@`` and ``.`` are never
+    shown: ids, numbers, emails and tokens hold them (``fullmatch``, since ``$`` would let a
+    final newline by)."""
+    return _NAME.fullmatch(segment) is not None
 
 
 def error_type(exc: BaseException) -> str:

@@ -11,7 +11,9 @@ Two things are the asyncio client's own:
 - The pool is bounded and waits: at most ``max_connections`` calls (50 by default) are on the
   wire at once, and further calls wait for a free connection instead of failing with redis-py's
   "too many connections". The wait is not part of a call's budget; wrap the call in
-  ``asyncio.timeout`` to bound it.
+  ``asyncio.timeout`` to bound it. ``pool_stats()`` counts the queue (calls waiting now, the
+  seconds waited in all, the calls made) on the one pool of a server or a Sentinel-managed
+  primary; on a cluster the slots are shared by every node and no node's pool counts them.
 - Cancellation (``task.cancel()``, ``asyncio.timeout``) at any await point leaves nothing behind:
   redis-py closes a connection whose reply was not read before it goes back to the pool, the
   slot is released, and a cancelled ``incr`` or ``hit`` is never sent again (it counted once
@@ -38,7 +40,7 @@ from crm_infra.adapters.valkey.protocol import (
     Command,
     call_async,
 )
-from crm_infra.adapters.valkey.telemetry import CALL
+from crm_infra.adapters.valkey.telemetry import CALLS, Queue
 from crm_infra.adapters.valkey.topology import Topology, Transport, connect_async
 from crm_infra.ports import JSONValue
 from crm_infra.telemetry import traced
@@ -62,10 +64,20 @@ class AsyncValkeyClient(OpenedByAsyncWith, ValkeyBase):
 
     _redis_class: ClassVar[Any] = aredis.Redis
 
+    # The queue in front of the slots, for pool_stats(): calls waiting now, seconds waited in
+    # all, calls made. A few additions per call; the clock is read only by a call that has to
+    # wait.
+    _waiting: int = 0
+    _wait_seconds: float = 0.0
+    _requests: int = 0
+
     # --- the hooks --------------------------------------------------------------------------
 
     def _constructed(self) -> None:
         self._slots = asyncio.Semaphore(self._pool_limit(self._limit))
+
+    def _queue(self) -> Queue:
+        return (self._waiting, self._wait_seconds, self._requests)
 
     def _pool_limit(self, max_connections: int | None) -> int:
         return DEFAULT_ASYNC_MAX_CONNECTIONS if max_connections is None else max_connections
@@ -108,13 +120,18 @@ class AsyncValkeyClient(OpenedByAsyncWith, ValkeyBase):
         self._client = ClosedClient()
         await self._close_transport()
 
-
     # --- internals --------------------------------------------------------------------------
 
-    @traced(CALL)
     async def _call(self, command: Command[Any]) -> Any:
-        """Send ``command``; retry what :func:`~.protocol.retryable` allows, in budget."""
-        async with self._slots:
+        """Take a slot (waiting for one when all are taken); send ``command``; retry what
+        :func:`~.protocol.retryable` allows, in budget."""
+        slots = self._slots
+        self._requests += 1
+        if slots.locked():
+            await self._wait_for(slots)
+        else:
+            await slots.acquire()  # a free slot: taken at once, without suspending
+        try:
             with Boundary(self, command.op, command.key):
                 started = _monotonic()
                 method = self._method(command.method)
@@ -125,6 +142,18 @@ class AsyncValkeyClient(OpenedByAsyncWith, ValkeyBase):
                         self._policy, command.idempotent, method, command.args,
                         started=started, error=exc,
                     )
+        finally:
+            slots.release()
+
+    async def _wait_for(self, slots: asyncio.Semaphore) -> None:
+        """Wait for a slot, counted as waiting (a cancelled wait counts its time too)."""
+        self._waiting += 1
+        began = _monotonic()
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting -= 1
+            self._wait_seconds += _monotonic() - began
 
     async def _run(self, command: Command[T]) -> T:
         return command.finish(await self._call(command))
@@ -139,48 +168,59 @@ class AsyncValkeyClient(OpenedByAsyncWith, ValkeyBase):
 
     # --- the port (documented on ValkeyClient) ----------------------------------------------
 
+    @traced(CALLS["get"])
     async def get(self, key: str) -> str | None:
         """As :meth:`ValkeyClient.get`."""
         return await self._run(self._get(key))
 
+    @traced(CALLS["set"])
     async def set(self, key: str, value: str, expire_seconds: int | None = None) -> None:
         """As :meth:`ValkeyClient.set`."""
         await self._run(self._set(key, value, expire_seconds))
 
+    @traced(CALLS["delete"])
     async def delete(self, key: str) -> bool:
         """As :meth:`ValkeyClient.delete`."""
         return await self._run(self._delete(key))
 
+    @traced(CALLS["incr"])
     async def incr(self, key: str) -> int:
         """As :meth:`ValkeyClient.incr`."""
         return await self._run(self._incr(key))
 
+    @traced(CALLS["expire"])
     async def expire(self, key: str, seconds: int) -> bool:
         """As :meth:`ValkeyClient.expire`."""
         return await self._run(self._expire(key, seconds))
 
+    @traced(CALLS["ttl"])
     async def ttl(self, key: str) -> int:
         """As :meth:`ValkeyClient.ttl`."""
         return await self._run(self._ttl(key))
 
+    @traced(CALLS["exists"])
     async def exists(self, key: str) -> bool:
         """As :meth:`ValkeyClient.exists`."""
         return await self._run(self._exists(key))
 
+    @traced(CALLS["get_json"])
     async def get_json(self, key: str) -> Any:
         """As :meth:`ValkeyClient.get_json`."""
         return await self._run(self._get_json(key))
 
+    @traced(CALLS["set_json"])
     async def set_json(
         self, key: str, value: JSONValue, expire_seconds: int | None = None
     ) -> None:
         """As :meth:`ValkeyClient.set_json`."""
         await self._run(self._set_json(key, value, expire_seconds))
 
+    @traced(CALLS["hit"])
     async def hit(self, key: str, window_seconds: int) -> int:
         """As :meth:`ValkeyClient.hit`."""
         return await self._run(self._hit(key, window_seconds))
 
+    @traced(CALLS["health_check"])
     async def health_check(self) -> bool:
         """As :meth:`ValkeyClient.health_check`."""
         return await self._run(self._health())

@@ -35,7 +35,7 @@ from crm_infra.adapters.valkey.protocol import (
     is_seconds,
     positive_seconds,
 )
-from crm_infra.adapters.valkey.telemetry import pool_stats
+from crm_infra.adapters.valkey.telemetry import Queue, pool_stats
 from crm_infra.adapters.valkey.topology import (
     EndpointFor,
     Topology,
@@ -217,6 +217,11 @@ class ValkeyBase:
 
     def _hit_once(self, name: str, window_seconds: int) -> Any:
         raise NotImplementedError
+
+    def _queue(self) -> Queue | None:
+        """The calls waiting for a connection, the seconds waited and the calls made (None:
+        this client does not queue)."""
+        return None
 
     # --- set-up ---------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from crm_infra.adapters.valkey.protocol import (
     Command,
     call_sync,
 )
-from crm_infra.adapters.valkey.telemetry import CALL
+from crm_infra.adapters.valkey.telemetry import CALLS
 from crm_infra.adapters.valkey.topology import Topology, Transport, connect_sync
 from crm_infra.ports import JSONValue
 from crm_infra.redaction import redact_url
@@ -116,7 +116,6 @@ class ValkeyClient(ValkeyBase):
 
     # --- internals -------------------------------------------------------------------------
 
-    @traced(CALL)
     def _call(self, command: Command[Any]) -> Any:
         """Send ``command``; retry what :func:`~.protocol.retryable` allows, in budget."""
         with Boundary(self, command.op, command.key):
@@ -143,6 +142,7 @@ class ValkeyClient(ValkeyBase):
 
     # --- the port --------------------------------------------------------------------------
 
+    @traced(CALLS["get"])
     def get(self, key: str) -> str | None:
         """Return the value at ``key``, or None when the key does not exist.
 
@@ -151,6 +151,7 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._get(key))
 
+    @traced(CALLS["set"])
     def set(self, key: str, value: str, expire_seconds: int | None = None) -> None:
         """Store ``value`` at ``key``, expiring after ``expire_seconds`` (None: never).
 
@@ -161,6 +162,7 @@ class ValkeyClient(ValkeyBase):
         """
         self._run(self._set(key, value, expire_seconds))
 
+    @traced(CALLS["delete"])
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True when it existed.
 
@@ -168,6 +170,7 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._delete(key))
 
+    @traced(CALLS["incr"])
     def incr(self, key: str) -> int:
         """Add one to the integer at ``key`` (missing counts as 0); return the new value.
 
@@ -180,6 +183,7 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._incr(key))
 
+    @traced(CALLS["expire"])
     def expire(self, key: str, seconds: int) -> bool:
         """Set ``key`` to expire in ``seconds``; return False when the key does not exist.
 
@@ -189,14 +193,17 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._expire(key, seconds))
 
+    @traced(CALLS["ttl"])
     def ttl(self, key: str) -> int:
         """Return the seconds left: -2 when the key does not exist, -1 when it never expires."""
         return self._run(self._ttl(key))
 
+    @traced(CALLS["exists"])
     def exists(self, key: str) -> bool:
         """Return True when ``key`` exists."""
         return self._run(self._exists(key))
 
+    @traced(CALLS["get_json"])
     def get_json(self, key: str) -> Any:
         """Return the JSON value at ``key`` decoded, or None when the key does not exist.
 
@@ -206,6 +213,7 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._get_json(key))
 
+    @traced(CALLS["set_json"])
     def set_json(self, key: str, value: JSONValue, expire_seconds: int | None = None) -> None:
         """Store ``value`` as JSON at ``key``, expiring after ``expire_seconds`` (None: never).
 
@@ -218,6 +226,7 @@ class ValkeyClient(ValkeyBase):
         """
         self._run(self._set_json(key, value, expire_seconds))
 
+    @traced(CALLS["hit"])
     def hit(self, key: str, window_seconds: int) -> int:
         """Count one hit in the fixed window at ``key``; return the count in this window.
 
@@ -234,6 +243,7 @@ class ValkeyClient(ValkeyBase):
         """
         return self._run(self._hit(key, window_seconds))
 
+    @traced(CALLS["health_check"])
     def health_check(self) -> bool:
         """Return True when Valkey answers PING (every primary, on a cluster).
 
