@@ -1,7 +1,9 @@
 """What the Vault clients' spans say: the operation, the mount and the secret's path (a name
 of the layout, such as ``crm/database``), never a field, a value, a token or an id.
 
-A path that is not a plain layout name (one the client is about to refuse, say) is shown as
+Each segment of the path is shown when it reads as a name (:func:`~crm_infra.telemetry.calls.
+is_name`: lowercase letters, ``_`` and ``-``), else as ``*``: ``crm/tenants/3f2a...`` shows as
+``crm/tenants/*``. A path the client refuses (``..``, a bad character) is shown as
 ``(invalid)``: whatever the caller passed is not repeated.
 """
 
@@ -14,12 +16,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from crm_infra.telemetry import Call, CallSpec
-from crm_infra.telemetry.calls import Attributes
+from crm_infra.telemetry.calls import Attributes, is_name
 
-__all__ = ["GET_SECRET", "HEALTH_CHECK", "SECRET_STORE"]
+__all__ = ["GET_SECRET", "HEALTH_CHECK", "SECRET_STORE", "shown_path"]
 
 SECRET_STORE = "SecretStore"  # noqa: S105 - the port's name, not a password
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+){0,15}")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.@+=,-]+(?:/[A-Za-z0-9_.@+=,-]+)*")  # as the clients accept
 _server: weakref.WeakKeyDictionary[Any, Attributes] = weakref.WeakKeyDictionary()
 
 
@@ -40,6 +42,16 @@ def _server_of(owner: Any) -> Attributes:
     return known
 
 
+def shown_path(path: object) -> str:
+    """The secret path as a span shows it (see the module docstring)."""
+    if not isinstance(path, str) or _PLAIN_PATH.fullmatch(path) is None:
+        return "(invalid)"
+    segments = path.split("/")
+    if any(s in {".", ".."} for s in segments):
+        return "(invalid)"
+    return "/".join(s if is_name(s) else "*" for s in segments)
+
+
 class _Operation(CallSpec):
     def __init__(self, operation: str, *, path: bool) -> None:
         self._operation = operation
@@ -52,9 +64,7 @@ class _Operation(CallSpec):
             **_server_of(owner),
         }
         if self._path:
-            path = args[0] if args else kwargs.get("path")
-            plain = isinstance(path, str) and _PLAIN_PATH.fullmatch(path) is not None
-            attributes["crm.secret.path"] = str(path) if plain else "(invalid)"
+            attributes["crm.secret.path"] = shown_path(args[0] if args else kwargs.get("path"))
         return Call(self._operation, attributes, self._metric)
 
 
