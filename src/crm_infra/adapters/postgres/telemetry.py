@@ -1,20 +1,64 @@
 """What the PostgreSQL clients' spans say: the SQL template, never a value.
 
 Values travel as protocol parameters and never appear here, nor does the user id (the user
-setting is not a statement of the call's). ``db.query.text`` is the SQL as the caller wrote it
-(cut at :data:`QUERY_TEXT_LIMIT` characters): values belong in ``params``. The attributes
-follow OpenTelemetry's conventions for SQL client spans; see docs/operations.md.
+setting is not a statement of the call's). The attributes follow OpenTelemetry's conventions
+for SQL client spans; see docs/operations.md.
+
+``db.query.text`` is the caller's SQL sanitised, as OpenTelemetry's conventions ask of query
+text that may hold literals: every literal constant the text holds is replaced by a
+placeholder, and comments are dropped. What is a literal is decided by PostgreSQL's own
+lexer (libpg_query's scanner, through pglast), so every spelling the server reads as a
+constant is one here: ``'...'``, ``E'...'``, ``U&'...'``, dollar-quoted ``$$...$$`` and
+``$tag$...$tag$`` strings, ``B'...'`` and ``X'...'`` bit strings, integers and decimals; in
+any statement (``CREATE ROLE ... PASSWORD '...'``, ``COMMENT ON ... IS '...'``, a function's
+body, ``COPY ... TO '...'``). Names (``"quoted"`` too), keywords (``TRUE``, ``NULL``) and
+operators stay as written; so does the whitespace, except where a comment was (one space, or a
+line break if the comment spanned lines). Before anything is shown the text must parse by
+PostgreSQL's grammar; a text that does not (a syntax error, an unterminated quote, a NUL byte)
+shows as :data:`UNPARSED`, never as written, and its span name and ``db.operation.name`` are
+its first word only if that is a PostgreSQL keyword.
+
+Numbering: the placeholders of the literals are ``$n``, numbered in the order they appear,
+starting above every parameter the statement already has, so a number never means both: the
+caller's ``%s`` / ``%(name)s`` placeholders, which stay as written (psycopg sends them as
+``$1``...``$k``, so literals start at ``$k+1``), and any ``$n`` the caller wrote itself (in a
+SQL function's body, ``PREPARE``), which stays too (literals start above the highest).
+``SELECT * FROM t WHERE a = %s AND b = 'x' LIMIT 10`` shows as ``SELECT * FROM t WHERE a = %s
+AND b = $2 LIMIT $3``; SQL without literals or comments (the usual parameterised statement)
+shows exactly as written. This is the rule of libpg_query's ``normalize`` (what
+``pg_stat_statements`` shows), which is not used itself: it keeps comments, leaves the literals
+of most utility statements in place (``COMMENT ON``, ``CREATE VIEW``, ``CREATE POLICY``,
+``PREPARE``, ``COPY``, ``ALTER SYSTEM``, ``CREATE SERVER ... OPTIONS (password '...')``) and
+cannot read psycopg's placeholders. The lexer reads a backslash in ``'...'`` as
+``standard_conforming_strings = on`` does (PostgreSQL's default); a server with it off reads
+``'a\\'...`` otherwise, and then the text may not be what the server ran.
+
+The sanitised text is computed once per distinct SQL text, never per call, and cut at
+:data:`QUERY_TEXT_LIMIT` characters: each client keeps the span attributes of up to 1024
+distinct (operation, SQL text) pairs, as before, and the sanitised forms of the last 1024
+distinct texts are shared by every client and operation. Only SQL passed as ``str`` is
+shown; a ``psycopg.sql.Composed`` has no ``db.query.text``.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from pglast.keywords import (
+    COL_NAME_KEYWORDS,
+    RESERVED_KEYWORDS,
+    TYPE_FUNC_NAME_KEYWORDS,
+    UNRESERVED_KEYWORDS,
+)
+from pglast.parser import ParseError, Token, scan
+from pglast.parser import split as split_statements
 from psycopg.conninfo import conninfo_to_dict
 
+from crm_infra._sql_params import ClientSideError, SplitQuery, split_placeholders
 from crm_infra.pool_stats import PoolStats
 from crm_infra.telemetry import Call, CallSpec
 from crm_infra.telemetry.calls import Attributes
@@ -32,10 +76,12 @@ __all__ = [
     "QUERY_TEXT_LIMIT",
     "TRANSACTION",
     "TRANSACTION_EXECUTE",
+    "UNPARSED",
     "USER_SCOPED_DB",
     "Block",
     "Statement",
     "pool_stats",
+    "query_text",
 ]
 
 USER_SCOPED_DB = "UserScopedDB"
@@ -43,7 +89,17 @@ ADMIN_DB = "AdminDB"
 QUERY_TEXT_LIMIT = 2048
 """``db.query.text`` is cut here (a migration can be long; the start says which)."""
 
+UNPARSED = "(unparsed)"
+"""``db.query.text`` of a text PostgreSQL's grammar does not accept (never the text itself)."""
+
 _CALLS_KEPT = 1024  # per client: distinct (operation, SQL text) pairs whose Call is reused
+_TEXTS_KEPT = 1024  # in all: distinct SQL texts whose sanitised form is reused
+# The lexer's names of the tokens that are constants, and of comments.
+_CONSTANTS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
+_KEYWORDS = frozenset().union(
+    COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS, UNRESERVED_KEYWORDS
+)
 
 
 class _Known:
@@ -90,7 +146,9 @@ def _server_of(owner: Any, admin: bool) -> Attributes:
 
 
 def _verb(query: str) -> str:
-    """The statement's first keyword (``SELECT``), after any leading comments."""
+    """The statement's first keyword (``SELECT``), after any leading comments; "" when the
+    first word is not one of PostgreSQL's keywords (it may be anything in a text that does
+    not parse)."""
     text = query.lstrip()
     while text.startswith(("--", "/*")):
         end = text.find("\n") if text.startswith("--") else text.find("*/")
@@ -99,7 +157,92 @@ def _verb(query: str) -> str:
         text = text[end + (1 if text.startswith("--") else 2):].lstrip()
     word = text.split(None, 1)[0] if text else ""
     word = word.rstrip(";(")
-    return word.upper() if word.isascii() and word.isalpha() else ""
+    if not (word.isascii() and word.isalpha()) or word.lower() not in _KEYWORDS:
+        return ""
+    return word.upper()
+
+
+def query_text(query: str) -> str:
+    """Return ``db.query.text`` for ``query``: its literals replaced by ``$n`` and its
+    comments dropped, or :data:`UNPARSED` (see the module docstring); cut at
+    :data:`QUERY_TEXT_LIMIT` characters."""
+    return _described(query)[1]
+
+
+@functools.lru_cache(maxsize=_TEXTS_KEPT)
+def _described(query: str) -> tuple[str, str]:
+    """``query``'s first keyword ("" if none) and its sanitised text, once per text."""
+    verb = _verb(query)
+    sanitised = _sanitised(query)
+    return verb, (UNPARSED if sanitised is None else sanitised[:QUERY_TEXT_LIMIT])
+
+
+def _sanitised(query: str) -> str | None:
+    """``query`` with its literals replaced and its comments dropped; None when PostgreSQL's
+    lexer or grammar does not accept it, or anything in it is not a token of the lexer's."""
+    if "\x00" in query:
+        return None  # libpq would end the text there, and so would the lexer
+    try:
+        split: SplitQuery | None = split_placeholders(query)
+    except ClientSideError:
+        split = None  # no psycopg placeholders as psycopg reads them: sent as written
+    try:
+        tokens = scan(query)
+        # Whether the grammar accepts it: parsed in C alone (libpg_query guards its own stack;
+        # no tree is built in Python), the psycopg placeholders as PostgreSQL gets them.
+        split_statements(query if split is None else split.text, only_slices=True)
+    except (ParseError, ValueError):  # ValueError: a lone surrogate has no UTF-8 form
+        return None
+    taken = len(split.keys) if split is not None else 0
+    for token in tokens:
+        if token.name == "PARAM":
+            written = query[token.start + 1 : token.end + 1]
+            if written.isdigit():
+                taken = max(taken, int(written))
+    return _rebuilt(query, tokens, taken)
+
+
+def _instead_of_comments(between: str) -> str:
+    """What stands where comments were between two tokens: a space, or a line break and the
+    next line's indentation if they spanned lines."""
+    if "\n" not in between:
+        return " "
+    indent = between.rpartition("\n")[2]
+    return "\n" + (indent if not indent.strip() else "")
+
+
+def _rebuilt(query: str, tokens: list[Token], taken: int) -> str | None:
+    """``query`` from its ``tokens``: constants as ``$n`` from ``$taken+1`` on, comments
+    dropped, whitespace kept; None if anything but whitespace lies outside the tokens."""
+    out: list[str] = []
+    between = ""  # what lies between the last token kept and the next: whitespace, comments
+    commented = False
+    at = 0
+    for token in tokens:
+        gap = query[at : token.start]
+        if gap.strip():
+            return None  # not whitespace, yet no token of the lexer's: show none of it
+        between += gap
+        at = token.end + 1
+        if token.name in _COMMENTS:
+            between += query[token.start : at]
+            commented = True
+            continue
+        if commented:
+            between = _instead_of_comments(between) if out else ""
+            commented = False
+        if token.name in _CONSTANTS:
+            taken += 1
+            out += (between, f"${taken}")
+        else:
+            out += (between, query[token.start : at])
+        between = ""
+    tail = query[at:]
+    if tail.strip():
+        return None
+    if not commented:  # a trailing comment goes with the whitespace around it
+        out.append(between + tail)
+    return "".join(out)
 
 
 class Statement(CallSpec):
@@ -148,8 +291,7 @@ class Statement(CallSpec):
         }
         verb = ""
         if isinstance(query, str):
-            verb = _verb(query)
-            attributes["db.query.text"] = query[:QUERY_TEXT_LIMIT]
+            verb, attributes["db.query.text"] = _described(query)
         if verb:
             attributes["db.operation.name"] = verb
         return Call(verb or self._operation, attributes, self._metric)
