@@ -4,6 +4,11 @@ Used by the test fixtures, the benchmarks and ``crm-infra dev``. Several runs ma
 server at once: the shared group roles (``sql/bootstrap/roles.sql``) are created under an
 advisory lock, and everything else (database, login roles) has a unique random name and is
 dropped again by :func:`drop_database`. The group roles are shared and never dropped.
+
+Both run with every OpenTelemetry instrumentation suppressed when OpenTelemetry is loaded
+(:class:`~crm_infra.telemetry.silence.silenced`; without it nothing is imported): ``CREATE
+ROLE ... PASSWORD '...'`` carries a password in its text, which a driver's instrumentation
+(``opentelemetry-instrumentation-psycopg``) would otherwise copy into its own span.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from crm_infra.adapters.postgres.errors import translate_errors, translate_input
 from crm_infra.errors import ConfigError
 from crm_infra.redaction import password_of
 from crm_infra.schema_files import bootstrap_roles_file
+from crm_infra.telemetry.silence import silenced
 
 __all__ = ["BootstrappedDatabase", "create_database", "drop_database"]
 
@@ -87,6 +93,7 @@ def create_database(
     hidden = (password_of(superuser_url), app_password, admin_password)
     roles_sql = bootstrap_roles_file(sql_dir).read_text(encoding="utf-8")
     with (
+        silenced(),  # the passwords are in SQL text: no driver's span may copy it
         translate_errors("bootstrap: create database", hidden),
         translate_input_errors("bootstrap: create database"),
     ):
@@ -150,6 +157,7 @@ def drop_database(created: BootstrappedDatabase) -> None:
     """
     hidden = (password_of(created.superuser_url),)
     with (
+        silenced(),
         translate_errors("bootstrap: drop database", hidden),
         translate_input_errors("bootstrap: drop database"),
         psycopg.connect(created.superuser_url, autocommit=True, connect_timeout=5) as conn,
