@@ -13,7 +13,7 @@ import psycopg
 from crm_infra.bootstrap import create_database, drop_database
 from crm_infra.redaction import password_of
 from crm_infra.telemetry.silence import silenced
-from tests.fixtures.telemetry import Telemetry
+from tests.fixtures.telemetry import WITHOUT_OPENTELEMETRY, Telemetry
 
 
 def test_no_span_holds_a_password_of_the_bootstrap(
@@ -46,14 +46,8 @@ def test_no_span_holds_a_password_of_the_bootstrap(
     assert statements == ["SELECT 1"]
 
 
-_WITHOUT_OPENTELEMETRY = """
-import importlib.abc, os, sys
-class NoOpenTelemetry(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            raise ImportError(f"{name} is not installed")
-        return None
-sys.meta_path.insert(0, NoOpenTelemetry())
+_BOOTSTRAP = WITHOUT_OPENTELEMETRY + """
+import os
 from crm_infra.bootstrap import create_database, drop_database
 made = create_database(os.environ["URL"], prefix="crm_nootel")
 drop_database(made)
@@ -65,7 +59,7 @@ def test_without_opentelemetry_the_bootstrap_runs_and_imports_none_of_it(
     pg_superuser_url: str,
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_OPENTELEMETRY],
+        [sys.executable, "-c", _BOOTSTRAP],
         capture_output=True,
         text=True,
         check=False,

@@ -8,7 +8,7 @@ own instrumentation on as well. Every failing call is one failed span."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 from uuid import UUID, uuid4
 
@@ -192,6 +192,23 @@ def recorded(request: pytest.FixtureRequest) -> Telemetry:
     return telemetry
 
 
+class _LoggingIn(TypedDict):
+    role_id: str
+    secret_id: str
+    approle_mount_point: str
+    mount_point: str
+
+
+def _logging_in(approle: AppRoleLogin, mount: VaultMount) -> _LoggingIn:
+    """A Vault client's arguments to log in with ``approle`` and read from ``mount``."""
+    return {
+        "role_id": approle.role_id,
+        "secret_id": approle.secret_id,
+        "approle_mount_point": approle.mount,
+        "mount_point": mount.name,
+    }
+
+
 def _secrets(
     pg_database: BootstrappedDatabase, token: str, approle: AppRoleLogin, planted: Planted
 ) -> None:
@@ -219,13 +236,7 @@ def test_nothing_planted_reaches_spans_or_metrics(  # noqa: PLR0917 - pytest fix
         ValkeyClient(valkey_url, key_prefix="crm:") as kv,
         ValkeyClient(guarded.url, key_prefix="crm:") as guarded_kv,
         VaultClient(openbao_server.addr, token, mount_point=vault_mount.name) as vault,
-        VaultClient(
-            openbao_server.addr,
-            role_id=approle.role_id,
-            secret_id=approle.secret_id,
-            approle_mount_point=approle.mount,
-            mount_point=vault_mount.name,
-        ) as by_approle,
+        VaultClient(openbao_server.addr, **_logging_in(approle, vault_mount)) as by_approle,
     ):
         _database_calls(db, planted)
         _valkey_calls(kv, planted)
@@ -256,13 +267,7 @@ async def test_nothing_planted_reaches_spans_or_metrics_from_asyncio(  # noqa: P
         ) as db,
         AsyncValkeyClient(valkey_url, key_prefix="crm:") as kv,
         AsyncVaultClient(openbao_server.addr, token, mount_point=vault_mount.name) as vault,
-        AsyncVaultClient(
-            openbao_server.addr,
-            role_id=approle.role_id,
-            secret_id=approle.secret_id,
-            approle_mount_point=approle.mount,
-            mount_point=vault_mount.name,
-        ) as by_approle,
+        AsyncVaultClient(openbao_server.addr, **_logging_in(approle, vault_mount)) as by_approle,
     ):
         await _database_calls_async(db, planted)
         await _valkey_calls_async(kv, planted)

@@ -9,17 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-# Makes OpenTelemetry unimportable, as in an environment without the extra: an attempt to
-# import it would fail the script, not pass unnoticed.
-_WITHOUT_THE_EXTRA = """
-import importlib.abc, sys
-class NoOpenTelemetry(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            raise ImportError(f"{name} is not installed")
-        return None
-sys.meta_path.insert(0, NoOpenTelemetry())
-"""
+from tests.fixtures.telemetry import WITHOUT_OPENTELEMETRY
 
 _CALLS = """
 import sys
@@ -58,7 +48,7 @@ def _loaded(script: str) -> set[str]:
 
 
 def test_without_the_extra_every_call_works_and_nothing_is_imported() -> None:
-    assert _loaded(_WITHOUT_THE_EXTRA + _CALLS) == set()
+    assert _loaded(WITHOUT_OPENTELEMETRY + _CALLS) == set()
 
 
 def test_with_the_extra_but_no_sdk_configured_nothing_more_is_imported() -> None:

@@ -15,16 +15,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from crm_infra.telemetry.silence import silenced
-
-_BLOCK_OPENTELEMETRY = """
-import importlib.abc, sys
-class NoOpenTelemetry(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            raise ImportError(f"{name} is not installed")
-        return None
-sys.meta_path.insert(0, NoOpenTelemetry())
-"""
+from tests.fixtures.telemetry import WITHOUT_OPENTELEMETRY
 
 _SILENCED = """
 import sys
@@ -50,7 +41,7 @@ def _loaded(script: str) -> list[str]:
 
 
 def test_without_the_extra_it_runs_the_block_and_imports_nothing() -> None:
-    assert _loaded(_BLOCK_OPENTELEMETRY + _SILENCED) == []
+    assert _loaded(WITHOUT_OPENTELEMETRY + _SILENCED) == []
 
 
 def test_with_the_extra_installed_but_not_loaded_it_imports_nothing() -> None:
