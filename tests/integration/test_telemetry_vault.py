@@ -110,3 +110,31 @@ async def test_vault_calls_are_timed_by_port_and_operation_sync_and_asyncio(
     }
     assert counts == {("SecretStore", "get_secret"): 2, ("SecretStore", "health_check"): 3}
     assert all(p.sum > 0 for p in telemetry.points("crm.call.duration"))
+
+
+@pytest.mark.asyncio
+async def test_a_read_served_from_the_cache_says_so_on_its_span_and_its_point(
+    telemetry: Telemetry, openbao_server: OpenBaoServer, openbao_root: Any, vault_mount: VaultMount
+) -> None:
+    token = _token(openbao_root, vault_mount)
+    with VaultClient(
+        openbao_server.addr, token, mount_point=vault_mount.name, cache_ttl=300
+    ) as vault:
+        vault.get_database_url()  # a request
+        vault.get_database_url()  # the cache
+        vault.health_check()  # never cached, and says nothing of it
+        vault.get_database_url()  # the cache again, after a call that is not a read
+    async with AsyncVaultClient(
+        openbao_server.addr, token, mount_point=vault_mount.name, cache_ttl=300
+    ) as avault:
+        await avault.get_database_url()
+        await avault.get_database_url()
+    cached = [(s.attributes or {}).get("crm.secret.cached") for s in telemetry.ours()]
+    assert cached == [False, True, None, True, False, True]
+    points = {
+        (p.attributes["crm.operation"], p.attributes.get("crm.secret.cached")): p.count
+        for p in telemetry.points("crm.call.duration")
+    }
+    assert points == {
+        ("get_secret", False): 2, ("get_secret", True): 3, ("health_check", None): 1
+    }

@@ -61,8 +61,8 @@ def error_type(exc: BaseException) -> str:
 
 
 class CallSpec:
-    """How the calls of one adapter method are described; subclasses fill in the three
-    methods. The defaults add nothing."""
+    """How the calls of one adapter method are described; subclasses fill in ``describe``
+    and what they need of the others. The defaults add nothing."""
 
     def describe(self, owner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
         """Return the call about to run on ``owner`` with these arguments."""
@@ -71,6 +71,11 @@ class CallSpec:
     def outcome(self, call: Call, result: Any) -> Attributes:
         """Return the attributes a successful ``result`` adds to the span (a row count, a
         hit count)."""
+        return {}
+
+    def measured(self, call: Call, result: Any) -> Attributes:
+        """Return the attributes a successful ``result`` adds to the call's duration point
+        (low-cardinality only: whether a read was served from a cache)."""
         return {}
 
     def failure(self, call: Call, exc: BaseException) -> Attributes:

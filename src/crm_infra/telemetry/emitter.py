@@ -167,7 +167,11 @@ class Emitter:
                 span.set_attributes(extra)
             span.end()
         if self._duration is not None:
-            self._duration.record(elapsed, call.metric_attributes)
+            measured = spec.measured(call, result)
+            self._duration.record(
+                elapsed,
+                {**call.metric_attributes, **measured} if measured else call.metric_attributes,
+            )
             if call.counter is not None:
                 self.count(call.counter, 1, call.metric_attributes)
 

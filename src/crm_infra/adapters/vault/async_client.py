@@ -146,6 +146,7 @@ class AsyncVaultClient(OpenedByAsyncWith, AsyncSecretLayoutMethods):
         vault = await self._ready()
         found, since = vault._lookup(path)
         if found is not None:
+            telemetry.CACHED.set(True)  # for the span, when one is recorded
             return found
         return vault._keep(path, await self._in_thread(vault._read, path), since)
 

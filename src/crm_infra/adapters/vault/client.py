@@ -289,6 +289,7 @@ class VaultClient(SecretLayoutMethods, VaultLeaseMethods):
         """
         found, since = self._lookup(path)
         if found is not None:
+            telemetry.CACHED.set(True)  # for the span, when one is recorded
             return found
         return self._keep(path, self._read(path), since)
 

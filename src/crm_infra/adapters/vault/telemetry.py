@@ -5,6 +5,10 @@ Each segment of the path is shown when it reads as a name (:func:`~crm_infra.tel
 is_name`: lowercase letters, ``_`` and ``-``), else as ``*``: ``crm/tenants/3f2a...`` shows as
 ``crm/tenants/*``. A path the client refuses (``..``, a bad character) is shown as
 ``(invalid)``: whatever the caller passed is not repeated.
+
+``crm.secret.cached`` (on a successful ``get_secret``'s span and duration point) says whether
+the client's cache served the read, without a request: the clients set :data:`CACHED` in the
+caller's context when it did, and the span's start clears it.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
 from crm_infra.telemetry import Call, CallSpec
 from crm_infra.telemetry.calls import Attributes, is_name
 
-__all__ = ["GET_SECRET", "HEALTH_CHECK", "SECRET_STORE", "shown_path"]
+__all__ = ["CACHED", "GET_SECRET", "HEALTH_CHECK", "SECRET_STORE", "shown_path"]
 
 SECRET_STORE = "SecretStore"  # noqa: S105 - the port's name, not a password
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.@+=,-]+(?:/[A-Za-z0-9_.@+=,-]+)*")  # as the clients accept
+CACHED: ContextVar[bool] = ContextVar("crm_infra_vault_cached", default=False)
+"""Set by a client whose cache served ``get_secret`` (see the module docstring)."""
 _server: weakref.WeakKeyDictionary[Any, Attributes] = weakref.WeakKeyDictionary()
 
 
@@ -52,6 +59,10 @@ def shown_path(path: object) -> str:
     return "/".join(s if is_name(s) else "*" for s in segments)
 
 
+_CACHED_YES: Attributes = {"crm.secret.cached": True}
+_CACHED_NO: Attributes = {"crm.secret.cached": False}
+
+
 class _Operation(CallSpec):
     def __init__(self, operation: str, *, path: bool) -> None:
         self._operation = operation
@@ -65,7 +76,16 @@ class _Operation(CallSpec):
         }
         if self._path:
             attributes["crm.secret.path"] = shown_path(args[0] if args else kwargs.get("path"))
+            CACHED.set(False)
         return Call(self._operation, attributes, self._metric)
+
+    def outcome(self, call: Call, result: Any) -> Attributes:
+        return self.measured(call, result)
+
+    def measured(self, call: Call, result: Any) -> Attributes:
+        if not self._path:
+            return {}
+        return _CACHED_YES if CACHED.get() else _CACHED_NO
 
 
 GET_SECRET = _Operation("get_secret", path=True)
