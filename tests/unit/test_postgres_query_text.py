@@ -258,6 +258,82 @@ def test_the_text_is_sanitised_once_per_distinct_text(counted_scans: list[str]) 
     assert counted_scans == [sql, other]
 
 
-def test_the_cache_of_sanitised_texts_is_bounded() -> None:
-    info = pg._described.cache_info()
-    assert info.maxsize == pg._TEXTS_KEPT
+def test_the_cache_of_sanitised_texts_forgets_the_oldest(counted_scans: list[str]) -> None:
+    first = _unique("SELECT 1")
+    query_text(first)
+    for _ in range(pg._TEXTS_KEPT):
+        query_text(_unique("SELECT 2"))
+    query_text(first)  # pushed out by as many other texts as the cache keeps: scanned again
+    assert counted_scans.count(first) == 2
+    assert len(counted_scans) == pg._TEXTS_KEPT + 2
+
+
+# --- what the lexer alone would get wrong ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT %(a')s::text || ', s3cret-Literal, ' || %(b')s::text",
+        "SELECT %(x\")s, 's3cret-Literal', %(y\")s",
+        "SELECT %(a--)s, 's3cret-Literal'",
+        "SELECT %(név)s, 's3cret-Literal'",
+    ],
+)
+def test_a_placeholder_name_that_is_not_a_plain_identifier_shows_nothing(sql: str) -> None:
+    # The server gets $n for each name, but a quote in the name would open a string in the
+    # caller's text that the server never sees, and hide its literals from the scan.
+    assert query_text(_unique(sql)) == UNPARSED
+
+
+def test_plain_placeholder_names_stay_as_written() -> None:
+    sql = "SELECT * FROM contacts WHERE name = %(name)s AND city = 'Oslo' AND id = %(id_2)s"
+    assert query_text(sql) == (
+        "SELECT * FROM contacts WHERE name = %(name)s AND city = $3 AND id = %(id_2)s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "shown"),
+    [
+        ("SET app.api_key = sk_live_51Habc", "SET app.api_key = $1"),
+        ("SET LOCAL app.current_user_id = u_3f2a9c", "SET LOCAL app.current_user_id = $1"),
+        ("ALTER ROLE app SET app.secret TO topsecret", "ALTER ROLE app SET app.secret TO $1"),
+        ("ALTER SYSTEM SET app.key = \"Quoted\"", "ALTER SYSTEM SET app.key = $1"),
+        ("SET search_path = crm, public", "SET search_path = $1, $2"),
+        (
+            "ALTER DATABASE crm SET app.k TO v1; SET x = 'y'",
+            "ALTER DATABASE crm SET app.k TO $1; SET x = $2",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = hidden AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = $1 AS $2",
+        ),
+    ],
+)
+def test_a_bare_word_set_as_a_value_is_a_value(sql: str, shown: str) -> None:
+    assert query_text(sql) == shown
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE contacts SET phone = mobile WHERE name = %s",
+        (
+            "INSERT INTO contacts (name) VALUES (%s)"
+            " ON CONFLICT (name) DO UPDATE SET name = excluded.name"
+        ),
+        "WITH c AS (SELECT id FROM contacts) UPDATE contacts SET phone = mobile",
+        "ALTER TABLE contacts OWNER TO crm_owner",
+        "ALTER TABLE contacts ALTER COLUMN phone SET DEFAULT NULL",
+    ],
+)
+def test_names_in_data_statements_and_other_clauses_stay(sql: str) -> None:
+    assert query_text(sql) == sql
+
+
+def test_a_text_too_long_to_sanitise_is_not_shown() -> None:
+    values = ", ".join(f"('{SECRET}-{n}')" for n in range(pg.SANITISED_MAX // 20))
+    sql = f"INSERT INTO contacts (name) VALUES {values}"
+    assert len(sql) > pg.SANITISED_MAX
+    assert query_text(sql) == UNPARSED

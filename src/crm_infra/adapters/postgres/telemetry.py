@@ -16,7 +16,14 @@ operators stay as written; so does the whitespace, except where a comment was (o
 line break if the comment spanned lines). Before anything is shown the text must parse by
 PostgreSQL's grammar; a text that does not (a syntax error, an unterminated quote, a NUL byte)
 shows as :data:`UNPARSED`, never as written, and its span name and ``db.operation.name`` are
-its first word only if that is a PostgreSQL keyword.
+its first word only if that is a PostgreSQL keyword. So does a text longer than
+:data:`SANITISED_MAX`, and one with a psycopg placeholder whose name is not a plain
+identifier (``%(a')s``: the quote would open a string in the caller's text that the server,
+which gets ``$1``, never sees, and hide its literals from the lexer).
+
+A bare word given as a value in a ``SET`` clause outside a data statement (``SET x = word``,
+``ALTER ROLE r SET x TO word``, a function's ``SET``) is a string to PostgreSQL, and is
+replaced like a literal; an ``UPDATE``'s ``SET col = other_col`` keeps its names.
 
 Numbering: the placeholders of the literals are ``$n``, numbered in the order they appear,
 starting above every parameter the statement already has, so a number never means both: the
@@ -74,6 +81,7 @@ __all__ = [
     "EXECUTE_ADMIN",
     "HEALTH_CHECK",
     "QUERY_TEXT_LIMIT",
+    "SANITISED_MAX",
     "TRANSACTION",
     "TRANSACTION_EXECUTE",
     "UNPARSED",
@@ -90,13 +98,24 @@ QUERY_TEXT_LIMIT = 2048
 """``db.query.text`` is cut here (a migration can be long; the start says which)."""
 
 UNPARSED = "(unparsed)"
-"""``db.query.text`` of a text PostgreSQL's grammar does not accept (never the text itself)."""
+"""``db.query.text`` of a text PostgreSQL's grammar does not accept (never the text itself),
+or one longer than :data:`SANITISED_MAX`."""
+SANITISED_MAX = 16_384
+"""The longest text sanitised (characters): the lexer's Python tokens cost about 0.4 us per
+character, once per distinct text; a longer one (a bulk insert with its values written in)
+shows as :data:`UNPARSED`."""
 
 _CALLS_KEPT = 1024  # per client: distinct (operation, SQL text) pairs whose Call is reused
 _TEXTS_KEPT = 1024  # in all: distinct SQL texts whose sanitised form is reused
 # The lexer's names of the tokens that are constants, and of comments.
 _CONSTANTS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
 _COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
+_SEMICOLON = "ASCII_59"
+_LIST_OR_DOT = frozenset({"ASCII_44", "ASCII_46"})  # , .
+_ASSIGN = frozenset({"ASCII_61", "TO"})  # = TO
+_NAME_KINDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
+_DATA_STATEMENTS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES",
+                              "TABLE"})
 _KEYWORDS = frozenset().union(
     COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS, UNRESERVED_KEYWORDS
 )
@@ -182,10 +201,16 @@ def _sanitised(query: str) -> str | None:
     lexer or grammar does not accept it, or anything in it is not a token of the lexer's."""
     if "\x00" in query:
         return None  # libpq would end the text there, and so would the lexer
+    if len(query) > SANITISED_MAX:
+        return None
     try:
         split: SplitQuery | None = split_placeholders(query)
     except ClientSideError:
         split = None  # no psycopg placeholders as psycopg reads them: sent as written
+    if split is not None and not all(_plain_name(key) for key in split.keys):
+        # The lexer reads the caller's text, where a quote in a name (%(a')s) would open a
+        # string the server never sees, and hide the server's literals from the scan.
+        return None
     try:
         tokens = scan(query)
         # Whether the grammar accepts it: parsed in C alone (libpg_query guards its own stack;
@@ -199,7 +224,44 @@ def _sanitised(query: str) -> str | None:
             written = query[token.start + 1 : token.end + 1]
             if written.isdigit():
                 taken = max(taken, int(written))
-    return _rebuilt(query, tokens, taken)
+    return _rebuilt(query, tokens, taken, _bare_values(tokens))
+
+
+def _plain_name(key: int | str) -> bool:
+    """Whether a psycopg placeholder's key is a position or a plain ASCII identifier."""
+    return isinstance(key, int) or (key.isascii() and key.isidentifier())
+
+
+def _bare_values(tokens: list[Token]) -> frozenset[int]:
+    """The positions of the tokens that are values of a ``SET`` clause outside a data
+    statement (``SET x = word``, ``ALTER ROLE r SET x TO word``, a function's ``SET``):
+    PostgreSQL reads a bare word there as a string, so it is a value, not a name. An
+    ``UPDATE``'s (or an upsert's) ``SET col = other_col`` is left alone."""
+    found: set[int] = set()
+    first, data, after_set, valued = True, False, False, False
+    for i, token in enumerate(tokens):
+        name = token.name
+        if name in _COMMENTS:
+            continue
+        if name == _SEMICOLON:
+            first, after_set, valued = True, False, False
+            continue
+        if first:
+            first, data = False, name in _DATA_STATEMENTS
+        if data:
+            continue
+        if valued:
+            if name == "IDENT" or token.kind in _NAME_KINDS:
+                found.add(i)
+                continue
+            if name in _LIST_OR_DOT:
+                continue
+            after_set = valued = False
+        if name == "SET":
+            after_set = True
+        elif after_set and name in _ASSIGN:
+            valued = True
+    return frozenset(found)
 
 
 def _instead_of_comments(between: str) -> str:
@@ -211,14 +273,15 @@ def _instead_of_comments(between: str) -> str:
     return "\n" + (indent if not indent.strip() else "")
 
 
-def _rebuilt(query: str, tokens: list[Token], taken: int) -> str | None:
-    """``query`` from its ``tokens``: constants as ``$n`` from ``$taken+1`` on, comments
-    dropped, whitespace kept; None if anything but whitespace lies outside the tokens."""
+def _rebuilt(query: str, tokens: list[Token], taken: int, bare: frozenset[int]) -> str | None:
+    """``query`` from its ``tokens``: constants (and the ``bare`` values) as ``$n`` from
+    ``$taken+1`` on, comments dropped, whitespace kept; None if anything but whitespace lies
+    outside the tokens."""
     out: list[str] = []
     between = ""  # what lies between the last token kept and the next: whitespace, comments
     commented = False
     at = 0
-    for token in tokens:
+    for i, token in enumerate(tokens):
         gap = query[at : token.start]
         if gap.strip():
             return None  # not whitespace, yet no token of the lexer's: show none of it
@@ -231,7 +294,7 @@ def _rebuilt(query: str, tokens: list[Token], taken: int) -> str | None:
         if commented:
             between = _instead_of_comments(between) if out else ""
             commented = False
-        if token.name in _CONSTANTS:
+        if token.name in _CONSTANTS or i in bare:
             taken += 1
             out += (between, f"${taken}")
         else:
