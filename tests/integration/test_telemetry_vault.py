@@ -138,3 +138,17 @@ async def test_a_read_served_from_the_cache_says_so_on_its_span_and_its_point(
     assert points == {
         ("get_secret", False): 2, ("get_secret", True): 3, ("health_check", None): 1
     }
+
+
+@pytest.mark.asyncio
+async def test_with_metrics_alone_an_asyncio_check_is_still_one_duration_point(
+    metrics_only: Telemetry,
+    openbao_server: OpenBaoServer,
+    openbao_root: Any,
+    vault_mount: VaultMount,
+) -> None:
+    token = _token(openbao_root, vault_mount)
+    async with AsyncVaultClient(openbao_server.addr, token, mount_point=vault_mount.name) as vault:
+        assert await vault.health_check() is True  # runs the sync client's check in a thread
+    (point,) = metrics_only.points("crm.call.duration")
+    assert (point.attributes["crm.operation"], point.count) == ("health_check", 1)

@@ -141,9 +141,11 @@ class Emitter:
 
     def _enter(self, call: Call, parent: otel_context.Context) -> tuple[Span | None, object]:
         """Start the span of ``call`` and make it current with the drivers' instrumentation
-        suppressed; return it and the token to detach (None, None without a tracer)."""
+        suppressed; return it and the token to detach. Without a tracer there is no span,
+        but the suppression still holds: a port call that runs another (the asyncio Vault
+        client's check runs the sync one) must still record one duration point."""
         if self._tracer is None:
-            return None, None
+            return None, otel_context.attach(quiet(parent, None))
         span = self._tracer.start_span(
             call.name,
             parent,
@@ -229,9 +231,10 @@ class Emitter:
         histogram.record(value, attributes)
 
 
-def quiet(parent: otel_context.Context, span: Span) -> otel_context.Context:
-    """``parent`` with ``span`` current and the drivers' instrumentation suppressed."""
-    ctx = trace.set_span_in_context(span, parent)
+def quiet(parent: otel_context.Context, span: Span | None) -> otel_context.Context:
+    """``parent`` with ``span`` (if any) current and the drivers' instrumentation
+    suppressed."""
+    ctx = parent if span is None else trace.set_span_in_context(span, parent)
     ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
     return otel_context.set_value(_SUPPRESS_PLAIN, True, ctx)
 
@@ -277,8 +280,6 @@ class Block:
 
     def _closing(self) -> object:
         Emitter._detach(self._body)
-        if self._span is None:
-            return None
         return otel_context.attach(quiet(otel_context.get_current(), self._span))
 
     def _ended(self, token: object, exc: BaseException | None) -> None:
