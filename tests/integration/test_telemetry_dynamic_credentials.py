@@ -1,6 +1,7 @@
-"""Short-lived database credentials under telemetry: through issue, renewal and replacement,
-no generated login name, password or lease id, nor the Vault token, appears in any span or
-metric point, and the calls stay one span each."""
+"""Short-lived database credentials under telemetry: through issue, renewal and the
+replacement of the application's login (the admin login's lease outlives the test), no
+generated login name, password or lease id, nor the Vault token, appears in any span or metric
+point."""
 
 from __future__ import annotations
 

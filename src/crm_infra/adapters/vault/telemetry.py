@@ -3,8 +3,10 @@ of the layout, such as ``crm/database``), never a field, a value, a token or an 
 
 Each segment of the path is shown when it reads as a name (:func:`~crm_infra.telemetry.calls.
 is_name`: lowercase letters, ``_`` and ``-``), else as ``*``: ``crm/tenants/3f2a...`` shows as
-``crm/tenants/*``. A path the client refuses (``..``, a bad character) is shown as
-``(invalid)``: whatever the caller passed is not repeated.
+``crm/tenants/*``. A path with a character or a ``.``/``..`` segment the client refuses is
+shown as ``(invalid)``: whatever the caller passed is not repeated. (A path the client refuses
+for its API prefix, ``secret/data/crm/database``, holds names only and is shown by the rule
+above.)
 
 ``crm.secret.cached`` (on a successful ``get_secret``'s span and duration point) says whether
 the client's cache served the read, without a request: the clients set :data:`CACHED` in the
