@@ -20,6 +20,7 @@ but the floor's.
   of any instrumentation with this SDK; the SDK case over this one is what crm-infra adds
   beyond the SDK;
 - execute, SDK sampling 1 in 100: the SDK case with ``ParentBased(TraceIdRatioBased(0.01))``.
+- execute, metrics only: a meter provider and no tracer provider.
 
 Needs ``valgrind`` (Debian: ``apt-get install valgrind``); without it the benchmark says so
 and counts as missed.
@@ -47,14 +48,21 @@ NO_SDK = "execute, extra loaded, no SDK"
 SDK = "execute, SDK configured"
 BY_HAND = "execute, no SDK, then the SDK by hand"
 SAMPLED = "execute, SDK sampling 1 in 100"
-CASES = ("floor", "execute", NO_SDK, SDK, BY_HAND, SAMPLED)
+METRICS = "execute, metrics only"
+CASES = ("floor", "execute", NO_SDK, SDK, BY_HAND, SAMPLED, METRICS)
 _OTEL_MODULES = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.metrics._internal")
 
 
 def _configure(case: str) -> Callable[[], None] | None:
     """Set up OpenTelemetry as ``case`` says, before anything of crm-infra runs; return what
     to do after each call besides it (the SDK's span and point made by hand), if anything."""
-    if case in (SDK, BY_HAND, SAMPLED):
+    if case == METRICS:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    elif case in (SDK, BY_HAND, SAMPLED):
         from opentelemetry import metrics, trace
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
