@@ -49,7 +49,8 @@ def is_name(segment: str) -> bool:
     may be shown: 1 to 32 lowercase ASCII letters, ``_`` or ``-``, starting with a letter
     (``session``, ``rate_limit``, ``database``). Digits, capitals, ``@`` and ``.`` are never
     shown: ids, numbers, emails and tokens hold them (``fullmatch``, since ``$`` would let a
-    final newline by)."""
+    final newline by). Letters alone cannot tell a lowercase username from a name, which is
+    why the docs ask for ids after a name (``cart:{user_id}``)."""
     return _NAME.fullmatch(segment) is not None
 
 
