@@ -27,7 +27,19 @@ def test_a_path_shows_its_names_and_hides_the_rest(path: str, shown: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "path", ["../planted", "crm/../x", "crm/./x", "crm/a b", "crm/x\n", "", "/crm/x", 42, None]
+    "path",
+    [
+        "../planted",
+        "crm/../x",
+        "crm/./x",
+        "crm/a b",
+        "crm/x\n",
+        "",
+        "/crm/x",
+        "secret/data/crm/database",
+        42,
+        None,
+    ],
 )
 def test_a_path_the_client_refuses_is_not_repeated(path: object) -> None:
     assert shown_path(path) == "(invalid)"

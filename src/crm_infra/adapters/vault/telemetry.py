@@ -3,10 +3,9 @@ of the layout, such as ``crm/database``), never a field, a value, a token or an 
 
 Each segment of the path is shown when it reads as a name (:func:`~crm_infra.telemetry.calls.
 is_name`: lowercase letters, ``_`` and ``-``), else as ``*``: ``crm/tenants/3f2a...`` shows as
-``crm/tenants/*``. A path with a character or a ``.``/``..`` segment the client refuses is
-shown as ``(invalid)``: whatever the caller passed is not repeated. (A path the client refuses
-for its API prefix, ``secret/data/crm/database``, holds names only and is shown by the rule
-above.)
+``crm/tenants/*``. A path the client refuses (:func:`~crm_infra.secret_paths.
+validate_secret_path`: ``..``, a bad character, the API's ``secret/data/`` prefix) is shown as
+``(invalid)``: whatever the caller passed is not repeated.
 
 ``crm.secret.cached`` (on a successful ``get_secret``'s span and duration point) says whether
 the client's cache served the read, without a request: the clients set :data:`CACHED` in the
@@ -15,20 +14,20 @@ caller's context when it did, and the span's start clears it.
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
+from crm_infra.errors import InvalidSecretPathError
+from crm_infra.secret_paths import DEFAULT_MOUNT_POINT, validate_secret_path
 from crm_infra.telemetry import Call, CallSpec
 from crm_infra.telemetry.calls import Attributes, is_name
 
 __all__ = ["CACHED", "GET_SECRET", "HEALTH_CHECK", "SECRET_STORE", "shown_path"]
 
 SECRET_STORE = "SecretStore"  # noqa: S105 - the port's name, not a password
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.@+=,-]+(?:/[A-Za-z0-9_.@+=,-]+)*")  # as the clients accept
 CACHED: ContextVar[bool] = ContextVar("crm_infra_vault_cached", default=False)
 """Set by a client whose cache served ``get_secret`` (see the module docstring)."""
 _server: weakref.WeakKeyDictionary[Any, Attributes] = weakref.WeakKeyDictionary()
@@ -51,14 +50,13 @@ def _server_of(owner: Any) -> Attributes:
     return known
 
 
-def shown_path(path: object) -> str:
+def shown_path(path: object, mount_point: str = DEFAULT_MOUNT_POINT) -> str:
     """The secret path as a span shows it (see the module docstring)."""
-    if not isinstance(path, str) or _PLAIN_PATH.fullmatch(path) is None:
+    try:
+        valid = validate_secret_path(path, mount_point=mount_point)
+    except InvalidSecretPathError:
         return "(invalid)"
-    segments = path.split("/")
-    if any(s in {".", ".."} for s in segments):
-        return "(invalid)"
-    return "/".join(s if is_name(s) else "*" for s in segments)
+    return "/".join(s if is_name(s) else "*" for s in valid.split("/"))
 
 
 _CACHED_YES: Attributes = {"crm.secret.cached": True}
@@ -77,7 +75,8 @@ class _Operation(CallSpec):
             **_server_of(owner),
         }
         if self._path:
-            attributes["crm.secret.path"] = shown_path(args[0] if args else kwargs.get("path"))
+            path = args[0] if args else kwargs.get("path")
+            attributes["crm.secret.path"] = shown_path(path, owner.mount_point)
             CACHED.set(False)
         return Call(self._operation, attributes, self._metric)
 
